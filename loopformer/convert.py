@@ -1,0 +1,298 @@
+"""Import checkpoints saved by the TRM and VirtualRecursiveNetwork (VRN) pretrain scripts.
+
+Their pretrain scripts save ``model.state_dict()`` of the loss head around the ACT model, often through
+``torch.compile`` (hence ``_orig_mod.``): TRM keys live under ``model.inner.`` with one shared
+``L_level`` module and ``H_init``/``L_init``; VRN keys under ``model.core.`` with
+``state_modules.<state>`` and ``<state>_init``. Both keep the puzzle embedding table in a buffer
+``puzzle_emb.weights``. Their architecture YAML (``config/arch/*.yaml`` or the ``all_config.yaml`` a run
+writes, OmegaConf interpolations allowed) says how the loop is wired.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import yaml
+
+import lightning
+
+from loopformer.model.config import LoopTransformerConfig
+
+SOURCES = ("trm", "vrn")
+_INTERP = re.compile(r"^\$\{(\.*)([\w.]+)\}$")
+
+
+class ImportError_(ValueError):
+    """A checkpoint or architecture file that cannot be converted (named in the message)."""
+
+
+# ---------------------------------------------------------------------------------------------------
+def load_arch_yaml(path: str | Path) -> dict[str, Any]:
+    """Read an architecture YAML; accepts a run's ``all_config.yaml`` (uses its ``arch`` section)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ImportError_(f"{path}: cannot read the architecture YAML ({e}).") from None
+    if not isinstance(raw, dict):
+        raise ImportError_(f"{path}: expected a mapping of architecture fields, got {type(raw).__name__}.")
+    root = raw
+    if "arch" in raw and isinstance(raw["arch"], dict):
+        raw = raw["arch"]
+        prefix = ["arch"]
+    else:
+        prefix = []
+    return _resolve(raw, root, prefix, path)
+
+
+def _resolve(node: Any, root: dict, where: list[str], path: Path) -> Any:
+    """Resolve whole-value OmegaConf interpolations: ``${.key}`` (relative) and ``${a.b}`` (absolute)."""
+    if isinstance(node, dict):
+        return {k: _resolve(v, root, where + [k], path) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve(v, root, where, path) for v in node]
+    if isinstance(node, str) and node.startswith("${"):
+        m = _INTERP.match(node)
+        if not m:
+            raise ImportError_(f"{path}: {'.'.join(where)}: unsupported interpolation {node!r}.")
+        dots, key = m.groups()
+        # A value at a.b.c with "${.x}" refers to a.b.x; each extra dot goes one level up.
+        base = where[: len(where) - len(dots)] if dots else []
+        target: Any = root
+        for part in base + key.split("."):
+            if not isinstance(target, dict) or part not in target:
+                raise ImportError_(f"{path}: {'.'.join(where)}: interpolation {node!r} points to nothing.")
+            target = target[part]
+        return _resolve(target, root, base + key.split(".")[:-1], path)
+    return node
+
+
+# ---------------------------------------------------------------------------------------------------
+COMMON_FIELDS = (
+    "hidden_size",
+    "num_heads",
+    "expansion",
+    "pos_encodings",
+    "rope_theta",
+    "rms_norm_eps",
+    "forward_dtype",
+    "halt_max_steps",
+    "halt_exploration_prob",
+    "no_ACT_continue",
+)
+
+
+def arch_from_trm(arch: dict[str, Any]) -> dict[str, Any]:
+    """TRM: ``z_L <- z_H + x`` (L_cycles times), ``z_H <- z_L``; H_cycles outer cycles; one shared module."""
+    for key in ("H_cycles", "L_cycles", "L_layers", "hidden_size", "num_heads", "expansion"):
+        if key not in arch:
+            raise ImportError_(f"TRM architecture is missing {key!r} (keys: {', '.join(sorted(arch))}).")
+    out = {k: arch[k] for k in COMMON_FIELDS if k in arch}
+    ndim = int(arch.get("puzzle_emb_ndim", 0) or 0)
+    out.update(
+        states=[
+            {"name": "z_H", "layers": int(arch["L_layers"]), "share_weights_with": None},
+            {"name": "z_L", "layers": int(arch["L_layers"]), "share_weights_with": "z_H"},
+        ],
+        stages=[
+            {"target": "z_L", "sources": ["z_H"], "include_inputs": True, "repeat": int(arch["L_cycles"])},
+            {"target": "z_H", "sources": ["z_L"], "include_inputs": False, "repeat": 1},
+        ],
+        outer_cycles=int(arch["H_cycles"]),
+        no_grad_cycles=int(arch["H_cycles"]) - 1,
+        readout_state="z_H",
+        halt_state=None,
+        puzzle_emb_ndim=ndim,
+        puzzle_emb_len=int(arch.get("puzzle_emb_len", 16) or 0) if ndim > 0 else 0,
+        mixer="mlp" if arch.get("mlp_t", False) else "attention",
+    )
+    return _with_loss(out, arch)
+
+
+def arch_from_vrn(arch: dict[str, Any]) -> dict[str, Any]:
+    """VRN's looper: states and stages map one to one (``repeat_key`` resolved from the same YAML)."""
+    for key in ("states", "stages", "outer_cycles", "readout_state", "hidden_size", "num_heads"):
+        if key not in arch:
+            raise ImportError_(f"VRN architecture is missing {key!r} (keys: {', '.join(sorted(arch))}).")
+    unsupported = {
+        "dis_enabled": (False, None),
+        "act_enabled": (True, None),
+        "mlp_type": ("swiglu", None),
+        "dropout": (0.0, 0, None),
+    }
+    for key, allowed in unsupported.items():
+        if key in arch and arch[key] not in allowed:
+            raise ImportError_(f"VRN option {key}={arch[key]!r} is not supported by loopformer.")
+    stages = []
+    for i, st in enumerate(arch["stages"]):
+        repeat = st.get("repeat", 1)
+        if st.get("repeat_key"):
+            if st["repeat_key"] not in arch:
+                raise ImportError_(f"VRN stages.{i}: repeat_key {st['repeat_key']!r} is not in the architecture.")
+            repeat = arch[st["repeat_key"]]
+        stages.append(
+            {
+                "target": st["target"],
+                "sources": list(st.get("sources", [])),
+                "include_inputs": bool(st.get("include_inputs", False)),
+                "repeat": int(repeat),
+            }
+        )
+    out = {k: arch[k] for k in COMMON_FIELDS if k in arch}
+    ndim = int(arch.get("puzzle_emb_ndim", 0) or 0)
+    out.update(
+        states=[
+            {"name": s["name"], "layers": int(s.get("layers", 1)), "share_weights_with": s.get("share_weights_with")}
+            for s in arch["states"]
+        ],
+        stages=stages,
+        outer_cycles=int(arch["outer_cycles"]),
+        no_grad_cycles=arch.get("no_grad_cycles"),
+        readout_state=arch["readout_state"],
+        halt_state=arch.get("halt_state"),
+        puzzle_emb_ndim=ndim,
+        puzzle_emb_len=int(arch.get("puzzle_emb_len") or 0) if ndim > 0 else 0,
+        act_inference=bool(arch.get("act_inference", False)),
+        gradient_checkpointing=bool(arch.get("gradient_checkpointing", False)),
+    )
+    return _with_loss(out, arch)
+
+
+def _with_loss(out: dict[str, Any], arch: dict[str, Any]) -> dict[str, Any]:
+    loss = arch.get("loss") or {}
+    if isinstance(loss, dict) and loss.get("loss_type"):
+        out["loss_type"] = loss["loss_type"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+def _strip(state_dict: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """Drop the ``_orig_mod.``/``model.``/``inner.``/``core.`` wrappers: keys relative to the core module."""
+    core = "inner." if source == "trm" else "core."
+    out = {}
+    for key, value in state_dict.items():
+        k = key.replace("_orig_mod.", "")
+        if k.startswith("model."):
+            k = k[len("model.") :]
+        if not k.startswith(core):
+            continue
+        out[k[len(core) :]] = value
+    if not out:
+        sample = ", ".join(list(state_dict)[:3])
+        raise ImportError_(
+            f"no {source.upper()} weights found: expected keys like '_orig_mod.model.{core}...', got {sample} ..."
+        )
+    return out
+
+
+_LEAF_RENAMES = (
+    (re.compile(r"^embed_tokens\.embedding_weight$"), "embed_tokens.weight"),
+    (re.compile(r"^embed_pos\.embedding_weight$"), "embed_pos.weight"),
+    (re.compile(r"^puzzle_emb\.weights$"), "puzzle_emb.weight"),
+    (re.compile(r"^(lm_head|q_head)\.(weight|bias)$"), r"\1.\2"),
+)
+_SKIP = re.compile(r"(^|\.)(local_weights|local_ids|cos_cached|sin_cached|step_emb\..*)$")
+
+
+def convert_state_dict(state_dict: dict[str, torch.Tensor], source: str, config: LoopTransformerConfig) -> dict:
+    """Their state dict -> the state dict of ``LoopTransformer`` (keys under ``inner.``)."""
+    if source not in SOURCES:
+        raise ImportError_(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}.")
+    theirs = _strip(state_dict, source)
+    owner = next(s.name for s in config.states if s.share_weights_with is None)
+    ours: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in theirs.items():
+        if _SKIP.search(key):
+            continue
+        new = None
+        for pattern, repl in _LEAF_RENAMES:
+            if pattern.match(key):
+                new = pattern.sub(repl, key)
+                break
+        if new is None and source == "trm":
+            if key.startswith("L_level."):
+                new = f"state_modules.{owner}." + key[len("L_level.") :]
+            elif key in ("H_init", "L_init"):
+                new = f"init_z_{key[0]}"
+        elif new is None and source == "vrn":
+            if key.startswith("state_modules."):
+                new = key
+            elif key.endswith("_init"):
+                new = f"init_{key[: -len('_init')]}"
+        if new is None:
+            unknown.append(key)
+            continue
+        ours["inner." + new] = value
+    if unknown:
+        raise ImportError_(f"{source.upper()} checkpoint has keys loopformer cannot place: {', '.join(unknown[:8])}.")
+    return ours
+
+
+def dims_from_state_dict(sd: dict[str, torch.Tensor], config_arch: dict[str, Any], seq_len: Optional[int]) -> dict:
+    vocab = sd["inner.embed_tokens.weight"].shape[0]
+    puzzles = sd["inner.puzzle_emb.weight"].shape[0] if "inner.puzzle_emb.weight" in sd else 1
+    if seq_len is None and "inner.embed_pos.weight" in sd:
+        prefix = LoopTransformerConfig(vocab_size=1, seq_len=1, **config_arch).prefix_len
+        seq_len = sd["inner.embed_pos.weight"].shape[0] - prefix
+    if seq_len is None:
+        raise ImportError_(
+            "the sequence length is not stored in a RoPE checkpoint: pass --seq-len (81 for Sudoku, 900 for "
+            "ARC and 30x30 mazes)."
+        )
+    return {"vocab_size": int(vocab), "seq_len": int(seq_len), "num_puzzle_identifiers": int(puzzles)}
+
+
+def import_checkpoint(
+    source: str, src: str | Path, arch_yaml: str | Path, dest: str | Path, seq_len: Optional[int] = None
+) -> dict:
+    """Convert ``src`` into a loopformer checkpoint at ``dest``; returns the model hyperparameters."""
+    from loopformer.model import LoopTransformer
+    from loopformer.module import LoopformerModule
+
+    arch_raw = load_arch_yaml(arch_yaml)
+    arch = arch_from_trm(arch_raw) if source == "trm" else arch_from_vrn(arch_raw)
+    try:
+        loaded = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise ImportError_(f"{src}: cannot be read as a PyTorch state dict ({type(e).__name__}: {e}).") from None
+    if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
+        loaded = loaded["state_dict"]
+    dims_arch = {k: v for k, v in arch.items()}
+    probe = LoopTransformerConfig(vocab_size=1, seq_len=1, **dims_arch)
+    sd = convert_state_dict(loaded, source, probe)
+    dims = dims_from_state_dict(sd, dims_arch, seq_len)
+    config = LoopTransformerConfig(**dims, **dims_arch)
+    net = LoopTransformer(config)
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in sd]
+    extra = [k for k in sd if k not in expected]
+    if missing or extra:
+        raise ImportError_(
+            f"{src}: the weights do not fit the architecture in {arch_yaml}: missing {missing[:6]}, unexpected {extra[:6]}."
+        )
+    for k, v in sd.items():
+        if v.shape != expected[k].shape:
+            raise ImportError_(f"{src}: {k} has shape {tuple(v.shape)}, the architecture expects {tuple(expected[k].shape)}.")
+    net.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()})
+
+    module = LoopformerModule(**arch)
+    module.build(dims)
+    module.net.load_state_dict(net.state_dict())
+    checkpoint = {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": dict(module.hparams),
+        "loopformer": {"dataset_dims": dims, "act_carry": None, "imported_from": f"{source}:{Path(src).name}"},
+        "epoch": 0,
+        "global_step": 0,
+        "pytorch-lightning_version": lightning.__version__,
+    }
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    torch.save(checkpoint, tmp)
+    tmp.replace(dest)
+    return checkpoint["hyper_parameters"]

@@ -1,0 +1,152 @@
+"""LightningDataModule over a puzzle dataset directory, optionally generating a small one first."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader
+
+from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, load_split
+from loopformer.data.sampling import EvalBatches, TrainBatches
+
+
+@dataclass
+class SudokuGenerator:
+    """Offline n x n Sudoku written to ``data_path`` when it does not exist yet."""
+
+    n: int = 4
+    """Grid size (4, 6, 9, ...)."""
+    clues: int = 6
+    """Givens per puzzle: the difficulty knob (fewer is harder)."""
+    num_train: int = 10000
+    """Training puzzles."""
+    num_test: int = 1000
+    """Held-out test puzzles, none of which appears in training."""
+    seed: int = 0
+    """Generator seed."""
+
+
+class PuzzleDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        data_path: str = "data/sudoku-extreme-1k-aug-1000",
+        global_batch_size: int = 768,
+        eval_batch_size: Optional[int] = None,
+        seed: int = 0,
+        num_workers: int = 0,
+        generate: Optional[SudokuGenerator] = None,
+    ) -> None:
+        """
+        Args:
+            data_path: Dataset directory in the HRM/TRM layout (``train/`` and ``test/``).
+            global_batch_size: Training examples per optimizer step, summed over all processes.
+            eval_batch_size: Evaluation examples per step over all processes (default: global_batch_size).
+            seed: Seed of the training order.
+            num_workers: DataLoader worker processes (0 loads in the training process).
+            generate: Build a generated dataset at ``data_path`` first if it is missing.
+        """
+        super().__init__()
+        self.data_path = Path(data_path)
+        self.global_batch_size = global_batch_size
+        self.eval_batch_size = eval_batch_size or global_batch_size
+        self.seed = seed
+        self.num_workers = num_workers
+        self.generate = generate
+        self.train_batches: Optional[TrainBatches] = None
+        self._sampler_state: Optional[dict] = None
+
+    # ------------------------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        if (self.data_path / "train" / "dataset.json").is_file() or self.generate is None:
+            return
+        g = self.generate
+        from loopformer.data.sudoku import build_sudoku_dataset
+
+        rank_zero_info(f"Generating {g.n}x{g.n} sudoku ({g.clues} clues) into {self.data_path} ...")
+        # Build next to the target and rename, so an interrupted build never leaves a half dataset.
+        self.data_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=self.data_path.parent))
+        try:
+            summary = build_sudoku_dataset(tmp, g.n, g.clues, g.num_train, g.num_test, g.seed)
+            os.replace(tmp, self.data_path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        rank_zero_info(
+            f"Generated {summary['train']} train / {summary['test']} test puzzles "
+            f"(mean clues {summary['mean_clues']:.1f}) in {summary['seconds']:.1f}s."
+        )
+
+    def _split(self, name: str):
+        split_dir = self.data_path / name
+        if not split_dir.is_dir():
+            hint = " (or set data.generate to build a generated dataset there)" if self.generate is None else ""
+            raise DatasetError(f"{split_dir}: dataset split not found; data.data_path must hold train/ and test/{hint}.")
+        return load_split(split_dir)
+
+    @property
+    def metadata(self) -> PuzzleDatasetMetadata:
+        if not hasattr(self, "_train_meta"):
+            self.prepare_data()
+            self._train_meta, self._train_sets = self._split("train")
+        return self._train_meta
+
+    @property
+    def dims(self) -> dict[str, int]:
+        """Model sizes that come from the dataset."""
+        meta = self.metadata
+        return {
+            "vocab_size": meta.vocab_size,
+            "seq_len": meta.seq_len,
+            "num_puzzle_identifiers": meta.num_puzzle_identifiers,
+        }
+
+    def setup(self, stage: str) -> None:
+        meta = self.metadata
+        if not hasattr(self, "_test_meta"):
+            self._test_meta, self._test_sets = self._split("test")
+            for key in ("seq_len", "vocab_size", "pad_id", "ignore_label_id"):
+                a, b = getattr(meta, key), getattr(self._test_meta, key)
+                if a != b:
+                    raise DatasetError(
+                        f"{self.data_path}: train and test disagree on {key} ({a} vs {b}) in dataset.json."
+                    )
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        if self.train_batches is None:
+            self.train_batches = TrainBatches(
+                meta, self._train_sets, self.global_batch_size, rank, world, self.seed
+            )
+            if self._sampler_state is not None:
+                self.train_batches.load_state_dict(self._sampler_state)
+        self.eval_batches = EvalBatches(self._test_meta, self._test_sets, self.eval_batch_size, rank, world)
+
+    def _loader(self, dataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers, pin_memory=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_batches)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.eval_batches)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.eval_batches)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.eval_batches)
+
+    # ------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"sampler": self.train_batches.state_dict()} if self.train_batches is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "sampler" in state:
+            self._sampler_state = state["sampler"]
+            if self.train_batches is not None:
+                self.train_batches.load_state_dict(state["sampler"])

@@ -1,0 +1,165 @@
+"""The HRM/TRM puzzle dataset layout on disk, read and written.
+
+A dataset directory holds ``{train,test}/dataset.json`` (the metadata) and, for every set name listed
+there, ``{set}__{inputs,labels,puzzle_identifiers,puzzle_indices,group_indices}.npy``:
+
+- ``inputs``/``labels``: ``[examples, seq_len]`` token ids;
+- ``puzzle_identifiers``: ``[puzzles]``, the puzzle-embedding row of each puzzle;
+- ``puzzle_indices``: ``[puzzles + 1]``, example ranges of each puzzle;
+- ``group_indices``: ``[groups + 1]``, puzzle ranges of each group (a puzzle and its augmentations).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+ARRAY_FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
+REQUIRED_METADATA = (
+    "pad_id",
+    "ignore_label_id",
+    "blank_identifier_id",
+    "vocab_size",
+    "seq_len",
+    "num_puzzle_identifiers",
+    "total_groups",
+    "mean_puzzle_examples",
+)
+
+
+class DatasetError(ValueError):
+    """A dataset file that is missing or does not follow the puzzle dataset layout."""
+
+
+@dataclass
+class PuzzleDatasetMetadata:
+    pad_id: int
+    ignore_label_id: Optional[int]
+    blank_identifier_id: int
+    vocab_size: int
+    seq_len: int
+    num_puzzle_identifiers: int
+    total_groups: int
+    mean_puzzle_examples: float
+    sets: list[str] = field(default_factory=lambda: ["all"])
+    total_puzzles: Optional[int] = None
+
+    @classmethod
+    def load(cls, path: Path) -> "PuzzleDatasetMetadata":
+        if not path.is_file():
+            raise DatasetError(f"{path}: missing. A puzzle dataset split needs a dataset.json with its metadata.")
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{path}: not valid JSON ({e}).") from None
+        known = set(cls.__dataclass_fields__)
+        missing = [k for k in REQUIRED_METADATA if k not in raw]
+        if missing:
+            raise DatasetError(f"{path}: missing keys {', '.join(missing)} (expected the HRM/TRM metadata fields).")
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+
+@dataclass
+class PuzzleSet:
+    """The arrays of one set of one split (memory-mapped where the file allows it)."""
+
+    inputs: np.ndarray
+    labels: np.ndarray
+    puzzle_identifiers: np.ndarray
+    puzzle_indices: np.ndarray
+    group_indices: np.ndarray
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.inputs.shape[0])
+
+
+def load_split(split_dir: Path) -> tuple[PuzzleDatasetMetadata, dict[str, PuzzleSet]]:
+    """Read and validate one split directory (``train`` or ``test``)."""
+    split_dir = Path(split_dir)
+    meta = PuzzleDatasetMetadata.load(split_dir / "dataset.json")
+    sets = {}
+    for name in meta.sets:
+        arrays = {}
+        for key in ARRAY_FIELDS:
+            path = split_dir / f"{name}__{key}.npy"
+            if not path.is_file():
+                raise DatasetError(f"{path}: missing (set {name!r} of {split_dir} needs all of {', '.join(ARRAY_FIELDS)}).")
+            try:
+                # Token arrays are memory-mapped; indices are small and kept in memory. Never unpickle.
+                arrays[key] = np.load(path, mmap_mode="r" if key in ("inputs", "labels") else None, allow_pickle=False)
+            except ValueError as e:
+                raise DatasetError(f"{path}: cannot be read as a plain numpy array ({e}).") from None
+        puzzle_set = PuzzleSet(**arrays)
+        _validate_set(split_dir, name, meta, puzzle_set)
+        sets[name] = puzzle_set
+    return meta, sets
+
+
+def _validate_set(split_dir: Path, name: str, meta: PuzzleDatasetMetadata, s: PuzzleSet) -> None:
+    def where(key: str) -> str:
+        return str(split_dir / f"{name}__{key}.npy")
+
+    for key in ARRAY_FIELDS:
+        arr = getattr(s, key)
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise DatasetError(f"{where(key)}: dtype {arr.dtype}, expected an integer dtype.")
+    for key in ("inputs", "labels"):
+        arr = getattr(s, key)
+        if arr.ndim != 2 or arr.shape[1] != meta.seq_len:
+            raise DatasetError(f"{where(key)}: shape {arr.shape}, expected [examples, seq_len={meta.seq_len}].")
+    if s.labels.shape != s.inputs.shape:
+        raise DatasetError(f"{where('labels')}: shape {s.labels.shape} differs from inputs {s.inputs.shape}.")
+    for key in ("inputs", "labels"):
+        arr = np.asarray(getattr(s, key))
+        if arr.size and (arr.min() < 0 or arr.max() >= meta.vocab_size):
+            bad = int(arr.min()) if arr.min() < 0 else int(arr.max())
+            raise DatasetError(f"{where(key)}: token id {bad} outside [0, vocab_size={meta.vocab_size}).")
+    for key in ("puzzle_identifiers", "puzzle_indices", "group_indices"):
+        if getattr(s, key).ndim != 1:
+            raise DatasetError(f"{where(key)}: expected a 1-D array, got shape {getattr(s, key).shape}.")
+    ids = s.puzzle_identifiers
+    if ids.size and (ids.min() < 0 or ids.max() >= meta.num_puzzle_identifiers):
+        bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
+        raise DatasetError(
+            f"{where('puzzle_identifiers')}: identifier {bad} outside [0, num_puzzle_identifiers="
+            f"{meta.num_puzzle_identifiers})."
+        )
+    for key, last, length_of in (
+        ("puzzle_indices", s.num_examples, "examples"),
+        ("group_indices", ids.shape[0], "puzzles"),
+    ):
+        idx = getattr(s, key)
+        if idx.size < 1 or idx[0] != 0 or idx[-1] != last:
+            raise DatasetError(f"{where(key)}: must start at 0 and end at the number of {length_of} ({last}).")
+        if np.any(np.diff(idx) < 0):
+            pos = int(np.argmax(np.diff(idx) < 0))
+            raise DatasetError(f"{where(key)}: not monotonic at position {pos + 1} ({idx[pos]} -> {idx[pos + 1]}).")
+    if s.puzzle_indices.shape[0] != ids.shape[0] + 1:
+        raise DatasetError(
+            f"{where('puzzle_indices')}: {s.puzzle_indices.shape[0]} entries for {ids.shape[0]} puzzles "
+            "(expected puzzles + 1)."
+        )
+
+
+def save_split(split_dir: Path, meta: PuzzleDatasetMetadata, sets: dict[str, PuzzleSet]) -> None:
+    """Write one split; each file goes to a temporary name first and is renamed into place."""
+    split_dir = Path(split_dir)
+    split_dir.mkdir(parents=True, exist_ok=True)
+    for name, s in sets.items():
+        for key in ARRAY_FIELDS:
+            final = split_dir / f"{name}__{key}.npy"
+            tmp = split_dir / f".{name}__{key}.tmp.npy"
+            np.save(tmp, np.ascontiguousarray(getattr(s, key)))
+            os.replace(tmp, final)
+    tmp_meta = split_dir / ".dataset.json.tmp"
+    meta.save(tmp_meta)
+    os.replace(tmp_meta, split_dir / "dataset.json")

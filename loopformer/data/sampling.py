@@ -1,0 +1,155 @@
+"""Batches from a puzzle dataset, as the HRM/TRM loader forms them.
+
+Training: each epoch shuffles the groups, picks one puzzle at random inside each group and packs its
+examples into global batches; the last incomplete global batch is dropped. Every rank takes its own slice
+of each global batch, so ranks see disjoint examples and the same number of batches.
+
+Evaluation: the examples in order, one global batch at a time, each rank its slice; rows past the end
+are padding (labels all ignored) so every rank yields the same number of full-size batches.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from loopformer.data.format import PuzzleDatasetMetadata, PuzzleSet
+from loopformer.model.losses import IGNORE_LABEL_ID
+
+Batch = dict[str, torch.Tensor]
+
+
+def collate(
+    meta: PuzzleDatasetMetadata, inputs: np.ndarray, labels: np.ndarray, puzzle_ids: np.ndarray, batch_size: int
+) -> Batch:
+    """Arrays of ``n <= batch_size`` rows -> a padded batch; ignored labels become ``IGNORE_LABEL_ID``."""
+    n = inputs.shape[0]
+    out_inputs = np.full((batch_size, meta.seq_len), meta.pad_id, dtype=np.int32)
+    out_labels = np.full((batch_size, meta.seq_len), IGNORE_LABEL_ID, dtype=np.int64)
+    out_ids = np.full((batch_size,), meta.blank_identifier_id, dtype=np.int32)
+    out_inputs[:n] = inputs
+    out_labels[:n] = labels
+    if meta.ignore_label_id is not None:
+        out_labels[:n][labels == meta.ignore_label_id] = IGNORE_LABEL_ID
+    out_ids[:n] = puzzle_ids
+    return {
+        "inputs": torch.from_numpy(out_inputs),
+        "labels": torch.from_numpy(out_labels),
+        "puzzle_identifiers": torch.from_numpy(out_ids),
+    }
+
+
+def pack_global_batch(
+    rng: np.random.Generator, group_order: np.ndarray, s: PuzzleSet, start: int, global_batch_size: int
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """Fill one global batch from ``group_order[start:]``: returns (next start, example ids, puzzle ids)."""
+    examples, puzzles = [], []
+    size = 0
+    while start < group_order.size and size < global_batch_size:
+        group = group_order[start]
+        puzzle = rng.integers(s.group_indices[group], s.group_indices[group + 1])
+        start += 1
+        first = int(s.puzzle_indices[puzzle])
+        count = int(s.puzzle_indices[puzzle + 1]) - first
+        take = min(count, global_batch_size - size)
+        examples.append(first + rng.choice(count, take, replace=False))
+        puzzles.append(np.full(take, puzzle, dtype=np.int64))
+        size += take
+    if not examples:
+        return start, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return start, np.concatenate(examples), np.concatenate(puzzles)
+
+
+class TrainBatches(torch.utils.data.IterableDataset):
+    """Training batches for one rank; ``epoch`` advances per pass and seeds its order."""
+
+    def __init__(
+        self,
+        meta: PuzzleDatasetMetadata,
+        sets: dict[str, PuzzleSet],
+        global_batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+    ) -> None:
+        if global_batch_size % world_size:
+            raise ValueError(
+                f"data.global_batch_size={global_batch_size} is not divisible by the {world_size} processes."
+            )
+        self.meta, self.sets = meta, sets
+        self.global_batch_size = global_batch_size
+        self.local_batch_size = global_batch_size // world_size
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.epoch = 0
+        self.position = 0  # batches already yielded in the current epoch (for resuming)
+
+    def __len__(self) -> int:
+        sizes = [np.diff(s.puzzle_indices) for s in self.sets.values()]
+        if not all(np.all(sz == 1) for sz in sizes):
+            raise TypeError("batches per epoch vary with the puzzles drawn")  # Lightning then shows no total
+        return sum((s.group_indices.size - 1) // self.global_batch_size for s in self.sets.values())
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position, self.seed = state["epoch"], state["position"], state["seed"]
+
+    def __iter__(self) -> Iterator[Batch]:
+        skip, self.position = self.position, 0
+        lo, hi = self.rank * self.local_batch_size, (self.rank + 1) * self.local_batch_size
+        for set_index, (name, s) in enumerate(self.sets.items()):
+            rng = np.random.Generator(np.random.Philox(key=[self.seed, self.epoch * 1000 + set_index]))
+            order = rng.permutation(s.group_indices.size - 1)
+            start = 0
+            while start < order.size:
+                start, examples, puzzles = pack_global_batch(rng, order, s, start, self.global_batch_size)
+                if examples.size < self.global_batch_size:
+                    break
+                if skip > 0:
+                    skip -= 1
+                    self.position += 1
+                    continue
+                mine = examples[lo:hi]
+                self.position += 1
+                yield collate(self.meta, s.inputs[mine], s.labels[mine], s.puzzle_identifiers[puzzles[lo:hi]], self.local_batch_size)
+        self.epoch += 1
+        self.position = 0
+
+
+class EvalBatches(torch.utils.data.IterableDataset):
+    """Every example once across all ranks, in order; each batch also carries ``example_index``."""
+
+    def __init__(
+        self, meta: PuzzleDatasetMetadata, sets: dict[str, PuzzleSet], global_batch_size: int, rank: int = 0, world_size: int = 1
+    ) -> None:
+        if global_batch_size % world_size:
+            raise ValueError(
+                f"data.eval_batch_size={global_batch_size} is not divisible by the {world_size} processes."
+            )
+        self.meta, self.sets = meta, sets
+        self.global_batch_size = global_batch_size
+        self.local_batch_size = global_batch_size // world_size
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        return sum(-(-s.num_examples // self.global_batch_size) for s in self.sets.values())
+
+    def __iter__(self) -> Iterator[Batch]:
+        offset = 0
+        for s in self.sets.values():
+            example_puzzle = np.repeat(np.arange(s.puzzle_identifiers.size), np.diff(s.puzzle_indices))
+            for start in range(0, s.num_examples, self.global_batch_size):
+                end = min(s.num_examples, start + self.global_batch_size)
+                lo = min(end, start + self.rank * self.local_batch_size)
+                hi = min(end, lo + self.local_batch_size)
+                batch = collate(
+                    self.meta, s.inputs[lo:hi], s.labels[lo:hi], s.puzzle_identifiers[example_puzzle[lo:hi]], self.local_batch_size
+                )
+                index = np.full(self.local_batch_size, -1, dtype=np.int64)
+                index[: hi - lo] = np.arange(lo, hi) + offset
+                batch["example_index"] = torch.from_numpy(index)
+                yield batch
+            offset += s.num_examples

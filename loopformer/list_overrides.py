@@ -1,0 +1,130 @@
+"""Command-line overrides of list items, such as ``--model.stages.0.repeat=3``.
+
+jsonargparse sets whole lists only. wandb writes one flag per swept leaf, so the CLI takes flags whose
+dotted key holds an integer, resolves the list they point into from everything else on the command line
+(config files included), edits the items, and passes the edited list on as one ordinary flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any, Callable
+
+import yaml
+
+_FLAG = re.compile(r"^--([A-Za-z_][\w]*(?:\.[\w]+)*)$")
+
+
+@dataclasses.dataclass
+class ListItemOverride:
+    flag: str  # as given, for messages
+    list_key: str  # dotted key of the list option, e.g. model.stages
+    path: list[str]  # index, then fields or indices below it, e.g. ["0", "repeat"]
+    raw_value: str
+
+
+class OverrideError(ValueError):
+    pass
+
+
+def split_list_item_overrides(args: list[str]) -> tuple[list[str], list[ListItemOverride]]:
+    """Separate ``--a.b.N.c=value`` / ``--a.b.N.c value`` flags from the other arguments."""
+    rest, overrides = [], []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        key, value, consumed = arg, None, 1
+        if arg.startswith("--") and "=" in arg:
+            key, value = arg.split("=", 1)
+        match = _FLAG.match(key)
+        parts = match.group(1).split(".") if match else []
+        first_index = next((j for j, p in enumerate(parts) if p.isdigit()), None)
+        if first_index is None or first_index == 0:
+            rest.append(arg)
+            i += 1
+            continue
+        if value is None:
+            if i + 1 >= len(args):
+                raise OverrideError(f"{key}: expected a value after the flag.")
+            value, consumed = args[i + 1], 2
+        overrides.append(ListItemOverride(key, ".".join(parts[:first_index]), parts[first_index:], value))
+        i += consumed
+    return rest, overrides
+
+
+def parse_scalar(raw: str) -> Any:
+    """A value as wandb writes it on the command line: ``True``, ``3``, ``1e-4``, ``[1, 2]``, ``z_H``."""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, str):
+        try:
+            return float(value) if re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value) else value
+        except ValueError:
+            return value
+    return value
+
+
+def to_plain(value: Any) -> Any:
+    """Namespaces, dataclasses and containers -> JSON-able dicts and lists."""
+    if hasattr(value, "as_dict"):
+        return to_plain(value.as_dict())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_plain(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value
+
+
+def apply_overrides(lookup: Callable[[str], Any], overrides: list[ListItemOverride]) -> dict[str, list]:
+    """Edited copies of every list the overrides touch; ``lookup(key)`` gives a list's current value."""
+    edited: dict[str, list] = {}
+    for ov in overrides:
+        if ov.list_key not in edited:
+            try:
+                current = lookup(ov.list_key)
+            except KeyError:
+                raise OverrideError(f"{ov.flag}: there is no option {ov.list_key!r} to index into.") from None
+            if not isinstance(current, (list, tuple)):
+                kind = "unset" if current is None else type(current).__name__
+                raise OverrideError(f"{ov.flag}: {ov.list_key} is {kind}, not a list, so it has no item {ov.path[0]}.")
+            edited[ov.list_key] = to_plain(list(current))
+        node: Any = edited[ov.list_key]
+        where = ov.list_key
+        for depth, part in enumerate(ov.path):
+            last = depth == len(ov.path) - 1
+            if isinstance(node, list):
+                if not part.isdigit():
+                    raise OverrideError(f"{ov.flag}: {where} is a list; expected an item index, got {part!r}.")
+                index = int(part)
+                if index >= len(node):
+                    span = f"items 0-{len(node) - 1}" if node else "no items"
+                    raise OverrideError(
+                        f"{ov.flag}: index {index} is out of range: {where} has {len(node)} item(s) ({span})."
+                    )
+                if last:
+                    node[index] = parse_scalar(ov.raw_value)
+                else:
+                    node = node[index]
+                where = f"{where}.{index}"
+            elif isinstance(node, dict):
+                if part not in node:
+                    fields = ", ".join(node) or "none"
+                    raise OverrideError(f"{ov.flag}: {where} has no field {part!r}; its fields are: {fields}.")
+                if last:
+                    node[part] = parse_scalar(ov.raw_value)
+                else:
+                    node = node[part]
+                where = f"{where}.{part}"
+            else:
+                raise OverrideError(f"{ov.flag}: {where} is a {type(node).__name__}, it has no item {part!r}.")
+    return edited
+
+
+def edited_list_flags(edited: dict[str, list]) -> list[str]:
+    return [f"--{key}={json.dumps(value)}" for key, value in edited.items()]

@@ -1,0 +1,50 @@
+"""Post-norm transformer block and the per-state module (a stack of blocks)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from loopformer.model.config import LoopTransformerConfig
+from loopformer.model.layers import Attention, CosSin, SwiGLU, rms_norm
+
+
+class Block(nn.Module):
+    """``x = norm(x + mix(x)); x = norm(x + swiglu(x))``; ``mix`` is attention or TRM's MLP across the sequence."""
+
+    def __init__(self, config: LoopTransformerConfig) -> None:
+        super().__init__()
+        self.mixer = config.mixer
+        if config.mixer == "attention":
+            self.self_attn = Attention(config.hidden_size, config.num_heads)
+        else:
+            self.mlp_t = SwiGLU(config.total_seq_len, config.expansion)
+        self.mlp = SwiGLU(config.hidden_size, config.expansion)
+        self.eps = config.rms_norm_eps
+
+    def forward(self, x_BSC: torch.Tensor, cos_sin: Optional[CosSin]) -> torch.Tensor:
+        if self.mixer == "attention":
+            x_BSC = rms_norm(x_BSC + self.self_attn(x_BSC, cos_sin), self.eps)
+        else:
+            # TRM's mlp_t: mixes along the sequence and normalises over it (transposed), as published.
+            x_BCS = x_BSC.transpose(1, 2)
+            x_BSC = rms_norm(x_BCS + self.mlp_t(x_BCS), self.eps).transpose(1, 2)
+        return rms_norm(x_BSC + self.mlp(x_BSC), self.eps)
+
+
+class StateModule(nn.Module):
+    """The blocks that update one state: ``blocks(state + injection)``."""
+
+    def __init__(self, config: LoopTransformerConfig, num_layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(Block(config) for _ in range(num_layers))
+
+    def forward(
+        self, state_BSC: torch.Tensor, injection_BSC: Optional[torch.Tensor], cos_sin: Optional[CosSin]
+    ) -> torch.Tensor:
+        x = state_BSC if injection_BSC is None else state_BSC + injection_BSC
+        for layer in self.layers:
+            x = layer(x, cos_sin)
+        return x

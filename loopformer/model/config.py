@@ -1,0 +1,211 @@
+"""Typed configuration of the looped transformer, validated at construction."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+
+class ConfigError(ValueError):
+    """A model configuration value that cannot work, with the key and what was expected."""
+
+
+@dataclass
+class StateSpec:
+    """One named latent state (``z_L``, ``z_M``, ``z_H``) and the stack of blocks that updates it."""
+
+    name: str
+    """Name used by stages, ``readout_state`` and ``halt_state``."""
+    layers: int = 1
+    """Transformer blocks in this state's module (ignored when ``share_weights_with`` is set)."""
+    share_weights_with: Optional[str] = None
+    """Reuse the module of this earlier state instead of owning one."""
+
+
+@dataclass
+class StageSpec:
+    """One stage of the loop schedule: ``states[target] = module(target)(states[target] + injection)``."""
+
+    target: str
+    """State updated by this stage."""
+    sources: list[str] = field(default_factory=list)
+    """States summed into the injection."""
+    include_inputs: bool = False
+    """Also add the input embedding to the injection."""
+    repeat: int = 1
+    """How many times the stage runs in a row (0 skips it)."""
+
+
+PosEncoding = Literal["rope", "learned", "none"]
+Mixer = Literal["attention", "mlp"]
+LossType = Literal["stablemax_cross_entropy", "softmax_cross_entropy"]
+ForwardDtype = Literal["bfloat16", "float16", "float32"]
+
+
+def default_three_stage_states() -> list[StateSpec]:
+    return [
+        StateSpec("z_H", layers=1),
+        StateSpec("z_M", layers=1, share_weights_with="z_H"),
+        StateSpec("z_L", layers=1, share_weights_with="z_H"),
+    ]
+
+
+def default_three_stage_stages() -> list[StageSpec]:
+    return [
+        StageSpec("z_L", ["z_H"], include_inputs=True, repeat=3),
+        StageSpec("z_M", ["z_L"], include_inputs=True, repeat=2),
+        StageSpec("z_H", ["z_M"], include_inputs=False, repeat=1),
+    ]
+
+
+@dataclass
+class LoopTransformerConfig:
+    """Architecture of the looped transformer. ``vocab_size``, ``seq_len`` and ``num_puzzle_identifiers``
+    come from the dataset."""
+
+    vocab_size: int
+    seq_len: int
+    num_puzzle_identifiers: int = 1
+    states: list[StateSpec] = field(default_factory=default_three_stage_states)
+    stages: list[StageSpec] = field(default_factory=default_three_stage_stages)
+    outer_cycles: int = 3
+    no_grad_cycles: Optional[int] = None
+    readout_state: str = "z_H"
+    halt_state: Optional[str] = None
+    hidden_size: int = 512
+    num_heads: int = 8
+    expansion: float = 4.0
+    pos_encodings: PosEncoding = "rope"
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    puzzle_emb_ndim: int = 0
+    puzzle_emb_len: int = 0
+    mixer: Mixer = "attention"
+    forward_dtype: ForwardDtype = "bfloat16"
+    halt_max_steps: int = 16
+    halt_exploration_prob: float = 0.1
+    act_inference: bool = False
+    no_ACT_continue: bool = True
+    loss_type: LossType = "stablemax_cross_entropy"
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        self.states = [s if isinstance(s, StateSpec) else StateSpec(**s) for s in self.states]
+        self.stages = [s if isinstance(s, StageSpec) else StageSpec(**s) for s in self.stages]
+        self._validate()
+
+    # ----------------------------------------------------------------------------------------------
+    def _validate(self) -> None:
+        for key in ("vocab_size", "seq_len", "num_puzzle_identifiers", "hidden_size", "num_heads", "outer_cycles"):
+            if int(getattr(self, key)) < 1:
+                raise ConfigError(f"model.{key} must be a positive integer, got {getattr(self, key)!r}.")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"model.hidden_size ({self.hidden_size}) must be divisible by model.num_heads ({self.num_heads})."
+            )
+        if self.pos_encodings == "rope" and (self.hidden_size // self.num_heads) % 2:
+            raise ConfigError(f"RoPE needs an even head dimension; hidden_size/num_heads = {self.head_dim}.")
+        if not self.states:
+            raise ConfigError("model.states is empty: define at least one state, e.g. {name: z_H, layers: 2}.")
+        seen: dict[str, StateSpec] = {}
+        for i, state in enumerate(self.states):
+            if state.name in seen:
+                raise ConfigError(f"model.states.{i}: state name {state.name!r} is defined twice.")
+            if state.share_weights_with is not None and state.share_weights_with not in seen:
+                known = ", ".join(seen) or "none"
+                raise ConfigError(
+                    f"model.states.{i} ({state.name}): share_weights_with={state.share_weights_with!r} must name an "
+                    f"earlier state (earlier states: {known})."
+                )
+            if state.share_weights_with is None and state.layers < 1:
+                raise ConfigError(f"model.states.{i} ({state.name}): layers must be >= 1, got {state.layers}.")
+            seen[state.name] = state
+        names = ", ".join(seen)
+        if not self.stages:
+            raise ConfigError("model.stages is empty: the loop schedule needs at least one stage.")
+        for i, stage in enumerate(self.stages):
+            if stage.target not in seen:
+                raise ConfigError(f"model.stages.{i}: target {stage.target!r} is not a state (states: {names}).")
+            for src in stage.sources:
+                if src not in seen:
+                    raise ConfigError(f"model.stages.{i}: source {src!r} is not a state (states: {names}).")
+            if isinstance(stage.repeat, bool) or int(stage.repeat) != stage.repeat or stage.repeat < 0:
+                raise ConfigError(f"model.stages.{i}: repeat must be an integer >= 0, got {stage.repeat!r}.")
+        if self.effective_depth == 0:
+            raise ConfigError("model.stages: every stage has repeat 0, so the schedule applies no block.")
+        for key in ("readout_state", "halt_state"):
+            value = getattr(self, key)
+            if value is not None and value not in seen:
+                raise ConfigError(f"model.{key}={value!r} is not a state (states: {names}).")
+        if self.halt_max_steps < 1:
+            raise ConfigError(f"model.halt_max_steps must be >= 1, got {self.halt_max_steps}.")
+        if not 0.0 <= self.halt_exploration_prob <= 1.0:
+            raise ConfigError(f"model.halt_exploration_prob must lie in [0, 1], got {self.halt_exploration_prob}.")
+        if self.puzzle_emb_ndim < 0 or self.puzzle_emb_len < 0:
+            raise ConfigError("model.puzzle_emb_ndim and model.puzzle_emb_len must be >= 0.")
+        if self.puzzle_emb_ndim == 0 and self.puzzle_emb_len > 0:
+            raise ConfigError(
+                f"model.puzzle_emb_len={self.puzzle_emb_len} needs model.puzzle_emb_ndim > 0: the prefix tokens hold "
+                "the puzzle embedding (set puzzle_emb_ndim, e.g. to hidden_size, or puzzle_emb_len to 0)."
+            )
+        if self.puzzle_emb_ndim > self.prefix_len * self.hidden_size:
+            raise ConfigError(
+                f"model.puzzle_emb_ndim={self.puzzle_emb_ndim} does not fit in puzzle_emb_len={self.puzzle_emb_len} "
+                f"prefix tokens of hidden_size={self.hidden_size}."
+            )
+        for key, choices in (
+            ("pos_encodings", ("rope", "learned", "none")),
+            ("mixer", ("attention", "mlp")),
+            ("loss_type", ("stablemax_cross_entropy", "softmax_cross_entropy")),
+            ("forward_dtype", ("bfloat16", "float16", "float32")),
+        ):
+            if getattr(self, key) not in choices:
+                raise ConfigError(f"model.{key}={getattr(self, key)!r}; expected one of {', '.join(choices)}.")
+
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def prefix_len(self) -> int:
+        """Puzzle-embedding prefix tokens: ``puzzle_emb_len``, or ceil(ndim / hidden) when that is 0."""
+        if self.puzzle_emb_ndim == 0:
+            return 0
+        return self.puzzle_emb_len or math.ceil(self.puzzle_emb_ndim / self.hidden_size)
+
+    @property
+    def total_seq_len(self) -> int:
+        return self.seq_len + self.prefix_len
+
+    @property
+    def resolved_no_grad_cycles(self) -> int:
+        wanted = self.outer_cycles - 1 if self.no_grad_cycles is None else self.no_grad_cycles
+        return max(0, min(wanted, self.outer_cycles - 1))
+
+    @property
+    def resolved_halt_state(self) -> str:
+        return self.halt_state or self.readout_state
+
+    def layers_of(self, name: str) -> int:
+        by_name = {s.name: s for s in self.states}
+        state = by_name[name]
+        while state.share_weights_with is not None:
+            state = by_name[state.share_weights_with]
+        return state.layers
+
+    @property
+    def depth_per_cycle(self) -> int:
+        """Blocks applied by one pass of the schedule."""
+        return sum(stage.repeat * self.layers_of(stage.target) for stage in self.stages)
+
+    @property
+    def effective_depth(self) -> int:
+        """Blocks applied per ACT step (all outer cycles)."""
+        return self.outer_cycles * self.depth_per_cycle
+
+    @property
+    def grad_depth(self) -> int:
+        """Blocks applied per ACT step with gradient."""
+        return (self.outer_cycles - self.resolved_no_grad_cycles) * self.depth_per_cycle

@@ -1,0 +1,306 @@
+"""LightningModule: ACT training with the carry kept across steps, evaluation to halting, metrics, optimizer."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from loopformer.model import ACTCarry, LoopTransformer, LoopTransformerConfig, act_loss
+from loopformer.model.config import (
+    ForwardDtype,
+    LossType,
+    Mixer,
+    PosEncoding,
+    StageSpec,
+    StateSpec,
+    default_three_stage_stages,
+    default_three_stage_states,
+)
+from loopformer.schedule import warmup_cosine
+
+DATASET_FIELDS = ("vocab_size", "seq_len", "num_puzzle_identifiers")
+ARCH_FIELDS = tuple(f.name for f in dataclasses.fields(LoopTransformerConfig) if f.name not in DATASET_FIELDS)
+DEFAULT_STATES = default_three_stage_states()  # never mutated: configs get copies
+DEFAULT_STAGES = default_three_stage_stages()
+METRIC_NAMES = ("exact_accuracy", "accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss")
+
+
+def run_to_halt(net: LoopTransformer, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Evaluate a batch: ACT steps until every row halted; each row's outputs are those of its halting step.
+
+    Returns (outputs, steps) with outputs holding logits, q_halt_logits, q_continue_logits.
+    """
+    carry = net.initial_carry(batch)
+    final: Optional[dict[str, torch.Tensor]] = None
+    steps = torch.zeros_like(carry.steps)
+    done = torch.zeros_like(carry.halted)
+    while True:
+        carry, outputs = net(carry, batch)
+        newly = carry.halted & ~done
+        if final is None:
+            final = {k: v.clone() for k, v in outputs.items()}
+        else:
+            for k, v in outputs.items():
+                mask = newly.view((-1,) + (1,) * (v.ndim - 1))
+                final[k] = torch.where(mask, v, final[k])
+        steps = torch.where(newly, carry.steps, steps)
+        done = done | carry.halted
+        if bool(done.all()):
+            return final, steps
+
+
+class LoopformerModule(L.LightningModule):
+    def __init__(
+        self,
+        states: list[StateSpec] = DEFAULT_STATES,
+        stages: list[StageSpec] = DEFAULT_STAGES,
+        outer_cycles: int = 3,
+        no_grad_cycles: Optional[int] = None,
+        readout_state: str = "z_H",
+        halt_state: Optional[str] = None,
+        hidden_size: int = 512,
+        num_heads: int = 8,
+        expansion: float = 4.0,
+        pos_encodings: PosEncoding = "rope",
+        rope_theta: float = 10000.0,
+        rms_norm_eps: float = 1e-5,
+        puzzle_emb_ndim: int = 0,
+        puzzle_emb_len: int = 0,
+        mixer: Mixer = "attention",
+        forward_dtype: ForwardDtype = "bfloat16",
+        halt_max_steps: int = 16,
+        halt_exploration_prob: float = 0.1,
+        act_inference: bool = False,
+        no_ACT_continue: bool = True,
+        loss_type: LossType = "stablemax_cross_entropy",
+        gradient_checkpointing: bool = False,
+        lr: float = 1e-4,
+        lr_min_ratio: float = 1.0,
+        lr_warmup_steps: int = 2000,
+        weight_decay: float = 0.1,
+        beta1: float = 0.9,
+        beta2: float = 0.95,
+        puzzle_emb_lr: float = 1e-2,
+        puzzle_emb_weight_decay: float = 0.1,
+    ) -> None:
+        """
+        Args:
+            states: Latent states and their modules: ``{name, layers, share_weights_with}``.
+            stages: The loop schedule: ``{target, sources, include_inputs, repeat}``, run in order.
+            outer_cycles: Passes over the whole schedule per ACT step.
+            no_grad_cycles: Leading passes run without gradient (default outer_cycles - 1).
+            readout_state: State decoded by the LM head.
+            halt_state: State whose first token feeds the Q head (default: readout_state).
+            hidden_size: Width of every state.
+            num_heads: Attention heads.
+            expansion: SwiGLU expansion (inner size rounded up to a multiple of 256).
+            pos_encodings: rope, learned or none.
+            rope_theta: RoPE base.
+            rms_norm_eps: RMSNorm epsilon.
+            puzzle_emb_ndim: Puzzle-embedding width (0: no puzzle embedding).
+            puzzle_emb_len: Prefix tokens holding it (0: ceil(ndim / hidden)).
+            mixer: attention, or mlp across the sequence (TRM's mlp_t).
+            forward_dtype: Activation dtype of the forward pass.
+            halt_max_steps: ACT steps before a sequence is forced to halt.
+            halt_exploration_prob: Probability of a random minimum number of steps in training.
+            act_inference: Halt on the Q head during evaluation too (otherwise run halt_max_steps).
+            no_ACT_continue: Halt when q_halt > 0 and skip the Q-continue loss (TRM); else q_halt > q_continue.
+            loss_type: stablemax_cross_entropy or softmax_cross_entropy.
+            gradient_checkpointing: Recompute block activations in backward to save memory.
+            lr: Peak learning rate of the network weights.
+            lr_min_ratio: Final learning rate of the cosine decay, as a fraction of the peak.
+            lr_warmup_steps: Optimizer steps of linear warmup.
+            weight_decay: AdamW weight decay of the network weights.
+            beta1: AdamW beta1.
+            beta2: AdamW beta2.
+            puzzle_emb_lr: Peak learning rate of the puzzle embeddings.
+            puzzle_emb_weight_decay: Weight decay of the puzzle embeddings.
+        """
+        super().__init__()
+        # Plain dicts in the hyperparameters keep checkpoints loadable with torch.load(weights_only=True).
+        states = [_plain(s) for s in states]
+        stages = [_plain(s) for s in stages]
+        self.save_hyperparameters()
+        # Validate the architecture now, so a bad config fails before any data is read.
+        self.arch_config(vocab_size=1, seq_len=1, num_puzzle_identifiers=1)
+        self.net: Optional[LoopTransformer] = None
+        self.carry: Optional[ACTCarry] = None
+        self.dataset_dims: Optional[dict[str, int]] = None
+        self._val_sums: Optional[dict[str, torch.Tensor]] = None
+
+    # ------------------------------------------------------------------------------------------------
+    def arch_config(self, **dims: int) -> LoopTransformerConfig:
+        arch = {k: self.hparams[k] for k in ARCH_FIELDS}
+        arch["states"] = [s if isinstance(s, StateSpec) else StateSpec(**dict(s)) for s in arch["states"]]
+        arch["stages"] = [s if isinstance(s, StageSpec) else StageSpec(**dict(s)) for s in arch["stages"]]
+        return LoopTransformerConfig(**dims, **arch)
+
+    def build(self, dims: dict[str, int]) -> None:
+        """Create the network once the dataset's sizes are known."""
+        if self.net is not None:
+            if dims != self.dataset_dims:
+                raise ValueError(f"model was built for dataset sizes {self.dataset_dims}, the data has {dims}.")
+            return
+        self.dataset_dims = dict(dims)
+        self.net = LoopTransformer(self.arch_config(**dims))
+
+    def configure_model(self) -> None:
+        if self.net is None and self._trainer is None:
+            return  # load_from_checkpoint: on_load_checkpoint builds from the stored dataset sizes
+        if self.net is None:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            if datamodule is None or not hasattr(datamodule, "dims"):
+                raise RuntimeError("LoopformerModule needs a PuzzleDataModule (its dims size the model).")
+            self.build(datamodule.dims)
+
+    def describe(self) -> str:
+        cfg = self.net.config
+        params = sum(p.numel() for p in self.net.parameters())
+        emb = sum(p.numel() for n, p in self.net.named_parameters() if n.startswith("inner.puzzle_emb."))
+        lines = [
+            f"loopformer: {params:,} parameters ({emb:,} in puzzle embeddings), "
+            f"{len(self.net.inner.state_modules)} distinct state module(s)",
+            "schedule (per outer cycle):",
+        ]
+        for i, st in enumerate(cfg.stages):
+            srcs = " + ".join(st.sources + (["x"] if st.include_inputs else [])) or "nothing"
+            lines.append(f"  {i}: {st.target} <- {st.target} + ({srcs})  x{st.repeat}  [{cfg.layers_of(st.target)} layer(s)]")
+        lines.append(
+            f"outer_cycles {cfg.outer_cycles} (no-grad {cfg.resolved_no_grad_cycles}); effective depth per ACT step: "
+            f"{cfg.effective_depth} blocks ({cfg.grad_depth} with gradient); up to {cfg.halt_max_steps} ACT steps "
+            f"= {cfg.effective_depth * cfg.halt_max_steps} blocks per puzzle"
+        )
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        self.carry = None
+        rank_zero_info(self.describe())
+
+    def forward(self, carry: ACTCarry, batch: dict[str, torch.Tensor]):
+        return self.net(carry, batch)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.carry is None or self.carry.steps.shape[0] != batch["inputs"].shape[0]:
+            self.carry = self.net.initial_carry(batch)
+        elif self.carry.steps.device != batch["inputs"].device:  # restored from a checkpoint on the CPU
+            self.carry = ACTCarry.from_dict(self.carry.to_dict(), device=batch["inputs"].device)
+        self.carry, outputs = self.net(self.carry, batch)
+        loss_sum, sums = act_loss(
+            outputs, self.carry.current_data["labels"], self.carry.halted, self.carry.steps, self.hparams.loss_type
+        )
+        # Summed over rows, divided by the batch size; DDP's gradient mean makes it the global batch size.
+        loss = loss_sum / batch["inputs"].shape[0]
+        count = sums["count"].clamp_min(1)
+        log = {"train/loss": loss.detach(), "train/lm_loss": sums["lm_loss"] / batch["inputs"].shape[0]}
+        if sums["count"] > 0:
+            for k in ("exact_accuracy", "accuracy", "q_halt_accuracy", "steps"):
+                log[f"train/{k}"] = sums[k].float() / count
+        self.log_dict(log, prog_bar=False, on_step=True, on_epoch=False, batch_size=batch["inputs"].shape[0])
+        self.log("train/exact", log.get("train/exact_accuracy", torch.tensor(0.0)), prog_bar=True, logger=False)
+        return loss.float()
+
+    # ------------------------------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = None
+
+    def _eval_batch(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        outputs, steps = run_to_halt(self.net, batch)
+        halted = torch.ones_like(steps, dtype=torch.bool)
+        _, sums = act_loss(outputs, batch["labels"], halted, steps, self.hparams.loss_type)
+        return outputs, sums
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        _, sums = self._eval_batch(batch)
+        if self._val_sums is None:
+            self._val_sums = {k: torch.zeros((), dtype=torch.float64, device=self.device) for k in sums}
+        for k, v in sums.items():
+            self._val_sums[k] += v.to(torch.float64)
+
+    test_step = validation_step
+
+    def _log_eval(self, prefix: str) -> None:
+        if self._val_sums is None or self.trainer.sanity_checking:
+            return
+        keys = sorted(self._val_sums)
+        totals = torch.stack([self._val_sums[k] for k in keys])
+        totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        sums = dict(zip(keys, totals))
+        count = sums["count"].clamp_min(1)
+        # Logged once per evaluation, never during training: hyperband counts these reports.
+        self.log_dict({f"{prefix}/{k}": (sums[k] / count).float() for k in METRIC_NAMES}, sync_dist=False)
+        self.log(f"{prefix}/count", sums["count"].float(), sync_dist=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    def on_test_epoch_start(self) -> None:
+        self._val_sums = None
+
+    def on_validation_end(self) -> None:
+        # As in HRM/TRM, training resumes with a fresh carry after an evaluation.
+        self.carry = None
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        outputs, steps = run_to_halt(self.net, batch)
+        keep = batch["example_index"] >= 0 if "example_index" in batch else torch.ones_like(steps, dtype=torch.bool)
+        return {
+            "example_index": batch.get("example_index", torch.arange(steps.shape[0]))[keep],
+            "inputs": batch["inputs"][keep],
+            "preds": outputs["logits"].argmax(-1)[keep],
+            "q_halt_logits": outputs["q_halt_logits"][keep],
+            "steps": steps[keep],
+        }
+
+    # ------------------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        emb, rest = [], []
+        for name, p in self.net.named_parameters():
+            (emb if name.startswith("inner.puzzle_emb.") else rest).append(p)
+        groups = [{"params": rest, "lr": hp.lr, "weight_decay": hp.weight_decay}]
+        if emb:
+            groups.append({"params": emb, "lr": hp.puzzle_emb_lr, "weight_decay": hp.puzzle_emb_weight_decay})
+        optimizer = torch.optim.AdamW(groups, betas=(hp.beta1, hp.beta2))
+        total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, hp.lr_warmup_steps, float(total), hp.lr_min_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["loopformer"] = {
+            "dataset_dims": self.dataset_dims,
+            "act_carry": _to_cpu(self.carry.to_dict()) if self.carry is not None else None,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        extra = checkpoint.get("loopformer", {})
+        if self.net is None and extra.get("dataset_dims"):
+            self.build(extra["dataset_dims"])
+        carry = extra.get("act_carry")
+        self.carry = ACTCarry.from_dict(carry) if carry is not None else None
+
+
+def _plain(spec: Any) -> dict:
+    if dataclasses.is_dataclass(spec):
+        return dataclasses.asdict(spec)
+    if hasattr(spec, "as_dict"):  # a jsonargparse Namespace
+        spec = spec.as_dict()
+    return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in dict(spec).items()}
+
+
+def _to_cpu(tree: Any) -> Any:
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().cpu()
+    if isinstance(tree, dict):
+        return {k: _to_cpu(v) for k, v in tree.items()}
+    return tree

@@ -1,0 +1,37 @@
+"""Subcommands of ``loopformer`` that are not Lightning runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _import_checkpoint(argv: list[str]) -> int:
+    from loopformer.convert import ImportError_, import_checkpoint
+
+    p = argparse.ArgumentParser(
+        prog="loopformer import-checkpoint",
+        description="Convert a TRM or VirtualRecursiveNetwork checkpoint into a loopformer checkpoint "
+        "that `loopformer validate/test/predict --ckpt_path DEST` accept.",
+    )
+    p.add_argument("--from", dest="source", choices=("trm", "vrn"), required=True, help="codebase that saved SRC")
+    p.add_argument("src", help="state dict saved by their pretrain script")
+    p.add_argument("--arch", required=True, help="their architecture YAML (config/arch/*.yaml or all_config.yaml)")
+    p.add_argument("dest", help="loopformer checkpoint to write")
+    p.add_argument("--seq-len", type=int, default=None, help="token sequence length (needed for RoPE checkpoints)")
+    args = p.parse_args(argv)
+    try:
+        hparams = import_checkpoint(args.source, args.src, args.arch, args.dest, seq_len=args.seq_len)
+    except ImportError_ as e:
+        print(f"loopformer import-checkpoint: error: {e}", file=sys.stderr)
+        return 2
+    stages = ", ".join(f"{s['target']}x{s['repeat']}" for s in hparams["stages"])
+    print(f"wrote {args.dest}: {args.source.upper()} weights, schedule [{stages}], outer_cycles {hparams['outer_cycles']}")
+    return 0
+
+
+TOOLS = {"import-checkpoint": _import_checkpoint}
+
+
+def run_tool(name: str, argv: list[str]) -> int:
+    return TOOLS[name](argv)

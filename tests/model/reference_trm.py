@@ -1,0 +1,104 @@
+"""An independent float32 implementation of one TRM / VRN-looper ACT step, written from the published
+semantics and working directly on *their* state-dict names. Attention is computed explicitly
+(softmax(q k^T / sqrt(d)) v) rather than through SDPA, so it is a genuinely different operation order."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def rms(x, eps=1e-5):
+    return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps)
+
+
+def rope_tables(head_dim, length, theta=10000.0):
+    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    f = torch.outer(torch.arange(length, dtype=torch.float32), inv)
+    emb = torch.cat((f, f), -1)
+    return emb.cos(), emb.sin()
+
+
+def rotate(x, cos, sin):
+    half = x.shape[-1] // 2
+    rot = torch.cat((-x[..., half:], x[..., :half]), -1)
+    return x * cos[:, None, :] + rot * sin[:, None, :]
+
+
+def block(sd, prefix, x, heads, cos_sin, eps):
+    B, S, C = x.shape
+    d = C // heads
+    qkv = x @ sd[f"{prefix}.self_attn.qkv_proj.weight"].T
+    q, k, v = qkv.view(B, S, 3, heads, d).unbind(2)
+    if cos_sin is not None:
+        q, k = rotate(q, *cos_sin), rotate(k, *cos_sin)
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d)
+    attn = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v).reshape(B, S, C)
+    x = rms(x + attn @ sd[f"{prefix}.self_attn.o_proj.weight"].T, eps)
+    gate, up = (x @ sd[f"{prefix}.mlp.gate_up_proj.weight"].T).chunk(2, -1)
+    return rms(x + (F.silu(gate) * up) @ sd[f"{prefix}.mlp.down_proj.weight"].T, eps)
+
+
+def module(sd, prefix, layers, x, heads, cos_sin, eps):
+    for i in range(layers):
+        x = block(sd, f"{prefix}.layers.{i}", x, heads, cos_sin, eps)
+    return x
+
+
+def embed(sd, core, inputs, puzzle_ids, hidden, prefix_len, pos):
+    emb = sd[f"{core}.embed_tokens.embedding_weight"][inputs]
+    if prefix_len:
+        p = sd[f"{core}.puzzle_emb.weights"][puzzle_ids]
+        p = F.pad(p, (0, prefix_len * hidden - p.shape[-1])).view(-1, prefix_len, hidden)
+        emb = torch.cat((p, emb), 1)
+    if pos == "learned":
+        emb = 0.707106781 * (emb + sd[f"{core}.embed_pos.embedding_weight"])
+    return math.sqrt(hidden) * emb
+
+
+def heads_out(sd, core, z, prefix_len):
+    logits = (z @ sd[f"{core}.lm_head.weight"].T)[:, prefix_len:]
+    q = z[:, 0] @ sd[f"{core}.q_head.weight"].T + sd[f"{core}.q_head.bias"]
+    return logits, q[:, 0], q[:, 1]
+
+
+def trm_step(sd, arch, z_H, z_L, inputs, puzzle_ids, prefix_len):
+    """One TRM inner step from (z_H, z_L); returns new states and outputs."""
+    core = "_orig_mod.model.inner"
+    C, heads = arch["hidden_size"], arch["num_heads"]
+    S = inputs.shape[1] + prefix_len
+    cos_sin = rope_tables(C // heads, S) if arch["pos_encodings"] == "rope" else None
+    x = embed(sd, core, inputs, puzzle_ids, C, prefix_len, arch["pos_encodings"])
+    L = arch["L_layers"]
+    for _ in range(arch["H_cycles"]):
+        for _ in range(arch["L_cycles"]):
+            z_L = module(sd, f"{core}.L_level", L, z_L + (z_H + x), heads, cos_sin, 1e-5)
+        z_H = module(sd, f"{core}.L_level", L, z_H + z_L, heads, cos_sin, 1e-5)
+    return (z_H, z_L), heads_out(sd, core, z_H, prefix_len)
+
+
+def vrn_step(sd, arch, states, inputs, puzzle_ids, prefix_len):
+    """One VRN looper step from a dict of states."""
+    core = "_orig_mod.model.core"
+    C, heads = arch["hidden_size"], arch["num_heads"]
+    S = inputs.shape[1] + prefix_len
+    cos_sin = rope_tables(C // heads, S) if arch["pos_encodings"] == "rope" else None
+    x = embed(sd, core, inputs, puzzle_ids, C, prefix_len, arch["pos_encodings"])
+    owner, layers = {}, {}
+    for st in arch["states"]:
+        owner[st["name"]] = owner[st["share_weights_with"]] if st.get("share_weights_with") else st["name"]
+        layers[st["name"]] = layers[owner[st["name"]]] if st.get("share_weights_with") else st["layers"]
+    states = dict(states)
+    for _ in range(arch["outer_cycles"]):
+        for stage in arch["stages"]:
+            for _ in range(stage["repeat"]):
+                inj = torch.zeros_like(states[stage["target"]])
+                if stage.get("include_inputs"):
+                    inj = inj + x
+                for s in stage.get("sources", []):
+                    inj = inj + states[s]
+                t = stage["target"]
+                states[t] = module(sd, f"{core}.state_modules.{owner[t]}", layers[t], states[t] + inj, heads, cos_sin, 1e-5)
+    return states, heads_out(sd, core, states[arch["readout_state"]], prefix_len)
