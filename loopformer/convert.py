@@ -14,10 +14,9 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
+import lightning
 import torch
 import yaml
-
-import lightning
 
 from loopformer.model.config import LoopTransformerConfig
 
@@ -276,7 +275,9 @@ def import_checkpoint(
         )
     for k, v in sd.items():
         if v.shape != expected[k].shape:
-            raise ImportError_(f"{src}: {k} has shape {tuple(v.shape)}, the architecture expects {tuple(expected[k].shape)}.")
+            raise ImportError_(
+                f"{src}: {k} has shape {tuple(v.shape)}, the architecture expects {tuple(expected[k].shape)}."
+            )
     net.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()})
 
     module = LoopformerModule(**arch)

@@ -168,7 +168,9 @@ class LoopformerModule(L.LightningModule):
         ]
         for i, st in enumerate(cfg.stages):
             srcs = " + ".join(st.sources + (["x"] if st.include_inputs else [])) or "nothing"
-            lines.append(f"  {i}: {st.target} <- {st.target} + ({srcs})  x{st.repeat}  [{cfg.layers_of(st.target)} layer(s)]")
+            lines.append(
+                f"  {i}: {st.target} <- {st.target} + ({srcs})  x{st.repeat}  [{cfg.layers_of(st.target)} layer(s)]"
+            )
         lines.append(
             f"outer_cycles {cfg.outer_cycles} (no-grad {cfg.resolved_no_grad_cycles}); effective depth per ACT step: "
             f"{cfg.effective_depth} blocks ({cfg.grad_depth} with gradient); up to {cfg.halt_max_steps} ACT steps "
@@ -229,7 +231,7 @@ class LoopformerModule(L.LightningModule):
         keys = sorted(self._val_sums)
         totals = torch.stack([self._val_sums[k] for k in keys])
         totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
-        sums = dict(zip(keys, totals))
+        sums = dict(zip(keys, totals, strict=True))
         count = sums["count"].clamp_min(1)
         # Logged once per evaluation, never during training: hyperband counts these reports.
         self.log_dict({f"{prefix}/{k}": (sums[k] / count).float() for k in METRIC_NAMES}, sync_dist=False)

@@ -26,7 +26,9 @@ def _import_checkpoint(argv: list[str]) -> int:
         print(f"loopformer import-checkpoint: error: {e}", file=sys.stderr)
         return 2
     stages = ", ".join(f"{s['target']}x{s['repeat']}" for s in hparams["stages"])
-    print(f"wrote {args.dest}: {args.source.upper()} weights, schedule [{stages}], outer_cycles {hparams['outer_cycles']}")
+    print(
+        f"wrote {args.dest}: {args.source.upper()} weights, schedule [{stages}], outer_cycles {hparams['outer_cycles']}"
+    )
     return 0
 
 

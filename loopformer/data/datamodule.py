@@ -87,7 +87,9 @@ class PuzzleDataModule(L.LightningDataModule):
         split_dir = self.data_path / name
         if not split_dir.is_dir():
             hint = " (or set data.generate to build a generated dataset there)" if self.generate is None else ""
-            raise DatasetError(f"{split_dir}: dataset split not found; data.data_path must hold train/ and test/{hint}.")
+            raise DatasetError(
+                f"{split_dir}: dataset split not found; data.data_path must hold train/ and test/{hint}."
+            )
         return load_split(split_dir)
 
     @property
@@ -119,9 +121,7 @@ class PuzzleDataModule(L.LightningDataModule):
                     )
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         if self.train_batches is None:
-            self.train_batches = TrainBatches(
-                meta, self._train_sets, self.global_batch_size, rank, world, self.seed
-            )
+            self.train_batches = TrainBatches(meta, self._train_sets, self.global_batch_size, rank, world, self.seed)
             if self._sampler_state is not None:
                 self.train_batches.load_state_dict(self._sampler_state)
         self.eval_batches = EvalBatches(self._test_meta, self._test_sets, self.eval_batch_size, rank, world)

@@ -50,7 +50,7 @@ class PuzzleDatasetMetadata:
     total_puzzles: Optional[int] = None
 
     @classmethod
-    def load(cls, path: Path) -> "PuzzleDatasetMetadata":
+    def load(cls, path: Path) -> PuzzleDatasetMetadata:
         if not path.is_file():
             raise DatasetError(f"{path}: missing. A puzzle dataset split needs a dataset.json with its metadata.")
         try:
@@ -92,7 +92,9 @@ def load_split(split_dir: Path) -> tuple[PuzzleDatasetMetadata, dict[str, Puzzle
         for key in ARRAY_FIELDS:
             path = split_dir / f"{name}__{key}.npy"
             if not path.is_file():
-                raise DatasetError(f"{path}: missing (set {name!r} of {split_dir} needs all of {', '.join(ARRAY_FIELDS)}).")
+                raise DatasetError(
+                    f"{path}: missing (set {name!r} of {split_dir} needs all of {', '.join(ARRAY_FIELDS)})."
+                )
             try:
                 # Token arrays are memory-mapped; indices are small and kept in memory. Never unpickle.
                 arrays[key] = np.load(path, mmap_mode="r" if key in ("inputs", "labels") else None, allow_pickle=False)

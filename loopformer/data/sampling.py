@@ -10,7 +10,7 @@ are padding (labels all ignored) so every rank yields the same number of full-si
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -100,7 +100,7 @@ class TrainBatches(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[Batch]:
         skip, self.position = self.position, 0
         lo, hi = self.rank * self.local_batch_size, (self.rank + 1) * self.local_batch_size
-        for set_index, (name, s) in enumerate(self.sets.items()):
+        for set_index, s in enumerate(self.sets.values()):
             rng = np.random.Generator(np.random.Philox(key=[self.seed, self.epoch * 1000 + set_index]))
             order = rng.permutation(s.group_indices.size - 1)
             start = 0
@@ -114,7 +114,13 @@ class TrainBatches(torch.utils.data.IterableDataset):
                     continue
                 mine = examples[lo:hi]
                 self.position += 1
-                yield collate(self.meta, s.inputs[mine], s.labels[mine], s.puzzle_identifiers[puzzles[lo:hi]], self.local_batch_size)
+                yield collate(
+                    self.meta,
+                    s.inputs[mine],
+                    s.labels[mine],
+                    s.puzzle_identifiers[puzzles[lo:hi]],
+                    self.local_batch_size,
+                )
         self.epoch += 1
         self.position = 0
 
@@ -123,7 +129,12 @@ class EvalBatches(torch.utils.data.IterableDataset):
     """Every example once across all ranks, in order; each batch also carries ``example_index``."""
 
     def __init__(
-        self, meta: PuzzleDatasetMetadata, sets: dict[str, PuzzleSet], global_batch_size: int, rank: int = 0, world_size: int = 1
+        self,
+        meta: PuzzleDatasetMetadata,
+        sets: dict[str, PuzzleSet],
+        global_batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if global_batch_size % world_size:
             raise ValueError(
@@ -146,7 +157,11 @@ class EvalBatches(torch.utils.data.IterableDataset):
                 lo = min(end, start + self.rank * self.local_batch_size)
                 hi = min(end, lo + self.local_batch_size)
                 batch = collate(
-                    self.meta, s.inputs[lo:hi], s.labels[lo:hi], s.puzzle_identifiers[example_puzzle[lo:hi]], self.local_batch_size
+                    self.meta,
+                    s.inputs[lo:hi],
+                    s.labels[lo:hi],
+                    s.puzzle_identifiers[example_puzzle[lo:hi]],
+                    self.local_batch_size,
                 )
                 index = np.full(self.local_batch_size, -1, dtype=np.int64)
                 index[: hi - lo] = np.arange(lo, hi) + offset

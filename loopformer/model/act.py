@@ -34,7 +34,7 @@ class ACTCarry:
         }
 
     @classmethod
-    def from_dict(cls, d: dict, device: torch.device | str | None = None) -> "ACTCarry":
+    def from_dict(cls, d: dict, device: torch.device | str | None = None) -> ACTCarry:
         def move(t: torch.Tensor) -> torch.Tensor:
             return t.to(device) if device is not None else t
 

@@ -53,7 +53,9 @@ class LoopedCore(nn.Module):
             self.register_buffer(f"init_{spec.name}", trunc_normal_(torch.empty(C, dtype=self.forward_dtype), std=1.0))
         self._owner = {}
         for spec in config.states:
-            self._owner[spec.name] = spec.name if spec.share_weights_with is None else self._owner[spec.share_weights_with]
+            self._owner[spec.name] = (
+                spec.name if spec.share_weights_with is None else self._owner[spec.share_weights_with]
+            )
 
         # Q head starts near "never halt" so that early training runs the full number of steps.
         with torch.no_grad():

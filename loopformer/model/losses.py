@@ -40,7 +40,11 @@ LOSSES = {"stablemax_cross_entropy": stablemax_cross_entropy, "softmax_cross_ent
 
 
 def act_loss(
-    outputs: dict[str, torch.Tensor], labels_BL: torch.Tensor, halted_B: torch.Tensor, steps_B: torch.Tensor, loss_type: str
+    outputs: dict[str, torch.Tensor],
+    labels_BL: torch.Tensor,
+    halted_B: torch.Tensor,
+    steps_B: torch.Tensor,
+    loss_type: str,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Returns (summed loss over rows, metric sums). The caller divides the loss by the batch size."""
     logits = outputs["logits"]

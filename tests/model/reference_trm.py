@@ -100,5 +100,7 @@ def vrn_step(sd, arch, states, inputs, puzzle_ids, prefix_len):
                 for s in stage.get("sources", []):
                     inj = inj + states[s]
                 t = stage["target"]
-                states[t] = module(sd, f"{core}.state_modules.{owner[t]}", layers[t], states[t] + inj, heads, cos_sin, 1e-5)
+                states[t] = module(
+                    sd, f"{core}.state_modules.{owner[t]}", layers[t], states[t] + inj, heads, cos_sin, 1e-5
+                )
     return states, heads_out(sd, core, states[arch["readout_state"]], prefix_len)

@@ -119,7 +119,9 @@ no_ACT_continue: True
     z_L = sd[f"{core}.L_init"].expand(32, S, C)
     steps = []
     for _ in range(4):
-        (z_H, z_L), outs = ref.trm_step(sd, arch, z_H, z_L, batch["inputs"].long(), batch["puzzle_identifiers"].long(), prefix_len)
+        (z_H, z_L), outs = ref.trm_step(
+            sd, arch, z_H, z_L, batch["inputs"].long(), batch["puzzle_identifiers"].long(), prefix_len
+        )
         steps.append(outs)
     _assert_close_steps(module.net, batch, steps)
 
@@ -194,7 +196,9 @@ lr: 1e-4
     states = {n: sd[f"_orig_mod.model.core.{n}_init"].expand(32, S, C) for n in ("z_H", "z_M", "z_L")}
     steps = []
     for _ in range(4):
-        states, outs = ref.vrn_step(sd, arch, states, batch["inputs"].long(), batch["puzzle_identifiers"].long(), prefix_len)
+        states, outs = ref.vrn_step(
+            sd, arch, states, batch["inputs"].long(), batch["puzzle_identifiers"].long(), prefix_len
+        )
         steps.append(outs)
     _assert_close_steps(module.net, batch, steps)
 
