@@ -8,7 +8,15 @@ from typing import Any, Optional
 from lightning.pytorch.cli import LightningCLI
 
 from loopformer.data.datamodule import PuzzleDataModule
-from loopformer.list_overrides import OverrideError, apply_overrides, edited_list_flags, split_list_item_overrides
+from loopformer.data.format import DatasetError
+from loopformer.list_overrides import (
+    OverrideError,
+    apply_overrides,
+    edited_list_flags,
+    parse_scalar,
+    split_list_item_overrides,
+)
+from loopformer.model.config import ConfigError
 from loopformer.module import LoopformerModule
 
 TOOL_COMMANDS = ("import-checkpoint",)
@@ -22,9 +30,22 @@ class LoopformerCLI(LightningCLI):
         super().__init__(LoopformerModule, PuzzleDataModule, *args, **kwargs)
 
     def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 (LightningCLI's signature)
+        self._cli_args: list[str] = []
         if args is None or isinstance(args, (list, tuple)):
             args = expand_list_item_overrides(parser, list(sys.argv[1:] if args is None else args))
+            self._cli_args = list(args)
         super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        """Checkpoint hyperparameters replace the config files' model, but explicit ``--model.*`` flags still
+        win, so ``validate --ckpt_path C --model.halt_max_steps=32`` evaluates with more recursion."""
+        super()._parse_ckpt_path()
+        subcommand = self.config.get("subcommand")
+        if not subcommand or not self.config[subcommand].get("ckpt_path"):
+            return
+        flags = model_flags(self._cli_args)
+        if flags:
+            self.config = self.parser.parse_object({subcommand: {"model": flags}}, self.config)
 
 
 def expand_list_item_overrides(parser, args: list[str]) -> list[str]:
@@ -53,13 +74,41 @@ def expand_list_item_overrides(parser, args: list[str]) -> list[str]:
     return rest + edited_list_flags(edited)
 
 
+def model_flags(args: list[str]) -> dict[str, Any]:
+    """``--model.a=1 --model.b 2`` -> ``{"a": 1, "b": 2}`` (values parsed as wandb writes them)."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--model."):
+            if "=" in arg:
+                key, value = arg[len("--model.") :].split("=", 1)
+            elif i + 1 < len(args):
+                key, value = arg[len("--model.") :], args[i + 1]
+                i += 1
+            else:
+                break
+            node = out
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = parse_scalar(value)
+        i += 1
+    return out
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in TOOL_COMMANDS:
         from loopformer.tools import run_tool
 
         sys.exit(run_tool(argv[0], argv[1:]))
-    LoopformerCLI(args=argv)
+    try:
+        LoopformerCLI(args=argv)
+    except (ConfigError, DatasetError) as e:
+        # Bad input is the user's to fix: one clear paragraph and a non-zero exit, no traceback.
+        print(f"loopformer: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ from loopformer.schedule import warmup_cosine
 
 DATASET_FIELDS = ("vocab_size", "seq_len", "num_puzzle_identifiers")
 ARCH_FIELDS = tuple(f.name for f in dataclasses.fields(LoopTransformerConfig) if f.name not in DATASET_FIELDS)
-DEFAULT_STATES = default_three_stage_states()  # never mutated: configs get copies
-DEFAULT_STAGES = default_three_stage_stages()
+# Plain dicts (jsonargparse serialises these for --print_config); never mutated.
+DEFAULT_STATES = [dataclasses.asdict(s) for s in default_three_stage_states()]
+DEFAULT_STAGES = [dataclasses.asdict(s) for s in default_three_stage_stages()]
 METRIC_NAMES = ("exact_accuracy", "accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss")
 
 
@@ -131,6 +132,7 @@ class LoopformerModule(L.LightningModule):
         self.carry: Optional[ACTCarry] = None
         self.dataset_dims: Optional[dict[str, int]] = None
         self._val_sums: Optional[dict[str, torch.Tensor]] = None
+        self._carry_restored = False
 
     # ------------------------------------------------------------------------------------------------
     def arch_config(self, **dims: int) -> LoopTransformerConfig:
@@ -180,7 +182,10 @@ class LoopformerModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
-        self.carry = None
+        # A fresh carry at the start of fit, unless a checkpoint being resumed just restored one.
+        if not self._carry_restored:
+            self.carry = None
+        self._carry_restored = False
         rank_zero_info(self.describe())
 
     def forward(self, carry: ACTCarry, batch: dict[str, torch.Tensor]):
@@ -273,7 +278,9 @@ class LoopformerModule(L.LightningModule):
         optimizer = torch.optim.AdamW(groups, betas=(hp.beta1, hp.beta2))
         total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, hp.lr_warmup_steps, float(total), hp.lr_min_ratio)
+            # Multiplier for the (step + 1)-th update, as the reference trainers count steps from 1.
+            optimizer,
+            lambda step: warmup_cosine(step + 1, hp.lr_warmup_steps, float(total), hp.lr_min_ratio),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -286,10 +293,17 @@ class LoopformerModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         extra = checkpoint.get("loopformer", {})
-        if self.net is None and extra.get("dataset_dims"):
-            self.build(extra["dataset_dims"])
+        stored = extra.get("dataset_dims")
+        if self.net is None and stored:
+            self.build(stored)
+        elif stored and stored != self.dataset_dims:
+            raise ValueError(
+                f"the checkpoint was trained on data with {stored}, but data.data_path has {self.dataset_dims}: "
+                "vocabulary, sequence length and puzzle identifiers must match."
+            )
         carry = extra.get("act_carry")
         self.carry = ACTCarry.from_dict(carry) if carry is not None else None
+        self._carry_restored = self.carry is not None
 
 
 def _plain(spec: Any) -> dict:

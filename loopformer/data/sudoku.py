@@ -49,8 +49,8 @@ class _Grid:
 
     def count_solutions(self, grid: list[int], limit: int = 2) -> int:
         """Solutions of ``grid`` up to ``limit`` (depth-first, most-constrained cell first)."""
+        grid = [int(v) for v in grid]
         rows, cols, boxes = self.masks(grid)
-        grid = list(grid)
         found = 0
 
         def search() -> bool:

@@ -1,0 +1,140 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from loopformer.data.format import DatasetError, load_split
+from loopformer.data.sampling import EvalBatches, TrainBatches
+from loopformer.model import IGNORE_LABEL_ID
+
+
+def _write(split_dir, inputs, labels, puzzle_ids, puzzle_indices, group_indices, **meta_over):
+    split_dir.mkdir(parents=True, exist_ok=True)
+    meta = dict(
+        pad_id=0,
+        ignore_label_id=0,
+        blank_identifier_id=0,
+        vocab_size=5,
+        seq_len=inputs.shape[1],
+        num_puzzle_identifiers=4,
+        total_groups=len(group_indices) - 1,
+        mean_puzzle_examples=1.0,
+        sets=["all"],
+    )
+    meta.update(meta_over)
+    (split_dir / "dataset.json").write_text(json.dumps(meta))
+    for key, arr in dict(
+        inputs=inputs,
+        labels=labels,
+        puzzle_identifiers=puzzle_ids,
+        puzzle_indices=puzzle_indices,
+        group_indices=group_indices,
+    ).items():
+        np.save(split_dir / f"all__{key}.npy", arr)
+
+
+def _grouped(tmp_path):
+    """3 groups; puzzles of 1-3 examples; example i has input row filled with (i % 4) + 1."""
+    sizes = [2, 1, 3, 1, 2]
+    n = sum(sizes)
+    inputs = (np.arange(n)[:, None] % 4 + 1).repeat(6, 1).astype(np.int32)
+    _write(
+        tmp_path / "train",
+        inputs,
+        inputs.copy(),
+        np.array([0, 1, 2, 3, 1], dtype=np.int32),
+        np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32),
+        np.array([0, 2, 3, 5], dtype=np.int32),
+    )
+    return load_split(tmp_path / "train")
+
+
+def test_validation_errors_name_file_and_value(tmp_path):
+    good = np.ones((4, 6), dtype=np.int32)
+    idx = np.arange(5, dtype=np.int32)
+    ids = np.zeros(4, dtype=np.int32)
+    cases = [
+        (dict(inputs=good * 7), "token id 7 outside"),
+        (dict(puzzle_ids=ids + 9), "identifier 9 outside"),
+        (dict(puzzle_indices=np.array([0, 2, 1, 3, 4], dtype=np.int32)), "not monotonic"),
+        (dict(group_indices=np.array([0, 2, 3], dtype=np.int32)), "must start at 0 and end"),
+        (dict(inputs=good.astype(np.float32)), "dtype float32"),
+        (dict(labels=np.ones((4, 5), dtype=np.int32)), r"shape \(4, 5\)"),
+    ]
+    for i, (over, match) in enumerate(cases):
+        arrays = dict(inputs=good, labels=good, puzzle_ids=ids, puzzle_indices=idx, group_indices=idx)
+        arrays.update(over)
+        d = tmp_path / f"case{i}"
+        _write(d, arrays["inputs"], arrays["labels"], arrays["puzzle_ids"], arrays["puzzle_indices"], arrays["group_indices"])
+        with pytest.raises(DatasetError, match=match) as e:
+            load_split(d)
+        assert str(d) in str(e.value)
+    (tmp_path / "case0" / "all__labels.npy").unlink()
+    with pytest.raises(DatasetError, match="all__labels.npy: missing"):
+        load_split(tmp_path / "case0")
+    (tmp_path / "case0" / "dataset.json").write_text("{}")
+    with pytest.raises(DatasetError, match="missing keys pad_id"):
+        load_split(tmp_path / "case0")
+
+
+def test_pickled_arrays_are_refused(tmp_path):
+    d = tmp_path / "p"
+    _write(d, np.ones((2, 3), dtype=np.int32), np.ones((2, 3), dtype=np.int32), np.zeros(2, dtype=np.int32), np.arange(3), np.arange(3))
+    np.save(d / "all__inputs.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DatasetError, match="all__inputs.npy"):
+        load_split(d)
+
+
+def test_train_ranks_see_disjoint_slices_of_the_same_global_batches(sudoku4_dir):
+    meta, sets = load_split(sudoku4_dir / "train")
+    single = list(TrainBatches(meta, sets, 32, seed=5))
+    ranks = [list(TrainBatches(meta, sets, 32, rank=r, world_size=2, seed=5)) for r in range(2)]
+    assert len(single) == len(ranks[0]) == len(ranks[1]) == 96 // 32
+    for g, a, b in zip(single, ranks[0], ranks[1], strict=True):
+        assert torch.equal(torch.cat([a["inputs"], b["inputs"]]), g["inputs"])
+    again = list(TrainBatches(meta, sets, 32, seed=5))
+    assert all(torch.equal(x["inputs"], y["inputs"]) for x, y in zip(single, again, strict=True))
+    other = list(TrainBatches(meta, sets, 32, seed=6))
+    assert not all(torch.equal(x["inputs"], y["inputs"]) for x, y in zip(single, other, strict=True))
+
+
+def test_train_epochs_differ_and_resume_continues_the_order(sudoku4_dir):
+    meta, sets = load_split(sudoku4_dir / "train")
+    tb = TrainBatches(meta, sets, 16, seed=0)
+    epoch0, epoch1 = list(tb), list(tb)
+    assert not torch.equal(epoch0[0]["inputs"], epoch1[0]["inputs"])
+    resumed = TrainBatches(meta, sets, 16, seed=0)
+    resumed.load_state_dict({"epoch": 1, "position": 2, "seed": 0})
+    rest = list(resumed)
+    assert len(rest) == len(epoch1) - 2
+    assert all(torch.equal(a["inputs"], b["inputs"]) for a, b in zip(rest, epoch1[2:], strict=True))
+
+
+def test_train_packs_puzzle_examples_and_drops_the_last_partial_batch(tmp_path):
+    meta, sets = _grouped(tmp_path)
+    batches = list(TrainBatches(meta, sets, 4, seed=1))
+    for b in batches:
+        assert b["inputs"].shape == (4, 6)
+        assert torch.all(b["labels"] != IGNORE_LABEL_ID)  # no padding rows in training batches
+    with pytest.raises(TypeError):
+        len(TrainBatches(meta, sets, 4))
+
+
+def test_eval_visits_every_example_once_across_ranks(tmp_path):
+    meta, sets = _grouped(tmp_path)  # 9 examples
+    seen = []
+    counts = []
+    for rank in range(2):
+        batches = list(EvalBatches(meta, sets, 4, rank=rank, world_size=2))
+        counts.append(len(batches))
+        for b in batches:
+            real = b["example_index"] >= 0
+            seen += b["example_index"][real].tolist()
+            assert torch.all(b["labels"][~real] == IGNORE_LABEL_ID)
+            assert torch.all(b["inputs"][~real] == meta.pad_id)
+            # puzzle identifiers follow the puzzle each example belongs to
+            expected_ids = torch.tensor([0, 0, 1, 2, 2, 2, 3, 1, 1])[b["example_index"][real]]
+            assert torch.equal(b["puzzle_identifiers"][real].long(), expected_ids)
+    assert counts[0] == counts[1] == 3
+    assert sorted(seen) == list(range(9))

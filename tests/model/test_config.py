@@ -1,0 +1,60 @@
+import pytest
+
+from loopformer.model import ConfigError, LoopTransformerConfig, StageSpec, StateSpec
+
+
+def make(**kw):
+    base = dict(vocab_size=6, seq_len=16, hidden_size=32, num_heads=4)
+    base.update(kw)
+    return LoopTransformerConfig(**base)
+
+
+def test_three_stage_defaults_and_depth():
+    cfg = make()
+    assert [s.name for s in cfg.states] == ["z_H", "z_M", "z_L"]
+    assert cfg.resolved_no_grad_cycles == 2
+    assert cfg.depth_per_cycle == 3 + 2 + 1
+    assert cfg.effective_depth == 18 and cfg.grad_depth == 6
+    assert cfg.resolved_halt_state == "z_H"
+
+
+@pytest.mark.parametrize("outer,no_grad,expected", [(3, None, 2), (3, 7, 2), (3, -4, 0), (1, None, 0), (4, 1, 1)])
+def test_no_grad_cycles_is_clamped(outer, no_grad, expected):
+    assert make(outer_cycles=outer, no_grad_cycles=no_grad).resolved_no_grad_cycles == expected
+
+
+def test_depth_counts_layers_of_the_shared_module():
+    cfg = make(
+        states=[StateSpec("z_H", 2), StateSpec("z_L", 1, share_weights_with="z_H")],
+        stages=[StageSpec("z_L", ["z_H"], True, 6), StageSpec("z_H", ["z_L"], False, 1)],
+    )
+    assert cfg.depth_per_cycle == 2 * 7  # z_L uses z_H's 2-layer module
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(stages=[StageSpec("z_Q", ["z_H"])]), r"model\.stages\.0: target 'z_Q' is not a state"),
+        (dict(stages=[StageSpec("z_H", ["nope"])]), r"model\.stages\.0: source 'nope' is not a state"),
+        (dict(stages=[StageSpec("z_H", [], repeat=1), StageSpec("z_L", [], repeat=-1)]), r"model\.stages\.1: repeat"),
+        (dict(stages=[]), "model.stages is empty"),
+        (dict(stages=[StageSpec("z_H", [], repeat=0)]), "every stage has repeat 0"),
+        (dict(states=[StateSpec("a", 1, share_weights_with="b"), StateSpec("b", 1)]), r"model\.states\.0 .*earlier"),
+        (dict(states=[StateSpec("a", 1), StateSpec("a", 1)]), "defined twice"),
+        (dict(readout_state="z_X"), "readout_state='z_X'"),
+        (dict(hidden_size=30), "divisible"),
+        (dict(pos_encodings="alibi"), "pos_encodings='alibi'"),
+        (dict(puzzle_emb_len=4), "puzzle_emb_len=4 needs model.puzzle_emb_ndim"),
+        (dict(halt_max_steps=0), "halt_max_steps"),
+    ],
+)
+def test_bad_configs_name_the_key(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        make(**kw)
+
+
+def test_prefix_len():
+    assert make(puzzle_emb_ndim=0).prefix_len == 0
+    assert make(puzzle_emb_ndim=70).prefix_len == 3  # ceil(70 / 32)
+    assert make(puzzle_emb_ndim=32, puzzle_emb_len=16).prefix_len == 16
+    assert make(puzzle_emb_ndim=32, puzzle_emb_len=16).total_seq_len == 32

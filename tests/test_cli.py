@@ -1,0 +1,172 @@
+"""The `loopformer` command: configs, list-item overrides as wandb writes them, errors, fast_dev_run."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from loopformer.cli import LoopformerCLI, main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def _cli(args, tmp_path):
+    return LoopformerCLI(
+        args=args + ["--trainer.default_root_dir", str(tmp_path), "--trainer.logger=false"], run=False
+    )
+
+
+def test_list_item_overrides_reach_the_model(sudoku4_dir, tmp_path):
+    cli = _cli(
+        [
+            "--config",
+            str(ROOT / "configs/quickstart.yaml"),
+            f"--data.data_path={sudoku4_dir}",
+            "--model.stages.0.repeat=3",
+            "--model.stages.1.include_inputs=False",
+            "--model.stages.2.repeat",
+            "4",
+            "--model.stages.0.sources.0=z_M",
+            "--model.lr=1e-4",
+        ],
+        tmp_path,
+    )
+    stages = cli.model.hparams.stages
+    assert [s["repeat"] for s in stages] == [3, 2, 4]
+    assert [s["include_inputs"] for s in stages] == [True, False, False]
+    assert stages[0]["sources"] == ["z_M"]
+    assert cli.model.hparams.lr == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(
+    "flag,message",
+    [
+        ("--model.stages.3.repeat=2", "index 3 is out of range: model.stages has 3 item(s) (items 0-2)"),
+        ("--model.stages.0.repet=2", "model.stages.0 has no field 'repet'; its fields are: target, sources"),
+        ("--model.lr.0=2", "model.lr is float, not a list"),
+        ("--model.stages.0.repeat=-1", "model.stages.0: repeat must be an integer >= 0"),
+        ("--model.stages.1.target=z_Q", "model.stages.1: target 'z_Q' is not a state"),
+    ],
+)
+def test_bad_overrides_exit_with_a_clear_message(flag, message, sudoku4_dir, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_path={sudoku4_dir}", flag])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_print_config_shows_the_overridden_list(capsys, sudoku4_dir):
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", str(ROOT / "configs/quickstart.yaml"), "--model.stages.0.repeat=5", "--print_config"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "repeat: 5" in out and "outer_cycles: 3" in out
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["fit", f"--data.data_path={tmp_path / 'nope'}", "--trainer.accelerator=cpu", "--trainer.fast_dev_run=true"])
+    assert e.value.code == 2
+    assert "nope/train: dataset split not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_every_config_runs_fast_dev_run(config, sudoku4_dir, tmp_path):
+    main(
+        [
+            "fit",
+            "--config",
+            str(config),
+            f"--data.data_path={sudoku4_dir}",
+            "--data.global_batch_size=8",
+            "--data.eval_batch_size=8",
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=1",
+            "--trainer.fast_dev_run=true",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+
+
+def test_fit_logs_stable_val_metrics_once_per_evaluation_and_resumes_the_carry(sudoku4_dir, tmp_path):
+    args = [
+        "--config",
+        str(ROOT / "configs/quickstart.yaml"),
+        f"--data.data_path={sudoku4_dir}",
+        "--data.global_batch_size=16",
+        "--data.eval_batch_size=16",
+        "--model.hidden_size=32",
+        "--model.puzzle_emb_ndim=32",
+        "--model.halt_max_steps=3",
+        "--trainer.max_steps=6",
+        "--trainer.val_check_interval=3",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.logger=true",
+    ]
+    cli = LoopformerCLI(args=["fit"] + args + [f"--trainer.default_root_dir={tmp_path}"])
+    import csv
+
+    metrics_file = next(Path(tmp_path).rglob("metrics.csv"))
+    rows = list(csv.DictReader(metrics_file.open()))
+    val_rows = [r for r in rows if r.get("val/exact_accuracy")]
+    assert len(val_rows) == 2  # two evaluations, one report each
+    for name in ("val/exact_accuracy", "val/accuracy", "val/q_halt_accuracy", "val/steps", "val/lm_loss"):
+        assert name in rows[0]
+    assert all(float(r["val/count"]) == 40 for r in val_rows)  # every test puzzle, no padding rows
+    assert all(float(r["val/steps"]) == 3 for r in val_rows)
+    assert cli.trainer.global_step == 6
+
+    ckpt = next(Path(tmp_path).rglob("*.ckpt"))
+    state = torch.load(ckpt, weights_only=True)
+    assert state["global_step"] == 6
+    assert "sampler" in state["datamodule_state_dict"] if "datamodule_state_dict" in state else True
+    from loopformer.module import LoopformerModule
+
+    restored = LoopformerModule.load_from_checkpoint(ckpt, weights_only=True)
+    saved_carry = state["loopformer"]["act_carry"]
+    assert saved_carry is not None
+    assert torch.equal(restored.carry.steps, saved_carry["steps"])
+    assert torch.equal(restored.carry.states["z_H"], saved_carry["states"]["z_H"])
+
+
+def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir, tmp_path, capsys):
+    """`import-checkpoint` output is accepted by `loopformer validate --ckpt_path`, and an explicit
+    --model flag (test-time recursion) wins over the checkpoint's hyperparameters."""
+    from tests.model.test_reference_equivalence import HEADS, _random_weights
+
+    C = 64
+    gen = torch.Generator().manual_seed(0)
+    sd = _random_weights("_orig_mod.model.inner", {"L_level": 1}, ["H_init", "L_init"], "rope", 0, gen, ndim=0)
+    sd["_orig_mod.model.inner.embed_tokens.embedding_weight"] = torch.randn(6, C) * C**-0.5  # vocab of the data
+    sd["_orig_mod.model.inner.lm_head.weight"] = torch.randn(6, C) * C**-0.5
+    torch.save(sd, tmp_path / "trm.pt")
+    (tmp_path / "trm.yaml").write_text(
+        f"H_cycles: 2\nL_cycles: 2\nL_layers: 1\nhidden_size: {C}\nnum_heads: {HEADS}\nexpansion: 4\n"
+        "pos_encodings: rope\npuzzle_emb_ndim: 0\nhalt_max_steps: 2\nhalt_exploration_prob: 0.1\n"
+        "forward_dtype: float32\n"
+    )
+    with pytest.raises(SystemExit) as e:
+        main(["import-checkpoint", "--from", "trm", str(tmp_path / "trm.pt"), "--arch", str(tmp_path / "trm.yaml"), str(tmp_path / "out.ckpt")])
+    assert e.value.code == 2 and "--seq-len" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["import-checkpoint", "--from", "trm", str(tmp_path / "trm.pt"), "--arch", str(tmp_path / "trm.yaml"), str(tmp_path / "out.ckpt"), "--seq-len", "16"])
+    assert e.value.code == 0
+    cli = LoopformerCLI(
+        args=[
+            "validate",
+            f"--data.data_path={sudoku4_dir}",
+            "--data.eval_batch_size=20",
+            f"--ckpt_path={tmp_path / 'out.ckpt'}",
+            "--model.halt_max_steps=5",
+            "--trainer.accelerator=cpu",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    assert cli.model.hparams.hidden_size == C  # from the checkpoint, not the CLI defaults
+    assert cli.model.hparams.halt_max_steps == 5  # the explicit flag wins
+    assert cli.trainer.callback_metrics["val/steps"].item() == 5
+    assert cli.trainer.callback_metrics["val/count"].item() == 40

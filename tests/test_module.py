@@ -1,0 +1,79 @@
+"""LightningModule behaviour: the ACT carry across steps and resumes, the optimizer groups, the summary."""
+
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from loopformer.cli import LoopformerCLI
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _args(data_dir, tmp_path, max_steps, extra=()):
+    return [
+        "fit",
+        "--config",
+        str(ROOT / "configs/quickstart.yaml"),
+        f"--data.data_path={data_dir}",
+        "--data.global_batch_size=16",
+        "--data.eval_batch_size=40",
+        "--model.hidden_size=32",
+        "--model.puzzle_emb_ndim=32",
+        "--model.halt_max_steps=4",
+        "--model.lr_warmup_steps=2",
+        f"--trainer.max_steps={max_steps}",
+        "--trainer.val_check_interval=1000",
+        "--trainer.limit_val_batches=0",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={tmp_path}",
+        *extra,
+    ]
+
+
+class CarrySpy(L.Callback):
+    def __init__(self):
+        self.first_steps = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.first_steps is None:
+            carry = pl_module.carry
+            self.first_steps = None if carry is None else carry.steps.clone()
+
+
+def test_carry_persists_across_steps_and_is_restored_on_resume(sudoku4_dir, tmp_path):
+    cli = LoopformerCLI(args=_args(sudoku4_dir, tmp_path, 3))
+    steps_after_3 = cli.model.carry.steps.clone()
+    assert steps_after_3.max() == 3  # rows kept their puzzle for 3 ACT steps (no halting yet)
+    ckpt = next(Path(tmp_path).rglob("*.ckpt"))
+
+    spy = CarrySpy()
+    LoopformerCLI(args=_args(sudoku4_dir, tmp_path / "resumed", 5, [f"--ckpt_path={ckpt}"]), trainer_defaults={"callbacks": [spy]})
+    assert spy.first_steps is not None and torch.equal(spy.first_steps, steps_after_3)
+
+    fresh = CarrySpy()
+    LoopformerCLI(args=_args(sudoku4_dir, tmp_path / "fresh", 2), trainer_defaults={"callbacks": [fresh]})
+    assert fresh.first_steps is None  # a new fit starts with no carry
+
+
+def test_optimizer_has_a_puzzle_embedding_group_and_warmup(sudoku4_dir, tmp_path):
+    cli = LoopformerCLI(
+        args=_args(sudoku4_dir, tmp_path, 1, ["--model.lr=0.01", "--model.puzzle_emb_lr=0.5", "--model.puzzle_emb_weight_decay=0.25"])
+    )
+    opt = cli.trainer.optimizers[0]
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.9, 0.95)
+    main, emb = opt.param_groups
+    assert emb["params"][0] is cli.model.net.inner.puzzle_emb.weight
+    assert emb["weight_decay"] == 0.25
+    # one step into a 2-step warmup: the multiplier for the 2nd update is 2/2
+    assert main["lr"] == 0.01 and emb["lr"] == 0.5
+    assert cli.trainer.global_step == 1
+
+
+def test_summary_names_the_schedule_and_effective_depth(sudoku4_dir, tmp_path, capsys):
+    LoopformerCLI(args=_args(sudoku4_dir, tmp_path, 1))
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "z_L <- z_L + (z_H + x)  x3" in text
+    assert "effective depth per ACT step: 18 blocks (6 with gradient)" in text
