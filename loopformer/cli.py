@@ -5,7 +5,10 @@ from __future__ import annotations
 import sys
 from typing import Any, Optional
 
-from lightning.pytorch.cli import LightningCLI
+import yaml
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from loopformer.data.datamodule import PuzzleDataModule
 from loopformer.data.format import DatasetError
@@ -18,16 +21,34 @@ from loopformer.list_overrides import (
 )
 from loopformer.model.config import ConfigError
 from loopformer.module import LoopformerModule
+from loopformer.termination import STOPPED_EXIT_CODE, ExitPromptlyOnSigterm, finish_stopped_run
 
-TOOL_COMMANDS = ("import-checkpoint",)
+TOOL_COMMANDS = ("import-checkpoint", "sweep")
 _NO_EARLY_EXIT = ("--print_config", "--help", "-h")
+
+
+DEFAULT_LOGGER = {"class_path": "loopformer.loggers.WandbLogger", "init_args": {"project": "loopformer"}}
+
+
+class SaveConfigToRun(SaveConfigCallback):
+    """Writes config.yaml to the log dir, and the fully resolved config into the W&B run's config."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:  # noqa: ANN001 (Lightning's signature)
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            if isinstance(logger, LightningWandbLogger):
+                logger.experiment.config.update(config, allow_val_change=True)
 
 
 class LoopformerCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("save_config_callback", SaveConfigToRun)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 0)
-        super().__init__(LoopformerModule, PuzzleDataModule, *args, **kwargs)
+        trainer_defaults = dict(kwargs.pop("trainer_defaults", None) or {})
+        trainer_defaults.setdefault("logger", DEFAULT_LOGGER)
+        trainer_defaults["callbacks"] = [ExitPromptlyOnSigterm(), *trainer_defaults.get("callbacks", [])]
+        super().__init__(LoopformerModule, PuzzleDataModule, *args, trainer_defaults=trainer_defaults, **kwargs)
 
     def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 (LightningCLI's signature)
         self._cli_args: list[str] = []
@@ -109,6 +130,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         # Bad input is the user's to fix: one clear paragraph and a non-zero exit, no traceback.
         print(f"loopformer: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except SIGTERMException:
+        # Stopped (e.g. by a sweep agent): not a finished run.
+        finish_stopped_run()
+        sys.exit(STOPPED_EXIT_CODE)
 
 
 if __name__ == "__main__":

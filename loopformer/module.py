@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from loopformer.loggers import append_eval_metrics
 from loopformer.model import ACTCarry, LoopTransformer, LoopTransformerConfig, act_loss
 from loopformer.model.config import (
     ForwardDtype,
@@ -239,8 +240,11 @@ class LoopformerModule(L.LightningModule):
         sums = dict(zip(keys, totals, strict=True))
         count = sums["count"].clamp_min(1)
         # Logged once per evaluation, never during training: hyperband counts these reports.
-        self.log_dict({f"{prefix}/{k}": (sums[k] / count).float() for k in METRIC_NAMES}, sync_dist=False)
-        self.log(f"{prefix}/count", sums["count"].float(), sync_dist=False)
+        metrics = {f"{prefix}/{k}": (sums[k] / count).float() for k in METRIC_NAMES}
+        metrics[f"{prefix}/count"] = sums["count"].float()
+        self.log_dict(metrics, sync_dist=False)
+        if self.trainer.is_global_zero:
+            append_eval_metrics({k: v.item() for k, v in metrics.items()}, self.global_step)
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
@@ -251,8 +255,10 @@ class LoopformerModule(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._val_sums = None
 
-    def on_validation_end(self) -> None:
-        # As in HRM/TRM, training resumes with a fresh carry after an evaluation.
+    def on_validation_start(self) -> None:
+        # As in HRM/TRM, training resumes with a fresh carry after an evaluation. Dropping it when the
+        # evaluation starts also keeps it out of the checkpoint saved after the evaluation, so a resumed
+        # run continues exactly as an uninterrupted one.
         self.carry = None
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:

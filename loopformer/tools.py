@@ -32,7 +32,13 @@ def _import_checkpoint(argv: list[str]) -> int:
     return 0
 
 
-TOOLS = {"import-checkpoint": _import_checkpoint}
+def _sweep(argv: list[str]) -> int:
+    from loopformer.sweep import main
+
+    return main(argv)
+
+
+TOOLS = {"import-checkpoint": _import_checkpoint, "sweep": _sweep}
 
 
 def run_tool(name: str, argv: list[str]) -> int:

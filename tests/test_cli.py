@@ -12,9 +12,7 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 
 def _cli(args, tmp_path):
-    return LoopformerCLI(
-        args=args + ["--trainer.default_root_dir", str(tmp_path), "--trainer.logger=false"], run=False
-    )
+    return LoopformerCLI(args=args + ["--trainer.default_root_dir", str(tmp_path), "--trainer.logger=false"], run=False)
 
 
 def test_list_item_overrides_reach_the_model(sudoku4_dir, tmp_path):
@@ -66,7 +64,9 @@ def test_print_config_shows_the_overridden_list(capsys, sudoku4_dir):
 
 def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["fit", f"--data.data_path={tmp_path / 'nope'}", "--trainer.accelerator=cpu", "--trainer.fast_dev_run=true"])
+        main(
+            ["fit", f"--data.data_path={tmp_path / 'nope'}", "--trainer.accelerator=cpu", "--trainer.fast_dev_run=true"]
+        )
     assert e.value.code == 2
     assert "nope/train: dataset split not found" in capsys.readouterr().err
 
@@ -90,7 +90,7 @@ def test_every_config_runs_fast_dev_run(config, sudoku4_dir, tmp_path):
     )
 
 
-def test_fit_logs_stable_val_metrics_once_per_evaluation_and_resumes_the_carry(sudoku4_dir, tmp_path):
+def test_fit_logs_stable_val_metrics_once_per_evaluation(sudoku4_dir, tmp_path):
     args = [
         "--config",
         str(ROOT / "configs/quickstart.yaml"),
@@ -125,10 +125,9 @@ def test_fit_logs_stable_val_metrics_once_per_evaluation_and_resumes_the_carry(s
     from loopformer.module import LoopformerModule
 
     restored = LoopformerModule.load_from_checkpoint(ckpt, weights_only=True)
-    saved_carry = state["loopformer"]["act_carry"]
-    assert saved_carry is not None
-    assert torch.equal(restored.carry.steps, saved_carry["steps"])
-    assert torch.equal(restored.carry.states["z_H"], saved_carry["states"]["z_H"])
+    # Saved right after an evaluation, which starts training over with a fresh carry: none is stored.
+    assert state["loopformer"]["act_carry"] is None and restored.carry is None
+    assert restored.dataset_dims == {"vocab_size": 6, "seq_len": 16, "num_puzzle_identifiers": 1}
 
 
 def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir, tmp_path, capsys):
@@ -148,10 +147,32 @@ def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir,
         "forward_dtype: float32\n"
     )
     with pytest.raises(SystemExit) as e:
-        main(["import-checkpoint", "--from", "trm", str(tmp_path / "trm.pt"), "--arch", str(tmp_path / "trm.yaml"), str(tmp_path / "out.ckpt")])
+        main(
+            [
+                "import-checkpoint",
+                "--from",
+                "trm",
+                str(tmp_path / "trm.pt"),
+                "--arch",
+                str(tmp_path / "trm.yaml"),
+                str(tmp_path / "out.ckpt"),
+            ]
+        )
     assert e.value.code == 2 and "--seq-len" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
-        main(["import-checkpoint", "--from", "trm", str(tmp_path / "trm.pt"), "--arch", str(tmp_path / "trm.yaml"), str(tmp_path / "out.ckpt"), "--seq-len", "16"])
+        main(
+            [
+                "import-checkpoint",
+                "--from",
+                "trm",
+                str(tmp_path / "trm.pt"),
+                "--arch",
+                str(tmp_path / "trm.yaml"),
+                str(tmp_path / "out.ckpt"),
+                "--seq-len",
+                "16",
+            ]
+        )
     assert e.value.code == 0
     cli = LoopformerCLI(
         args=[

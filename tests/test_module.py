@@ -4,6 +4,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from loopformer.cli import LoopformerCLI
 
@@ -34,22 +35,27 @@ def _args(data_dir, tmp_path, max_steps, extra=()):
 
 class CarrySpy(L.Callback):
     def __init__(self):
+        self.seen = False
         self.first_steps = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self.first_steps is None:
+        if not self.seen:
+            self.seen = True
             carry = pl_module.carry
             self.first_steps = None if carry is None else carry.steps.clone()
 
 
 def test_carry_persists_across_steps_and_is_restored_on_resume(sudoku4_dir, tmp_path):
-    cli = LoopformerCLI(args=_args(sudoku4_dir, tmp_path, 3))
+    every_3 = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)
+    cli = LoopformerCLI(args=_args(sudoku4_dir, tmp_path, 3), trainer_defaults={"callbacks": [every_3]})
     steps_after_3 = cli.model.carry.steps.clone()
     assert steps_after_3.max() == 3  # rows kept their puzzle for 3 ACT steps (no halting yet)
-    ckpt = next(Path(tmp_path).rglob("*.ckpt"))
+    ckpt = next(Path(tmp_path / "ckpt").glob("*.ckpt"))
 
     spy = CarrySpy()
-    LoopformerCLI(args=_args(sudoku4_dir, tmp_path / "resumed", 5, [f"--ckpt_path={ckpt}"]), trainer_defaults={"callbacks": [spy]})
+    LoopformerCLI(
+        args=_args(sudoku4_dir, tmp_path / "resumed", 5, [f"--ckpt_path={ckpt}"]), trainer_defaults={"callbacks": [spy]}
+    )
     assert spy.first_steps is not None and torch.equal(spy.first_steps, steps_after_3)
 
     fresh = CarrySpy()
@@ -59,7 +65,12 @@ def test_carry_persists_across_steps_and_is_restored_on_resume(sudoku4_dir, tmp_
 
 def test_optimizer_has_a_puzzle_embedding_group_and_warmup(sudoku4_dir, tmp_path):
     cli = LoopformerCLI(
-        args=_args(sudoku4_dir, tmp_path, 1, ["--model.lr=0.01", "--model.puzzle_emb_lr=0.5", "--model.puzzle_emb_weight_decay=0.25"])
+        args=_args(
+            sudoku4_dir,
+            tmp_path,
+            1,
+            ["--model.lr=0.01", "--model.puzzle_emb_lr=0.5", "--model.puzzle_emb_weight_decay=0.25"],
+        )
     )
     opt = cli.trainer.optimizers[0]
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.9, 0.95)
@@ -71,9 +82,9 @@ def test_optimizer_has_a_puzzle_embedding_group_and_warmup(sudoku4_dir, tmp_path
     assert cli.trainer.global_step == 1
 
 
-def test_summary_names_the_schedule_and_effective_depth(sudoku4_dir, tmp_path, capsys):
+def test_summary_names_the_schedule_and_effective_depth(sudoku4_dir, tmp_path, caplog):
+    caplog.set_level("INFO")
     LoopformerCLI(args=_args(sudoku4_dir, tmp_path, 1))
-    out = capsys.readouterr()
-    text = out.out + out.err
+    text = caplog.text
     assert "z_L <- z_L + (z_H + x)  x3" in text
     assert "effective depth per ACT step: 18 blocks (6 with gradient)" in text

@@ -40,6 +40,7 @@ class PuzzleDataModule(L.LightningDataModule):
         global_batch_size: int = 768,
         eval_batch_size: Optional[int] = None,
         seed: int = 0,
+        epochs_per_iter: int = 1,
         num_workers: int = 0,
         generate: Optional[SudokuGenerator] = None,
     ) -> None:
@@ -49,6 +50,8 @@ class PuzzleDataModule(L.LightningDataModule):
             global_batch_size: Training examples per optimizer step, summed over all processes.
             eval_batch_size: Evaluation examples per step over all processes (default: global_batch_size).
             seed: Seed of the training order.
+            epochs_per_iter: Passes over the training groups per Lightning epoch (HRM/TRM's eval_interval
+                when evaluating every epoch; one pass of a small set is often less than one global batch).
             num_workers: DataLoader worker processes (0 loads in the training process).
             generate: Build a generated dataset at ``data_path`` first if it is missing.
         """
@@ -57,6 +60,7 @@ class PuzzleDataModule(L.LightningDataModule):
         self.global_batch_size = global_batch_size
         self.eval_batch_size = eval_batch_size or global_batch_size
         self.seed = seed
+        self.epochs_per_iter = epochs_per_iter
         self.num_workers = num_workers
         self.generate = generate
         self.train_batches: Optional[TrainBatches] = None
@@ -121,7 +125,9 @@ class PuzzleDataModule(L.LightningDataModule):
                     )
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         if self.train_batches is None:
-            self.train_batches = TrainBatches(meta, self._train_sets, self.global_batch_size, rank, world, self.seed)
+            self.train_batches = TrainBatches(
+                meta, self._train_sets, self.global_batch_size, rank, world, self.seed, self.epochs_per_iter
+            )
             if self._sampler_state is not None:
                 self.train_batches.load_state_dict(self._sampler_state)
         self.eval_batches = EvalBatches(self._test_meta, self._test_sets, self.eval_batch_size, rank, world)

@@ -63,7 +63,7 @@ def pack_global_batch(
 
 
 class TrainBatches(torch.utils.data.IterableDataset):
-    """Training batches for one rank; ``epoch`` advances per pass and seeds its order."""
+    """Training batches for one rank; ``epoch`` advances per iteration (``epochs_per_iter`` passes) and seeds its order."""
 
     def __init__(
         self,
@@ -73,11 +73,15 @@ class TrainBatches(torch.utils.data.IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         seed: int = 0,
+        epochs_per_iter: int = 1,
     ) -> None:
         if global_batch_size % world_size:
             raise ValueError(
                 f"data.global_batch_size={global_batch_size} is not divisible by the {world_size} processes."
             )
+        if epochs_per_iter < 1:
+            raise ValueError(f"data.epochs_per_iter must be >= 1, got {epochs_per_iter}.")
+        self.epochs_per_iter = epochs_per_iter
         self.meta, self.sets = meta, sets
         self.global_batch_size = global_batch_size
         self.local_batch_size = global_batch_size // world_size
@@ -89,7 +93,8 @@ class TrainBatches(torch.utils.data.IterableDataset):
         sizes = [np.diff(s.puzzle_indices) for s in self.sets.values()]
         if not all(np.all(sz == 1) for sz in sizes):
             raise TypeError("batches per epoch vary with the puzzles drawn")  # Lightning then shows no total
-        return sum((s.group_indices.size - 1) // self.global_batch_size for s in self.sets.values())
+        groups = [(s.group_indices.size - 1) * self.epochs_per_iter for s in self.sets.values()]
+        return sum(g // self.global_batch_size for g in groups)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
@@ -102,7 +107,8 @@ class TrainBatches(torch.utils.data.IterableDataset):
         lo, hi = self.rank * self.local_batch_size, (self.rank + 1) * self.local_batch_size
         for set_index, s in enumerate(self.sets.values()):
             rng = np.random.Generator(np.random.Philox(key=[self.seed, self.epoch * 1000 + set_index]))
-            order = rng.permutation(s.group_indices.size - 1)
+            # One Lightning epoch is `epochs_per_iter` passes over the groups, as HRM/TRM iterate between evaluations.
+            order = np.concatenate([rng.permutation(s.group_indices.size - 1) for _ in range(self.epochs_per_iter)])
             start = 0
             while start < order.size:
                 start, examples, puzzles = pack_global_batch(rng, order, s, start, self.global_batch_size)

@@ -66,7 +66,14 @@ def test_validation_errors_name_file_and_value(tmp_path):
         arrays = dict(inputs=good, labels=good, puzzle_ids=ids, puzzle_indices=idx, group_indices=idx)
         arrays.update(over)
         d = tmp_path / f"case{i}"
-        _write(d, arrays["inputs"], arrays["labels"], arrays["puzzle_ids"], arrays["puzzle_indices"], arrays["group_indices"])
+        _write(
+            d,
+            arrays["inputs"],
+            arrays["labels"],
+            arrays["puzzle_ids"],
+            arrays["puzzle_indices"],
+            arrays["group_indices"],
+        )
         with pytest.raises(DatasetError, match=match) as e:
             load_split(d)
         assert str(d) in str(e.value)
@@ -80,7 +87,14 @@ def test_validation_errors_name_file_and_value(tmp_path):
 
 def test_pickled_arrays_are_refused(tmp_path):
     d = tmp_path / "p"
-    _write(d, np.ones((2, 3), dtype=np.int32), np.ones((2, 3), dtype=np.int32), np.zeros(2, dtype=np.int32), np.arange(3), np.arange(3))
+    _write(
+        d,
+        np.ones((2, 3), dtype=np.int32),
+        np.ones((2, 3), dtype=np.int32),
+        np.zeros(2, dtype=np.int32),
+        np.arange(3),
+        np.arange(3),
+    )
     np.save(d / "all__inputs.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(DatasetError, match="all__inputs.npy"):
         load_split(d)
@@ -138,3 +152,14 @@ def test_eval_visits_every_example_once_across_ranks(tmp_path):
             assert torch.equal(b["puzzle_identifiers"][real].long(), expected_ids)
     assert counts[0] == counts[1] == 3
     assert sorted(seen) == list(range(9))
+
+
+def test_epochs_per_iter_concatenates_passes_before_dropping_the_remainder(sudoku4_dir):
+    meta, sets = load_split(sudoku4_dir / "train")  # 96 puzzles
+    one = TrainBatches(meta, sets, 40, seed=0)
+    five = TrainBatches(meta, sets, 40, seed=0, epochs_per_iter=5)
+    assert len(one) == 2 and len(list(one)) == 2  # 96 // 40, 16 puzzles dropped
+    batches = list(five)
+    assert len(five) == len(batches) == 480 // 40  # only the last partial batch of all 5 passes is dropped
+    rows = torch.cat([b["inputs"] for b in batches])
+    assert len({r.numpy().tobytes() for r in rows}) == 96  # every puzzle seen

@@ -1,0 +1,54 @@
+"""The default logger: Weights & Biases, offline when nothing says where to send the run."""
+
+from __future__ import annotations
+
+import json
+import netrc
+import os
+from typing import Optional
+from urllib.parse import urlparse
+
+from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
+from lightning.pytorch.utilities import rank_zero_info
+
+WANDB_DEFAULT_BASE_URL = "https://api.wandb.ai"
+
+
+def wandb_credentials_found() -> bool:
+    """An API key in the environment, or a login saved in ~/.netrc for the W&B host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", WANDB_DEFAULT_BASE_URL)).hostname
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def in_wandb_sweep() -> bool:
+    return bool(os.environ.get("WANDB_SWEEP_ID"))
+
+
+class WandbLogger(_LightningWandbLogger):
+    """Lightning's WandbLogger with ``offline=None`` meaning: online when logged in or inside a sweep,
+    otherwise offline (runs land in ./wandb, to ``wandb sync`` later) with one line saying so, never a prompt.
+    Only rank 0 creates the run, as in Lightning's logger."""
+
+    def __init__(self, project: str = "loopformer", offline: Optional[bool] = None, **kwargs) -> None:
+        if offline is None:
+            offline = not (in_wandb_sweep() or wandb_credentials_found()) and os.environ.get("WANDB_MODE") != "disabled"
+            if offline:
+                rank_zero_info(
+                    "W&B: no login or API key found and not in a sweep, so this run logs offline to ./wandb "
+                    "(`wandb login` to log online, `wandb sync` to upload this run later)."
+                )
+        super().__init__(project=project, offline=offline, **kwargs)
+
+
+def append_eval_metrics(metrics: dict[str, float], step: int) -> None:
+    """Append one evaluation's metrics to ``$LOOPFORMER_METRICS_JSONL`` (the offline sweep runner reads it)."""
+    path = os.environ.get("LOOPFORMER_METRICS_JSONL")
+    if not path:
+        return
+    with open(path, "a") as f:
+        f.write(json.dumps({"_step": step, **metrics}) + "\n")

@@ -1,0 +1,65 @@
+"""Hyperband on simulated histories, and the offline runner honouring it with real processes."""
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+import sweeps
+from loopformer.sweep import OfflineSweep, main
+from sweeps import RunState, SweepRun
+
+HERE = Path(__file__).resolve().parent
+HYPERBAND = {"type": "hyperband", "min_iter": 3, "max_iter": 10, "s": 2, "eta": 3}
+
+
+def _config(**extra):
+    config = {
+        "method": "grid",
+        "metric": {"name": "val/exact_accuracy", "goal": "maximize"},
+        "early_terminate": HYPERBAND,
+        "parameters": {"quality": {"values": [0.9, 0.3, 0.2, 0.1]}},
+        "command": [sys.executable, str(HERE / "fake_trial.py"), "${args}"],
+    }
+    config.update(extra)
+    return config
+
+
+def test_hyperband_stops_a_run_with_a_poor_history():
+    history = lambda q, n: [{"val/exact_accuracy": q * k / 10} for k in range(1, n + 1)]  # noqa: E731
+    runs = [SweepRun(name=f"good{i}", state=RunState.finished, history=history(0.9, 10), config={}) for i in range(3)]
+    runs.append(SweepRun(name="poor", state=RunState.running, history=history(0.1, 3), config={}))
+    runs.append(SweepRun(name="promising", state=RunState.running, history=history(1.0, 2), config={}))
+    # With max_iter 10, s 2, eta 3 the engine compares runs after 1 and 3 reports (10/3, 10/9), keeping the top third.
+    stopped = {r.name for r in sweeps.stop_runs(_config(), runs)}
+    assert stopped == {"poor"}
+
+
+def test_offline_runner_stops_poor_trials_and_resumes(tmp_path):
+    sweep_file = tmp_path / "fake.yaml"
+    sweep_file.write_text(yaml.safe_dump(_config()))
+    out = tmp_path / "out"
+    OfflineSweep(sweep_file, out, poll_seconds=0.05).run(count=1)
+    state = json.loads((out / "state.json").read_text())
+    assert [t["state"] for t in state["trials"]] == ["finished"]  # nothing to compare with yet
+
+    trials = OfflineSweep(sweep_file, out, poll_seconds=0.05).run(count=10)  # resumes: 1 done, 3 more in the grid
+    assert [t.name for t in trials] == ["trial-000", "trial-001", "trial-002", "trial-003"]
+    by_quality = {t.config["quality"]["value"]: t for t in trials}
+    assert by_quality[0.9].state == "finished" and len(by_quality[0.9].history) == 10
+    stopped = [t for t in trials if t.state == "stopped"]
+    assert stopped, [(t.config, t.state, len(t.history)) for t in trials]
+    assert all(t.exitcode == 143 and len(t.history) < 10 for t in stopped)
+
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 4 and {"quality", "best val/exact_accuracy", "state"} <= set(rows[0])
+    assert (out / "parallel_coordinates.png").stat().st_size > 1000
+
+
+def test_sweep_command_rejects_a_bad_file(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: sideways\n")
+    assert main([str(bad), "--offline", "--out", str(tmp_path / "o")]) == 2
+    assert "bad.yaml: not a valid sweep configuration" in capsys.readouterr().err

@@ -1,0 +1,84 @@
+"""The files in sweeps/ are valid for W&B's engine, and what the agent runs reaches the model."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+import sweeps
+from loopformer.cli import LoopformerCLI
+from loopformer.sweep import agent_command, load_sweep
+from sweeps import RunState
+
+ROOT = Path(__file__).resolve().parents[2]
+SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=[p.name for p in SWEEP_FILES])
+def test_sweep_files_are_valid_and_follow_the_recipe(path):
+    config = load_sweep(path)
+    assert sweeps.schema_violations_from_proposed_config(config) == []
+    assert config["program"] == "loopformer"
+    assert config["metric"] == {"name": "val/exact_accuracy", "goal": "maximize"}
+    assert config["early_terminate"] == {"type": "hyperband", "min_iter": 3, "max_iter": 10, "s": 2, "eta": 3}
+    assert config["command"][:3] == ["${env}", "loopformer", "fit"] and config["command"][-1] == "${args}"
+    middle = config["command"][3:-1]
+    configs = [middle[i + 1] for i, arg in enumerate(middle) if arg == "--config"]
+    assert configs and all((ROOT / c).is_file() for c in configs), configs
+    assert all(name.startswith("model.stages.") for name in config["parameters"])
+
+
+def test_grid_enumerates_256_distinct_runs():
+    config = load_sweep(ROOT / "sweeps/stages_grid.yaml")
+    runs = []
+    while (run := sweeps.next_run(config, runs, validate=True)) is not None:
+        run.state = RunState.finished
+        runs.append(run)
+    combos = {tuple(sorted((k, v["value"]) for k, v in r.config.items())) for r in runs}
+    assert len(runs) == len(combos) == 256
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=[p.name for p in SWEEP_FILES])
+def test_the_agents_command_line_reaches_the_model(path, sudoku4_dir, tmp_path):
+    config = load_sweep(path)
+    run = sweeps.next_run(config, [], validate=True)
+    argv = agent_command(config, run.config)
+    assert argv[:3] == ["/usr/bin/env", "loopformer", "fit"]
+    sampled_flags = argv[-len(run.config) :]
+    assert all(f.startswith("--model.stages.") and "=" in f for f in sampled_flags)
+    cwd_args = [a if not a.startswith("configs/") else str(ROOT / a) for a in argv[2:]]
+    cli = LoopformerCLI(
+        args=cwd_args
+        + [
+            f"--data.data_path={sudoku4_dir}",
+            "--data.global_batch_size=8",
+            "--data.eval_batch_size=8",
+            "--data.epochs_per_iter=1",
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=1",
+            "--trainer.strategy=auto",
+            "--trainer.precision=32-true",
+            "--trainer.fast_dev_run=true",
+            "--trainer.enable_progress_bar=false",
+            "--model.hidden_size=64",
+            "--model.puzzle_emb_ndim=64",
+            "--model.halt_max_steps=2",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    stages = cli.model.hparams.stages
+    for key, value in run.config.items():
+        _, _, index, field = key.split(".")
+        assert stages[int(index)][field] == value["value"], key
+    assert cli.trainer.global_step == 1
+    expected_depth = 3 * sum(s["repeat"] for s in stages)
+    assert cli.model.net.config.effective_depth == expected_depth
+
+
+def test_invalid_sweep_file_is_a_clear_error(tmp_path):
+    from loopformer.sweep import SweepFileError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"method": "grid", "parameters": {"model.stages.0.repeat": {"valuez": [1]}}}))
+    with pytest.raises(SweepFileError, match="bad.yaml: not a valid sweep configuration"):
+        load_sweep(bad)

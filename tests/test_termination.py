@@ -1,0 +1,74 @@
+"""A sweep agent's SIGTERM stops a 2-process DDP run (CPU, gloo) promptly, leaving no process behind."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if int(Path(f"/proc/{entry}/stat").read_text().split()[3]) == pid:
+                    out.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_to_the_launcher_stops_every_rank_within_30s(sudoku4_dir, tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    log = tmp_path / "run.log"
+    env = dict(os.environ, WANDB_MODE="disabled", LOOPFORMER_METRICS_JSONL=str(metrics))
+    cmd = [
+        str(Path(sys.executable).parent / "loopformer"),
+        "fit",
+        "--config",
+        str(ROOT / "configs/quickstart.yaml"),
+        f"--data.data_path={sudoku4_dir}",
+        "--data.global_batch_size=16",
+        "--data.eval_batch_size=40",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+        "--trainer.max_steps=100000",
+        "--trainer.val_check_interval=2",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+    with open(log, "w") as out:
+        launcher = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        deadline = time.time() + 120
+        while not (metrics.exists() and metrics.read_text().count("\n") >= 1):  # training and evaluating
+            assert launcher.poll() is None, log.read_text()[-3000:]
+            assert time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        workers = _children(launcher.pid)
+        assert workers, "expected the DDP launcher to have started rank 1"
+        launcher.send_signal(signal.SIGTERM)
+        start = time.time()
+        code = launcher.wait(timeout=30)
+        while any(_alive(w) for w in workers) and time.time() - start < 30:
+            time.sleep(0.1)
+        assert not [w for w in workers if _alive(w)], "a DDP worker outlived the launcher"
+        assert time.time() - start < 30
+        assert code == 128 + signal.SIGTERM, log.read_text()[-3000:]
+    finally:
+        for pid in [launcher.pid, *_children(launcher.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
