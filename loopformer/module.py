@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from loopformer.loggers import append_eval_metrics
 from loopformer.model import ACTCarry, LoopTransformer, LoopTransformerConfig, act_loss
 from loopformer.model.config import (
+    AttentionBackend,
     ForwardDtype,
     LossType,
     Mixer,
@@ -80,6 +81,7 @@ class LoopformerModule(L.LightningModule):
         no_ACT_continue: bool = True,
         loss_type: LossType = "stablemax_cross_entropy",
         gradient_checkpointing: bool = False,
+        attention_backend: AttentionBackend = "auto",
         lr: float = 1e-4,
         lr_min_ratio: float = 1.0,
         lr_warmup_steps: int = 2000,
@@ -113,6 +115,7 @@ class LoopformerModule(L.LightningModule):
             no_ACT_continue: Halt when q_halt > 0 and skip the Q-continue loss (TRM); else q_halt > q_continue.
             loss_type: stablemax_cross_entropy or softmax_cross_entropy.
             gradient_checkpointing: Recompute block activations in backward to save memory.
+            attention_backend: auto (Triton kernel on CUDA, SDPA elsewhere), triton, or sdpa.
             lr: Peak learning rate of the network weights.
             lr_min_ratio: Final learning rate of the cosine decay, as a fraction of the peak.
             lr_warmup_steps: Optimizer steps of linear warmup.

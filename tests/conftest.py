@@ -1,8 +1,12 @@
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("WANDB_MODE", "disabled")
+if not torch.cuda.is_available():
+    # Triton kernels run in Triton's CPU interpreter; this must be set before triton is imported.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")

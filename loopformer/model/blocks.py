@@ -18,7 +18,7 @@ class Block(nn.Module):
         super().__init__()
         self.mixer = config.mixer
         if config.mixer == "attention":
-            self.self_attn = Attention(config.hidden_size, config.num_heads)
+            self.self_attn = Attention(config.hidden_size, config.num_heads, config.attention_backend)
         else:
             self.mlp_t = SwiGLU(config.total_seq_len, config.expansion)
         self.mlp = SwiGLU(config.hidden_size, config.expansion)

@@ -41,6 +41,7 @@ PosEncoding = Literal["rope", "learned", "none"]
 Mixer = Literal["attention", "mlp"]
 LossType = Literal["stablemax_cross_entropy", "softmax_cross_entropy"]
 ForwardDtype = Literal["bfloat16", "float16", "float32"]
+AttentionBackend = Literal["auto", "triton", "sdpa"]
 
 
 def default_three_stage_states() -> list[StateSpec]:
@@ -89,6 +90,7 @@ class LoopTransformerConfig:
     no_ACT_continue: bool = True
     loss_type: LossType = "stablemax_cross_entropy"
     gradient_checkpointing: bool = False
+    attention_backend: AttentionBackend = "auto"
 
     def __post_init__(self) -> None:
         self.states = [s if isinstance(s, StateSpec) else StateSpec(**s) for s in self.states]
@@ -159,9 +161,21 @@ class LoopTransformerConfig:
             ("mixer", ("attention", "mlp")),
             ("loss_type", ("stablemax_cross_entropy", "softmax_cross_entropy")),
             ("forward_dtype", ("bfloat16", "float16", "float32")),
+            ("attention_backend", ("auto", "triton", "sdpa")),
         ):
             if getattr(self, key) not in choices:
                 raise ConfigError(f"model.{key}={getattr(self, key)!r}; expected one of {', '.join(choices)}.")
+
+        if self.attention_backend == "triton":
+            from loopformer.kernels.attention import HAVE_TRITON, SUPPORTED_HEAD_DIMS
+
+            if not HAVE_TRITON:
+                raise ConfigError("model.attention_backend=triton, but the `triton` package is not installed.")
+            if self.mixer == "attention" and self.head_dim not in SUPPORTED_HEAD_DIMS:
+                raise ConfigError(
+                    f"model.attention_backend=triton supports head dims {SUPPORTED_HEAD_DIMS}; hidden_size/num_heads "
+                    f"= {self.head_dim} (use attention_backend: auto or sdpa)."
+                )
 
     # ----------------------------------------------------------------------------------------------
     @property

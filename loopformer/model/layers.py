@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from loopformer.kernels.attention import HAVE_TRITON, SUPPORTED_HEAD_DIMS, packed_attention, triton_usable
+
 CosSin = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -102,18 +104,39 @@ def apply_rope(x_BSHD: torch.Tensor, cos_SD: torch.Tensor, sin_SD: torch.Tensor)
 
 
 class Attention(nn.Module):
-    """Non-causal multi-head attention from one packed QKV projection, RoPE on q and k."""
+    """Non-causal multi-head attention from one packed QKV projection, RoPE on q and k.
 
-    def __init__(self, hidden: int, num_heads: int) -> None:
+    ``backend``: ``triton`` runs the fused kernel (loopformer.kernels.attention), ``sdpa`` the PyTorch path
+    (RoPE, transposes, scaled_dot_product_attention), ``auto`` the kernel on CUDA devices when Triton is
+    installed and the head dim is supported, SDPA elsewhere.
+    """
+
+    def __init__(self, hidden: int, num_heads: int, backend: str = "auto") -> None:
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = hidden // num_heads
+        self.backend = backend
         self.qkv_proj = CastedLinear(hidden, 3 * hidden)
         self.o_proj = CastedLinear(hidden, hidden)
+
+    def _use_triton(self, device: torch.device) -> bool:
+        if self.backend == "sdpa":
+            return False
+        if self.backend == "auto":
+            return device.type == "cuda" and HAVE_TRITON and self.head_dim in SUPPORTED_HEAD_DIMS
+        if not triton_usable(device):
+            raise RuntimeError(
+                f"model.attention_backend=triton cannot run on {device.type}: Triton compiles for CUDA devices "
+                "(set TRITON_INTERPRET=1 before start-up to run its interpreter on the CPU, or use auto/sdpa)."
+            )
+        return True
 
     def forward(self, x_BSC: torch.Tensor, cos_sin: Optional[CosSin]) -> torch.Tensor:
         B, S, C = x_BSC.shape
         qkv_BS3HD = self.qkv_proj(x_BSC).view(B, S, 3 * self.num_heads, self.head_dim)
+        if self._use_triton(x_BSC.device):
+            cos, sin = cos_sin if cos_sin is not None else (None, None)
+            return self.o_proj(packed_attention(qkv_BS3HD, cos, sin, self.num_heads).reshape(B, S, C))
         q, k, v = qkv_BS3HD.split(self.num_heads, dim=2)
         if cos_sin is not None:
             cos, sin = cos_sin

@@ -1,0 +1,1 @@
+"""Fast kernels, opt-in and tested against pure PyTorch references."""

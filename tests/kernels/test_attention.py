@@ -1,0 +1,199 @@
+"""The fused packed-QKV attention kernel against a float64 PyTorch reference.
+
+On the CPU the kernels run in Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1); the
+`gpu` tests run the same checks compiled on CUDA. Tolerances follow flash-attention's rule: the kernel's
+error against float64 may be at most twice the error of PyTorch computing the same thing in the kernel's
+own dtype, plus a small per-dtype floor.
+"""
+
+import pytest
+import torch
+
+from loopformer.kernels import attention as attn
+from loopformer.kernels.attention import (
+    attention_backward,
+    attention_forward,
+    packed_attention,
+    packed_attention_reference,
+)
+from loopformer.model.layers import RotaryEmbedding
+
+pytestmark = pytest.mark.skipif(not attn.HAVE_TRITON, reason="triton is not installed")
+
+FLOOR = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def _inputs(B, S, H, D, dtype, rope, device="cpu", seed=None):
+    g = torch.Generator(device="cpu")
+    g.seed() if seed is None else g.manual_seed(seed)  # fresh random inputs each run unless pinned
+    qkv = torch.randn(B, S, 3 * H, D, generator=g).to(device=device, dtype=dtype)
+    cos, sin = RotaryEmbedding(D, S + 5, 10000.0)() if rope else (None, None)  # tables longer than S
+    if rope:
+        cos, sin = cos.to(device), sin.to(device)
+    grad_o = torch.randn(B, S, H, D, generator=g).to(device=device, dtype=dtype)
+    return qkv, cos, sin, grad_o
+
+
+def _reference(qkv, cos, sin, grad_o, H, dtype):
+    """Output and dqkv of the reference path computed in `dtype` (float64 or the kernel's own)."""
+    x = qkv.detach().to(dtype).requires_grad_()
+    c = s = None
+    if cos is not None:
+        c, s = (cos.double(), sin.double()) if dtype == torch.float64 else (cos, sin)
+    o = packed_attention_reference(x, c, s, H)
+    (o * grad_o.to(dtype)).sum().backward()
+    return o.detach().double(), x.grad.double()
+
+
+def _check_against_reference(qkv, cos, sin, grad_o, H, o, dqkv):
+    dtype = qkv.dtype
+    cos, sin = (None, None) if cos is None else (cos.cpu(), sin.cpu())
+    o64, d64 = _reference(qkv.cpu(), cos, sin, grad_o.cpu(), H, torch.float64)
+    # float32: PyTorch's own float32 error is tiny, so the per-dtype floor alone sets the bound.
+    o_low, d_low = (o64, d64) if dtype == torch.float32 else _reference(qkv.cpu(), cos, sin, grad_o.cpu(), H, dtype)
+    for name, got, ref, low in (("output", o, o64, o_low), ("dqkv", dqkv, d64, d_low)):
+        err = (got.double().cpu() - ref).abs().max().item()
+        bound = 2 * (low - ref).abs().max().item() + FLOOR[dtype] * max(1.0, ref.abs().max().item())
+        assert err <= bound, f"{name}: max error {err:.3g} > {bound:.3g} ({dtype})"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("rope", [True, False], ids=["rope", "no_rope"])
+@pytest.mark.parametrize("S,D", [(1, 64), (17, 32), (97, 64), (130, 128)])
+def test_forward_and_backward_match_float64(S, D, rope, dtype):
+    B, H = 2, 3
+    qkv, cos, sin, grad_o = _inputs(B, S, H, D, dtype, rope)
+    # Poison every output first: each element must be written by the kernels.
+    o = torch.full((B, S, H, D), float("nan"), dtype=dtype)
+    lse = torch.full((B, H, S), float("nan"))
+    attention_forward(qkv, cos, sin, H, out=o, lse=lse)
+    dqkv = torch.full_like(qkv, float("nan"))
+    attention_backward(grad_o, qkv, cos, sin, o, lse, H, out=dqkv)
+    assert not o.isnan().any() and not lse.isnan().any() and not dqkv.isnan().any()
+    _check_against_reference(qkv, cos, sin, grad_o, H, o, dqkv)
+    # the log-sum-exp is that of the scaled scores
+    q, k, _ = _reference_qk(qkv, cos, sin, H)
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / D**0.5
+    torch.testing.assert_close(lse.double(), scores.logsumexp(-1), atol=FLOOR[dtype] * 40, rtol=0)
+
+
+def _reference_qk(qkv, cos, sin, H):
+    x = qkv.double()
+    q, k, v = x.split(H, dim=2)
+    if cos is None:
+        return q, k, v
+    S = x.shape[1]
+    c, s = cos[:S].double().unsqueeze(-2), sin[:S].double().unsqueeze(-2)
+
+    def rot(t):
+        t = t.to(qkv.dtype).double()  # kernel rounds the rotated values to the input dtype
+        lo, hi = t.chunk(2, -1)
+        return t * c + torch.cat((-hi, lo), -1) * s
+
+    return rot(q).to(qkv.dtype).double(), rot(k).to(qkv.dtype).double(), v
+
+
+def test_autograd_op_matches_launchers_and_passes_opcheck():
+    qkv, cos, sin, grad_o = _inputs(2, 17, 2, 32, torch.float32, True, seed=0)
+    x = qkv.clone().requires_grad_()
+    o = packed_attention(x, cos, sin, 2)
+    (o * grad_o).sum().backward()
+    o2, lse = attention_forward(qkv, cos, sin, 2)
+    torch.testing.assert_close(o, o2, atol=0, rtol=0)
+    torch.testing.assert_close(x.grad, attention_backward(grad_o, qkv, cos, sin, o2, lse, 2), atol=0, rtol=0)
+    torch.library.opcheck(torch.ops.loopformer.packed_attention.default, (x, cos[:17], sin[:17], 2))
+    torch.library.opcheck(torch.ops.loopformer.packed_attention.default, (x, None, None, 2))
+
+
+def _tiny_net(backend, **kw):
+    from loopformer.model import LoopTransformer, LoopTransformerConfig
+
+    torch.manual_seed(0)
+    args = dict(vocab_size=7, seq_len=13, hidden_size=64, num_heads=2, forward_dtype="float32", halt_max_steps=2)
+    args.update(puzzle_emb_ndim=64, attention_backend=backend, **kw)
+    return LoopTransformer(LoopTransformerConfig(**args))
+
+
+@pytest.mark.parametrize("pos", ["rope", "learned"])
+def test_model_with_triton_backend_matches_sdpa(pos):
+    nets = {b: _tiny_net(b, pos_encodings=pos) for b in ("sdpa", "triton")}
+    nets["triton"].load_state_dict(nets["sdpa"].state_dict())
+    g = torch.Generator().manual_seed(1)
+    batch = {
+        "inputs": torch.randint(0, 7, (4, 13), generator=g),
+        "labels": torch.randint(0, 7, (4, 13), generator=g),
+        "puzzle_identifiers": torch.zeros(4, dtype=torch.int32),
+    }
+    results = {}
+    for name, net in nets.items():
+        net.train()
+        carry = net.initial_carry(batch)
+        carry.halted.fill_(True)
+        states = net.inner.reset_states(carry.halted, carry.states)
+        _, logits, q_halt, _ = net.inner(states, batch["inputs"], batch["puzzle_identifiers"])
+        (logits.square().mean() + q_halt.sum()).backward()
+        results[name] = (logits.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(results["triton"][0], results["sdpa"][0], atol=2e-5, rtol=1e-4)
+    for n, grad in results["sdpa"][1].items():
+        torch.testing.assert_close(results["triton"][1][n], grad, atol=2e-5, rtol=1e-4, msg=n)
+
+
+def test_compiled_block_keeps_the_op_and_matches_eager():
+    from loopformer.model.blocks import Block
+
+    net = _tiny_net("triton")
+    block = net.inner.module_for("z_H").layers[0]
+    assert isinstance(block, Block)
+    x = torch.randn(2, 14, 64)
+    cos_sin = net.inner.rotary_emb()
+    eager = block(x, cos_sin)
+    compiled = torch.compile(block, fullgraph=True)  # fullgraph: any graph break is an error
+    torch.testing.assert_close(compiled(x, cos_sin), eager, atol=1e-5, rtol=1e-5)
+
+
+def test_triton_backend_without_a_gpu_or_interpreter_is_a_clear_error(monkeypatch):
+    net = _tiny_net("triton")
+    monkeypatch.setattr(attn, "interpreter_enabled", lambda: False)
+    batch = {"inputs": torch.zeros(1, 13, dtype=torch.long), "puzzle_identifiers": torch.zeros(1, dtype=torch.int32)}
+    carry = net.initial_carry({**batch, "labels": batch["inputs"]})
+    with pytest.raises(RuntimeError, match="attention_backend=triton cannot run on cpu"):
+        net.inner(net.inner.reset_states(carry.halted, carry.states), batch["inputs"], batch["puzzle_identifiers"])
+
+
+def test_unsupported_head_dim_is_a_config_error():
+    from loopformer.model import ConfigError
+
+    with pytest.raises(ConfigError, match="supports head dims"):
+        _tiny_net("triton", num_heads=4)  # head dim 16
+    assert _tiny_net("auto", num_heads=4) is not None  # auto falls back to SDPA
+
+
+# -- compiled on a GPU -------------------------------------------------------------------------------
+gpu = pytest.mark.gpu
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("S,D", [(1, 64), (17, 32), (97, 64), (916, 64), (2048, 128)])
+def test_gpu_forward_and_backward_match_float64(S, D, dtype):
+    B, H = 2, 4
+    qkv, cos, sin, grad_o = _inputs(B, S, H, D, dtype, True, device="cuda")
+    o = torch.full((B, S, H, D), float("nan"), dtype=dtype, device="cuda")
+    lse = torch.full((B, H, S), float("nan"), device="cuda")
+    attention_forward(qkv, cos, sin, H, out=o, lse=lse)
+    dqkv = torch.full_like(qkv, float("nan"))
+    attention_backward(grad_o, qkv, cos, sin, o, lse, H, out=dqkv)
+    assert not o.isnan().any() and not dqkv.isnan().any()
+    _check_against_reference(qkv, cos, sin, grad_o, H, o, dqkv)
+
+
+@gpu
+def test_gpu_opcheck_and_cuda_graphs():
+    qkv, cos, sin, _ = _inputs(2, 97, 8, 64, torch.bfloat16, True, device="cuda", seed=0)
+    x = qkv.clone().requires_grad_()
+    torch.library.opcheck(torch.ops.loopformer.packed_attention.default, (x, cos[:97], sin[:97], 8))
+    f = torch.compile(lambda t: packed_attention(t, cos, sin, 8), mode="reduce-overhead", fullgraph=True)
+    for _ in range(3):
+        out = f(qkv)
+    torch.testing.assert_close(out, packed_attention(qkv, cos, sin, 8), atol=0, rtol=0)
