@@ -108,7 +108,7 @@ if HAVE_TRITON:
 
     @triton.jit
     def _attn_fwd_kernel(
-        QKV, COS, SIN, O, LSE,
+        QKV, COS, SIN, OUT, LSE,
         stride_qkv_b, stride_qkv_s, stride_qkv_h,
         stride_o_b, stride_o_s, stride_o_h,
         S, H, scale_log2,
@@ -152,9 +152,9 @@ if HAVE_TRITON:
         acc_lo = acc_lo / l_i[:, None]
         acc_hi = acc_hi / l_i[:, None]
         offs_d = tl.arange(0, HALF)
-        o_ptrs = O + b * stride_o_b + h * stride_o_h + offs_m[:, None] * stride_o_s + offs_d[None, :]
-        tl.store(o_ptrs, acc_lo.to(O.dtype.element_ty), mask=mask_m[:, None])
-        tl.store(o_ptrs + HALF, acc_hi.to(O.dtype.element_ty), mask=mask_m[:, None])
+        o_ptrs = OUT + b * stride_o_b + h * stride_o_h + offs_m[:, None] * stride_o_s + offs_d[None, :]
+        tl.store(o_ptrs, acc_lo.to(OUT.dtype.element_ty), mask=mask_m[:, None])
+        tl.store(o_ptrs + HALF, acc_hi.to(OUT.dtype.element_ty), mask=mask_m[:, None])
         tl.store(LSE + pid_bh * S + offs_m, (m_i + tl.math.log2(l_i)) * 0.6931471805599453, mask=mask_m)
 
     @triton.jit
