@@ -1,0 +1,147 @@
+"""Fused packed-QKV attention vs the reference path, and a full 3-stage training step, triton vs sdpa.
+
+    python benchmarks/bench_attention.py            # on a CUDA GPU: medians from triton.testing.do_bench
+    python benchmarks/bench_attention.py --smoke    # tiny shapes on any machine, to exercise the code only
+
+Segment measured: "packed QKV -> attention output [B, S, H, D]".
+  fused:      loopformer.kernels.attention.packed_attention (one kernel, RoPE inside)
+  reference:  RoPE in float32 in PyTorch + transposes + scaled_dot_product_attention (best backend) + transpose
+Both sides run in this process on the same inputs; results go to BENCHMARKS.md with the GPU's name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+
+from loopformer.kernels.attention import packed_attention, packed_attention_reference
+from loopformer.model.layers import RotaryEmbedding
+
+# Peak HBM bandwidth (GB/s) of the GPUs we expect, for the memory-bandwidth floor.
+PEAK_GBPS = {"H100": 3350.0, "H200": 4800.0, "A100": 2039.0}
+
+
+def bench(fn, smoke: bool) -> float:
+    """Median milliseconds."""
+    if smoke:
+        fn()
+        start = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start) * 1e3
+    import triton.testing
+
+    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def segment_rows(device: str, smoke: bool, dtype: torch.dtype) -> list[dict]:
+    H, D = 8, 64
+    shapes = [(97, 2), (256, 2)] if smoke else [(97, 192 * 8), (256, 512), (916, 128), (2048, 64)]
+    rows = []
+    for S, B in shapes:
+        qkv = torch.randn(B, S, 3 * H, D, device=device, dtype=dtype, requires_grad=True)
+        cos, sin = (t.to(device) for t in RotaryEmbedding(D, S, 10000.0)())
+        grad = torch.randn(B, S, H, D, device=device, dtype=dtype)
+        flops_fwd = 4 * B * H * S * S * D  # QK^T and PV
+        # Forward memory floor: read q, k, v once, write o (and a float32 lse per row and head).
+        bytes_fwd = 4 * B * S * H * D * qkv.element_size() + 4 * B * H * S
+        for name, fn in (("fused", packed_attention), ("reference", packed_attention_reference)):
+
+            def fwd(fn=fn):
+                with torch.no_grad():
+                    fn(qkv, cos, sin, H)
+
+            def fwd_bwd(fn=fn):
+                qkv.grad = None
+                fn(qkv, cos, sin, H).backward(grad)
+
+            ms_f, ms_fb = bench(fwd, smoke), bench(fwd_bwd, smoke)
+            rows.append(
+                dict(
+                    S=S, B=B, impl=name, fwd_ms=ms_f, fwd_bwd_ms=ms_fb,
+                    fwd_tflops=flops_fwd / ms_f / 1e9, fwd_bwd_tflops=3.5 * flops_fwd / ms_fb / 1e9,
+                    fwd_gbps=bytes_fwd / ms_f / 1e6, bytes_fwd=bytes_fwd,
+                )
+            )  # fmt: skip
+    return rows
+
+
+def training_step_rows(device: str, smoke: bool) -> list[dict]:
+    """One ACT training step (forward + backward + AdamW) of the 3-stage Sudoku model, per backend."""
+    from loopformer.model import LoopTransformer, LoopTransformerConfig, act_loss
+
+    rows = []
+    B = 4 if smoke else 192  # rows per GPU of the 4-GPU recipe (global batch 768)
+    hidden = 64 if smoke else 512
+    for backend in ("triton", "sdpa"):
+        for compiled in (False, True):
+            if smoke and compiled:
+                continue
+            torch.manual_seed(0)
+            cfg = LoopTransformerConfig(
+                vocab_size=11, seq_len=81, hidden_size=hidden, num_heads=hidden // 64, puzzle_emb_ndim=hidden,
+                puzzle_emb_len=16, forward_dtype="float32" if smoke else "bfloat16", attention_backend=backend,
+            )  # fmt: skip
+            net = LoopTransformer(cfg).to(device).train()
+            if compiled:
+                net.inner = torch.compile(net.inner)
+            opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+            batch = {
+                "inputs": torch.randint(1, 11, (B, 81), device=device),
+                "labels": torch.randint(1, 11, (B, 81), device=device),
+                "puzzle_identifiers": torch.zeros(B, dtype=torch.int32, device=device),
+            }
+            carry = net.initial_carry(batch)
+
+            def step():
+                nonlocal carry
+                carry, out = net(carry, batch)
+                loss, _ = act_loss(out, carry.current_data["labels"], carry.halted, carry.steps, cfg.loss_type)
+                (loss / B).backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+            rows.append(dict(backend=backend, compiled=compiled, ms=bench(step, smoke)))
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--smoke", action="store_true", help="tiny shapes, any device: checks the script, not speed")
+    p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
+    args = p.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and not args.smoke:
+        raise SystemExit("bench_attention.py needs a CUDA GPU (use --smoke to exercise it on the CPU).")
+    dtype = torch.float32 if args.smoke else getattr(torch, args.dtype)
+    name = torch.cuda.get_device_name() if device == "cuda" else "CPU (Triton interpreter, smoke run)"
+    peak = next((v for k, v in PEAK_GBPS.items() if k in name), float("nan"))
+    print(f"device: {name}; torch {torch.__version__}; dtype {dtype}")
+
+    seg = segment_rows(device, args.smoke, dtype)
+    print("\n| S | B x H | impl | fwd ms | fwd+bwd ms | fwd TFLOP/s | fwd GB/s | fwd % of bandwidth floor |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|")
+    for r in seg:
+        floor_pct = 100 * r["fwd_gbps"] / peak if math.isfinite(peak) else float("nan")
+        print(
+            f"| {r['S']} | {r['B']}x8 | {r['impl']} | {r['fwd_ms']:.3f} | {r['fwd_bwd_ms']:.3f} | "
+            f"{r['fwd_tflops']:.1f} | {r['fwd_gbps']:.0f} | {floor_pct:.0f}% |"
+        )
+    print("\n| S | fwd speed-up (reference / fused) | fwd+bwd speed-up |")
+    print("|---:|---:|---:|")
+    for fused, ref in zip(seg[0::2], seg[1::2], strict=True):
+        print(f"| {fused['S']} | {ref['fwd_ms'] / fused['fwd_ms']:.2f}x | {ref['fwd_bwd_ms'] / fused['fwd_bwd_ms']:.2f}x |")
+
+    steps = training_step_rows(device, args.smoke)
+    print("\n| 3-stage Sudoku training step | eager ms | compiled ms |")
+    print("|---|---:|---:|")
+    for backend in ("triton", "sdpa"):
+        eager = next(r["ms"] for r in steps if r["backend"] == backend and not r["compiled"])
+        comp = next((r["ms"] for r in steps if r["backend"] == backend and r["compiled"]), float("nan"))
+        print(f"| {backend} | {eager:.2f} | {comp:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
