@@ -23,7 +23,7 @@ from loopformer.model.config import ConfigError
 from loopformer.module import LoopformerModule
 from loopformer.termination import STOPPED_EXIT_CODE, ExitPromptlyOnSigterm, finish_stopped_run
 
-TOOL_COMMANDS = ("import-checkpoint", "sweep")
+TOOL_COMMANDS = ("import-checkpoint", "sweep", "data")
 _NO_EARLY_EXIT = ("--print_config", "--help", "-h")
 
 

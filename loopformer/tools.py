@@ -38,7 +38,13 @@ def _sweep(argv: list[str]) -> int:
     return main(argv)
 
 
-TOOLS = {"import-checkpoint": _import_checkpoint, "sweep": _sweep}
+def _data(argv: list[str]) -> int:
+    from loopformer.data.cli import main
+
+    return main(argv)
+
+
+TOOLS = {"import-checkpoint": _import_checkpoint, "sweep": _sweep, "data": _data}
 
 
 def run_tool(name: str, argv: list[str]) -> int:

@@ -191,3 +191,44 @@ def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir,
     assert cli.model.hparams.halt_max_steps == 5  # the explicit flag wins
     assert cli.trainer.callback_metrics["val/steps"].item() == 5
     assert cli.trainer.callback_metrics["val/count"].item() == 40
+
+
+def test_predict_returns_every_test_example_once(sudoku4_dir, tmp_path):
+    cli = LoopformerCLI(
+        args=[
+            "fit",
+            "--config",
+            str(ROOT / "configs/quickstart.yaml"),
+            f"--data.data_path={sudoku4_dir}",
+            "--data.global_batch_size=16",
+            "--data.eval_batch_size=16",
+            "--model.hidden_size=32",
+            "--model.puzzle_emb_ndim=32",
+            "--model.halt_max_steps=2",
+            "--trainer.max_steps=2",
+            "--trainer.limit_val_batches=0",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    ckpt = tmp_path / "model.ckpt"
+    cli.trainer.save_checkpoint(ckpt)
+    pred = LoopformerCLI(
+        args=[
+            "predict",
+            f"--data.data_path={sudoku4_dir}",
+            "--data.eval_batch_size=16",
+            f"--ckpt_path={ckpt}",
+            "--trainer.accelerator=cpu",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    batches = pred.trainer.predict_loop.predictions
+    index = torch.cat([b["example_index"] for b in batches])
+    assert sorted(index.tolist()) == list(range(40))  # padding rows dropped
+    preds = torch.cat([b["preds"] for b in batches])
+    assert preds.shape == (40, 16) and int(preds.min()) >= 0 and int(preds.max()) < 6
+    assert torch.all(torch.cat([b["steps"] for b in batches]) == 2)

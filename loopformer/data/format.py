@@ -46,8 +46,8 @@ class PuzzleDatasetMetadata:
     num_puzzle_identifiers: int
     total_groups: int
     mean_puzzle_examples: float
-    sets: list[str] = field(default_factory=lambda: ["all"])
     total_puzzles: Optional[int] = None
+    sets: list[str] = field(default_factory=lambda: ["all"])
 
     @classmethod
     def load(cls, path: Path) -> PuzzleDatasetMetadata:
@@ -64,7 +64,12 @@ class PuzzleDatasetMetadata:
         return cls(**{k: v for k, v in raw.items() if k in known})
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2))
+        # Field order and formatting as the TRM builders write it (json.dump of the pydantic model).
+        fields = asdict(self)
+        if fields["total_puzzles"] is None:
+            del fields["total_puzzles"]
+        fields["mean_puzzle_examples"] = float(fields["mean_puzzle_examples"])
+        path.write_text(json.dumps(fields))
 
 
 @dataclass

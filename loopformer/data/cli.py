@@ -1,0 +1,69 @@
+"""`loopformer data`: build datasets in the HRM/TRM layout and look at them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from loopformer.data.format import DatasetError
+
+
+def _print_summary(title: str, summary: dict) -> None:
+    parts = [f"{k}: {v}" if not isinstance(v, float) else f"{k}: {v:.2f}" for k, v in summary.items()]
+    print(f"{title} -> " + ", ".join(parts))
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="loopformer data", description="Build and inspect puzzle datasets.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    build = sub.add_parser("build", help="build a dataset").add_subparsers(dest="kind", required=True)
+    sk = build.add_parser("sudoku", help="Sudoku-Extreme from its CSV files (a directory or a Hugging Face repo id)")
+    sk.add_argument("source", help="directory with train.csv and test.csv, or a repo id such as sapientinc/sudoku-extreme")
+    sk.add_argument("out")
+    sk.add_argument("--subsample-size", type=int, default=None)
+    sk.add_argument("--min-difficulty", type=int, default=None)
+    sk.add_argument("--num-aug", type=int, default=0)
+    sk.add_argument("--seed", type=int, default=0)
+
+    gen = build.add_parser("sudoku-gen", help="generated n x n Sudoku with unique solutions (offline)")
+    gen.add_argument("out")
+    gen.add_argument("--n", type=int, default=4)
+    gen.add_argument("--clues", type=int, default=6, help="givens per puzzle (the difficulty knob)")
+    gen.add_argument("--num-train", type=int, default=10000)
+    gen.add_argument("--num-test", type=int, default=1000)
+    gen.add_argument("--seed", type=int, default=0)
+
+    show = sub.add_parser("show", help="print examples and write them as a PNG")
+    show.add_argument("path")
+    show.add_argument("--n", type=int, default=4)
+    show.add_argument("--split", default="test", choices=("train", "test"))
+    show.add_argument("--png", default=None, help="picture to write (default: <path>/<split>_examples.png)")
+    show.add_argument("--seed", type=int, default=0)
+
+    args = p.parse_args(argv)
+    try:
+        if args.command == "build" and args.kind == "sudoku":
+            from loopformer.data.build_sudoku import build_sudoku_from_csv
+
+            summary = build_sudoku_from_csv(
+                args.source, args.out, args.subsample_size, args.min_difficulty, args.num_aug, args.seed
+            )
+            _print_summary(f"sudoku {args.source}", summary)
+        elif args.command == "build" and args.kind == "sudoku-gen":
+            from loopformer.data.sudoku import build_sudoku_dataset
+
+            summary = build_sudoku_dataset(args.out, args.n, args.clues, args.num_train, args.num_test, args.seed)
+            _print_summary(f"{args.n}x{args.n} sudoku", summary)
+        elif args.command == "show":
+            from pathlib import Path
+
+            from loopformer.data.show import show_dataset
+
+            png = args.png or str(Path(args.path) / f"{args.split}_examples.png")
+            print(show_dataset(args.path, args.n, args.split, png, args.seed))
+            print(f"picture: {png}")
+    except DatasetError as e:
+        print(f"loopformer data: error: {e}", file=sys.stderr)
+        return 2
+    return 0

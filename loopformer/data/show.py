@@ -1,0 +1,121 @@
+"""Pictures of puzzles: terminal text and PNG, for datasets and for predictions next to their labels."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from loopformer.data.format import PuzzleDatasetMetadata
+
+MAZE_CHARS = "# SGo"  # HRM/TRM maze tokens 1..5 (0 is padding)
+
+
+def grid_kind(meta: PuzzleDatasetMetadata) -> str:
+    side = math.isqrt(meta.seq_len)
+    if side * side != meta.seq_len:
+        return "sequence"
+    if meta.vocab_size == side + 2:
+        return "sudoku"
+    if meta.vocab_size == len(MAZE_CHARS) + 1:
+        return "maze"
+    return "grid"
+
+
+def to_text(tokens: np.ndarray, kind: str, labels: Optional[np.ndarray] = None) -> str:
+    """One puzzle as text; with ``labels``, wrong cells of a prediction are marked with '!'."""
+    tokens = np.asarray(tokens)
+    side = math.isqrt(tokens.size)
+    if kind == "sequence":
+        return " ".join(str(t) for t in tokens)
+    grid = tokens.reshape(side, side)
+    wrong = (grid != labels.reshape(side, side)) if labels is not None else np.zeros_like(grid, dtype=bool)
+    lines = []
+    if kind == "sudoku":
+        box_r = max(r for r in range(1, math.isqrt(side) + 1) if side % r == 0)
+        box_c = side // box_r
+        for r in range(side):
+            if r and r % box_r == 0:
+                lines.append("-" * (2 * side + 2 * (side // box_c - 1) - 1))
+            cells = []
+            for c in range(side):
+                if c and c % box_c == 0:
+                    cells.append("|")
+                t = int(grid[r, c])
+                cells.append("." if t <= 1 else str(t - 1) if t - 1 < 10 else chr(ord("A") + t - 11))
+                if wrong[r, c]:
+                    cells[-1] = "!"
+            lines.append(" ".join(cells))
+        return "\n".join(lines)
+    for r in range(side):
+        if kind == "maze":
+            row = "".join(MAZE_CHARS[t - 1] if 1 <= t <= 5 else " " for t in grid[r])
+        else:
+            row = "".join(" " if t == 0 else str(min(int(t), 9)) for t in grid[r])
+        lines.append("".join("!" if w else ch for ch, w in zip(row, wrong[r], strict=True)))
+    return "\n".join(lines)
+
+
+# ARC's ten colours (black, blue, red, green, yellow, grey, magenta, orange, sky, maroon) after pad/eos.
+ARC_PALETTE = ["#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00", "#AAAAAA", "#F012BE", "#FF851B", "#7FDBFF", "#870C25"]
+
+
+def save_png(panels: list[tuple[str, np.ndarray, str, Optional[np.ndarray]]], path: Path) -> None:
+    """``panels``: (title, tokens, kind, labels-or-None); one picture per panel, side by side in rows of 2."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    cols = 2
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (title, tokens, kind, labels) in zip(axes.ravel(), panels, strict=False):
+        side = math.isqrt(tokens.size)
+        grid = tokens.reshape(side, side).astype(int)
+        ax.set_title(title, fontsize=9)
+        if kind == "sudoku":
+            ax.imshow(np.ones_like(grid), cmap="gray", vmin=0, vmax=1)
+            for r in range(side):
+                for c in range(side):
+                    t = grid[r, c]
+                    if t > 1:
+                        bad = labels is not None and labels.reshape(side, side)[r, c] != t
+                        ax.text(c, r, str(t - 1), ha="center", va="center", fontsize=max(6, 80 // side), color="red" if bad else "black")
+            box_r = max(r for r in range(1, math.isqrt(side) + 1) if side % r == 0)
+            for k in range(side + 1):
+                ax.axhline(k - 0.5, color="black", lw=1.6 if k % box_r == 0 else 0.4)
+                ax.axvline(k - 0.5, color="black", lw=1.6 if k % (side // box_r) == 0 else 0.4)
+        else:
+            palette = ["#FFFFFF", "#DDDDDD"] + ARC_PALETTE if kind == "grid" else ["#FFFFFF", "#222222", "#FFFFFF", "#2ECC40", "#FF4136", "#0074D9"]
+            ax.imshow(grid, cmap=ListedColormap(palette), vmin=0, vmax=len(palette) - 1, interpolation="nearest")
+            if labels is not None:
+                ys, xs = np.nonzero(grid != labels.reshape(side, side))
+                ax.scatter(xs, ys, marker="x", color="red", s=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def show_dataset(path: str | Path, n: int = 4, split: str = "test", png: Optional[str | Path] = None, seed: int = 0) -> str:
+    """Text of ``n`` random examples (input and label); also a PNG when ``png`` is given."""
+    from loopformer.data.format import load_split
+
+    meta, sets = load_split(Path(path) / split)
+    kind = grid_kind(meta)
+    s = next(iter(sets.values()))
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(s.num_examples, size=min(n, s.num_examples), replace=False)
+    blocks, panels = [], []
+    for i in sorted(picks):
+        inputs, labels = np.asarray(s.inputs[i]), np.asarray(s.labels[i])
+        blocks.append(f"example {i} input:\n{to_text(inputs, kind)}\n\nexample {i} label:\n{to_text(labels, kind)}\n")
+        panels += [(f"#{i} input", inputs, kind, None), (f"#{i} label", labels, kind, None)]
+    if png is not None:
+        save_png(panels, Path(png))
+    return "\n".join(blocks)
