@@ -20,7 +20,11 @@ from loopformer.model.layers import RotaryEmbedding
 
 pytestmark = pytest.mark.skipif(not attn.HAVE_TRITON, reason="triton is not installed")
 
-FLOOR = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
+# Per-dtype floor, relative to the largest reference value: about two ulps of the dtype. The kernel rounds
+# the unnormalised probabilities (and dS in the backward) to the input dtype before its matrix products, as
+# FlashAttention does on tensor cores, while PyTorch's CPU bf16/fp16 attention keeps them in float32; so the
+# kernel's error is 3-4x the CPU reference's (measured: bf16 output 0.012-0.018, dqkv 0.018-0.030).
+FLOOR = {torch.float32: 1e-5, torch.float16: 2.5e-3, torch.bfloat16: 2e-2}
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
@@ -75,7 +79,7 @@ def test_forward_and_backward_match_float64(S, D, rope, dtype):
     # the log-sum-exp is that of the scaled scores
     q, k, _ = _reference_qk(qkv, cos, sin, H)
     scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / D**0.5
-    torch.testing.assert_close(lse.double(), scores.logsumexp(-1), atol=FLOOR[dtype] * 40, rtol=0)
+    torch.testing.assert_close(lse.double(), scores.logsumexp(-1), atol=FLOOR[dtype] * 10, rtol=0)
 
 
 def _reference_qk(qkv, cos, sin, H):
