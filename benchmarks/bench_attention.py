@@ -132,7 +132,9 @@ def main() -> None:
     print("\n| S | fwd speed-up (reference / fused) | fwd+bwd speed-up |")
     print("|---:|---:|---:|")
     for fused, ref in zip(seg[0::2], seg[1::2], strict=True):
-        print(f"| {fused['S']} | {ref['fwd_ms'] / fused['fwd_ms']:.2f}x | {ref['fwd_bwd_ms'] / fused['fwd_bwd_ms']:.2f}x |")
+        print(
+            f"| {fused['S']} | {ref['fwd_ms'] / fused['fwd_ms']:.2f}x | {ref['fwd_bwd_ms'] / fused['fwd_bwd_ms']:.2f}x |"
+        )
 
     steps = training_step_rows(device, args.smoke)
     print("\n| 3-stage Sudoku training step | eager ms | compiled ms |")

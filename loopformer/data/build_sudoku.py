@@ -34,7 +34,9 @@ def read_sudoku_csv(path: Path, min_difficulty: Optional[int] = None) -> tuple[n
             raise DatasetError(f"{path}: empty; expected a header line source,question,answer,rating.")
         for line_no, row in enumerate(reader, start=2):
             if len(row) != 4:
-                raise DatasetError(f"{path}:{line_no}: expected 4 columns (source,question,answer,rating), got {len(row)}.")
+                raise DatasetError(
+                    f"{path}:{line_no}: expected 4 columns (source,question,answer,rating), got {len(row)}."
+                )
             _, q, a, rating = row
             if min_difficulty is not None and int(rating) < min_difficulty:
                 continue

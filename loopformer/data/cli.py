@@ -19,7 +19,9 @@ def main(argv: list[str]) -> int:
 
     build = sub.add_parser("build", help="build a dataset").add_subparsers(dest="kind", required=True)
     sk = build.add_parser("sudoku", help="Sudoku-Extreme from its CSV files (a directory or a Hugging Face repo id)")
-    sk.add_argument("source", help="directory with train.csv and test.csv, or a repo id such as sapientinc/sudoku-extreme")
+    sk.add_argument(
+        "source", help="directory with train.csv and test.csv, or a repo id such as sapientinc/sudoku-extreme"
+    )
     sk.add_argument("out")
     sk.add_argument("--subsample-size", type=int, default=None)
     sk.add_argument("--min-difficulty", type=int, default=None)
@@ -33,6 +35,21 @@ def main(argv: list[str]) -> int:
     gen.add_argument("--num-train", type=int, default=10000)
     gen.add_argument("--num-test", type=int, default=1000)
     gen.add_argument("--seed", type=int, default=0)
+
+    mz = build.add_parser("maze", help="Maze-Hard from its CSV files (a directory or a Hugging Face repo id)")
+    mz.add_argument("source")
+    mz.add_argument("out")
+    mz.add_argument("--aug", action="store_true", help="the 8 dihedral transforms of every training maze")
+    mz.add_argument("--subsample-size", type=int, default=None)
+    mz.add_argument("--seed", type=int, default=0)
+
+    mg = build.add_parser("maze-gen", help="generated mazes with a unique shortest path (offline)")
+    mg.add_argument("out")
+    mg.add_argument("--side", type=int, default=15, help="odd grid side")
+    mg.add_argument("--num-train", type=int, default=1000)
+    mg.add_argument("--num-test", type=int, default=200)
+    mg.add_argument("--aug", action="store_true")
+    mg.add_argument("--seed", type=int, default=0)
 
     show = sub.add_parser("show", help="print examples and write them as a PNG")
     show.add_argument("path")
@@ -55,6 +72,18 @@ def main(argv: list[str]) -> int:
 
             summary = build_sudoku_dataset(args.out, args.n, args.clues, args.num_train, args.num_test, args.seed)
             _print_summary(f"{args.n}x{args.n} sudoku", summary)
+        elif args.command == "build" and args.kind == "maze":
+            from loopformer.data.maze import build_maze_from_csv
+
+            _print_summary(
+                f"maze {args.source}",
+                build_maze_from_csv(args.source, args.out, args.aug, args.subsample_size, args.seed),
+            )
+        elif args.command == "build" and args.kind == "maze-gen":
+            from loopformer.data.maze import build_maze_dataset
+
+            summary = build_maze_dataset(args.out, args.side, args.num_train, args.num_test, args.aug, args.seed)
+            _print_summary(f"{args.side}x{args.side} mazes", summary)
         elif args.command == "show":
             from pathlib import Path
 

@@ -59,7 +59,18 @@ def to_text(tokens: np.ndarray, kind: str, labels: Optional[np.ndarray] = None) 
 
 
 # ARC's ten colours (black, blue, red, green, yellow, grey, magenta, orange, sky, maroon) after pad/eos.
-ARC_PALETTE = ["#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00", "#AAAAAA", "#F012BE", "#FF851B", "#7FDBFF", "#870C25"]
+ARC_PALETTE = [
+    "#000000",
+    "#0074D9",
+    "#FF4136",
+    "#2ECC40",
+    "#FFDC00",
+    "#AAAAAA",
+    "#F012BE",
+    "#FF851B",
+    "#7FDBFF",
+    "#870C25",
+]
 
 
 def save_png(panels: list[tuple[str, np.ndarray, str, Optional[np.ndarray]]], path: Path) -> None:
@@ -86,13 +97,25 @@ def save_png(panels: list[tuple[str, np.ndarray, str, Optional[np.ndarray]]], pa
                     t = grid[r, c]
                     if t > 1:
                         bad = labels is not None and labels.reshape(side, side)[r, c] != t
-                        ax.text(c, r, str(t - 1), ha="center", va="center", fontsize=max(6, 80 // side), color="red" if bad else "black")
+                        ax.text(
+                            c,
+                            r,
+                            str(t - 1),
+                            ha="center",
+                            va="center",
+                            fontsize=max(6, 80 // side),
+                            color="red" if bad else "black",
+                        )
             box_r = max(r for r in range(1, math.isqrt(side) + 1) if side % r == 0)
             for k in range(side + 1):
                 ax.axhline(k - 0.5, color="black", lw=1.6 if k % box_r == 0 else 0.4)
                 ax.axvline(k - 0.5, color="black", lw=1.6 if k % (side // box_r) == 0 else 0.4)
         else:
-            palette = ["#FFFFFF", "#DDDDDD"] + ARC_PALETTE if kind == "grid" else ["#FFFFFF", "#222222", "#FFFFFF", "#2ECC40", "#FF4136", "#0074D9"]
+            palette = (
+                ["#FFFFFF", "#DDDDDD"] + ARC_PALETTE
+                if kind == "grid"
+                else ["#FFFFFF", "#222222", "#FFFFFF", "#2ECC40", "#FF4136", "#0074D9"]
+            )
             ax.imshow(grid, cmap=ListedColormap(palette), vmin=0, vmax=len(palette) - 1, interpolation="nearest")
             if labels is not None:
                 ys, xs = np.nonzero(grid != labels.reshape(side, side))
@@ -102,7 +125,9 @@ def save_png(panels: list[tuple[str, np.ndarray, str, Optional[np.ndarray]]], pa
     plt.close(fig)
 
 
-def show_dataset(path: str | Path, n: int = 4, split: str = "test", png: Optional[str | Path] = None, seed: int = 0) -> str:
+def show_dataset(
+    path: str | Path, n: int = 4, split: str = "test", png: Optional[str | Path] = None, seed: int = 0
+) -> str:
     """Text of ``n`` random examples (input and label); also a PNG when ``png`` is given."""
     from loopformer.data.format import load_split
 
