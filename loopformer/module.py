@@ -307,7 +307,7 @@ class LoopformerModule(L.LightningModule):
             self.build(stored)
         elif stored and stored != self.dataset_dims:
             raise ValueError(
-                f"the checkpoint was trained on data with {stored}, but data.data_path has {self.dataset_dims}: "
+                f"the checkpoint was trained on data with {stored}, but data.data_paths have {self.dataset_dims}: "
                 "vocabulary, sequence length and puzzle identifiers must match."
             )
         carry = extra.get("act_carry")

@@ -20,7 +20,7 @@ def test_list_item_overrides_reach_the_model(sudoku4_dir, tmp_path):
         [
             "--config",
             str(ROOT / "configs/quickstart.yaml"),
-            f"--data.data_path={sudoku4_dir}",
+            f"--data.data_paths={sudoku4_dir}",
             "--model.stages.0.repeat=3",
             "--model.stages.1.include_inputs=False",
             "--model.stages.2.repeat",
@@ -49,7 +49,7 @@ def test_list_item_overrides_reach_the_model(sudoku4_dir, tmp_path):
 )
 def test_bad_overrides_exit_with_a_clear_message(flag, message, sudoku4_dir, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_path={sudoku4_dir}", flag])
+        main(["fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_paths={sudoku4_dir}", flag])
     assert e.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -65,7 +65,12 @@ def test_print_config_shows_the_overridden_list(capsys, sudoku4_dir):
 def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(
-            ["fit", f"--data.data_path={tmp_path / 'nope'}", "--trainer.accelerator=cpu", "--trainer.fast_dev_run=true"]
+            [
+                "fit",
+                f"--data.data_paths={tmp_path / 'nope'}",
+                "--trainer.accelerator=cpu",
+                "--trainer.fast_dev_run=true",
+            ]
         )
     assert e.value.code == 2
     assert "nope/train: dataset split not found" in capsys.readouterr().err
@@ -78,7 +83,7 @@ def test_every_config_runs_fast_dev_run(config, sudoku4_dir, tmp_path):
             "fit",
             "--config",
             str(config),
-            f"--data.data_path={sudoku4_dir}",
+            f"--data.data_paths={sudoku4_dir}",
             "--data.global_batch_size=8",
             "--data.eval_batch_size=8",
             "--trainer.accelerator=cpu",
@@ -94,7 +99,7 @@ def test_fit_logs_stable_val_metrics_once_per_evaluation(sudoku4_dir, tmp_path):
     args = [
         "--config",
         str(ROOT / "configs/quickstart.yaml"),
-        f"--data.data_path={sudoku4_dir}",
+        f"--data.data_paths={sudoku4_dir}",
         "--data.global_batch_size=16",
         "--data.eval_batch_size=16",
         "--model.hidden_size=32",
@@ -177,7 +182,7 @@ def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir,
     cli = LoopformerCLI(
         args=[
             "validate",
-            f"--data.data_path={sudoku4_dir}",
+            f"--data.data_paths={sudoku4_dir}",
             "--data.eval_batch_size=20",
             f"--ckpt_path={tmp_path / 'out.ckpt'}",
             "--model.halt_max_steps=5",
@@ -199,7 +204,7 @@ def test_predict_returns_every_test_example_once(sudoku4_dir, tmp_path):
             "fit",
             "--config",
             str(ROOT / "configs/quickstart.yaml"),
-            f"--data.data_path={sudoku4_dir}",
+            f"--data.data_paths={sudoku4_dir}",
             "--data.global_batch_size=16",
             "--data.eval_batch_size=16",
             "--model.hidden_size=32",
@@ -217,7 +222,7 @@ def test_predict_returns_every_test_example_once(sudoku4_dir, tmp_path):
     pred = LoopformerCLI(
         args=[
             "predict",
-            f"--data.data_path={sudoku4_dir}",
+            f"--data.data_paths={sudoku4_dir}",
             "--data.eval_batch_size=16",
             f"--ckpt_path={ckpt}",
             "--trainer.accelerator=cpu",

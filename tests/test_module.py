@@ -16,7 +16,7 @@ def _args(data_dir, tmp_path, max_steps, extra=()):
         "fit",
         "--config",
         str(ROOT / "configs/quickstart.yaml"),
-        f"--data.data_path={data_dir}",
+        f"--data.data_paths={data_dir}",
         "--data.global_batch_size=16",
         "--data.eval_batch_size=40",
         "--model.hidden_size=32",

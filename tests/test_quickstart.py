@@ -19,7 +19,7 @@ def test_quickstart_reaches_ninety_percent_on_held_out_puzzles(tmp_path):
             "fit",
             "--config",
             str(ROOT / "configs/quickstart.yaml"),
-            f"--data.data_path={tmp_path / 'data'}",
+            f"--data.data_paths={tmp_path / 'data'}",
             f"--trainer.default_root_dir={tmp_path / 'runs'}",
             "--trainer.enable_progress_bar=false",
         ]

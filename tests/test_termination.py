@@ -38,7 +38,7 @@ def test_sigterm_to_the_launcher_stops_every_rank_within_30s(sudoku4_dir, tmp_pa
         "fit",
         "--config",
         str(ROOT / "configs/quickstart.yaml"),
-        f"--data.data_path={sudoku4_dir}",
+        f"--data.data_paths={sudoku4_dir}",
         "--data.global_batch_size=16",
         "--data.eval_batch_size=40",
         "--trainer.devices=2",

@@ -7,19 +7,19 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
-from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, load_split
+from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, load_merged
 from loopformer.data.sampling import EvalBatches, TrainBatches
 
 
 @dataclass
 class SudokuGenerator:
-    """Offline n x n Sudoku written to ``data_path`` when it does not exist yet."""
+    """Offline n x n Sudoku written to the first of ``data_paths`` when it does not exist yet."""
 
     n: int = 4
     """Grid size (4, 6, 9, ...)."""
@@ -36,7 +36,7 @@ class SudokuGenerator:
 class PuzzleDataModule(L.LightningDataModule):
     def __init__(
         self,
-        data_path: str = "data/sudoku-extreme-1k-aug-1000",
+        data_paths: Union[str, list[str]] = "data/sudoku-extreme-1k-aug-1000",
         global_batch_size: int = 768,
         eval_batch_size: Optional[int] = None,
         seed: int = 0,
@@ -46,17 +46,21 @@ class PuzzleDataModule(L.LightningDataModule):
     ) -> None:
         """
         Args:
-            data_path: Dataset directory in the HRM/TRM layout (``train/`` and ``test/``).
+            data_paths: Dataset directory in the HRM/TRM layout (``train/`` and ``test/``), or a list of them,
+                merged as HRM/TRM merge them (puzzle identifiers offset per path).
             global_batch_size: Training examples per optimizer step, summed over all processes.
             eval_batch_size: Evaluation examples per step over all processes (default: global_batch_size).
             seed: Seed of the training order.
             epochs_per_iter: Passes over the training groups per Lightning epoch (HRM/TRM's eval_interval
                 when evaluating every epoch; one pass of a small set is often less than one global batch).
             num_workers: DataLoader worker processes (0 loads in the training process).
-            generate: Build a generated dataset at ``data_path`` first if it is missing.
+            generate: Build a generated dataset at the first of ``data_paths`` if it is missing.
         """
         super().__init__()
-        self.data_path = Path(data_path)
+        self.data_paths = [Path(p) for p in ([data_paths] if isinstance(data_paths, (str, Path)) else data_paths)]
+        if not self.data_paths:
+            raise DatasetError("data.data_paths is empty: give at least one dataset directory.")
+        self.data_path = self.data_paths[0]  # where data.generate builds
         self.global_batch_size = global_batch_size
         self.eval_batch_size = eval_batch_size or global_batch_size
         self.seed = seed
@@ -88,13 +92,13 @@ class PuzzleDataModule(L.LightningDataModule):
         )
 
     def _split(self, name: str):
-        split_dir = self.data_path / name
-        if not split_dir.is_dir():
-            hint = " (or set data.generate to build a generated dataset there)" if self.generate is None else ""
-            raise DatasetError(
-                f"{split_dir}: dataset split not found; data.data_path must hold train/ and test/{hint}."
-            )
-        return load_split(split_dir)
+        for path in self.data_paths:
+            if not (path / name).is_dir():
+                hint = " (or set data.generate to build a generated dataset there)" if self.generate is None else ""
+                raise DatasetError(
+                    f"{path / name}: dataset split not found; data.data_paths must hold train/ and test/{hint}."
+                )
+        return load_merged([path / name for path in self.data_paths])
 
     @property
     def metadata(self) -> PuzzleDatasetMetadata:

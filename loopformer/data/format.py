@@ -170,3 +170,57 @@ def save_split(split_dir: Path, meta: PuzzleDatasetMetadata, sets: dict[str, Puz
     tmp_meta = split_dir / ".dataset.json.tmp"
     meta.save(tmp_meta)
     os.replace(tmp_meta, split_dir / "dataset.json")
+
+
+MERGE_KEYS = ("seq_len", "vocab_size", "pad_id", "ignore_label_id", "blank_identifier_id", "sets")
+
+
+def load_merged(split_dirs: list[Path]) -> tuple[PuzzleDatasetMetadata, dict[str, PuzzleSet]]:
+    """Several dataset directories' split as one, as the HRM/TRM loader merges ``data_paths``.
+
+    Token metadata must agree; puzzle identifiers of each later path are offset by the identifiers of the
+    paths before it (so every path keeps its own embeddings), and its index arrays by the examples and
+    puzzles before it.
+    """
+    loaded = [(Path(d), *load_split(d)) for d in split_dirs]
+    if len(loaded) == 1:
+        return loaded[0][1], loaded[0][2]
+    first_dir, first, _ = loaded[0]
+    for d, meta, _ in loaded[1:]:
+        for key in MERGE_KEYS:
+            if getattr(meta, key) != getattr(first, key):
+                raise DatasetError(
+                    f"{d / 'dataset.json'}: {key}={getattr(meta, key)!r} disagrees with "
+                    f"{first_dir / 'dataset.json'} ({getattr(first, key)!r}); merged data_paths must share it."
+                )
+    merged_sets = {}
+    for name in first.sets:
+        parts = {k: [] for k in ARRAY_FIELDS}
+        id_offset, example_offset, puzzle_offset = 0, 0, 0
+        for _, meta, sets in loaded:
+            s = sets[name]
+            parts["inputs"].append(np.asarray(s.inputs))
+            parts["labels"].append(np.asarray(s.labels))
+            parts["puzzle_identifiers"].append(s.puzzle_identifiers.astype(np.int64) + id_offset)
+            skip_first = 0 if not parts["puzzle_indices"] else 1  # each later path continues the index arrays
+            parts["puzzle_indices"].append(s.puzzle_indices[skip_first:].astype(np.int64) + example_offset)
+            parts["group_indices"].append(s.group_indices[skip_first:].astype(np.int64) + puzzle_offset)
+            id_offset += meta.num_puzzle_identifiers
+            example_offset += s.num_examples
+            puzzle_offset += s.puzzle_identifiers.shape[0]
+        merged_sets[name] = PuzzleSet(**{k: np.concatenate(v) for k, v in parts.items()})
+    meta = PuzzleDatasetMetadata(
+        pad_id=first.pad_id,
+        ignore_label_id=first.ignore_label_id,
+        blank_identifier_id=first.blank_identifier_id,
+        vocab_size=first.vocab_size,
+        seq_len=first.seq_len,
+        num_puzzle_identifiers=sum(m.num_puzzle_identifiers for _, m, _ in loaded),
+        total_groups=sum(m.total_groups for _, m, _ in loaded),
+        mean_puzzle_examples=float(
+            np.mean([np.diff(s.puzzle_indices).mean() for s in merged_sets.values() if s.puzzle_identifiers.size])
+        ),
+        total_puzzles=sum(s.puzzle_identifiers.shape[0] for s in merged_sets.values()),
+        sets=list(first.sets),
+    )
+    return meta, merged_sets

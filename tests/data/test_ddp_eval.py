@@ -22,7 +22,7 @@ def checkpoint(sudoku4_dir, tmp_path_factory):
             "fit",
             "--config",
             str(ROOT / "configs/quickstart.yaml"),
-            f"--data.data_path={sudoku4_dir}",
+            f"--data.data_paths={sudoku4_dir}",
             "--data.global_batch_size=16",
             "--model.hidden_size=32",
             "--model.puzzle_emb_ndim=32",
@@ -45,7 +45,7 @@ def _validate(ckpt, data_dir, devices, tmp_path):
     cmd = [
         str(Path(sys.executable).parent / "loopformer"),
         "validate",
-        f"--data.data_path={data_dir}",
+        f"--data.data_paths={data_dir}",
         "--data.eval_batch_size=16",  # 40 examples: the last global batch has 8, all on rank 0
         f"--ckpt_path={ckpt}",
         "--trainer.accelerator=cpu",

@@ -163,3 +163,29 @@ def test_epochs_per_iter_concatenates_passes_before_dropping_the_remainder(sudok
     assert len(five) == len(batches) == 480 // 40  # only the last partial batch of all 5 passes is dropped
     rows = torch.cat([b["inputs"] for b in batches])
     assert len({r.numpy().tobytes() for r in rows}) == 96  # every puzzle seen
+
+
+def test_merged_paths_offset_identifiers_and_indices(tmp_path):
+    from loopformer.data.format import load_merged
+
+    a_meta, a_sets = _grouped(tmp_path / "a")  # 9 examples, 5 puzzles, 3 groups, 4 identifiers
+    _grouped(tmp_path / "b")
+    meta, sets = load_merged([tmp_path / "a" / "train", tmp_path / "b" / "train"])
+    s = sets["all"]
+    assert meta.num_puzzle_identifiers == 8 and meta.total_groups == 6 and meta.total_puzzles == 10
+    assert s.num_examples == 18
+    assert s.puzzle_identifiers.tolist() == [0, 1, 2, 3, 1, 4, 5, 6, 7, 5]
+    assert s.puzzle_indices.tolist() == [0, 2, 3, 6, 7, 9, 11, 12, 15, 16, 18]
+    assert s.group_indices.tolist() == [0, 2, 3, 5, 7, 8, 10]
+    batches = list(EvalBatches(meta, sets, 18))
+    assert batches[0]["puzzle_identifiers"].tolist()[9:] == [4, 4, 5, 6, 6, 6, 7, 5, 5]
+
+
+def test_merging_paths_that_disagree_is_a_clear_error(tmp_path):
+    from loopformer.data.format import load_merged
+
+    _grouped(tmp_path / "a")
+    sizes_b = np.ones((2, 6), dtype=np.int32)
+    _write(tmp_path / "b" / "train", sizes_b, sizes_b, np.zeros(2, np.int32), np.arange(3), np.arange(3), vocab_size=7)
+    with pytest.raises(DatasetError, match=r"b/train/dataset.json: vocab_size=7 disagrees"):
+        load_merged([tmp_path / "a" / "train", tmp_path / "b" / "train"])

@@ -50,7 +50,7 @@ def test_the_agents_command_line_reaches_the_model(path, sudoku4_dir, tmp_path):
     cli = LoopformerCLI(
         args=cwd_args
         + [
-            f"--data.data_path={sudoku4_dir}",
+            f"--data.data_paths={sudoku4_dir}",
             "--data.global_batch_size=8",
             "--data.eval_batch_size=8",
             "--data.epochs_per_iter=1",
