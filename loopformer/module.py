@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Optional
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from loopformer.loggers import append_eval_metrics
-from loopformer.model import ACTCarry, LoopTransformer, LoopTransformerConfig, act_loss
+from loopformer.model import IGNORE_LABEL_ID, ACTCarry, LoopTransformer, LoopTransformerConfig, act_loss
 from loopformer.model.config import (
     AttentionBackend,
     ForwardDtype,
@@ -90,6 +92,7 @@ class LoopformerModule(L.LightningModule):
         beta2: float = 0.95,
         puzzle_emb_lr: float = 1e-2,
         puzzle_emb_weight_decay: float = 0.1,
+        num_pictures: int = 4,
     ) -> None:
         """
         Args:
@@ -124,6 +127,7 @@ class LoopformerModule(L.LightningModule):
             beta2: AdamW beta2.
             puzzle_emb_lr: Peak learning rate of the puzzle embeddings.
             puzzle_emb_weight_decay: Weight decay of the puzzle embeddings.
+            num_pictures: Predictions drawn next to their labels at each validation (0: none).
         """
         super().__init__()
         # Plain dicts in the hyperparameters keep checkpoints loadable with torch.load(weights_only=True).
@@ -137,6 +141,7 @@ class LoopformerModule(L.LightningModule):
         self.dataset_dims: Optional[dict[str, int]] = None
         self._val_sums: Optional[dict[str, torch.Tensor]] = None
         self._carry_restored = False
+        self._picture: Optional[tuple] = None
 
     # ------------------------------------------------------------------------------------------------
     def arch_config(self, **dims: int) -> LoopTransformerConfig:
@@ -226,7 +231,11 @@ class LoopformerModule(L.LightningModule):
         return outputs, sums
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        _, sums = self._eval_batch(batch)
+        outputs, sums = self._eval_batch(batch)
+        if batch_idx == 0 and self.hparams.num_pictures > 0:
+            real = batch["labels"].ne(IGNORE_LABEL_ID).any(-1)
+            take = lambda t: t[real][: self.hparams.num_pictures].cpu().numpy()  # noqa: E731
+            self._picture = (take(batch["inputs"]), take(outputs["logits"].argmax(-1)), take(batch["labels"]))
         if self._val_sums is None:
             self._val_sums = {k: torch.zeros((), dtype=torch.float64, device=self.device) for k in sums}
         for k, v in sums.items():
@@ -251,6 +260,25 @@ class LoopformerModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
+        self._log_picture()
+
+    def _log_picture(self) -> None:
+        """A few predictions next to their labels: a PNG in the log directory, and an image in W&B."""
+        picture, self._picture = self._picture, None
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if picture is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        if not hasattr(datamodule, "metadata"):
+            return
+        from loopformer.data.show import save_prediction_png
+
+        root = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        path = root / "predictions" / f"step{self.global_step:07d}.png"
+        if not save_prediction_png(datamodule.metadata, *picture, path):
+            return
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="val/predictions", images=[str(path)], step=self.global_step)
 
     def on_test_epoch_end(self) -> None:
         self._log_eval("test")

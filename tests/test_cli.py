@@ -122,6 +122,8 @@ def test_fit_logs_stable_val_metrics_once_per_evaluation(sudoku4_dir, tmp_path):
     assert all(float(r["val/count"]) == 40 for r in val_rows)  # every test puzzle, no padding rows
     assert all(float(r["val/steps"]) == 3 for r in val_rows)
     assert cli.trainer.global_step == 6
+    pictures = sorted(p.name for p in Path(tmp_path).rglob("predictions/*.png"))
+    assert pictures == ["step0000003.png", "step0000006.png"]  # predictions next to labels, each evaluation
 
     ckpt = next(Path(tmp_path).rglob("*.ckpt"))
     state = torch.load(ckpt, weights_only=True)

@@ -73,15 +73,15 @@ ARC_PALETTE = [
 ]
 
 
-def save_png(panels: list[tuple[str, np.ndarray, str, Optional[np.ndarray]]], path: Path) -> None:
-    """``panels``: (title, tokens, kind, labels-or-None); one picture per panel, side by side in rows of 2."""
+def save_png(panels: list[tuple[str, np.ndarray, str, Optional[np.ndarray]]], path: Path, cols: int = 2) -> None:
+    """``panels``: (title, tokens, kind, labels-or-None); one picture per panel, ``cols`` to a row. With labels,
+    cells that differ from them are marked in red."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
-    cols = 2
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.ravel():
@@ -144,3 +144,26 @@ def show_dataset(
     if png is not None:
         save_png(panels, Path(png))
     return "\n".join(blocks)
+
+
+def save_prediction_png(
+    meta: PuzzleDatasetMetadata, inputs: np.ndarray, preds: np.ndarray, labels: np.ndarray, path: Path
+) -> bool:
+    """Input, prediction (wrong cells in red) and label of a few examples, one row each. Ignored label
+    positions (-100) show as padding. Returns False when the data is not a square grid."""
+    kind = grid_kind(meta)
+    if kind == "sequence":
+        return False
+    labels = np.where(labels < 0, meta.pad_id, labels)
+    preds = np.where(labels == meta.pad_id, meta.pad_id, preds)
+    panels = []
+    for i in range(inputs.shape[0]):
+        wrong = int((preds[i] != labels[i]).sum())
+        panels += [
+            (f"input {i}", inputs[i], kind, None),
+            (f"prediction {i} ({wrong} wrong)", preds[i], kind, labels[i]),
+            (f"label {i}", labels[i], kind, None),
+        ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_png(panels, path, cols=3)
+    return True
