@@ -266,13 +266,13 @@ class LoopformerModule(L.LightningModule):
         """A few predictions next to their labels: a PNG in the log directory, and an image in W&B."""
         picture, self._picture = self._picture, None
         datamodule = getattr(self.trainer, "datamodule", None)
-        if picture is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+        if self.hparams.num_pictures <= 0 or self.trainer.sanity_checking or not hasattr(datamodule, "metadata"):
             return
-        if not hasattr(datamodule, "metadata"):
+        root = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a collective: every rank asks
+        if picture is None or not self.trainer.is_global_zero:
             return
         from loopformer.data.show import save_prediction_png
 
-        root = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         path = root / "predictions" / f"step{self.global_step:07d}.png"
         if not save_prediction_png(datamodule.metadata, *picture, path):
             return

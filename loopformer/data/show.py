@@ -95,12 +95,12 @@ def save_png(panels: list[tuple[str, np.ndarray, str, Optional[np.ndarray]]], pa
             for r in range(side):
                 for c in range(side):
                     t = grid[r, c]
-                    if t > 1:
-                        bad = labels is not None and labels.reshape(side, side)[r, c] != t
+                    bad = labels is not None and labels.reshape(side, side)[r, c] != t
+                    if t > 1 or bad:  # a wrongly predicted blank shows as a red "?"
                         ax.text(
                             c,
                             r,
-                            str(t - 1),
+                            str(t - 1) if t > 1 else "?",
                             ha="center",
                             va="center",
                             fontsize=max(6, 80 // side),
