@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from loopformer.arc_eval import ARCCollector
 from loopformer.loggers import append_eval_metrics
 from loopformer.model import IGNORE_LABEL_ID, ACTCarry, LoopTransformer, LoopTransformerConfig, act_loss
 from loopformer.model.config import (
@@ -142,6 +143,7 @@ class LoopformerModule(L.LightningModule):
         self._val_sums: Optional[dict[str, torch.Tensor]] = None
         self._carry_restored = False
         self._picture: Optional[tuple] = None
+        self._arc: Optional[ARCCollector] = None
 
     # ------------------------------------------------------------------------------------------------
     def arch_config(self, **dims: int) -> LoopTransformerConfig:
@@ -223,6 +225,8 @@ class LoopformerModule(L.LightningModule):
     # ------------------------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         self._val_sums = None
+        context = getattr(getattr(self.trainer, "datamodule", None), "arc_context", None)
+        self._arc = ARCCollector(*context) if context is not None else None
 
     def _eval_batch(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         outputs, steps = run_to_halt(self.net, batch)
@@ -232,6 +236,15 @@ class LoopformerModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         outputs, sums = self._eval_batch(batch)
+        if self._arc is not None:
+            real = batch["labels"].ne(IGNORE_LABEL_ID).any(-1)
+            columns = (
+                batch["puzzle_identifiers"],
+                batch["inputs"],
+                outputs["logits"].argmax(-1),
+                outputs["q_halt_logits"],
+            )
+            self._arc.add(*(t[real].cpu().numpy() for t in columns))
         if batch_idx == 0 and self.hparams.num_pictures > 0:
             real = batch["labels"].ne(IGNORE_LABEL_ID).any(-1)
             take = lambda t: t[real][: self.hparams.num_pictures].cpu().numpy()  # noqa: E731
@@ -254,6 +267,13 @@ class LoopformerModule(L.LightningModule):
         # Logged once per evaluation, never during training: hyperband counts these reports.
         metrics = {f"{prefix}/{k}": (sums[k] / count).float() for k in METRIC_NAMES}
         metrics[f"{prefix}/count"] = sums["count"].float()
+        if self._arc is not None:
+            gathered = None
+            if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+                gathered = [None] * self.trainer.world_size
+                torch.distributed.all_gather_object(gathered, self._arc.rows)
+            for k, v in self._arc.compute(gathered).items():
+                metrics[f"{prefix}/{k}"] = torch.tensor(v)
         self.log_dict(metrics, sync_dist=False)
         if self.trainer.is_global_zero:
             append_eval_metrics({k: v.item() for k, v in metrics.items()}, self.global_step)

@@ -51,6 +51,16 @@ def main(argv: list[str]) -> int:
     mg.add_argument("--aug", action="store_true")
     mg.add_argument("--seed", type=int, default=0)
 
+    ar = build.add_parser("arc", help="ARC-AGI from the Kaggle JSON files, with the HRM/TRM augmentations")
+    ar.add_argument(
+        "prefix", help="path prefix of the files, e.g. data/arc-agi/arc-agi (then _<subset>_challenges.json)"
+    )
+    ar.add_argument("out")
+    ar.add_argument("--subsets", nargs="+", default=["training", "evaluation", "concept"])
+    ar.add_argument("--test-set", default="evaluation", help="subset whose test inputs form the test split")
+    ar.add_argument("--num-aug", type=int, default=1000)
+    ar.add_argument("--seed", type=int, default=42)
+
     show = sub.add_parser("show", help="print examples and write them as a PNG")
     show.add_argument("path")
     show.add_argument("--n", type=int, default=4)
@@ -84,6 +94,11 @@ def main(argv: list[str]) -> int:
 
             summary = build_maze_dataset(args.out, args.side, args.num_train, args.num_test, args.aug, args.seed)
             _print_summary(f"{args.side}x{args.side} mazes", summary)
+        elif args.command == "build" and args.kind == "arc":
+            from loopformer.data.arc import build_arc_dataset
+
+            summary = build_arc_dataset(args.prefix, args.out, args.subsets, args.test_set, args.num_aug, args.seed)
+            _print_summary(f"arc {args.prefix}", summary)
         elif args.command == "show":
             from pathlib import Path
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -116,6 +117,19 @@ class PuzzleDataModule(L.LightningDataModule):
             "seq_len": meta.seq_len,
             "num_puzzle_identifiers": meta.num_puzzle_identifiers,
         }
+
+    @property
+    def arc_context(self) -> Optional[tuple[list[str], dict]]:
+        """(identifier names, original test puzzles) when the data is an ARC build, for the ARC metric."""
+        root = self.data_path
+        if len(self.data_paths) != 1 or not (root / "test_puzzles.json").is_file():
+            return None
+        if not hasattr(self, "_arc_context"):
+            self._arc_context = (
+                json.loads((root / "identifiers.json").read_text()),
+                json.loads((root / "test_puzzles.json").read_text()),
+            )
+        return self._arc_context
 
     def setup(self, stage: str) -> None:
         meta = self.metadata
