@@ -111,7 +111,7 @@ def load_arc_subset(prefix: str, subset: str) -> dict:
         for name, puzzle in puzzles.items():
             for example, grid in zip(puzzle["test"], sols[name], strict=True):
                 example["output"] = grid
-    for name, puzzle in puzzles.items():
+    for puzzle in puzzles.values():
         for example in puzzle["test"]:
             example.setdefault("output", [[0]])  # no solutions published: a dummy the metric cannot match
     return puzzles
