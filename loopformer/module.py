@@ -202,6 +202,12 @@ class LoopformerModule(L.LightningModule):
     def forward(self, carry: ACTCarry, batch: dict[str, torch.Tensor]):
         return self.net(carry, batch)
 
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        tag = batch.pop("sampler_position", None)
+        sampler = getattr(getattr(self.trainer, "datamodule", None), "train_batches", None)
+        if tag is not None and sampler is not None:
+            sampler.mark_trained(tag)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.carry is None or self.carry.steps.shape[0] != batch["inputs"].shape[0]:
             self.carry = self.net.initial_carry(batch)
@@ -346,6 +352,9 @@ class LoopformerModule(L.LightningModule):
         checkpoint["loopformer"] = {
             "dataset_dims": self.dataset_dims,
             "act_carry": _to_cpu(self.carry.to_dict()) if self.carry is not None else None,
+            # ACT exploration draws from torch's generator: a resumed run continues the same stream.
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -361,6 +370,10 @@ class LoopformerModule(L.LightningModule):
         carry = extra.get("act_carry")
         self.carry = ACTCarry.from_dict(carry) if carry is not None else None
         self._carry_restored = self.carry is not None
+        if extra.get("torch_rng") is not None:
+            torch.set_rng_state(extra["torch_rng"])
+        if extra.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(extra["cuda_rng"])
 
 
 def _plain(spec: Any) -> dict:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
@@ -151,7 +152,11 @@ class PuzzleDataModule(L.LightningDataModule):
         self.eval_batches = EvalBatches(self._test_meta, self._test_sets, self.eval_batch_size, rank, world)
 
     def _loader(self, dataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers, pin_memory=False)
+        # Its own generator: creating an iterator then draws nothing from torch's global random stream,
+        # which ACT exploration uses (a resumed run must see the same stream as an uninterrupted one).
+        return DataLoader(
+            dataset, batch_size=None, num_workers=self.num_workers, pin_memory=False, generator=torch.Generator()
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_batches)

@@ -86,8 +86,9 @@ class TrainBatches(torch.utils.data.IterableDataset):
         self.global_batch_size = global_batch_size
         self.local_batch_size = global_batch_size // world_size
         self.rank, self.world_size, self.seed = rank, world_size, seed
-        self.epoch = 0
-        self.position = 0  # batches already yielded in the current epoch (for resuming)
+        self.epoch = 0  # the epoch the next iteration produces
+        self.skip = 0  # batches of it already trained before a resume
+        self.trained: Optional[tuple[int, int]] = None  # (epoch, batches) trained so far, for checkpoints
 
     def __len__(self) -> int:
         sizes = [np.diff(s.puzzle_indices) for s in self.sets.values()]
@@ -96,17 +97,23 @@ class TrainBatches(torch.utils.data.IterableDataset):
         groups = [(s.group_indices.size - 1) * self.epochs_per_iter for s in self.sets.values()]
         return sum(g // self.global_batch_size for g in groups)
 
+    def mark_trained(self, tag: torch.Tensor) -> None:
+        """Called with a batch's ``sampler_position`` when it is trained on (loaders prefetch ahead)."""
+        epoch, index = (int(v) for v in tag)
+        self.trained = (epoch, index + 1)
+
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+        epoch, position = self.trained if self.trained is not None else (self.epoch, self.skip)
+        return {"epoch": epoch, "position": position, "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.position, self.seed = state["epoch"], state["position"], state["seed"]
+        self.epoch, self.skip, self.seed = state["epoch"], state["position"], state["seed"]
+        self.trained = None
 
-    def __iter__(self) -> Iterator[Batch]:
-        skip, self.position = self.position, 0
-        lo, hi = self.rank * self.local_batch_size, (self.rank + 1) * self.local_batch_size
+    def _epoch_batches(self, epoch: int) -> Iterator[tuple[int, np.ndarray, np.ndarray, PuzzleSet]]:
+        index = 0
         for set_index, s in enumerate(self.sets.values()):
-            rng = np.random.Generator(np.random.Philox(key=[self.seed, self.epoch * 1000 + set_index]))
+            rng = np.random.Generator(np.random.Philox(key=[self.seed, epoch * 1000 + set_index]))
             # One Lightning epoch is `epochs_per_iter` passes over the groups, as HRM/TRM iterate between evaluations.
             order = np.concatenate([rng.permutation(s.group_indices.size - 1) for _ in range(self.epochs_per_iter)])
             start = 0
@@ -114,21 +121,32 @@ class TrainBatches(torch.utils.data.IterableDataset):
                 start, examples, puzzles = pack_global_batch(rng, order, s, start, self.global_batch_size)
                 if examples.size < self.global_batch_size:
                     break
-                if skip > 0:
-                    skip -= 1
-                    self.position += 1
+                yield index, examples, puzzles, s
+                index += 1
+
+    def __iter__(self) -> Iterator[Batch]:
+        lo, hi = self.rank * self.local_batch_size, (self.rank + 1) * self.local_batch_size
+        produced = False
+        while not produced:
+            skip, self.skip = self.skip, 0
+            # Advance now, not after the last batch: Lightning stops at __len__ without exhausting the iterator.
+            epoch, self.epoch = self.epoch, self.epoch + 1
+            for index, examples, puzzles, s in self._epoch_batches(epoch):
+                if index < skip:  # resuming: drawn again (same random stream), not yielded
                     continue
+                produced = True
                 mine = examples[lo:hi]
-                self.position += 1
-                yield collate(
+                batch = collate(
                     self.meta,
                     s.inputs[mine],
                     s.labels[mine],
                     s.puzzle_identifiers[puzzles[lo:hi]],
                     self.local_batch_size,
                 )
-        self.epoch += 1
-        self.position = 0
+                batch["sampler_position"] = torch.tensor([epoch, index])
+                yield batch
+            # A resume exactly at the end of an epoch continues with the next one in the same iteration.
+            produced = produced or skip == 0
 
 
 class EvalBatches(torch.utils.data.IterableDataset):

@@ -189,3 +189,12 @@ def test_merging_paths_that_disagree_is_a_clear_error(tmp_path):
     _write(tmp_path / "b" / "train", sizes_b, sizes_b, np.zeros(2, np.int32), np.arange(3), np.arange(3), vocab_size=7)
     with pytest.raises(DatasetError, match=r"b/train/dataset.json: vocab_size=7 disagrees"):
         load_merged([tmp_path / "a" / "train", tmp_path / "b" / "train"])
+
+
+def test_each_iteration_is_a_new_epoch_even_when_not_exhausted(sudoku4_dir):
+    meta, sets = load_split(sudoku4_dir / "train")
+    tb = TrainBatches(meta, sets, 16, seed=0)
+    first = next(iter(tb))  # Lightning stops after __len__ batches without exhausting the iterator
+    second = next(iter(tb))
+    assert first["sampler_position"].tolist() == [0, 0] and second["sampler_position"].tolist() == [1, 0]
+    assert not torch.equal(first["inputs"], second["inputs"])

@@ -1,0 +1,68 @@
+"""Exact resume: N steps in one run equal N/2 steps, a checkpoint, and N/2 more steps, bit for bit
+(weights, optimizer, learning-rate schedule, ACT carry, data order, random streams)."""
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from loopformer.cli import LoopformerCLI
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class StopAt(L.Callback):
+    """Interrupts training after `step` optimizer steps (the schedule still plans for max_steps)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+def _fit(data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None):
+    callbacks = []
+    if stop_at:
+        ckpt = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=stop_at, save_top_k=-1)
+        callbacks = [ckpt, StopAt(stop_at)]
+    args = [
+        "fit",
+        "--config",
+        str(ROOT / "configs/quickstart.yaml"),
+        f"--data.data_paths={data_dir}",
+        f"--data.global_batch_size={batch}",
+        "--model.hidden_size=32",
+        "--model.puzzle_emb_ndim=32",
+        "--model.halt_max_steps=3",
+        "--model.halt_exploration_prob=0.5",
+        "--model.lr_warmup_steps=2",
+        f"--trainer.max_steps={max_steps}",
+        "--trainer.limit_val_batches=0",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.logger=false",
+        f"--trainer.enable_checkpointing={bool(stop_at)}",
+        f"--trainer.default_root_dir={root}",
+    ]
+    if ckpt_path:
+        args.append(f"--ckpt_path={ckpt_path}")
+    return LoopformerCLI(args=args, trainer_defaults={"callbacks": callbacks})
+
+
+@pytest.mark.parametrize("batch", [16, 32], ids=["mid-epoch", "epoch-boundary"])  # 6 or 3 batches per epoch
+def test_resumed_run_matches_an_uninterrupted_one_bitwise(sudoku4_dir, tmp_path, batch):
+    straight = _fit(sudoku4_dir, tmp_path / "straight", 6, batch)
+    first = _fit(sudoku4_dir, tmp_path / "first", 6, batch, stop_at=3)
+    assert first.trainer.global_step == 3
+    ckpt = next((tmp_path / "first" / "ckpt").glob("*.ckpt"))
+    resumed = _fit(sudoku4_dir, tmp_path / "second", 6, batch, ckpt_path=ckpt)
+    assert resumed.trainer.global_step == straight.trainer.global_step == 6
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert torch.equal(straight.model.carry.steps, resumed.model.carry.steps)
+    assert torch.equal(straight.model.carry.current_data["inputs"], resumed.model.carry.current_data["inputs"])
