@@ -11,6 +11,7 @@ are padding (labels all ignored) so every rank yields the same number of full-si
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Optional
 
 import numpy as np
 import torch
