@@ -20,7 +20,7 @@ from loopformer.list_overrides import (
     split_list_item_overrides,
 )
 from loopformer.model.config import ConfigError
-from loopformer.module import LoopformerModule
+from loopformer.module import LoopformerModule, NonFiniteError
 from loopformer.termination import STOPPED_EXIT_CODE, ExitPromptlyOnSigterm, finish_stopped_run
 
 TOOL_COMMANDS = ("import-checkpoint", "sweep", "data")
@@ -130,6 +130,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         # Bad input is the user's to fix: one clear paragraph and a non-zero exit, no traceback.
         print(f"loopformer: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except NonFiniteError as e:
+        print(f"loopformer: error: {e}", file=sys.stderr)
+        sys.exit(1)
     except SIGTERMException:
         # Stopped (e.g. by a sweep agent): not a finished run.
         finish_stopped_run()

@@ -59,6 +59,10 @@ def run_to_halt(net: LoopTransformer, batch: dict[str, torch.Tensor]) -> tuple[d
             return final, steps
 
 
+class NonFiniteError(RuntimeError):
+    """A non-finite loss or gradient: training stops at that step."""
+
+
 class LoopformerModule(L.LightningModule):
     def __init__(
         self,
@@ -94,6 +98,7 @@ class LoopformerModule(L.LightningModule):
         puzzle_emb_lr: float = 1e-2,
         puzzle_emb_weight_decay: float = 0.1,
         num_pictures: int = 4,
+        compile: bool = False,
     ) -> None:
         """
         Args:
@@ -129,6 +134,7 @@ class LoopformerModule(L.LightningModule):
             puzzle_emb_lr: Peak learning rate of the puzzle embeddings.
             puzzle_emb_weight_decay: Weight decay of the puzzle embeddings.
             num_pictures: Predictions drawn next to their labels at each validation (0: none).
+            compile: Compile the looped core with torch.compile (in place: checkpoints keep their keys).
         """
         super().__init__()
         # Plain dicts in the hyperparameters keep checkpoints loadable with torch.load(weights_only=True).
@@ -160,6 +166,8 @@ class LoopformerModule(L.LightningModule):
             return
         self.dataset_dims = dict(dims)
         self.net = LoopTransformer(self.arch_config(**dims))
+        if self.hparams.get("compile", False):
+            self.net.inner.compile()
 
     def configure_model(self) -> None:
         if self.net is None and self._trainer is None:
@@ -219,6 +227,7 @@ class LoopformerModule(L.LightningModule):
         )
         # Summed over rows, divided by the batch size; DDP's gradient mean makes it the global batch size.
         loss = loss_sum / batch["inputs"].shape[0]
+        self._stop_if_not_finite({"train/loss": loss.detach()})
         count = sums["count"].clamp_min(1)
         log = {"train/loss": loss.detach(), "train/lm_loss": sums["lm_loss"] / batch["inputs"].shape[0]}
         if sums["count"] > 0:
@@ -227,6 +236,26 @@ class LoopformerModule(L.LightningModule):
         self.log_dict(log, prog_bar=False, on_step=True, on_epoch=False, batch_size=batch["inputs"].shape[0])
         self.log("train/exact", log.get("train/exact_accuracy", torch.tensor(0.0)), prog_bar=True, logger=False)
         return loss.float()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        norms = [p.grad.detach().float().norm() for p in self.parameters() if p.grad is not None]
+        if norms:
+            self._stop_if_not_finite({"train/grad_norm": torch.stack(norms).norm()})
+
+    def _stop_if_not_finite(self, values: dict[str, torch.Tensor]) -> None:
+        """Every rank takes the same decision (a min-reduce), so none is left waiting in a collective."""
+        finite = torch.stack([torch.isfinite(v).all() for v in values.values()]).all().to(torch.float32)
+        if self.trainer.world_size > 1:
+            finite = self.trainer.strategy.reduce(finite, reduce_op="min")
+        if finite.item() < 1:
+            bad = (
+                ", ".join(f"{k} = {v.item()}" for k, v in values.items() if not torch.isfinite(v).all())
+                or "another rank"
+            )
+            raise NonFiniteError(
+                f"training stopped at step {self.global_step}: {bad} is not finite. The last checkpoint written "
+                "before this step is intact; lower model.lr, check the data, or resume from it with --ckpt_path."
+            )
 
     # ------------------------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:

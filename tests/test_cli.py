@@ -239,3 +239,17 @@ def test_predict_returns_every_test_example_once(sudoku4_dir, tmp_path):
     preds = torch.cat([b["preds"] for b in batches])
     assert preds.shape == (40, 16) and int(preds.min()) >= 0 and int(preds.max()) < 6
     assert torch.all(torch.cat([b["steps"] for b in batches]) == 2)
+
+
+def test_non_finite_training_exits_non_zero_with_the_message(monkeypatch, capsys):
+    from loopformer import cli as cli_module
+    from loopformer.module import NonFiniteError
+
+    def explode(args):
+        raise NonFiniteError("training stopped at step 7: train/loss = nan is not finite.")
+
+    monkeypatch.setattr(cli_module, "LoopformerCLI", explode)
+    with pytest.raises(SystemExit) as e:
+        main(["fit"])
+    assert e.value.code == 1
+    assert "step 7: train/loss = nan" in capsys.readouterr().err

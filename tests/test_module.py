@@ -88,3 +88,51 @@ def test_summary_names_the_schedule_and_effective_depth(sudoku4_dir, tmp_path, c
     text = caplog.text
     assert "z_L <- z_L + (z_H + x)  x3" in text
     assert "effective depth per ACT step: 18 blocks (6 with gradient)" in text
+
+
+class PoisonWeights(L.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == 2:  # after two good steps (and their checkpoints)
+            with torch.no_grad():
+                pl_module.net.inner.lm_head.weight.fill_(float("nan"))
+
+
+def test_a_non_finite_loss_stops_training_at_that_step_naming_it(sudoku4_dir, tmp_path):
+    import pytest
+
+    from loopformer.module import NonFiniteError
+
+    every = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1)
+    with pytest.raises(NonFiniteError, match=r"step 2: train/loss = nan is not finite"):
+        LoopformerCLI(args=_args(sudoku4_dir, tmp_path, 10), trainer_defaults={"callbacks": [every, PoisonWeights()]})
+    saved = sorted(p.name for p in (tmp_path / "ckpt").glob("*.ckpt"))
+    assert saved == ["epoch=0-step=1.ckpt", "epoch=0-step=2.ckpt"]  # nothing written after the bad step
+    state = torch.load(tmp_path / "ckpt" / "epoch=0-step=2.ckpt", weights_only=True)
+    assert torch.isfinite(state["state_dict"]["net.inner.lm_head.weight"]).all()
+
+
+def test_compile_true_gives_the_same_outputs_as_eager(sudoku4_dir):
+    from loopformer.module import LoopformerModule
+
+    torch.manual_seed(0)
+    kw = dict(hidden_size=32, num_heads=1, forward_dtype="float32", halt_max_steps=2, puzzle_emb_ndim=32)
+    dims = {"vocab_size": 6, "seq_len": 16, "num_puzzle_identifiers": 1}
+    eager = LoopformerModule(**kw)
+    eager.build(dims)
+    compiled = LoopformerModule(**kw, compile=True)
+    compiled.build(dims)
+    compiled.load_state_dict(eager.state_dict())  # same keys: compiled in place
+    g = torch.Generator().manual_seed(1)
+    batch = {
+        "inputs": torch.randint(1, 6, (4, 16), generator=g),
+        "labels": torch.randint(2, 6, (4, 16), generator=g),
+        "puzzle_identifiers": torch.zeros(4, dtype=torch.int32),
+    }
+    outs = []
+    for m in (eager, compiled):
+        m.net.eval()
+        with torch.no_grad():
+            _, out = m.net(m.net.initial_carry(batch), batch)
+        outs.append(out)
+    torch.testing.assert_close(outs[1]["logits"], outs[0]["logits"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outs[1]["q_halt_logits"], outs[0]["q_halt_logits"], atol=1e-5, rtol=1e-5)
