@@ -43,3 +43,36 @@ def test_eval_metrics_file(monkeypatch, tmp_path):
         '{"_step": 7, "val/exact_accuracy": 0.5}',
         '{"_step": 9, "val/exact_accuracy": 0.75}',
     ]
+
+
+def test_the_run_config_holds_the_fully_resolved_config(sudoku4_dir, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from loopformer.cli import LoopformerCLI
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    root = Path(__file__).resolve().parents[1]
+    cli = LoopformerCLI(
+        args=[
+            "fit",
+            "--config",
+            str(root / "configs/quickstart.yaml"),
+            f"--data.data_paths={sudoku4_dir}",
+            "--data.global_batch_size=16",
+            "--model.hidden_size=32",
+            "--model.puzzle_emb_ndim=32",
+            "--model.stages.0.repeat=2",
+            "--trainer.max_steps=1",
+            "--trainer.limit_val_batches=0",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    run = cli.trainer.logger.experiment
+    config = dict(run.config)
+    assert config["model"]["stages"][0]["repeat"] == 2 and config["model"]["hidden_size"] == 32
+    assert config["trainer"]["max_steps"] == 1 and config["data"]["global_batch_size"] == 16
+    assert run.settings.mode == "offline"
+    run.finish()

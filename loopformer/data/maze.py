@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from tqdm import tqdm
 
 from loopformer.data.build_sudoku import fetch_csv
 from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, PuzzleSet, save_split
@@ -56,7 +57,7 @@ def read_maze_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     with open(path, newline="") as f:
         reader = csv.reader(f)
         next(reader, None)
-        for line_no, row in enumerate(reader, start=2):
+        for line_no, row in enumerate(tqdm(reader, desc=f"maze {path.name}", unit="maze"), start=2):
             if len(row) != 4:
                 raise DatasetError(
                     f"{path}:{line_no}: expected 4 columns (source,question,answer,rating), got {len(row)}."
@@ -200,6 +201,7 @@ def build_maze_dataset(
     start = time.perf_counter()
     seen: set[bytes] = set()
     mazes, labels = [], []
+    progress = tqdm(total=num_train + num_test, desc=f"maze {side}x{side}", unit="maze")
     while len(mazes) < num_train + num_test:
         maze, label = generate_maze(side, rng)
         if maze.tobytes() in seen:
@@ -207,6 +209,8 @@ def build_maze_dataset(
         seen.add(maze.tobytes())
         mazes.append(maze)
         labels.append(label)
+        progress.update()
+    progress.close()
     inputs, targets = np.stack(mazes), np.stack(labels)
     out_dir = Path(out_dir)
     summary = {

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from loopformer.data.format import PuzzleDatasetMetadata, PuzzleSet, save_split
 
@@ -162,6 +163,7 @@ def build_sudoku_dataset(
     puzzles, solutions = [], []
     start = time.perf_counter()
     attempts, max_attempts = 0, 50 * (num_train + num_test)
+    progress = tqdm(total=num_train + num_test, desc=f"sudoku {n}x{n}", unit="puzzle")
     while len(puzzles) < num_train + num_test:
         attempts += 1
         if attempts > max_attempts:
@@ -176,6 +178,8 @@ def build_sudoku_dataset(
         seen.add(key)
         puzzles.append(puzzle)
         solutions.append(solution)
+        progress.update()
+    progress.close()
     puzzles_arr, solutions_arr = np.stack(puzzles), np.stack(solutions)
     out_dir = Path(out_dir)
     for split, sl in (("train", slice(0, num_train)), ("test", slice(num_train, None))):

@@ -122,3 +122,31 @@ def test_show_prints_grids_and_writes_a_png(sudoku4_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("input:") == 2 and out.count("label:") == 2 and "|" in out
     assert png.stat().st_size > 2000
+
+
+def test_a_repo_id_is_downloaded_and_an_unreachable_hub_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    import io
+    import urllib.error
+
+    from loopformer.data import build_sudoku
+
+    header = "source,question,answer,rating\n"
+    row = "s," + "." * 81 + "," + "1" * 81 + ",0\n"
+    asked = []
+
+    def fake_urlopen(url, timeout):
+        asked.append(url)
+        return io.BytesIO((header + row).encode())
+
+    monkeypatch.setattr(build_sudoku.urllib.request, "urlopen", fake_urlopen)
+    summary = build_sudoku.build_sudoku_from_csv("someone/sudoku-extreme", tmp_path / "dl")
+    assert asked == [build_sudoku.HUB_URL.format(repo="someone/sudoku-extreme", split=s) for s in ("train", "test")]
+    assert summary["train"] == {"puzzles": 1, "examples": 1}
+
+    def offline(url, timeout):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(build_sudoku.urllib.request, "urlopen", offline)
+    assert data_main(["build", "sudoku", "someone/other-repo", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "someone/other-repo: not a local directory" in err and "no network" in err

@@ -63,3 +63,24 @@ def test_sweep_command_rejects_a_bad_file(tmp_path, capsys):
     bad.write_text("method: sideways\n")
     assert main([str(bad), "--offline", "--out", str(tmp_path / "o")]) == 2
     assert "bad.yaml: not a valid sweep configuration" in capsys.readouterr().err
+
+
+def test_online_sweep_creates_the_sweep_and_runs_the_wandb_agent(tmp_path, monkeypatch, capsys):
+    import wandb
+    from loopformer import sweep as sweep_module
+
+    created = {}
+
+    def fake_sweep(config, project, entity):
+        created.update(config=config, project=project, entity=entity)
+        return "abc123"
+
+    calls = []
+    monkeypatch.setattr(wandb, "sweep", fake_sweep)
+    monkeypatch.setattr(sweep_module.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    root = Path(__file__).resolve().parents[2]
+    assert main([str(root / "sweeps/stages_random.yaml"), "--count", "3", "--project", "p", "--entity", "e"]) == 0
+    assert created["project"] == "p" and created["entity"] == "e"
+    assert created["config"]["metric"]["name"] == "val/exact_accuracy"
+    assert calls == [["wandb", "agent", "e/p/abc123", "--count", "3"]]
+    assert "wandb agent e/p/abc123" in capsys.readouterr().out
