@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from loopformer.arc_eval import ARCCollector
+from loopformer.ema import WeightEMA
 from loopformer.loggers import append_eval_metrics
 from loopformer.model import IGNORE_LABEL_ID, ACTCarry, LoopTransformer, LoopTransformerConfig, act_loss
 from loopformer.model.config import (
@@ -99,6 +100,8 @@ class LoopformerModule(L.LightningModule):
         puzzle_emb_weight_decay: float = 0.1,
         num_pictures: int = 4,
         compile: bool = False,
+        ema: bool = False,
+        ema_rate: float = 0.999,
     ) -> None:
         """
         Args:
@@ -135,6 +138,8 @@ class LoopformerModule(L.LightningModule):
             puzzle_emb_weight_decay: Weight decay of the puzzle embeddings.
             num_pictures: Predictions drawn next to their labels at each validation (0: none).
             compile: Compile the looped core with torch.compile (in place: checkpoints keep their keys).
+            ema: Keep an exponential moving average of the weights; validate and checkpoint with it.
+            ema_rate: EMA decay per optimizer step.
         """
         super().__init__()
         # Plain dicts in the hyperparameters keep checkpoints loadable with torch.load(weights_only=True).
@@ -150,6 +155,7 @@ class LoopformerModule(L.LightningModule):
         self._carry_restored = False
         self._picture: Optional[tuple] = None
         self._arc: Optional[ARCCollector] = None
+        self.ema: Optional[WeightEMA] = None
 
     # ------------------------------------------------------------------------------------------------
     def arch_config(self, **dims: int) -> LoopTransformerConfig:
@@ -205,7 +211,15 @@ class LoopformerModule(L.LightningModule):
         if not self._carry_restored:
             self.carry = None
         self._carry_restored = False
+        if self.hparams.get("ema", False) and self.ema is None:
+            self.ema = WeightEMA(self.net, self.hparams.ema_rate)
         rank_zero_info(self.describe())
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Right after the step, before any on_train_batch_end checkpoint is written.
+        if self.ema is not None:
+            self.ema.update()
 
     def forward(self, carry: ACTCarry, batch: dict[str, torch.Tensor]):
         return self.net(carry, batch)
@@ -346,6 +360,12 @@ class LoopformerModule(L.LightningModule):
         # evaluation starts also keeps it out of the checkpoint saved after the evaluation, so a resumed
         # run continues exactly as an uninterrupted one.
         self.carry = None
+        if self.ema is not None:
+            self.ema.swap_in()
+
+    def on_validation_end(self) -> None:
+        if self.ema is not None:
+            self.ema.swap_out()
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         outputs, steps = run_to_halt(self.net, batch)
@@ -385,6 +405,13 @@ class LoopformerModule(L.LightningModule):
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
+        if self.ema is not None:
+            # Evaluation reads the averaged weights from state_dict; resuming takes the raw ones.
+            raw = {k: v for k, v in checkpoint["state_dict"].items()}
+            if self.ema._raw is not None:  # saved while validating: the network holds the average
+                raw.update({"net." + k: v.detach().cpu().clone() for k, v in self.ema._raw.items()})
+            checkpoint["loopformer"]["raw_state_dict"] = raw
+            checkpoint["state_dict"] = {**raw, **self.ema.averaged_state("net.")}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         extra = checkpoint.get("loopformer", {})
@@ -396,6 +423,13 @@ class LoopformerModule(L.LightningModule):
                 f"the checkpoint was trained on data with {stored}, but data.data_paths have {self.dataset_dims}: "
                 "vocabulary, sequence length and puzzle identifiers must match."
             )
+        raw = extra.get("raw_state_dict")
+        if raw is not None and self._trainer is not None and self.trainer.state.fn == "fit":
+            # Resuming training: continue from the raw weights, with the average as the EMA's state.
+            if self.hparams.get("ema", False):
+                self.ema = WeightEMA(self.net, self.hparams.ema_rate)
+                self.ema.load_averaged_state(checkpoint["state_dict"], "net.")
+            checkpoint["state_dict"] = raw
         carry = extra.get("act_carry")
         self.carry = ACTCarry.from_dict(carry) if carry is not None else None
         self._carry_restored = self.carry is not None

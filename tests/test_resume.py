@@ -24,7 +24,7 @@ class StopAt(L.Callback):
             trainer.should_stop = True
 
 
-def _fit(data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None):
+def _fit(data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None, ema=False):
     callbacks = []
     if stop_at:
         ckpt = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=stop_at, save_top_k=-1)
@@ -45,6 +45,7 @@ def _fit(data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None):
         "--trainer.enable_progress_bar=false",
         "--trainer.logger=false",
         f"--trainer.enable_checkpointing={bool(stop_at)}",
+        f"--model.ema={ema}",
         f"--trainer.default_root_dir={root}",
     ]
     if ckpt_path:
@@ -52,17 +53,22 @@ def _fit(data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None):
     return LoopformerCLI(args=args, trainer_defaults={"callbacks": callbacks})
 
 
-@pytest.mark.parametrize("batch", [16, 32], ids=["mid-epoch", "epoch-boundary"])  # 6 or 3 batches per epoch
-def test_resumed_run_matches_an_uninterrupted_one_bitwise(sudoku4_dir, tmp_path, batch):
-    straight = _fit(sudoku4_dir, tmp_path / "straight", 6, batch)
-    first = _fit(sudoku4_dir, tmp_path / "first", 6, batch, stop_at=3)
+@pytest.mark.parametrize(
+    "batch,ema", [(16, False), (32, False), (16, True)], ids=["mid-epoch", "epoch-boundary", "mid-epoch-ema"]
+)  # 6 or 3 batches per epoch
+def test_resumed_run_matches_an_uninterrupted_one_bitwise(sudoku4_dir, tmp_path, batch, ema):
+    straight = _fit(sudoku4_dir, tmp_path / "straight", 6, batch, ema=ema)
+    first = _fit(sudoku4_dir, tmp_path / "first", 6, batch, stop_at=3, ema=ema)
     assert first.trainer.global_step == 3
     ckpt = next((tmp_path / "first" / "ckpt").glob("*.ckpt"))
-    resumed = _fit(sudoku4_dir, tmp_path / "second", 6, batch, ckpt_path=ckpt)
+    resumed = _fit(sudoku4_dir, tmp_path / "second", 6, batch, ckpt_path=ckpt, ema=ema)
     assert resumed.trainer.global_step == straight.trainer.global_step == 6
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    if ema:
+        for k, v in straight.model.ema.shadow.items():
+            assert torch.equal(v, resumed.model.ema.shadow[k]), k
     assert torch.equal(straight.model.carry.steps, resumed.model.carry.steps)
     assert torch.equal(straight.model.carry.current_data["inputs"], resumed.model.carry.current_data["inputs"])
