@@ -27,7 +27,10 @@ TOOL_COMMANDS = ("import-checkpoint", "sweep", "data")
 _NO_EARLY_EXIT = ("--print_config", "--help", "-h")
 
 
-DEFAULT_LOGGER = {"class_path": "loopformer.loggers.WandbLogger", "init_args": {"project": "loopformer"}}
+DEFAULT_LOGGER = {
+    "class_path": "loopformer.loggers.WandbLogger",
+    "init_args": {"project": "loopformer", "save_dir": "runs"},  # runs/wandb, runs/loopformer/<run>/checkpoints
+}
 
 
 class SaveConfigToRun(SaveConfigCallback):
@@ -119,13 +122,13 @@ def model_flags(args: list[str]) -> dict[str, Any]:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in TOOL_COMMANDS:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given and given[0] in TOOL_COMMANDS:
         from loopformer.tools import run_tool
 
-        sys.exit(run_tool(argv[0], argv[1:]))
+        sys.exit(run_tool(given[0], given[1:]))
     try:
-        LoopformerCLI(args=argv)
+        LoopformerCLI(args=argv)  # None: LightningCLI reads sys.argv itself
     except (ConfigError, DatasetError) as e:
         # Bad input is the user's to fix: one clear paragraph and a non-zero exit, no traceback.
         print(f"loopformer: error: {e}", file=sys.stderr)

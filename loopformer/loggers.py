@@ -38,8 +38,9 @@ class WandbLogger(_LightningWandbLogger):
         if offline is None:
             offline = not (in_wandb_sweep() or wandb_credentials_found()) and os.environ.get("WANDB_MODE") != "disabled"
             if offline:
+                where = os.path.join(kwargs.get("save_dir") or ".", "wandb")
                 rank_zero_info(
-                    "W&B: no login or API key found and not in a sweep, so this run logs offline to ./wandb "
+                    f"W&B: no login or API key found and not in a sweep, so this run logs offline to {where} "
                     "(`wandb login` to log online, `wandb sync` to upload this run later)."
                 )
         super().__init__(project=project, offline=offline, **kwargs)

@@ -16,7 +16,7 @@ def test_offline_with_one_line_when_not_logged_in_and_not_in_a_sweep(no_wandb_en
     caplog.set_level("INFO")
     logger = WandbLogger(save_dir=str(no_wandb_env))
     assert logger._offline is True
-    assert "logs offline to ./wandb" in caplog.text
+    assert f"logs offline to {no_wandb_env}/wandb" in caplog.text
 
 
 def test_online_inside_a_sweep_or_with_a_key(no_wandb_env, monkeypatch):
