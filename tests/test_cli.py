@@ -253,3 +253,26 @@ def test_non_finite_training_exits_non_zero_with_the_message(monkeypatch, capsys
         main(["fit"])
     assert e.value.code == 1
     assert "step 7: train/loss = nan" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("trainer_config", sorted((ROOT / "configs/trainer").glob("*.yaml")), ids=lambda p: p.name)
+def test_trainer_configs_compose_with_the_recipe(trainer_config, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(
+            [
+                "fit",
+                "--config",
+                str(ROOT / "configs/loop_transformer-3stage.yaml"),
+                "--config",
+                str(trainer_config),
+                "--print_config",
+            ]
+        )
+    assert e.value.code == 0
+    import yaml
+
+    printed = yaml.safe_load(capsys.readouterr().out)
+    expected = yaml.safe_load(trainer_config.read_text())["trainer"]
+    for key, value in expected.items():
+        assert printed["trainer"][key] == value, key
+    assert printed["model"]["ema"] is True and printed["data"]["global_batch_size"] == 768
