@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from loopformer.arc_eval import ARCCollector
 from loopformer.ema import WeightEMA
+from loopformer.list_overrides import to_plain
 from loopformer.loggers import append_eval_metrics
 from loopformer.model import IGNORE_LABEL_ID, ACTCarry, LoopTransformer, LoopTransformerConfig, act_loss
 from loopformer.model.config import (
@@ -143,8 +144,8 @@ class LoopformerModule(L.LightningModule):
         """
         super().__init__()
         # Plain dicts in the hyperparameters keep checkpoints loadable with torch.load(weights_only=True).
-        states = [_plain(s) for s in states]
-        stages = [_plain(s) for s in stages]
+        states = [to_plain(s) for s in states]
+        stages = [to_plain(s) for s in stages]
         self.save_hyperparameters()
         # Validate the architecture now, so a bad config fails before any data is read.
         self.arch_config(vocab_size=1, seq_len=1, num_puzzle_identifiers=1)
@@ -437,14 +438,6 @@ class LoopformerModule(L.LightningModule):
             torch.set_rng_state(extra["torch_rng"])
         if extra.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(extra["cuda_rng"])
-
-
-def _plain(spec: Any) -> dict:
-    if dataclasses.is_dataclass(spec):
-        return dataclasses.asdict(spec)
-    if hasattr(spec, "as_dict"):  # a jsonargparse Namespace
-        spec = spec.as_dict()
-    return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in dict(spec).items()}
 
 
 def _to_cpu(tree: Any) -> Any:
