@@ -67,6 +67,7 @@ def test_sweep_command_rejects_a_bad_file(tmp_path, capsys):
 
 def test_online_sweep_creates_the_sweep_and_runs_the_wandb_agent(tmp_path, monkeypatch, capsys):
     import wandb
+
     from loopformer import sweep as sweep_module
 
     created = {}
