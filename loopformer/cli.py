@@ -20,7 +20,7 @@ from loopformer.list_overrides import (
     split_list_item_overrides,
 )
 from loopformer.model.config import ConfigError
-from loopformer.module import LoopformerModule, NonFiniteError
+from loopformer.module import CheckpointDirError, LoopformerModule, NonFiniteError
 from loopformer.termination import STOPPED_EXIT_CODE, ExitPromptlyOnSigterm, finish_stopped_run
 
 TOOL_COMMANDS = ("import-checkpoint", "sweep", "data")
@@ -129,7 +129,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         sys.exit(run_tool(given[0], given[1:]))
     try:
         LoopformerCLI(args=argv)  # None: LightningCLI reads sys.argv itself
-    except (ConfigError, DatasetError) as e:
+    except (ConfigError, DatasetError, CheckpointDirError) as e:
         # Bad input is the user's to fix: one clear paragraph and a non-zero exit, no traceback.
         print(f"loopformer: error: {e}", file=sys.stderr)
         sys.exit(2)

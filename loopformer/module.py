@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Optional
 
@@ -63,6 +65,31 @@ def run_to_halt(net: LoopTransformer, batch: dict[str, torch.Tensor]) -> tuple[d
 
 class NonFiniteError(RuntimeError):
     """A non-finite loss or gradient: training stops at that step."""
+
+
+class CheckpointDirError(RuntimeError):
+    """A checkpoint directory that cannot be written (checked before training starts)."""
+
+
+def checkpoint_dir_problem(dirpath: Optional[str], needed_bytes: int) -> str:
+    """Why checkpoints could not be written to ``dirpath``, or "" when they can."""
+    if not dirpath or "://" in str(dirpath):  # remote filesystems are left to fsspec
+        return ""
+    path = Path(dirpath)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"0")
+        probe.unlink()
+    except OSError as e:
+        return f"checkpoint directory {path} is not writable ({e.strerror or e}); choose another with --trainer.default_root_dir."
+    free = shutil.disk_usage(path).free
+    if free < needed_bytes:
+        return (
+            f"checkpoint directory {path} has {free / 1e6:.1f} MB free, and one checkpoint of this model needs about "
+            f"{needed_bytes / 1e6:.1f} MB; free some space or choose another with --trainer.default_root_dir."
+        )
+    return ""
 
 
 class LoopformerModule(L.LightningModule):
@@ -214,7 +241,20 @@ class LoopformerModule(L.LightningModule):
         self._carry_restored = False
         if self.hparams.get("ema", False) and self.ema is None:
             self.ema = WeightEMA(self.net, self.hparams.ema_rate)
+        self._check_checkpoint_dirs()
         rank_zero_info(self.describe())
+
+    def _check_checkpoint_dirs(self) -> None:
+        """Fail at the start, not after hours, when a checkpoint could not be written (rank 0 decides)."""
+        problem = ""
+        if self.trainer.is_global_zero:
+            # weights + 2 AdamW moments + EMA + the raw copy kept beside the EMA, in float32
+            needed = 5 * 4 * sum(p.numel() for p in self.parameters()) + (1 << 20)
+            for cb in self.trainer.checkpoint_callbacks:
+                problem = problem or checkpoint_dir_problem(getattr(cb, "dirpath", None), needed)
+        problem = self.trainer.strategy.broadcast(problem, src=0)
+        if problem:
+            raise CheckpointDirError(problem)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -136,3 +137,19 @@ def test_compile_true_gives_the_same_outputs_as_eager(sudoku4_dir):
         outs.append(out)
     torch.testing.assert_close(outs[1]["logits"], outs[0]["logits"], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(outs[1]["q_halt_logits"], outs[0]["q_halt_logits"], atol=1e-5, rtol=1e-5)
+
+
+def test_an_unwritable_or_full_checkpoint_directory_fails_at_the_start(sudoku4_dir, tmp_path, monkeypatch):
+    from loopformer.module import CheckpointDirError, checkpoint_dir_problem
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a directory should be")  # root ignores permissions; this still fails
+    spy = CarrySpy()
+    checkpoints = ModelCheckpoint(dirpath=blocked / "ckpt")
+    with pytest.raises(CheckpointDirError, match=r"checkpoint directory .*blocked/ckpt is not writable"):
+        LoopformerCLI(args=_args(sudoku4_dir, tmp_path, 5), trainer_defaults={"callbacks": [checkpoints, spy]})
+    assert not spy.seen  # before the first training step
+
+    monkeypatch.setattr("shutil.disk_usage", lambda p: type("usage", (), {"free": 1000})())
+    problem = checkpoint_dir_problem(str(tmp_path / "ok"), needed_bytes=10_000_000)
+    assert "has 0.0 MB free" in problem and "needs about 10.0 MB" in problem
