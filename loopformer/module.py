@@ -284,11 +284,15 @@ class LoopformerModule(L.LightningModule):
         loss = loss_sum / batch["inputs"].shape[0]
         self._stop_if_not_finite({"train/loss": loss.detach()})
         count = sums["count"].clamp_min(1)
-        log = {"train/loss": loss.detach(), "train/lm_loss": sums["lm_loss"] / batch["inputs"].shape[0]}
+        # The losses are averaged over ranks (equal batch sizes): the global batch's loss, whatever the rank count.
+        losses = {"train/loss": loss.detach(), "train/lm_loss": sums["lm_loss"] / batch["inputs"].shape[0]}
+        self.log_dict(losses, on_step=True, on_epoch=False, sync_dist=True, batch_size=batch["inputs"].shape[0])
+        log = {}
         if sums["count"] > 0:
             for k in ("exact_accuracy", "accuracy", "q_halt_accuracy", "steps"):
                 log[f"train/{k}"] = sums[k].float() / count
-        self.log_dict(log, prog_bar=False, on_step=True, on_epoch=False, batch_size=batch["inputs"].shape[0])
+        if log:
+            self.log_dict(log, prog_bar=False, on_step=True, on_epoch=False, batch_size=batch["inputs"].shape[0])
         self.log("train/exact", log.get("train/exact_accuracy", torch.tensor(0.0)), prog_bar=True, logger=False)
         return loss.float()
 

@@ -1,0 +1,64 @@
+"""Data-parallel training is the same computation: 2 CPU processes (DDP, gloo) with half of each global
+batch give the losses and weights of 1 process with the whole batch."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _train(data_dir, root: Path, devices: int) -> tuple[list[float], dict]:
+    checkpoint = {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {"dirpath": str(root / "ckpt"), "every_n_train_steps": 4, "filename": "final"},
+    }
+    logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(root)}}
+    cmd = [
+        str(Path(sys.executable).parent / "loopformer"),
+        "fit",
+        "--config",
+        str(ROOT / "configs/quickstart.yaml"),
+        f"--data.data_paths={data_dir}",
+        "--data.global_batch_size=32",  # 3 steps per epoch: 4 steps cross an epoch boundary
+        "--model.hidden_size=32",
+        "--model.puzzle_emb_ndim=32",
+        "--model.halt_max_steps=3",
+        "--model.halt_exploration_prob=0.0",  # exploration draws per-rank random numbers
+        "--model.lr_warmup_steps=1",
+        "--trainer.max_steps=4",
+        "--trainer.limit_val_batches=0",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.devices={devices}",
+        f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}",
+        f"--trainer.logger={json.dumps(logger)}",
+        f"--trainer.callbacks=[{json.dumps(checkpoint)}]",
+        f"--trainer.default_root_dir={root}",
+    ]
+    proc = subprocess.run(
+        cmd, env=dict(os.environ, WANDB_MODE="disabled"), cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    rows = list(csv.DictReader(next(root.rglob("metrics.csv")).open()))
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    state = torch.load(root / "ckpt" / "final.ckpt", weights_only=True)["state_dict"]
+    return losses, state
+
+
+def test_two_processes_with_half_batches_match_one_process(sudoku4_dir, tmp_path):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    losses_1, weights_1 = _train(sudoku4_dir, tmp_path / "one", 1)
+    losses_2, weights_2 = _train(sudoku4_dir, tmp_path / "two", 2)
+    assert len(losses_1) == len(losses_2) == 4
+    for a, b in zip(losses_1, losses_2, strict=True):
+        assert abs(a - b) <= 1e-5 * max(1.0, abs(a)), (losses_1, losses_2)
+    assert weights_1.keys() == weights_2.keys()
+    for k in weights_1:
+        torch.testing.assert_close(weights_2[k], weights_1[k], atol=1e-5, rtol=1e-4, msg=k)
