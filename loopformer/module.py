@@ -11,7 +11,7 @@ from typing import Any, Optional
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from loopformer.arc_eval import ARCCollector
 from loopformer.ema import WeightEMA
@@ -400,6 +400,27 @@ class LoopformerModule(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._val_sums = None
 
+    def _fit_puzzle_embedding_rows(self, checkpoint: dict) -> None:
+        """A table with another number of rows (a rebuilt dataset): every row restarts from the mean row, as
+        HRM does, and its optimizer moments restart too."""
+        key = "net.inner.puzzle_emb.weight"
+        expected = getattr(getattr(self.net.inner, "puzzle_emb", None), "weight", None)
+        tables = [checkpoint.get("state_dict", {}), checkpoint.get("loopformer", {}).get("raw_state_dict") or {}]
+        if expected is None or key not in tables[0] or tables[0][key].shape == expected.shape:
+            return
+        found = tuple(tables[0][key].shape)
+        rank_zero_warn(
+            f"the checkpoint's puzzle-embedding table has {found[0]} rows, the data has {expected.shape[0]} puzzle "
+            "identifiers: every row starts from the checkpoint's mean row."
+        )
+        for table in tables:
+            if key in table:
+                table[key] = table[key].float().mean(0, keepdim=True).expand(expected.shape).clone()
+        # configure_optimizers puts every other parameter in group 0 and the table alone in group 1
+        position = sum(1 for n, _ in self.net.named_parameters() if not n.startswith("inner.puzzle_emb."))
+        for opt_state in checkpoint.get("optimizer_states", []):
+            opt_state.get("state", {}).pop(position, None)
+
     def on_validation_start(self) -> None:
         # As in HRM/TRM, training resumes with a fresh carry after an evaluation. Dropping it when the
         # evaluation starts also keeps it out of the checkpoint saved after the evaluation, so a resumed
@@ -463,11 +484,14 @@ class LoopformerModule(L.LightningModule):
         stored = extra.get("dataset_dims")
         if self.net is None and stored:
             self.build(stored)
-        elif stored and stored != self.dataset_dims:
-            raise ValueError(
-                f"the checkpoint was trained on data with {stored}, but data.data_paths have {self.dataset_dims}: "
-                "vocabulary, sequence length and puzzle identifiers must match."
-            )
+        elif stored:
+            token_dims = ("vocab_size", "seq_len")
+            if any(stored.get(k) != self.dataset_dims[k] for k in token_dims if stored.get(k) is not None):
+                raise ValueError(
+                    f"the checkpoint was trained on data with {stored}, but data.data_paths have {self.dataset_dims}: "
+                    "the vocabulary and the sequence length must match."
+                )
+        self._fit_puzzle_embedding_rows(checkpoint)
         raw = extra.get("raw_state_dict")
         if raw is not None and self._trainer is not None and self.trainer.state.fn == "fit":
             # Resuming training: continue from the raw weights, with the average as the EMA's state.

@@ -153,3 +153,29 @@ def test_an_unwritable_or_full_checkpoint_directory_fails_at_the_start(sudoku4_d
     monkeypatch.setattr("shutil.disk_usage", lambda p: type("usage", (), {"free": 1000})())
     problem = checkpoint_dir_problem(str(tmp_path / "ok"), needed_bytes=10_000_000)
     assert "has 0.0 MB free" in problem and "needs about 10.0 MB" in problem
+
+
+def test_a_table_with_other_rows_restarts_from_the_mean_row(sudoku4_dir, tmp_path):
+    from loopformer.module import LoopformerModule
+
+    kw = dict(hidden_size=32, num_heads=1, forward_dtype="float32", halt_max_steps=2, puzzle_emb_ndim=32)
+    old = LoopformerModule(**kw)
+    old.build({"vocab_size": 6, "seq_len": 16, "num_puzzle_identifiers": 5})
+    with torch.no_grad():
+        old.net.inner.puzzle_emb.weight.copy_(torch.arange(5.0)[:, None].expand(5, 32))
+    checkpoint = {"state_dict": old.state_dict(), "loopformer": {"dataset_dims": old.dataset_dims}}
+    new = LoopformerModule(**kw)
+    new.build({"vocab_size": 6, "seq_len": 16, "num_puzzle_identifiers": 3})  # a rebuilt dataset
+    with pytest.warns(UserWarning, match="has 5 rows, the data has 3 puzzle identifiers"):
+        new.on_load_checkpoint(checkpoint)
+    new.load_state_dict(checkpoint["state_dict"])
+    assert torch.equal(new.net.inner.puzzle_emb.weight, torch.full((3, 32), 2.0))  # mean of rows 0..4
+
+    new.net.eval()
+    batch = {
+        "inputs": torch.ones(2, 16, dtype=torch.long),
+        "labels": torch.ones(2, 16, dtype=torch.long),
+        "puzzle_identifiers": torch.tensor([1, 7]),
+    }
+    with pytest.warns(UserWarning, match=r"puzzle identifiers \[7\] are not in the 3-row embedding table"):
+        new.net(new.net.initial_carry(batch), batch)

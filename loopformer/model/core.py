@@ -6,6 +6,7 @@ Shape legend: B batch, L tokens, P puzzle-prefix tokens, S = P + L, C hidden siz
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import nullcontext
 from typing import Optional
 
@@ -80,6 +81,15 @@ class LoopedCore(nn.Module):
     def input_embeddings(self, inputs_BL: torch.Tensor, puzzle_ids_B: torch.Tensor) -> torch.Tensor:
         emb_BSC = self.embed_tokens(inputs_BL.to(torch.int32))
         if self.config.puzzle_emb_ndim > 0:
+            rows = self.puzzle_emb.weight.shape[0]
+            if not self.training and bool((puzzle_ids_B >= rows).any()):
+                unknown = sorted(set(puzzle_ids_B[puzzle_ids_B >= rows].tolist()))[:5]
+                warnings.warn(
+                    f"puzzle identifiers {unknown} are not in the {rows}-row embedding table; they use the blank "
+                    "identifier 0.",
+                    stacklevel=2,
+                )
+                puzzle_ids_B = torch.where(puzzle_ids_B >= rows, 0, puzzle_ids_B)
             puzzle_BE = self.puzzle_emb(puzzle_ids_B.to(torch.int32))
             pad = self.prefix_len * self.config.hidden_size - puzzle_BE.shape[-1]
             if pad > 0:
