@@ -190,7 +190,7 @@ def _strip(state_dict: dict[str, torch.Tensor], source: str) -> dict[str, torch.
 _LEAF_RENAMES = (
     (re.compile(r"^embed_tokens\.embedding_weight$"), "embed_tokens.weight"),
     (re.compile(r"^embed_pos\.embedding_weight$"), "embed_pos.weight"),
-    (re.compile(r"^puzzle_emb\.weights$"), "puzzle_emb.weight"),
+    (re.compile(r"^puzzle_emb\.weights$"), "puzzle_emb.weights"),
     (re.compile(r"^(lm_head|q_head)\.(weight|bias)$"), r"\1.\2"),
 )
 _SKIP = re.compile(r"(^|\.)(local_weights|local_ids|cos_cached|sin_cached|step_emb\..*)$")
@@ -233,7 +233,7 @@ def convert_state_dict(state_dict: dict[str, torch.Tensor], source: str, config:
 
 def dims_from_state_dict(sd: dict[str, torch.Tensor], config_arch: dict[str, Any], seq_len: Optional[int]) -> dict:
     vocab = sd["inner.embed_tokens.weight"].shape[0]
-    puzzles = sd["inner.puzzle_emb.weight"].shape[0] if "inner.puzzle_emb.weight" in sd else 1
+    puzzles = sd["inner.puzzle_emb.weights"].shape[0] if "inner.puzzle_emb.weights" in sd else 1
     if seq_len is None and "inner.embed_pos.weight" in sd:
         prefix = LoopTransformerConfig(vocab_size=1, seq_len=1, **config_arch).prefix_len
         seq_len = sd["inner.embed_pos.weight"].shape[0] - prefix

@@ -215,9 +215,10 @@ class LoopformerModule(L.LightningModule):
     def describe(self) -> str:
         cfg = self.net.config
         params = sum(p.numel() for p in self.net.parameters())
-        emb = sum(p.numel() for n, p in self.net.named_parameters() if n.startswith("inner.puzzle_emb."))
+        table = getattr(self.net.inner, "puzzle_emb", None)
+        emb = table.weights.numel() if table is not None else 0
         lines = [
-            f"loopformer: {params:,} parameters ({emb:,} in puzzle embeddings), "
+            f"loopformer: {params:,} parameters + {emb:,} puzzle-embedding weights (sign-SGD), "
             f"{len(self.net.inner.state_modules)} distinct state module(s)",
             "schedule (per outer cycle):",
         ]
@@ -256,8 +257,15 @@ class LoopformerModule(L.LightningModule):
         if problem:
             raise CheckpointDirError(problem)
 
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        super().optimizer_step(*args, **kwargs)
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        # The puzzle embeddings follow with their own rule in the same optimizer step (one global_step), on
+        # the same schedule: the multiplier AdamW just used.
+        emb = getattr(self.net.inner, "puzzle_emb", None)
+        if emb is not None:
+            multiplier = optimizer.param_groups[0]["lr"] / self.hparams.lr if self.hparams.lr else 1.0
+            gather = self.all_gather if self.trainer.world_size > 1 else None
+            emb.sign_sgd_step(self.hparams.puzzle_emb_lr * multiplier, self.hparams.puzzle_emb_weight_decay, gather)
         # Right after the step, before any on_train_batch_end checkpoint is written.
         if self.ema is not None:
             self.ema.update()
@@ -402,9 +410,9 @@ class LoopformerModule(L.LightningModule):
 
     def _fit_puzzle_embedding_rows(self, checkpoint: dict) -> None:
         """A table with another number of rows (a rebuilt dataset): every row restarts from the mean row, as
-        HRM does, and its optimizer moments restart too."""
-        key = "net.inner.puzzle_emb.weight"
-        expected = getattr(getattr(self.net.inner, "puzzle_emb", None), "weight", None)
+        HRM does."""
+        key = "net.inner.puzzle_emb.weights"
+        expected = getattr(getattr(self.net.inner, "puzzle_emb", None), "weights", None)
         tables = [checkpoint.get("state_dict", {}), checkpoint.get("loopformer", {}).get("raw_state_dict") or {}]
         if expected is None or key not in tables[0] or tables[0][key].shape == expected.shape:
             return
@@ -416,10 +424,6 @@ class LoopformerModule(L.LightningModule):
         for table in tables:
             if key in table:
                 table[key] = table[key].float().mean(0, keepdim=True).expand(expected.shape).clone()
-        # configure_optimizers puts every other parameter in group 0 and the table alone in group 1
-        position = sum(1 for n, _ in self.net.named_parameters() if not n.startswith("inner.puzzle_emb."))
-        for opt_state in checkpoint.get("optimizer_states", []):
-            opt_state.get("state", {}).pop(position, None)
 
     def on_validation_start(self) -> None:
         # As in HRM/TRM, training resumes with a fresh carry after an evaluation. Dropping it when the
@@ -447,13 +451,10 @@ class LoopformerModule(L.LightningModule):
     # ------------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        emb, rest = [], []
-        for name, p in self.net.named_parameters():
-            (emb if name.startswith("inner.puzzle_emb.") else rest).append(p)
-        groups = [{"params": rest, "lr": hp.lr, "weight_decay": hp.weight_decay}]
-        if emb:
-            groups.append({"params": emb, "lr": hp.puzzle_emb_lr, "weight_decay": hp.puzzle_emb_weight_decay})
-        optimizer = torch.optim.AdamW(groups, betas=(hp.beta1, hp.beta2))
+        # The puzzle-embedding table is not a parameter: optimizer_step updates it by sign-SGD.
+        optimizer = torch.optim.AdamW(
+            self.net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, betas=(hp.beta1, hp.beta2)
+        )
         total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             # Multiplier for the (step + 1)-th update, as the reference trainers count steps from 1.

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,14 +52,32 @@ def _train(data_dir, root: Path, devices: int) -> tuple[list[float], dict]:
     return losses, state
 
 
+def _with_eight_puzzle_identifiers(src: Path, dst: Path) -> Path:
+    """The Sudoku fixture with 8 puzzle identifiers, so that the ranks update different embedding rows."""
+    from loopformer.data.format import load_split, save_split
+
+    for split in ("train", "test"):
+        meta, sets = load_split(src / split)
+        s = sets["all"]
+        s.puzzle_identifiers = (np.arange(s.puzzle_identifiers.size) % 8).astype(np.int32)
+        s.inputs, s.labels = np.asarray(s.inputs), np.asarray(s.labels)
+        meta.num_puzzle_identifiers = 8
+        save_split(dst / split, meta, {"all": s})
+    return dst
+
+
 def test_two_processes_with_half_batches_match_one_process(sudoku4_dir, tmp_path):
+    data = _with_eight_puzzle_identifiers(sudoku4_dir, tmp_path / "data")
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
-    losses_1, weights_1 = _train(sudoku4_dir, tmp_path / "one", 1)
-    losses_2, weights_2 = _train(sudoku4_dir, tmp_path / "two", 2)
+    losses_1, weights_1 = _train(data, tmp_path / "one", 1)
+    losses_2, weights_2 = _train(data, tmp_path / "two", 2)
     assert len(losses_1) == len(losses_2) == 4
     for a, b in zip(losses_1, losses_2, strict=True):
         assert abs(a - b) <= 1e-5 * max(1.0, abs(a)), (losses_1, losses_2)
     assert weights_1.keys() == weights_2.keys()
     for k in weights_1:
         torch.testing.assert_close(weights_2[k], weights_1[k], atol=1e-5, rtol=1e-4, msg=k)
+    # sign-SGD on rows gathered from both ranks: the table equals the single process's exactly
+    table = weights_1["net.inner.puzzle_emb.weights"]
+    assert (table.abs().sum(-1) > 0).sum() == 8 and torch.equal(weights_2["net.inner.puzzle_emb.weights"], table)

@@ -70,9 +70,9 @@ def test_validation_and_checkpoints_use_the_average(sudoku4_dir, tmp_path):
     ema = cli.model.ema
     assert torch.equal(spy.in_validation[0], ema.shadow["inner.lm_head.weight"])
     assert not torch.equal(spy.in_validation[0], cli.model.net.inner.lm_head.weight)  # raw restored after
-    assert "inner.puzzle_emb.weight" not in ema.shadow
+    assert "inner.puzzle_emb.weights" not in ema.shadow
     state = torch.load(next((tmp_path / "ckpt").glob("*.ckpt")), weights_only=True)
     raw = state["loopformer"]["raw_state_dict"]
     assert torch.equal(state["state_dict"]["net.inner.lm_head.weight"], ema.shadow["inner.lm_head.weight"])
     assert torch.equal(raw["net.inner.lm_head.weight"], cli.model.net.inner.lm_head.weight)
-    assert torch.equal(state["state_dict"]["net.inner.puzzle_emb.weight"], raw["net.inner.puzzle_emb.weight"])
+    assert torch.equal(state["state_dict"]["net.inner.puzzle_emb.weights"], raw["net.inner.puzzle_emb.weights"])

@@ -64,7 +64,7 @@ def test_carry_persists_across_steps_and_is_restored_on_resume(sudoku4_dir, tmp_
     assert fresh.first_steps is None  # a new fit starts with no carry
 
 
-def test_optimizer_has_a_puzzle_embedding_group_and_warmup(sudoku4_dir, tmp_path):
+def test_adamw_for_the_network_and_sign_sgd_for_the_puzzle_table(sudoku4_dir, tmp_path):
     cli = LoopformerCLI(
         args=_args(
             sudoku4_dir,
@@ -75,12 +75,30 @@ def test_optimizer_has_a_puzzle_embedding_group_and_warmup(sudoku4_dir, tmp_path
     )
     opt = cli.trainer.optimizers[0]
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.9, 0.95)
-    main, emb = opt.param_groups
-    assert emb["params"][0] is cli.model.net.inner.puzzle_emb.weight
-    assert emb["weight_decay"] == 0.25
-    # one step into a 2-step warmup: the multiplier for the 2nd update is 2/2
-    assert main["lr"] == 0.01 and emb["lr"] == 0.5
-    assert cli.trainer.global_step == 1
+    table = cli.model.net.inner.puzzle_emb.weights
+    assert all(p is not table for group in opt.param_groups for p in group["params"])  # not an AdamW parameter
+    assert "net.inner.puzzle_emb.weights" in cli.model.state_dict()
+    assert cli.trainer.global_step == 1  # one count per step, although two update rules ran
+    # all puzzles share identifier 0: after one step from zero, row 0 = -puzzle_emb_lr * multiplier * sign(g),
+    # with the schedule's multiplier for the first step of a 2-step warmup (1/2); decay acts on zeros
+    assert torch.all(table[0].abs() == 0.5 * 0.5)
+
+
+def test_sign_sgd_update_gathers_rows_and_decays():
+    from loopformer.model.puzzle_embedding import SparsePuzzleEmbedding
+
+    emb = SparsePuzzleEmbedding(4, 3, torch.float32)
+    emb.weights.fill_(1.0)
+    emb.train()
+    out = emb(torch.tensor([2, 0, 2]))
+    (out * torch.tensor([[1.0, -1.0, 0.0], [2.0, 2.0, 2.0], [1.0, 3.0, 0.0]])).sum().backward()
+    emb.sign_sgd_step(lr=0.1, weight_decay=0.5)
+    # row 2: gradients of its two uses summed (2, 2, 0); row 0: (2, 2, 2); rows 1 and 3 untouched
+    decayed = 1.0 * (1 - 0.1 * 0.5)
+    torch.testing.assert_close(emb.weights[2], torch.tensor([decayed - 0.1, decayed - 0.1, decayed]))
+    torch.testing.assert_close(emb.weights[0], torch.full((3,), decayed - 0.1))
+    assert torch.equal(emb.weights[1], torch.ones(3)) and torch.equal(emb.weights[3], torch.ones(3))
+    assert emb.local is None  # consumed
 
 
 def test_summary_names_the_schedule_and_effective_depth(sudoku4_dir, tmp_path, caplog):
@@ -162,14 +180,14 @@ def test_a_table_with_other_rows_restarts_from_the_mean_row(sudoku4_dir, tmp_pat
     old = LoopformerModule(**kw)
     old.build({"vocab_size": 6, "seq_len": 16, "num_puzzle_identifiers": 5})
     with torch.no_grad():
-        old.net.inner.puzzle_emb.weight.copy_(torch.arange(5.0)[:, None].expand(5, 32))
+        old.net.inner.puzzle_emb.weights.copy_(torch.arange(5.0)[:, None].expand(5, 32))
     checkpoint = {"state_dict": old.state_dict(), "loopformer": {"dataset_dims": old.dataset_dims}}
     new = LoopformerModule(**kw)
     new.build({"vocab_size": 6, "seq_len": 16, "num_puzzle_identifiers": 3})  # a rebuilt dataset
     with pytest.warns(UserWarning, match="has 5 rows, the data has 3 puzzle identifiers"):
         new.on_load_checkpoint(checkpoint)
     new.load_state_dict(checkpoint["state_dict"])
-    assert torch.equal(new.net.inner.puzzle_emb.weight, torch.full((3, 32), 2.0))  # mean of rows 0..4
+    assert torch.equal(new.net.inner.puzzle_emb.weights, torch.full((3, 32), 2.0))  # mean of rows 0..4
 
     new.net.eval()
     batch = {

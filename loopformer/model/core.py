@@ -18,6 +18,7 @@ from torch.utils.checkpoint import checkpoint
 from loopformer.model.blocks import StateModule
 from loopformer.model.config import LoopTransformerConfig, StageSpec
 from loopformer.model.layers import CastedEmbedding, CastedLinear, CosSin, RotaryEmbedding, trunc_normal_
+from loopformer.model.puzzle_embedding import SparsePuzzleEmbedding
 
 States = dict[str, torch.Tensor]
 
@@ -38,9 +39,9 @@ class LoopedCore(nn.Module):
         self.lm_head = CastedLinear(C, config.vocab_size)
         self.q_head = CastedLinear(C, 2, bias=True)
         if config.puzzle_emb_ndim > 0:
-            # Zero-initialised, one row per puzzle identifier.
-            self.puzzle_emb = CastedEmbedding(
-                config.num_puzzle_identifiers, config.puzzle_emb_ndim, 0.0, self.forward_dtype
+            # Zero-initialised, one row per puzzle identifier, updated by sign-SGD (not AdamW).
+            self.puzzle_emb = SparsePuzzleEmbedding(
+                config.num_puzzle_identifiers, config.puzzle_emb_ndim, self.forward_dtype
             )
         if config.pos_encodings == "rope":
             self.rotary_emb = RotaryEmbedding(config.head_dim, config.total_seq_len, config.rope_theta)
@@ -81,7 +82,7 @@ class LoopedCore(nn.Module):
     def input_embeddings(self, inputs_BL: torch.Tensor, puzzle_ids_B: torch.Tensor) -> torch.Tensor:
         emb_BSC = self.embed_tokens(inputs_BL.to(torch.int32))
         if self.config.puzzle_emb_ndim > 0:
-            rows = self.puzzle_emb.weight.shape[0]
+            rows = self.puzzle_emb.num_embeddings
             if not self.training and bool((puzzle_ids_B >= rows).any()):
                 unknown = sorted(set(puzzle_ids_B[puzzle_ids_B >= rows].tolist()))[:5]
                 warnings.warn(
