@@ -274,5 +274,10 @@ def test_trainer_configs_compose_with_the_recipe(trainer_config, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     expected = yaml.safe_load(trainer_config.read_text())["trainer"]
     for key, value in expected.items():
-        assert printed["trainer"][key] == value, key
+        if isinstance(value, dict):  # a class: its path and the arguments the file gives
+            assert printed["trainer"][key]["class_path"] == value["class_path"], key
+            for arg, arg_value in value.get("init_args", {}).items():
+                assert str(printed["trainer"][key]["init_args"][arg]) == str(arg_value), (key, arg)
+        else:
+            assert printed["trainer"][key] == value, key
     assert printed["model"]["ema"] is True and printed["data"]["global_batch_size"] == 768
