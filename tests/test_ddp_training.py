@@ -8,10 +8,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+class SaveTablePerRank(L.Callback):
+    """Writes every rank's puzzle-embedding table after every step (the subprocess imports it from tests/)."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        self.path.mkdir(parents=True, exist_ok=True)
+        table = pl_module.net.inner.puzzle_emb.weights.detach().cpu()
+        torch.save(table, self.path / f"rank{trainer.global_rank}-step{trainer.global_step}.pt")
 
 
 def _train(data_dir, root: Path, devices: int) -> tuple[list[float], dict]:
@@ -19,6 +32,7 @@ def _train(data_dir, root: Path, devices: int) -> tuple[list[float], dict]:
         "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
         "init_args": {"dirpath": str(root / "ckpt"), "every_n_train_steps": 4, "filename": "final"},
     }
+    tables = {"class_path": "tests.test_ddp_training.SaveTablePerRank", "init_args": {"path": str(root / "tables")}}
     logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(root)}}
     cmd = [
         str(Path(sys.executable).parent / "loopformer"),
@@ -39,11 +53,16 @@ def _train(data_dir, root: Path, devices: int) -> tuple[list[float], dict]:
         f"--trainer.devices={devices}",
         f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}",
         f"--trainer.logger={json.dumps(logger)}",
-        f"--trainer.callbacks=[{json.dumps(checkpoint)}]",
+        f"--trainer.callbacks=[{json.dumps(checkpoint)}, {json.dumps(tables)}]",
         f"--trainer.default_root_dir={root}",
     ]
     proc = subprocess.run(
-        cmd, env=dict(os.environ, WANDB_MODE="disabled"), cwd=root, capture_output=True, text=True, timeout=300
+        cmd,
+        env=dict(os.environ, WANDB_MODE="disabled", PYTHONPATH=str(ROOT)),
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     rows = list(csv.DictReader(next(root.rglob("metrics.csv")).open()))
@@ -81,3 +100,7 @@ def test_two_processes_with_half_batches_match_one_process(sudoku4_dir, tmp_path
     # sign-SGD on rows gathered from both ranks: the table equals the single process's exactly
     table = weights_1["net.inner.puzzle_emb.weights"]
     assert (table.abs().sum(-1) > 0).sum() == 8 and torch.equal(weights_2["net.inner.puzzle_emb.weights"], table)
+    for step in range(1, 5):  # after every step, both ranks hold the same table
+        rank0 = torch.load(tmp_path / "two" / "tables" / f"rank0-step{step}.pt")
+        rank1 = torch.load(tmp_path / "two" / "tables" / f"rank1-step{step}.pt")
+        assert torch.equal(rank0, rank1), step

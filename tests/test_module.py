@@ -197,3 +197,25 @@ def test_a_table_with_other_rows_restarts_from_the_mean_row(sudoku4_dir, tmp_pat
     }
     with pytest.warns(UserWarning, match=r"puzzle identifiers \[7\] are not in the 3-row embedding table"):
         new.net(new.net.initial_carry(batch), batch)
+
+
+def test_checkpoints_are_written_atomically(sudoku4_dir, tmp_path, monkeypatch):
+    """A write interrupted half-way leaves the previous checkpoint intact and no partial file behind."""
+    import fsspec.implementations.local as local_fs
+
+    cli = LoopformerCLI(args=_args(sudoku4_dir, tmp_path, 1))
+    path = tmp_path / "model.ckpt"
+    cli.trainer.save_checkpoint(path)
+    before = path.read_bytes()
+
+    def crash_half_way(self, data):
+        self.f.write(data[: len(data) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(local_fs.LocalFileOpener, "write", crash_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        cli.trainer.save_checkpoint(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    leftovers = [p.name for p in tmp_path.iterdir() if p.is_file() and p.name not in ("model.ckpt", "config.yaml")]
+    assert leftovers == []
