@@ -281,3 +281,38 @@ def test_trainer_configs_compose_with_the_recipe(trainer_config, capsys):
         else:
             assert printed["trainer"][key] == value, key
     assert printed["model"]["ema"] is True and printed["data"]["global_batch_size"] == 768
+
+
+def test_the_recipes_keep_the_best_and_the_last_checkpoint(sudoku4_dir, tmp_path):
+    import json
+
+    import yaml
+
+    callbacks = yaml.safe_load((ROOT / "configs/loop_transformer-3stage.yaml").read_text())["trainer"]["callbacks"]
+    assert callbacks == yaml.safe_load((ROOT / "configs/trm.yaml").read_text())["trainer"]["callbacks"]
+    for cb in callbacks:
+        cb["init_args"]["dirpath"] = str(tmp_path / "ckpt")
+    LoopformerCLI(
+        args=[
+            "fit",
+            "--config",
+            str(ROOT / "configs/quickstart.yaml"),
+            f"--data.data_paths={sudoku4_dir}",
+            "--data.global_batch_size=16",
+            "--model.hidden_size=32",
+            "--model.puzzle_emb_ndim=32",
+            "--model.halt_max_steps=2",
+            "--trainer.max_steps=4",
+            "--trainer.val_check_interval=2",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.logger=false",
+            f"--trainer.callbacks={json.dumps(callbacks)}",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    names = sorted(p.name for p in (tmp_path / "ckpt").glob("*.ckpt"))
+    assert "last.ckpt" in names and any(n.startswith("best-step=") for n in names), names
+    best = next(p for p in (tmp_path / "ckpt").glob("best-step=*.ckpt"))
+    state = torch.load(best, weights_only=True)
+    scores = [cb for key, cb in state["callbacks"].items() if "ModelCheckpoint" in key][0]
+    assert scores["monitor"] == "val/exact_accuracy" and scores["best_model_path"].endswith(best.name)
