@@ -29,7 +29,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_sigterm_to_the_launcher_stops_every_rank_within_30s(sudoku4_dir, tmp_path):
+def _start_ddp_run(data_dir, tmp_path):
+    """A 2-process CPU DDP training run that evaluates every 2 steps; returns once it has evaluated once."""
     metrics = tmp_path / "metrics.jsonl"
     log = tmp_path / "run.log"
     env = dict(os.environ, WANDB_MODE="disabled", LOOPFORMER_METRICS_JSONL=str(metrics))
@@ -38,7 +39,7 @@ def test_sigterm_to_the_launcher_stops_every_rank_within_30s(sudoku4_dir, tmp_pa
         "fit",
         "--config",
         str(ROOT / "configs/quickstart.yaml"),
-        f"--data.data_paths={sudoku4_dir}",
+        f"--data.data_paths={data_dir}",
         "--data.global_batch_size=16",
         "--data.eval_batch_size=40",
         "--trainer.devices=2",
@@ -50,12 +51,26 @@ def test_sigterm_to_the_launcher_stops_every_rank_within_30s(sudoku4_dir, tmp_pa
     ]
     with open(log, "w") as out:
         launcher = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    deadline = time.time() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1):  # training and evaluating
+        if launcher.poll() is not None or time.time() > deadline:
+            _kill_all(launcher)
+            raise AssertionError(log.read_text()[-3000:])
+        time.sleep(0.2)
+    return launcher, log
+
+
+def _kill_all(launcher):
+    for pid in [launcher.pid, *_children(launcher.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_sigterm_to_the_launcher_stops_every_rank_within_30s(sudoku4_dir, tmp_path):
+    launcher, log = _start_ddp_run(sudoku4_dir, tmp_path)
     try:
-        deadline = time.time() + 120
-        while not (metrics.exists() and metrics.read_text().count("\n") >= 1):  # training and evaluating
-            assert launcher.poll() is None, log.read_text()[-3000:]
-            assert time.time() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
         workers = _children(launcher.pid)
         assert workers, "expected the DDP launcher to have started rank 1"
         launcher.send_signal(signal.SIGTERM)
@@ -67,47 +82,15 @@ def test_sigterm_to_the_launcher_stops_every_rank_within_30s(sudoku4_dir, tmp_pa
         assert time.time() - start < 30
         assert code == 128 + signal.SIGTERM, log.read_text()[-3000:]
     finally:
-        for pid in [launcher.pid, *_children(launcher.pid)]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill_all(launcher)
 
 
 def test_a_rank_that_dies_makes_the_others_exit(sudoku4_dir, tmp_path):
-    metrics = tmp_path / "metrics.jsonl"
-    log = tmp_path / "run.log"
-    env = dict(os.environ, WANDB_MODE="disabled", LOOPFORMER_METRICS_JSONL=str(metrics))
-    cmd = [
-        str(Path(sys.executable).parent / "loopformer"),
-        "fit",
-        "--config",
-        str(ROOT / "configs/quickstart.yaml"),
-        f"--data.data_paths={sudoku4_dir}",
-        "--data.global_batch_size=16",
-        "--data.eval_batch_size=40",
-        "--trainer.devices=2",
-        "--trainer.strategy=ddp",
-        "--trainer.max_steps=100000",
-        "--trainer.val_check_interval=2",
-        "--trainer.enable_progress_bar=false",
-        f"--trainer.default_root_dir={tmp_path}",
-    ]
-    with open(log, "w") as out:
-        launcher = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    launcher, log = _start_ddp_run(sudoku4_dir, tmp_path)
     try:
-        deadline = time.time() + 120
-        while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
-            assert launcher.poll() is None, log.read_text()[-3000:]
-            assert time.time() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
         (worker,) = _children(launcher.pid)
         os.kill(worker, signal.SIGKILL)  # rank 1 dies without a word
         code = launcher.wait(timeout=60)
         assert code != 0  # rank 0 notices the lost peer at its next collective and fails
     finally:
-        for pid in [launcher.pid, *_children(launcher.pid)]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill_all(launcher)
