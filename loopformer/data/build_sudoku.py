@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
-from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, PuzzleSet, save_split
+from loopformer.data.format import DatasetError, PuzzleSet, grid_task_metadata, save_split
 
 HUB_URL = "https://huggingface.co/datasets/{repo}/resolve/main/{split}.csv"
 
@@ -129,18 +129,7 @@ def build_sudoku_from_csv(
             puzzle_indices=np.arange(total + 1, dtype=np.int32),
             group_indices=np.arange(groups + 1, dtype=np.int32) * (1 + augments),
         )
-        meta = PuzzleDatasetMetadata(
-            pad_id=0,
-            ignore_label_id=0,
-            blank_identifier_id=0,
-            vocab_size=11,
-            seq_len=81,
-            num_puzzle_identifiers=1,
-            total_groups=groups,
-            mean_puzzle_examples=1,
-            total_puzzles=groups,
-            sets=["all"],
-        )
+        meta = grid_task_metadata(vocab_size=11, seq_len=81, groups=groups, puzzles=groups)
         save_split(out_dir / split, meta, {"all": puzzle_set})
         summary[split] = {"puzzles": groups, "examples": total}
     (out_dir / "identifiers.json").write_text(json.dumps(["<blank>"]))

@@ -72,6 +72,23 @@ class PuzzleDatasetMetadata:
         path.write_text(json.dumps(fields))
 
 
+def grid_task_metadata(vocab_size: int, seq_len: int, groups: int, puzzles: int) -> PuzzleDatasetMetadata:
+    """Metadata of a task without puzzle embeddings (one blank identifier), one example per puzzle, token 0 as
+    both padding and ignored label: the Sudoku and maze builders of HRM/TRM."""
+    return PuzzleDatasetMetadata(
+        pad_id=0,
+        ignore_label_id=0,
+        blank_identifier_id=0,
+        vocab_size=vocab_size,
+        seq_len=seq_len,
+        num_puzzle_identifiers=1,
+        total_groups=groups,
+        mean_puzzle_examples=1,
+        total_puzzles=puzzles,
+        sets=["all"],
+    )
+
+
 @dataclass
 class PuzzleSet:
     """The arrays of one set of one split (memory-mapped where the file allows it)."""

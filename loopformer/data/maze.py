@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from loopformer.data.build_sudoku import fetch_csv
-from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, PuzzleSet, save_split
+from loopformer.data.format import DatasetError, PuzzleSet, grid_task_metadata, save_split
 
 CHARSET = "# SGo"
 WALL, OPEN, START, GOAL, PATH = (CHARSET.index(c) + 1 for c in CHARSET)
@@ -91,18 +91,7 @@ def _write(out_dir: Path, split: str, inputs: np.ndarray, labels: np.ndarray, tr
         puzzle_indices=np.arange(total + 1, dtype=np.int32),
         group_indices=np.arange(groups + 1, dtype=np.int32) * transforms,
     )
-    meta = PuzzleDatasetMetadata(
-        pad_id=0,
-        ignore_label_id=0,
-        blank_identifier_id=0,
-        vocab_size=len(CHARSET) + 1,
-        seq_len=side * side,
-        num_puzzle_identifiers=1,
-        total_groups=groups,
-        mean_puzzle_examples=1,
-        total_puzzles=total,
-        sets=["all"],
-    )
+    meta = grid_task_metadata(vocab_size=len(CHARSET) + 1, seq_len=side * side, groups=groups, puzzles=total)
     save_split(out_dir / split, meta, {"all": part})
     return {"mazes": groups, "examples": total}
 

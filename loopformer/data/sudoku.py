@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from loopformer.data.format import PuzzleDatasetMetadata, PuzzleSet, save_split
+from loopformer.data.format import PuzzleSet, grid_task_metadata, save_split
 
 PAD_ID, BLANK_ID = 0, 1
 
@@ -184,18 +184,7 @@ def build_sudoku_dataset(
     out_dir = Path(out_dir)
     for split, sl in (("train", slice(0, num_train)), ("test", slice(num_train, None))):
         part = _as_set(puzzles_arr[sl], solutions_arr[sl])
-        meta = PuzzleDatasetMetadata(
-            pad_id=PAD_ID,
-            ignore_label_id=PAD_ID,
-            blank_identifier_id=0,
-            vocab_size=n + 2,
-            seq_len=n * n,
-            num_puzzle_identifiers=1,
-            total_groups=part.num_examples,
-            mean_puzzle_examples=1.0,
-            sets=["all"],
-            total_puzzles=part.num_examples,
-        )
+        meta = grid_task_metadata(n + 2, n * n, groups=part.num_examples, puzzles=part.num_examples)
         save_split(out_dir / split, meta, {"all": part})
     clue_counts = (puzzles_arr > 0).sum(1)
     return {
