@@ -16,8 +16,6 @@ from tqdm import tqdm
 
 from loopformer.data.format import PuzzleSet, grid_task_metadata, save_split
 
-PAD_ID, BLANK_ID = 0, 1
-
 
 def box_shape(n: int) -> tuple[int, int]:
     """The most square ``rows x cols`` box with ``rows * cols = n`` (rows <= cols)."""
