@@ -277,7 +277,9 @@ def main(argv: list[str]) -> int:
         description="Create a W&B sweep from a file in sweeps/ and run an agent here, or run it offline.",
     )
     p.add_argument("sweep_file")
-    p.add_argument("--count", type=int, default=None, help="trials to run (offline default: 10)")
+    p.add_argument(
+        "--count", type=int, default=None, help="trials in all; offline, a resumed sweep counts those done (default 10)"
+    )
     p.add_argument("--project", default="loopformer")
     p.add_argument("--entity", default=None)
     p.add_argument("--offline", action="store_true", help="no W&B server: the `sweeps` engine proposes and stops runs")
