@@ -66,6 +66,16 @@ def shuffle_sudoku(question: np.ndarray, answer: np.ndarray, rng: np.random.Gene
     return apply(question), apply(answer)
 
 
+def subsample(
+    rng: np.random.Generator, size: Optional[int], inputs: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` random pairs (without replacement), or all of them when ``size`` is None or not smaller."""
+    if size is None or size >= len(inputs):
+        return inputs, labels
+    keep = rng.choice(len(inputs), size=size, replace=False)
+    return inputs[keep], labels[keep]
+
+
 def fetch_csv(source: str, split: str, cache_dir: Path) -> Path:
     """``source`` is a directory holding ``{split}.csv``, or a Hugging Face dataset repo id to download from."""
     local = Path(source) / f"{split}.csv"
@@ -105,9 +115,8 @@ def build_sudoku_from_csv(
     for split in ("train", "test"):
         path = fetch_csv(source, split, out_dir / ".download")
         questions, answers = read_sudoku_csv(path, min_difficulty)
-        if split == "train" and subsample_size is not None and subsample_size < len(questions):
-            keep = rng.choice(len(questions), size=subsample_size, replace=False)
-            questions, answers = questions[keep], answers[keep]
+        if split == "train":
+            questions, answers = subsample(rng, subsample_size, questions, answers)
         augments = num_aug if split == "train" else 0
         total = len(questions) * (1 + augments)
         inputs = np.empty((total, 81), dtype=np.uint8)

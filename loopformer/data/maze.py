@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
-from loopformer.data.build_sudoku import fetch_csv
+from loopformer.data.build_sudoku import fetch_csv, subsample
 from loopformer.data.format import DatasetError, PuzzleSet, grid_task_metadata, save_split
 
 CHARSET = "# SGo"
@@ -105,9 +105,8 @@ def build_maze_from_csv(
     summary = {}
     for split in ("train", "test"):
         inputs, labels = read_maze_csv(fetch_csv(source, split, out_dir / ".download"))
-        if split == "train" and subsample_size is not None and subsample_size < len(inputs):
-            keep = rng.choice(len(inputs), size=subsample_size, replace=False)
-            inputs, labels = inputs[keep], labels[keep]
+        if split == "train":
+            inputs, labels = subsample(rng, subsample_size, inputs, labels)
         summary[split] = _write(out_dir, split, inputs, labels, 8 if (aug and split == "train") else 1)
     summary["seconds"] = time.perf_counter() - start
     return summary
