@@ -8,7 +8,8 @@ layout, as the reference models), rounds them to the input dtype as the referenc
 runs a FlashAttention-2 style online softmax; it writes ``o_BSHD`` (ready for the output projection)
 and the natural-log log-sum-exp ``lse_BHS`` (float32). The backward recomputes the probabilities from q,
 k and lse, and writes the gradient of the packed tensor directly, RoPE's transpose included: dq by one
-kernel, dk and dv by another, each element exactly once (no atomics).
+kernel, dk and dv by another, each element exactly once (no atomics), after a small kernel for the
+softmax-backward row term delta. Tile sizes come from ``TILES`` per GPU family (see the comment there).
 
 Every head dim is handled as two halves because the rotation pairs element i with i + D/2.
 
@@ -18,9 +19,11 @@ Registered as ``torch.ops.loopformer.packed_attention`` with fake and autograd r
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -158,6 +161,51 @@ if HAVE_TRITON:
         tl.store(LSE + pid_bh * S + offs_m, (m_i + tl.math.log2(l_i)) * 0.6931471805599453, mask=mask_m)
 
     @triton.jit
+    def _probs_and_dscores(
+        q_lo, q_hi, k_lo, k_hi, v_lo, v_hi, do_lo, do_hi, lse2, delta, mask_m, mask_n, scale_log2,
+        PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    ):  # fmt: skip
+        """Recompute a [BLOCK_M, BLOCK_N] tile of the probabilities P and of dS = P * (dP - delta), fp32.
+
+        Padded rows and columns are zeroed: their q or k rows were loaded as zeros, which would
+        otherwise give them a probability of exp(-lse).
+        """
+        qk = _dot(q_lo, tl.trans(k_lo), PRECISION, UPCAST)
+        qk += _dot(q_hi, tl.trans(k_hi), PRECISION, UPCAST)
+        p = tl.math.exp2(qk * scale_log2 - lse2[:, None])
+        p = tl.where(mask_m[:, None] & mask_n[None, :], p, 0.0)
+        dp = _dot(do_lo, tl.trans(v_lo), PRECISION, UPCAST)
+        dp += _dot(do_hi, tl.trans(v_hi), PRECISION, UPCAST)
+        return p, p * (dp - delta[:, None])
+
+    @triton.jit
+    def _attn_bwd_delta_kernel(
+        OUT, DO, DELTA,
+        stride_o_b, stride_o_s, stride_o_h,
+        stride_do_b, stride_do_s, stride_do_h,
+        S, H,
+        D: tl.constexpr, BLOCK_M: tl.constexpr,
+    ):  # fmt: skip
+        """delta[b, h, i] = sum_d dO[b, i, h, d] * O[b, i, h, d] in float32: the softmax-backward row term."""
+        pid_m = tl.program_id(0)
+        pid_bh = tl.program_id(1)
+        b = pid_bh // H
+        h = pid_bh % H
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        mask_m = offs_m < S
+        offs_d = tl.arange(0, D)
+        o = tl.load(
+            OUT + b * stride_o_b + h * stride_o_h + offs_m[:, None] * stride_o_s + offs_d[None, :],
+            mask=mask_m[:, None], other=0.0,
+        )  # fmt: skip
+        do = tl.load(
+            DO + b * stride_do_b + h * stride_do_h + offs_m[:, None] * stride_do_s + offs_d[None, :],
+            mask=mask_m[:, None], other=0.0,
+        )  # fmt: skip
+        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+        tl.store(DELTA + pid_bh * S + offs_m, delta, mask=mask_m)
+
+    @triton.jit
     def _attn_bwd_dkdv_kernel(
         QKV, COS, SIN, DO, LSE, DELTA, DQKV,
         stride_qkv_b, stride_qkv_s, stride_qkv_h,
@@ -189,19 +237,17 @@ if HAVE_TRITON:
             q_lo, q_hi = _load_halves(base + h * stride_qkv_h, offs_m, stride_qkv_s, mask_m, HALF)
             if ROPE:
                 q_lo, q_hi = _rope_halves(q_lo, q_hi, COS, SIN, offs_m, mask_m, HALF)
-            qk = _dot(q_lo, tl.trans(k_lo), PRECISION, UPCAST)
-            qk += _dot(q_hi, tl.trans(k_hi), PRECISION, UPCAST)
-            lse2 = tl.load(LSE + pid_bh * S + offs_m, mask=mask_m, other=0.0) * 1.4426950408889634
-            p = tl.math.exp2(qk * scale_log2 - lse2[:, None])
-            p = tl.where(mask_m[:, None] & mask_n[None, :], p, 0.0)
             do_lo, do_hi = _load_halves(DO + b * stride_do_b + h * stride_do_h, offs_m, stride_do_s, mask_m, HALF)
+            lse2 = tl.load(LSE + pid_bh * S + offs_m, mask=mask_m, other=0.0) * 1.4426950408889634
+            delta = tl.load(DELTA + pid_bh * S + offs_m, mask=mask_m, other=0.0)
+            p, ds = _probs_and_dscores(
+                q_lo, q_hi, k_lo, k_hi, v_lo, v_hi, do_lo, do_hi, lse2, delta, mask_m, mask_n, scale_log2,
+                PRECISION, UPCAST,
+            )  # fmt: skip
             p_c = p.to(do_lo.dtype)
             dv_lo += _dot(tl.trans(p_c), do_lo, PRECISION, UPCAST)
             dv_hi += _dot(tl.trans(p_c), do_hi, PRECISION, UPCAST)
-            dp = _dot(do_lo, tl.trans(v_lo), PRECISION, UPCAST)
-            dp += _dot(do_hi, tl.trans(v_hi), PRECISION, UPCAST)
-            delta = tl.load(DELTA + pid_bh * S + offs_m, mask=mask_m, other=0.0)
-            ds = (p * (dp - delta[:, None])).to(q_lo.dtype)
+            ds = ds.to(q_lo.dtype)
             dk_lo += _dot(tl.trans(ds), q_lo, PRECISION, UPCAST)
             dk_hi += _dot(tl.trans(ds), q_hi, PRECISION, UPCAST)
 
@@ -251,13 +297,11 @@ if HAVE_TRITON:
             if ROPE:
                 k_lo, k_hi = _rope_halves(k_lo, k_hi, COS, SIN, offs_n, mask_n, HALF)
             v_lo, v_hi = _load_halves(base + (2 * H + h) * stride_qkv_h, offs_n, stride_qkv_s, mask_n, HALF)
-            qk = _dot(q_lo, tl.trans(k_lo), PRECISION, UPCAST)
-            qk += _dot(q_hi, tl.trans(k_hi), PRECISION, UPCAST)
-            p = tl.math.exp2(qk * scale_log2 - lse2[:, None])
-            p = tl.where(mask_m[:, None] & mask_n[None, :], p, 0.0)
-            dp = _dot(do_lo, tl.trans(v_lo), PRECISION, UPCAST)
-            dp += _dot(do_hi, tl.trans(v_hi), PRECISION, UPCAST)
-            ds = (p * (dp - delta[:, None])).to(k_lo.dtype)
+            _, ds = _probs_and_dscores(
+                q_lo, q_hi, k_lo, k_hi, v_lo, v_hi, do_lo, do_hi, lse2, delta, mask_m, mask_n, scale_log2,
+                PRECISION, UPCAST,
+            )  # fmt: skip
+            ds = ds.to(k_lo.dtype)
             dq_lo += _dot(ds, k_lo, PRECISION, UPCAST)
             dq_hi += _dot(ds, k_hi, PRECISION, UPCAST)
 
@@ -272,10 +316,80 @@ if HAVE_TRITON:
 
 
 # ---------------------------------------------------------------------------------------------------
-def _blocks(head_dim: int) -> tuple[int, int]:
-    # 64 x 64 tiles keep q, k, v and the fp32 accumulators in registers up to D = 64; D = 128 halves
-    # the key tile. Not yet tuned on hardware (see BENCHMARKS.md).
-    return (64, 64) if head_dim <= 64 else (64, 32)
+@dataclass(frozen=True)
+class Tiles:
+    """Launch parameters of one kernel: tile rows (queries) and columns (keys), warps, pipeline stages."""
+
+    block_m: int
+    block_n: int
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+# Tiles per GPU family, input precision and head dim, chosen by `python -m loopformer.kernels.compile_report
+# --search` from ahead-of-time compiles (no GPU needed): among the candidates that ptxas compiles without
+# spilling registers and within the family's shared memory, the one using tensor cores (wgmma on Hopper),
+# with 2 pipeline stages, the largest tile and the fewest registers -- a rule, not a timing
+# (registers, spills and shared memory per entry in BENCHMARKS.md; the sm80 16-bit D=64/128 rows were
+# searched on sm_80 alone and then checked on sm_86); `benchmarks/tune_attention.py` times
+# the candidates on a GPU. Hopper ("sm90") reads the matmul operands from shared memory (wgmma); Ampere and
+# Ada ("sm80": A100, and the 99 KiB shared memory of sm_86/sm_89 cards) hold them in registers (mma.sync),
+# where the backward fits far smaller tiles.
+TILES: dict[tuple[str, str, int], dict[str, Tiles]] = {
+    ("sm80", "16-bit", 32): {"fwd": Tiles(128, 128, 8, 2), "dkdv": Tiles(32, 64, 8, 2), "dq": Tiles(128, 64, 8, 2)},
+    ("sm80", "16-bit", 64): {"fwd": Tiles(128, 64, 8, 2), "dkdv": Tiles(32, 32, 4, 2), "dq": Tiles(128, 32, 8, 2)},
+    ("sm80", "16-bit", 128): {"fwd": Tiles(128, 32, 8, 2), "dkdv": Tiles(32, 32, 8, 2), "dq": Tiles(32, 64, 8, 2)},
+    ("sm80", "fp32", 32): {"fwd": Tiles(64, 64, 8, 2), "dkdv": Tiles(32, 32, 8, 2), "dq": Tiles(64, 64, 8, 2)},
+    ("sm80", "fp32", 64): {"fwd": Tiles(64, 64, 8, 2), "dkdv": Tiles(32, 64, 8, 1), "dq": Tiles(32, 64, 8, 2)},
+    ("sm80", "fp32", 128): {
+        "fwd": Tiles(32, 32, 8, 2),
+        "dkdv": Tiles(32, 32, 8, 1),
+        "dq": Tiles(32, 64, 8, 1),
+    },  # dkdv: 16 B spill on sm_86, nothing fits
+    ("sm90", "16-bit", 32): {"fwd": Tiles(128, 128, 8, 2), "dkdv": Tiles(128, 64, 8, 2), "dq": Tiles(128, 128, 8, 2)},
+    ("sm90", "16-bit", 64): {"fwd": Tiles(128, 128, 8, 2), "dkdv": Tiles(128, 64, 8, 2), "dq": Tiles(128, 128, 8, 2)},
+    ("sm90", "16-bit", 128): {"fwd": Tiles(128, 128, 8, 2), "dkdv": Tiles(64, 32, 8, 2), "dq": Tiles(64, 128, 8, 2)},
+    ("sm90", "fp32", 32): {"fwd": Tiles(64, 64, 8, 2), "dkdv": Tiles(32, 32, 8, 2), "dq": Tiles(64, 64, 8, 2)},
+    ("sm90", "fp32", 64): {"fwd": Tiles(64, 64, 8, 2), "dkdv": Tiles(64, 32, 8, 1), "dq": Tiles(32, 64, 8, 2)},
+    ("sm90", "fp32", 128): {"fwd": Tiles(32, 32, 8, 2), "dkdv": Tiles(32, 32, 8, 1), "dq": Tiles(32, 32, 8, 2)},
+}
+DELTA_BLOCK_M = 64
+
+
+def gpu_family(device: torch.device) -> str:
+    """'sm90' on Hopper and newer, 'sm80' on Ampere/Ada and under the interpreter."""
+    if device.type != "cuda":
+        return "sm80"
+    return (
+        "sm90"
+        if _capability(device.index if device.index is not None else torch.cuda.current_device())[0] >= 9
+        else "sm80"
+    )
+
+
+@functools.cache
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def tiles_for(kernel: str, head_dim: int, dtype: torch.dtype, family: str) -> Tiles:
+    precision = "fp32" if dtype == torch.float32 else "16-bit"
+    return TILES[(family, precision, head_dim)][kernel]
+
+
+@dataclass
+class KernelLaunch:
+    """One kernel with its grid and arguments: run it, or compile it without running (compile_report)."""
+
+    name: str
+    kernel: Any
+    grid: tuple[int, int]
+    args: tuple
+    meta: dict
+
+    def run(self) -> Any:
+        """Launch; returns Triton's compiled kernel (registers, spills, ...) when compiled for a GPU."""
+        return self.kernel[self.grid](*self.args, **self.meta)
 
 
 def _check(qkv: torch.Tensor, num_heads: int) -> tuple[int, int, int, int]:
@@ -300,6 +414,73 @@ def _upcast(dtype: torch.dtype) -> bool:
     return dtype == torch.bfloat16 and interpreter_enabled()
 
 
+def _rope_tables(qkv: torch.Tensor, cos, sin, S: int):  # noqa: ANN001
+    if cos is None:
+        return False, qkv, qkv  # unused pointers
+    return True, cos[:S].contiguous().float(), sin[:S].contiguous().float()
+
+
+def _meta(kernel: str, D: int, dtype: torch.dtype, rope: bool, family: str, tiles: Optional[dict[str, Tiles]]) -> dict:
+    t = (tiles or {}).get(kernel) or tiles_for(kernel, D, dtype, family)
+    return dict(
+        HALF=D // 2, BLOCK_M=t.block_m, BLOCK_N=t.block_n, ROPE=rope, PRECISION=_precision(dtype),
+        UPCAST=_upcast(dtype), num_warps=t.num_warps, num_stages=t.num_stages,
+    )  # fmt: skip
+
+
+def forward_launches(
+    qkv: torch.Tensor, cos, sin, num_heads: int, o: torch.Tensor, lse: torch.Tensor,  # noqa: ANN001
+    tiles: Optional[dict[str, Tiles]] = None, family: Optional[str] = None,
+) -> list[KernelLaunch]:  # fmt: skip
+    """The forward kernel writing ``o [B, S, H, D]`` and ``lse [B, H, S]``.
+
+    ``tiles`` overrides TILES per kernel name; ``family`` overrides the GPU family read from the device.
+    """
+    B, S, H, D = _check(qkv, num_heads)
+    rope, cos, sin = _rope_tables(qkv, cos, sin, S)
+    meta = _meta("fwd", D, qkv.dtype, rope, family or gpu_family(qkv.device), tiles)
+    args = (
+        qkv, cos, sin, o, lse,
+        qkv.stride(0), qkv.stride(1), qkv.stride(2),
+        o.stride(0), o.stride(1), o.stride(2),
+        S, H, LOG2E / math.sqrt(D),
+    )  # fmt: skip
+    return [KernelLaunch("fwd", _attn_fwd_kernel, (triton.cdiv(S, meta["BLOCK_M"]), B * H), args, meta)]
+
+
+def backward_launches(
+    grad_o: torch.Tensor, qkv: torch.Tensor, cos, sin, o: torch.Tensor, lse: torch.Tensor,  # noqa: ANN001
+    num_heads: int, delta: torch.Tensor, dqkv: torch.Tensor, tiles: Optional[dict[str, Tiles]] = None,
+    family: Optional[str] = None,
+) -> list[KernelLaunch]:  # fmt: skip
+    """delta, then dK/dV and dQ (each writing its own part of ``dqkv``); overrides as forward_launches."""
+    B, S, H, D = _check(qkv, num_heads)
+    rope, cos, sin = _rope_tables(qkv, cos, sin, S)
+    delta_args = (
+        o, grad_o, delta,
+        o.stride(0), o.stride(1), o.stride(2),
+        grad_o.stride(0), grad_o.stride(1), grad_o.stride(2),
+        S, H,
+    )  # fmt: skip
+    args = (
+        qkv, cos, sin, grad_o, lse, delta, dqkv,
+        qkv.stride(0), qkv.stride(1), qkv.stride(2),
+        grad_o.stride(0), grad_o.stride(1), grad_o.stride(2),
+        S, H, 1.0 / math.sqrt(D),
+    )  # fmt: skip
+    family = family or gpu_family(qkv.device)
+    dkdv = _meta("dkdv", D, qkv.dtype, rope, family, tiles)
+    dq = _meta("dq", D, qkv.dtype, rope, family, tiles)
+    return [
+        KernelLaunch(
+            "delta", _attn_bwd_delta_kernel, (triton.cdiv(S, DELTA_BLOCK_M), B * H), delta_args,
+            dict(D=D, BLOCK_M=DELTA_BLOCK_M),
+        ),
+        KernelLaunch("dkdv", _attn_bwd_dkdv_kernel, (triton.cdiv(S, dkdv["BLOCK_N"]), B * H), args, dkdv),
+        KernelLaunch("dq", _attn_bwd_dq_kernel, (triton.cdiv(S, dq["BLOCK_M"]), B * H), args, dq),
+    ]  # fmt: skip
+
+
 def attention_forward(
     qkv: torch.Tensor,
     cos: Optional[torch.Tensor],
@@ -307,26 +488,14 @@ def attention_forward(
     num_heads: int,
     out: Optional[torch.Tensor] = None,
     lse: Optional[torch.Tensor] = None,
+    tiles: Optional[dict[str, Tiles]] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the forward kernel; returns ``(o [B, S, H, D], lse [B, H, S] float32)``."""
     B, S, H, D = _check(qkv, num_heads)
     o = out if out is not None else torch.empty((B, S, H, D), dtype=qkv.dtype, device=qkv.device)
     lse = lse if lse is not None else torch.empty((B, H, S), dtype=torch.float32, device=qkv.device)
-    rope = cos is not None
-    if rope:
-        cos, sin = cos[:S].contiguous().float(), sin[:S].contiguous().float()
-    else:
-        cos = sin = qkv  # unused pointers
-    block_m, block_n = _blocks(D)
-    grid = (triton.cdiv(S, block_m), B * H)
-    _attn_fwd_kernel[grid](
-        qkv, cos, sin, o, lse,
-        qkv.stride(0), qkv.stride(1), qkv.stride(2),
-        o.stride(0), o.stride(1), o.stride(2),
-        S, H, LOG2E / math.sqrt(D),
-        HALF=D // 2, BLOCK_M=block_m, BLOCK_N=block_n, ROPE=rope, PRECISION=_precision(qkv.dtype),
-        UPCAST=_upcast(qkv.dtype),
-    )  # fmt: skip
+    for launch in forward_launches(qkv, cos, sin, H, o, lse, tiles):
+        launch.run()
     return o, lse
 
 
@@ -339,35 +508,15 @@ def attention_backward(
     lse: torch.Tensor,
     num_heads: int,
     out: Optional[torch.Tensor] = None,
+    tiles: Optional[dict[str, Tiles]] = None,
 ) -> torch.Tensor:
     """Launch the backward kernels; returns the gradient of the packed ``qkv``."""
     B, S, H, D = _check(qkv, num_heads)
     grad_o = grad_o.contiguous()
     dqkv = out if out is not None else torch.empty_like(qkv)
-    # delta_i = sum_d dO_id * O_id, the softmax-backward row term, in float32: [B, H, S].
-    delta = (grad_o.float() * o.float()).sum(-1).transpose(1, 2).contiguous()
-    rope = cos is not None
-    if rope:
-        cos, sin = cos[:S].contiguous().float(), sin[:S].contiguous().float()
-    else:
-        cos = sin = qkv
-    block_m, block_n = _blocks(D)
-    common = dict(
-        HALF=D // 2,
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        ROPE=rope,
-        PRECISION=_precision(qkv.dtype),
-        UPCAST=_upcast(qkv.dtype),
-    )
-    args = (
-        qkv, cos, sin, grad_o, lse, delta, dqkv,
-        qkv.stride(0), qkv.stride(1), qkv.stride(2),
-        grad_o.stride(0), grad_o.stride(1), grad_o.stride(2),
-        S, H, 1.0 / math.sqrt(D),
-    )  # fmt: skip
-    _attn_bwd_dkdv_kernel[(triton.cdiv(S, block_n), B * H)](*args, **common)
-    _attn_bwd_dq_kernel[(triton.cdiv(S, block_m), B * H)](*args, **common)
+    delta = torch.empty((B, H, S), dtype=torch.float32, device=qkv.device)
+    for launch in backward_launches(grad_o, qkv, cos, sin, o, lse, H, delta, dqkv, tiles):
+        launch.run()
     return dqkv
 
 

@@ -82,6 +82,33 @@ def test_forward_and_backward_match_float64(S, D, rope, dtype):
     torch.testing.assert_close(lse.double(), scores.logsumexp(-1), atol=FLOOR[dtype] * 10, rtol=0)
 
 
+DISTINCT_TILES = sorted({t for entry in attn.TILES.values() for t in entry.values()}, key=repr)
+
+
+@pytest.mark.parametrize("tiles", DISTINCT_TILES, ids=lambda t: f"{t.block_m}x{t.block_n}")
+def test_every_tile_shape_in_the_table_is_correct(tiles):
+    """The GPU tables use tile shapes the CPU default does not: each one, for all three kernels."""
+    B, S, H, D, dtype = 1, 97, 2, 64, torch.float16
+    qkv, cos, sin, grad_o = _inputs(B, S, H, D, dtype, True)
+    override = {"fwd": tiles, "dkdv": tiles, "dq": tiles}
+    o = torch.full((B, S, H, D), float("nan"), dtype=dtype)
+    lse = torch.full((B, H, S), float("nan"))
+    attention_forward(qkv, cos, sin, H, out=o, lse=lse, tiles=override)
+    dqkv = torch.full_like(qkv, float("nan"))
+    attention_backward(grad_o, qkv, cos, sin, o, lse, H, out=dqkv, tiles=override)
+    assert not o.isnan().any() and not dqkv.isnan().any()
+    _check_against_reference(qkv, cos, sin, grad_o, H, o, dqkv)
+
+
+def test_tiles_follow_the_device_family():
+    assert attn.gpu_family(torch.device("cpu")) == "sm80"
+    for family in ("sm80", "sm90"):
+        for D in attn.SUPPORTED_HEAD_DIMS:
+            for dtype in DTYPES:
+                t = attn.tiles_for("dkdv", D, dtype, family)
+                assert t.block_m in (32, 64, 128) and t.block_n in (32, 64, 128) and t.num_warps in (4, 8)
+
+
 def _reference_qk(qkv, cos, sin, H):
     x = qkv.double()
     q, k, v = x.split(H, dim=2)
@@ -190,6 +217,22 @@ def test_gpu_forward_and_backward_match_float64(S, D, dtype):
     attention_backward(grad_o, qkv, cos, sin, o, lse, H, out=dqkv)
     assert not o.isnan().any() and not dqkv.isnan().any()
     _check_against_reference(qkv, cos, sin, grad_o, H, o, dqkv)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("D", attn.SUPPORTED_HEAD_DIMS)
+def test_gpu_tiles_of_this_gpu_run_without_register_spills(D, dtype):
+    B, S, H = 1, 97, 2
+    qkv, cos, sin, grad_o = _inputs(B, S, H, D, dtype, True, device="cuda", seed=0)
+    o = torch.empty(B, S, H, D, dtype=dtype, device="cuda")
+    lse = torch.empty(B, H, S, device="cuda")
+    launches = attn.forward_launches(qkv, cos, sin, H, o, lse) + attn.backward_launches(
+        grad_o, qkv, cos, sin, o, lse, H, torch.empty_like(lse), torch.empty_like(qkv)
+    )
+    for launch in launches:
+        compiled = launch.run()
+        assert compiled.n_spills == 0, f"{launch.name} spills {compiled.n_spills} registers ({launch.meta})"
 
 
 @gpu

@@ -1,0 +1,135 @@
+"""Time every candidate tile configuration of the attention kernels on this GPU, kernel by kernel.
+
+    python benchmarks/tune_attention.py                   # bf16, head dim 64, S = 97 then 916
+    python benchmarks/tune_attention.py --budget-s 120    # stop starting new candidates after 2 minutes
+    python benchmarks/tune_attention.py --smoke           # tiny, on the CPU interpreter: checks the script only
+
+TILES (loopformer/kernels/attention.py) holds tiles chosen from ahead-of-time compiles, without timings.
+This script measures, for each kernel (forward, dK/dV, dQ) and sequence length, the TILES entry and
+every candidate that compiles here without spilling registers, and prints a table with the fastest
+one: the numbers to put into TILES (with the GPU's name in BENCHMARKS.md). Each kernel is timed alone
+with triton.testing.do_bench (median), on the same inputs, in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from loopformer.kernels import attention as attn
+from loopformer.model.layers import RotaryEmbedding
+
+# Tile shapes worth timing: tensor-core friendly, from the compile_report search space.
+SHAPES = [(32, 64), (64, 32), (64, 64), (128, 32), (128, 64), (64, 128), (128, 128)]
+ROWS = {97: 192 * 8, 256: 512, 916: 128, 2048: 64}  # batch rows per length, filling an H100 as the benchmark does
+
+
+def candidates() -> list[attn.Tiles]:
+    return [attn.Tiles(m, n, w, st) for m, n in SHAPES for w in (4, 8) for st in (2, 3)]
+
+
+def _inputs(S: int, B: int, H: int, D: int, dtype: torch.dtype, dev: str) -> dict:
+    qkv = torch.randn(B, S, 3 * H, D, device=dev, dtype=dtype)
+    cos, sin = (t.to(dev) for t in RotaryEmbedding(D, S, 10000.0)())
+    o, lse = attn.attention_forward(qkv, cos, sin, H)
+    return dict(
+        qkv=qkv, cos=cos, sin=sin, o=o, lse=lse, grad_o=torch.randn_like(o),
+        delta=torch.empty_like(lse), dqkv=torch.empty_like(qkv),
+    )  # fmt: skip
+
+
+def _launch(kernel: str, x: dict, H: int, tiles: attn.Tiles | None) -> attn.KernelLaunch:
+    override = {kernel: tiles} if tiles is not None else None
+    if kernel == "fwd":
+        return attn.forward_launches(x["qkv"], x["cos"], x["sin"], H, x["o"], x["lse"], override)[0]
+    launches = attn.backward_launches(
+        x["grad_o"], x["qkv"], x["cos"], x["sin"], x["o"], x["lse"], H, x["delta"], x["dqkv"], override
+    )
+    launches[0].run()  # delta, which the dK/dV and dQ kernels read
+    return next(launch for launch in launches if launch.name == kernel)
+
+
+def _time(launch: attn.KernelLaunch, smoke: bool) -> tuple[float, int]:
+    """(median ms, spilled registers) of one launch; raises if it cannot run here."""
+    if smoke:  # the interpreter: one timed call, meaningless as a speed
+        start = time.perf_counter()
+        launch.run()
+        return (time.perf_counter() - start) * 1e3, 0
+    import triton.testing
+
+    compiled = launch.run()
+    torch.cuda.synchronize()
+    spills = getattr(compiled, "n_spills", 0) or 0
+    return triton.testing.do_bench(launch.run, warmup=5, rep=20, return_mode="median"), spills
+
+
+def tune(
+    seq_lens: list[int], dtype: torch.dtype, head_dim: int, heads: int, budget_s: float, smoke: bool = False
+) -> list[dict]:
+    start = time.perf_counter()
+    rows = []
+    for S in seq_lens:
+        x = _inputs(S, 1 if smoke else ROWS.get(S, 128), heads, head_dim, dtype, "cpu" if smoke else "cuda")
+        for kernel in ("fwd", "dkdv", "dq"):
+            current = attn.tiles_for(kernel, head_dim, dtype, attn.gpu_family(x["qkv"].device))
+            current_ms, _ = _time(_launch(kernel, x, heads, None), smoke)
+            best, best_ms, tried = current, current_ms, 1
+            for t in candidates()[:2] if smoke else candidates():
+                if time.perf_counter() - start > budget_s:
+                    break
+                try:
+                    ms, spills = _time(_launch(kernel, x, heads, t), smoke)
+                except Exception as e:  # noqa: BLE001 (out of shared memory / registers: not a candidate here)
+                    print(f"  S={S} {kernel} {t}: cannot run here ({type(e).__name__})", flush=True)
+                    continue
+                tried += 1
+                if spills == 0 and ms < best_ms:
+                    best, best_ms = t, ms
+            rows.append(
+                dict(
+                    S=S, kernel=kernel, current=current, current_ms=current_ms, best=best, best_ms=best_ms, tried=tried
+                )
+            )
+            print(
+                f"  S={S} {kernel}: TILES {current_ms:.4f} ms, best {best_ms:.4f} ms {best} ({tried} timed)", flush=True
+            )
+    return rows
+
+
+def _fmt(t: attn.Tiles) -> str:
+    return f"{t.block_m}x{t.block_n} w{t.num_warps} s{t.num_stages}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seq-len", type=int, action="append", help="repeatable; default 97 and 916")
+    p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
+    p.add_argument("--head-dim", type=int, default=64, choices=attn.SUPPORTED_HEAD_DIMS)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--budget-s", type=float, default=300.0, help="stop trying new candidates after this long")
+    p.add_argument("--smoke", action="store_true", help="S = 17, two candidates, CPU interpreter: checks the script")
+    args = p.parse_args(argv)
+    if args.smoke and not attn.interpreter_enabled():
+        raise SystemExit("tune_attention.py --smoke runs in Triton's interpreter: set TRITON_INTERPRET=1.")
+    if not args.smoke and not torch.cuda.is_available():
+        raise SystemExit("tune_attention.py times kernels on a CUDA GPU; none is visible (--smoke checks the script).")
+    dtype = getattr(torch, args.dtype)
+    device = torch.device("cpu" if args.smoke else "cuda")
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (Triton interpreter, smoke run)"
+    family = attn.gpu_family(device)
+    print(f"device: {name} ({family}); dtype {dtype}; head dim {args.head_dim}; {args.heads} heads", flush=True)
+    seq_lens = args.seq_len or ([17] if args.smoke else [97, 916])
+    rows = tune(seq_lens, dtype, args.head_dim, args.heads, args.budget_s, args.smoke)
+    print(f"\n| S | kernel | TILES ({family}) | ms | fastest candidate | ms | speed-up | timed |")
+    print("|---:|---|---|---:|---|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['S']} | {r['kernel']} | {_fmt(r['current'])} | {r['current_ms']:.4f} | {_fmt(r['best'])} | "
+            f"{r['best_ms']:.4f} | {r['current_ms'] / r['best_ms']:.2f}x | {r['tried']} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""Compile the attention kernels for NVIDIA GPUs on a machine without one, and report their resources.
+
+    python -m loopformer.kernels.compile_report                 # sm_80 (A100), sm_86, sm_90 (H100), every dtype
+    python -m loopformer.kernels.compile_report --arch 90 --dtype bfloat16 --head-dim 64
+
+Triton's own compiler and ptxas turn each launch exactly as ``attention_forward`` / ``attention_backward``
+would issue it (same arguments, so the same specialisations) into a cubin for the chosen architecture;
+``cuobjdump`` then reads registers per thread, spilled bytes and static shared memory from it. This is what
+decides whether a tile configuration can run at all (shared memory within the architecture's limit, no
+register spills) and whether the matrix products use tensor cores; it says nothing about speed, which
+``benchmarks/bench_attention.py`` measures on a GPU.
+
+Needs ``TRITON_INTERPRET`` unset (the interpreter replaces the kernels with Python functions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from loopformer.kernels import attention as attn
+
+# Largest dynamic shared memory one block may use, in bytes (CUDA programming guide, compute capabilities).
+MAX_SHARED_BYTES = {80: 166_912, 86: 101_376, 89: 101_376, 90: 232_448}
+GPU_NAMES = {80: "A100", 86: "RTX 30xx / A10", 89: "L4 / RTX 40xx", 90: "H100 / H200"}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class KernelResources:
+    """What ptxas made of one kernel launch for one architecture."""
+
+    kernel: str
+    arch: int
+    dtype: str
+    head_dim: int
+    rope: bool
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+    registers: int  # per thread
+    spilled_bytes: int  # local memory per thread: registers that did not fit
+    shared_bytes: int  # dynamic (Triton's pipelining buffers) + static
+    matmul: str  # wgmma (Hopper tensor cores), mma (Ampere-style tensor cores) or fma (no tensor cores)
+
+    @property
+    def fits(self) -> bool:
+        return self.spilled_bytes == 0 and self.shared_bytes <= shared_limit(self.arch)
+
+
+def family_of(arch: int) -> str:
+    return "sm90" if arch >= 90 else "sm80"
+
+
+# sm_89 (L4, RTX 40xx) also runs the sm80 tiles; its codegen is sm_86's (mma.sync), not compiled here.
+FAMILY_ARCHS = {"sm80": (80, 86), "sm90": (90,)}
+
+
+def shared_limit(arch: int) -> int:
+    """The shared memory a tile may use on ``sm_<arch>``: the least of its family, which shares one TILES entry
+    (sm_86 and sm_89 GPUs run the sm80 tiles with 99 KiB, not the A100's 163 KiB)."""
+    return min(v for a, v in MAX_SHARED_BYTES.items() if family_of(a) == family_of(arch))
+
+
+@contextlib.contextmanager
+def _compiling_for(arch: int) -> Iterator[None]:
+    """Make Triton's launcher compile for ``sm_<arch>`` instead of asking a (missing) CUDA driver."""
+    from triton.backends import DriverBase
+    from triton.backends.compiler import GPUTarget
+    from triton.runtime import driver
+
+    class AheadOfTimeDriver(DriverBase):
+        @classmethod
+        def is_active(cls) -> bool:
+            return False
+
+        def get_current_target(self) -> GPUTarget:
+            return GPUTarget("cuda", arch, 32)
+
+        def get_current_device(self) -> int:
+            return arch  # Triton caches compiled kernels per device: one "device" per architecture
+
+        def get_current_stream(self, device: Optional[int] = None) -> int:
+            return 0
+
+        def get_active_torch_device(self) -> torch.device:
+            return torch.device("cpu")
+
+        def map_python_to_cpp_type(self, ty: str) -> str:
+            raise NotImplementedError
+
+        def get_benchmarker(self):  # noqa: ANN201
+            raise NotImplementedError("compile_report compiles only; it does not run kernels")
+
+    previous = driver._active
+    driver.set_active(AheadOfTimeDriver())
+    try:
+        yield
+    finally:
+        driver._active = previous
+
+
+def _cubin_resources(cubin: bytes) -> dict[str, int]:
+    import triton
+
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        out = subprocess.run(
+            [triton.knobs.nvidia.cuobjdump.path, "--dump-resource-usage", f.name],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    fields = dict(re.findall(r"\b(REG|STACK|SHARED|LOCAL):(\d+)", out))
+    if "REG" not in fields:
+        raise RuntimeError(f"could not read the resource usage from cuobjdump's output:\n{out}")
+    return {k: int(v) for k, v in fields.items()}
+
+
+def _matmul_kind(ptx: str) -> str:
+    if "wgmma" in ptx:
+        return "wgmma"
+    if "mma.sync" in ptx:
+        return "mma"
+    return "fma"
+
+
+def _launches(dtype: torch.dtype, head_dim: int, rope: bool, seq_len: int, heads: int, tiles, family: str):  # noqa: ANN001
+    """The kernels attention_forward and attention_backward launch, built on small CPU tensors."""
+    from loopformer.model.layers import RotaryEmbedding
+
+    B, S, H, D = 1, seq_len, heads, head_dim
+    qkv = torch.zeros(B, S, 3 * H, D, dtype=dtype)
+    cos, sin = RotaryEmbedding(D, S, 10000.0)() if rope else (None, None)
+    o = torch.zeros(B, S, H, D, dtype=dtype)
+    lse = torch.zeros(B, H, S)
+    delta = torch.zeros(B, H, S)
+    return attn.forward_launches(qkv, cos, sin, H, o, lse, tiles, family) + attn.backward_launches(
+        o, qkv, cos, sin, o, lse, H, delta, torch.zeros_like(qkv), tiles, family
+    )
+
+
+def compile_kernels(
+    arch: int,
+    dtype: torch.dtype,
+    head_dim: int,
+    rope: bool = True,
+    seq_len: int = 97,
+    heads: int = 8,
+    tiles: Optional[dict[str, attn.Tiles]] = None,
+) -> list[KernelResources]:
+    """Compile every attention kernel for ``sm_<arch>`` (no GPU needed) and read back its resources."""
+    if attn.interpreter_enabled():
+        raise RuntimeError("compile_report compiles for a GPU: unset TRITON_INTERPRET (it is set to 1).")
+    if not attn.HAVE_TRITON:
+        raise RuntimeError("compile_report needs the `triton` package.")
+    if arch not in MAX_SHARED_BYTES:
+        raise ValueError(f"unknown architecture sm_{arch}; known: {sorted(MAX_SHARED_BYTES)}.")
+    reports = []
+    with _compiling_for(arch):
+        for launch in _launches(dtype, head_dim, rope, seq_len, heads, tiles, family_of(arch)):
+            compiled = launch.kernel.warmup(*launch.args, grid=launch.grid, **launch.meta)
+            used = _cubin_resources(compiled.asm["cubin"])
+            meta = launch.meta
+            reports.append(
+                KernelResources(
+                    kernel=launch.name, arch=arch, dtype=str(dtype).removeprefix("torch."), head_dim=head_dim,
+                    rope=rope, block_m=meta["BLOCK_M"], block_n=meta.get("BLOCK_N", 0),
+                    num_warps=compiled.metadata.num_warps, num_stages=compiled.metadata.num_stages,
+                    registers=used["REG"], spilled_bytes=used.get("LOCAL", 0) + used.get("STACK", 0),
+                    shared_bytes=compiled.metadata.shared + used.get("SHARED", 0), matmul=_matmul_kind(compiled.asm["ptx"]),
+                )
+            )  # fmt: skip
+    return reports
+
+
+MATMUL_RANK = {"wgmma": 2, "mma": 1, "fma": 0}
+CANDIDATE_SHAPES = [(32, 32), (32, 64), (64, 32), (64, 64), (32, 128), (128, 32), (64, 128), (128, 64), (128, 128)]
+# float32 runs on FMA units with both operands in registers: only small tiles can fit.
+FP32_SHAPES = [(32, 32), (32, 64), (64, 32), (64, 64)]
+
+
+def candidates(dtype: torch.dtype) -> list[attn.Tiles]:
+    shapes = FP32_SHAPES if dtype == torch.float32 else CANDIDATE_SHAPES
+    return [attn.Tiles(m, n, w, st) for m, n in shapes for w in (4, 8) for st in (1, 2, 3)]
+
+
+def preference(r: KernelResources) -> tuple:
+    """The rule TILES follows: launchable (shared memory), no spills (else fewest), tensor cores, 2 stages,
+    largest tile, fewest registers."""
+    return (
+        r.shared_bytes <= shared_limit(r.arch), r.fits, -r.spilled_bytes, MATMUL_RANK[r.matmul], r.num_stages == 2,
+        r.block_m * r.block_n, -r.registers,
+    )  # fmt: skip
+
+
+def search_tiles(
+    family: str, dtype: torch.dtype, head_dim: int, tiles: Optional[list[attn.Tiles]] = None
+) -> dict[str, KernelResources]:
+    """Compile every candidate for each kernel on every architecture of the family; keep the preferred one.
+
+    A candidate counts as its worst compile over the family (sm_80 and sm_86 share the sm80 entry), so the
+    kept one fits each of them. The report returned is that worst one.
+    """
+    best: dict[str, KernelResources] = {}
+    for t in tiles or candidates(dtype):
+        per_arch = [
+            compile_kernels(arch, dtype, head_dim, tiles={"fwd": t, "dkdv": t, "dq": t})
+            for arch in FAMILY_ARCHS[family]
+        ]
+        for reports in zip(*per_arch, strict=True):
+            r = min(reports, key=preference)
+            if r.kernel != "delta" and (r.kernel not in best or preference(r) > preference(best[r.kernel])):
+                best[r.kernel] = r
+    return best
+
+
+def markdown_table(reports: list[KernelResources]) -> str:
+    lines = [
+        "| arch | dtype | D | kernel | tiles (M x N, warps, stages) | registers | spilled B | shared KiB | matmul |",
+        "|---|---|---:|---|---|---:|---:|---:|---|",
+    ]
+    for r in reports:
+        tiles = (
+            f"{r.block_m} x {r.block_n}, {r.num_warps}, {r.num_stages}" if r.kernel != "delta" else f"{r.block_m} rows"
+        )
+        lines.append(
+            f"| sm_{r.arch} | {r.dtype} | {r.head_dim} | {r.kernel} | {tiles} | {r.registers} | "
+            f"{r.spilled_bytes} | {r.shared_bytes / 1024:.1f} | {r.matmul} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--arch",
+        type=int,
+        action="append",
+        help="compute capability: 80, 86, 89 or 90 (repeatable; default 80, 86, 90)",
+    )
+    p.add_argument("--dtype", action="append", choices=sorted(DTYPES), help="repeatable; default: all three")
+    p.add_argument("--head-dim", type=int, action="append", choices=attn.SUPPORTED_HEAD_DIMS)
+    p.add_argument("--no-rope", action="store_true", help="compile the variant without rotary embeddings")
+    p.add_argument("--seq-len", type=int, default=97)
+    p.add_argument("--json", type=Path, help="also write the reports to this file")
+    p.add_argument("--search", action="store_true", help="compile every candidate tile and print the preferred ones")
+    args = p.parse_args(argv)
+    reports = []
+    archs = args.arch or [80, 86, 90]
+    if args.search:  # one search per family, over all of its architectures
+        archs = sorted({FAMILY_ARCHS[family_of(a)][0] for a in archs})
+    for arch in archs:
+        for dtype in args.dtype or ["bfloat16", "float16", "float32"]:
+            for head_dim in args.head_dim or list(attn.SUPPORTED_HEAD_DIMS):
+                if args.search:
+                    best = search_tiles(family_of(arch), DTYPES[dtype], head_dim)
+                    reports += list(best.values())
+                    precision = "fp32" if dtype == "float32" else "16-bit"
+                    entries = ", ".join(
+                        f'"{k}": Tiles({r.block_m}, {r.block_n}, {r.num_warps}, {r.num_stages})'
+                        for k, r in best.items()
+                    )
+                    print(
+                        f'    ("{family_of(arch)}", "{precision}", {head_dim}): {{{entries}}},  # {dtype}', flush=True
+                    )
+                else:
+                    reports += compile_kernels(arch, DTYPES[dtype], head_dim, not args.no_rope, args.seq_len)
+    print(markdown_table(reports))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in reports], indent=1))
+    for r in reports:
+        if not r.fits:
+            print(
+                f"does not fit: {r.kernel} sm_{r.arch} {r.dtype} D={r.head_dim}: {r.spilled_bytes} B spilled, "
+                f"{r.shared_bytes} B shared (limit {shared_limit(r.arch)})",
+                file=sys.stderr,
+            )
+    # Spills only cost speed; shared memory over the limit means the kernel cannot launch.
+    return 1 if any(r.shared_bytes > shared_limit(r.arch) for r in reports) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

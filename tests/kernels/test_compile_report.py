@@ -1,0 +1,99 @@
+"""The attention kernels compiled ahead of time for A100 (sm_80), sm_86 cards and H100 (sm_90), on the CPU.
+
+Triton's compiler and ptxas build the cubins exactly as the launchers would issue them on those GPUs;
+the tiles in TILES must compile without spilling registers, within shared memory, on tensor cores.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from loopformer.kernels import attention as attn
+from loopformer.kernels.compile_report import KernelResources, compile_kernels, preference
+
+
+def _has_nvidia_tools() -> bool:
+    try:
+        import triton
+
+        return os.path.exists(triton.knobs.nvidia.cuobjdump.path)
+    except (ImportError, AttributeError):
+        return False
+
+
+pytestmark = pytest.mark.skipif(
+    not attn.HAVE_TRITON or not _has_nvidia_tools(), reason="needs triton with its NVIDIA backend (ptxas, cuobjdump)"
+)
+
+
+def test_every_kernel_fits_a100_sm86_and_h100(tmp_path):
+    report = tmp_path / "report.json"
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
+    cmd = [sys.executable, "-m", "loopformer.kernels.compile_report", "--json", str(report)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    reports = json.loads(report.read_text())
+    kernels = ("fwd", "delta", "dkdv", "dq")
+    assert {(r["arch"], r["dtype"], r["head_dim"], r["kernel"]) for r in reports} == {
+        (a, d, h, k)
+        for a in (80, 86, 90)
+        for d in ("bfloat16", "float16", "float32")
+        for h in (32, 64, 128)
+        for k in kernels
+    }
+    for r in reports:
+        where = f"{r['kernel']} sm_{r['arch']} {r['dtype']} D={r['head_dim']}"
+        # fp32 with D=128 on sm_86: every candidate tile of dK/dV spills a little there (16 B at best)
+        allowed = 16 if (r["arch"], r["dtype"], r["head_dim"], r["kernel"]) == (86, "float32", 128, "dkdv") else 0
+        assert r["spilled_bytes"] <= allowed, where
+        assert 0 < r["registers"] <= 255, where
+        assert r["shared_bytes"] <= {80: 101_376, 86: 101_376, 90: 232_448}[r["arch"]], where  # sm80 tiles serve sm_86
+        if r["kernel"] != "delta" and r["dtype"] != "float32":
+            assert r["matmul"] in ({"mma", "wgmma"} if r["arch"] == 90 else {"mma"}), where
+    # the forward at the Sudoku shape uses Hopper's wgmma on sm_90
+    assert all(
+        r["matmul"] == "wgmma" for r in reports if r["arch"] == 90 and r["kernel"] == "fwd" and r["dtype"] == "bfloat16"
+    )
+    # the table printed last names every kernel
+    assert proc.stdout.count("| sm_90 | bfloat16 | 64 |") == 4
+
+
+def test_compile_report_refuses_to_run_under_the_interpreter():
+    assert attn.interpreter_enabled()  # tests/conftest.py sets it on machines without CUDA
+    with pytest.raises(RuntimeError, match="unset TRITON_INTERPRET"):
+        compile_kernels(90, torch.bfloat16, 64)
+
+
+def _resources(**kw) -> KernelResources:
+    base = dict(
+        kernel="fwd", arch=90, dtype="bfloat16", head_dim=64, rope=True, block_m=64, block_n=64, num_warps=4,
+        num_stages=2, registers=128, spilled_bytes=0, shared_bytes=40_000, matmul="wgmma",
+    )  # fmt: skip
+    return KernelResources(**{**base, **kw})
+
+
+def test_preference_launchable_then_no_spills_then_tensor_cores_then_tile_size():
+    ranked = sorted(
+        [
+            _resources(spilled_bytes=8, block_m=128),  # spills
+            _resources(spilled_bytes=400),  # spills more
+            _resources(shared_bytes=300_000),  # over H100's shared memory
+            _resources(matmul="mma", block_m=128),  # fits, no wgmma
+            _resources(block_m=128, registers=200),  # fits, wgmma, larger tile
+            _resources(registers=100),  # fits, wgmma, smaller tile
+        ],
+        key=preference,
+        reverse=True,
+    )
+    assert [(r.block_m, r.registers, r.matmul, r.spilled_bytes, r.shared_bytes) for r in ranked] == [
+        (128, 200, "wgmma", 0, 40_000),
+        (64, 100, "wgmma", 0, 40_000),
+        (128, 128, "mma", 0, 40_000),
+        (128, 128, "wgmma", 8, 40_000),
+        (64, 128, "wgmma", 400, 40_000),
+        (64, 128, "wgmma", 0, 300_000),  # cannot launch at all: last
+    ]
