@@ -356,15 +356,17 @@ TILES: dict[tuple[str, str, int], dict[str, Tiles]] = {
 DELTA_BLOCK_M = 64
 
 
+def family_of(arch: int) -> str:
+    """The TILES family of compute capability ``arch`` (80 for 8.0): 'sm90' from Hopper on, else 'sm80'."""
+    return "sm90" if arch >= 90 else "sm80"
+
+
 def gpu_family(device: torch.device) -> str:
-    """'sm90' on Hopper and newer, 'sm80' on Ampere/Ada and under the interpreter."""
+    """The TILES family of ``device``; 'sm80' under the interpreter."""
     if device.type != "cuda":
         return "sm80"
-    return (
-        "sm90"
-        if _capability(device.index if device.index is not None else torch.cuda.current_device())[0] >= 9
-        else "sm80"
-    )
+    major, minor = _capability(device.index if device.index is not None else torch.cuda.current_device())
+    return family_of(10 * major + minor)
 
 
 @functools.cache

@@ -33,7 +33,6 @@ from loopformer.kernels import attention as attn
 
 # Largest dynamic shared memory one block may use, in bytes (CUDA programming guide, compute capabilities).
 MAX_SHARED_BYTES = {80: 166_912, 86: 101_376, 89: 101_376, 90: 232_448}
-GPU_NAMES = {80: "A100", 86: "RTX 30xx / A10", 89: "L4 / RTX 40xx", 90: "H100 / H200"}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -60,10 +59,6 @@ class KernelResources:
         return self.spilled_bytes == 0 and self.shared_bytes <= shared_limit(self.arch)
 
 
-def family_of(arch: int) -> str:
-    return "sm90" if arch >= 90 else "sm80"
-
-
 # sm_89 (L4, RTX 40xx) also runs the sm80 tiles; its codegen is sm_86's (mma.sync), not compiled here.
 FAMILY_ARCHS = {"sm80": (80, 86), "sm90": (90,)}
 
@@ -71,7 +66,7 @@ FAMILY_ARCHS = {"sm80": (80, 86), "sm90": (90,)}
 def shared_limit(arch: int) -> int:
     """The shared memory a tile may use on ``sm_<arch>``: the least of its family, which shares one TILES entry
     (sm_86 and sm_89 GPUs run the sm80 tiles with 99 KiB, not the A100's 163 KiB)."""
-    return min(v for a, v in MAX_SHARED_BYTES.items() if family_of(a) == family_of(arch))
+    return min(v for a, v in MAX_SHARED_BYTES.items() if attn.family_of(a) == attn.family_of(arch))
 
 
 @contextlib.contextmanager
@@ -169,7 +164,7 @@ def compile_kernels(
         raise ValueError(f"unknown architecture sm_{arch}; known: {sorted(MAX_SHARED_BYTES)}.")
     reports = []
     with _compiling_for(arch):
-        for launch in _launches(dtype, head_dim, rope, seq_len, heads, tiles, family_of(arch)):
+        for launch in _launches(dtype, head_dim, rope, seq_len, heads, tiles, attn.family_of(arch)):
             compiled = launch.kernel.warmup(*launch.args, grid=launch.grid, **launch.meta)
             used = _cubin_resources(compiled.asm["cubin"])
             meta = launch.meta
@@ -260,12 +255,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     reports = []
     archs = args.arch or [80, 86, 90]
     if args.search:  # one search per family, over all of its architectures
-        archs = sorted({FAMILY_ARCHS[family_of(a)][0] for a in archs})
+        archs = sorted({FAMILY_ARCHS[attn.family_of(a)][0] for a in archs})
     for arch in archs:
         for dtype in args.dtype or ["bfloat16", "float16", "float32"]:
             for head_dim in args.head_dim or list(attn.SUPPORTED_HEAD_DIMS):
                 if args.search:
-                    best = search_tiles(family_of(arch), DTYPES[dtype], head_dim)
+                    best = search_tiles(attn.family_of(arch), DTYPES[dtype], head_dim)
                     reports += list(best.values())
                     precision = "fp32" if dtype == "float32" else "16-bit"
                     entries = ", ".join(
@@ -273,7 +268,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         for k, r in best.items()
                     )
                     print(
-                        f'    ("{family_of(arch)}", "{precision}", {head_dim}): {{{entries}}},  # {dtype}', flush=True
+                        f'    ("{attn.family_of(arch)}", "{precision}", {head_dim}): {{{entries}}},  # {dtype}',
+                        flush=True,
                     )
                 else:
                     reports += compile_kernels(arch, DTYPES[dtype], head_dim, not args.no_rope, args.seq_len)
