@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from loopformer.kernels import attention as attn
 from loopformer.kernels.attention import packed_attention, packed_attention_reference
 from loopformer.model.layers import RotaryEmbedding
 
@@ -65,6 +66,33 @@ def segment_rows(device: str, smoke: bool, dtype: torch.dtype) -> list[dict]:
                     fwd_gbps=bytes_fwd / ms_f / 1e6, bytes_fwd=bytes_fwd,
                 )
             )  # fmt: skip
+    return rows
+
+
+def backward_path_rows(device: str, smoke: bool, dtype: torch.dtype) -> list[dict]:
+    """The backward kernels alone where the one-pass kernel serves S: one pass vs delta + dK/dV + dQ."""
+    H, D = 8, 64
+    family = attn.gpu_family(torch.device(device))
+    dtype = torch.float16 if smoke else dtype  # the smoke run's float32 has no one-pass tile
+    rows = []
+    for S, B in [(97, 2)] if smoke else [(97, 192 * 8), (128, 1024)]:
+        if attn.one_pass_tiles(S, D, dtype, family) is None:
+            continue
+        qkv = torch.randn(B, S, 3 * H, D, device=device, dtype=dtype)
+        cos, sin = (t.to(device) for t in RotaryEmbedding(D, S, 10000.0)())
+        o, lse = attn.attention_forward(qkv, cos, sin, H)
+        grad = torch.randn_like(o)
+        dqkv = torch.empty_like(qkv)
+        ms = {
+            one_pass: bench(
+                lambda one_pass=one_pass: attn.attention_backward(
+                    grad, qkv, cos, sin, o, lse, H, out=dqkv, one_pass=one_pass
+                ),
+                smoke,
+            )
+            for one_pass in (True, False)
+        }
+        rows.append(dict(S=S, B=B, one_pass_ms=ms[True], three_kernels_ms=ms[False]))
     return rows
 
 
@@ -134,6 +162,15 @@ def main() -> None:
     for fused, ref in zip(seg[0::2], seg[1::2], strict=True):
         print(
             f"| {fused['S']} | {ref['fwd_ms'] / fused['fwd_ms']:.2f}x | {ref['fwd_bwd_ms'] / fused['fwd_bwd_ms']:.2f}x |"
+        )
+
+    paths = backward_path_rows(device, args.smoke, dtype)
+    print("\n| S | B x H | backward: one pass ms | three kernels (delta, dK/dV, dQ) ms | one pass speed-up |")
+    print("|---:|---:|---:|---:|---:|")
+    for r in paths:
+        print(
+            f"| {r['S']} | {r['B']}x8 | {r['one_pass_ms']:.3f} | {r['three_kernels_ms']:.3f} | "
+            f"{r['three_kernels_ms'] / r['one_pass_ms']:.2f}x |"
         )
 
     steps = training_step_rows(device, args.smoke)

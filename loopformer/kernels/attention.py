@@ -7,9 +7,10 @@ The forward reads it once, rotates q and k in float32 with the ``[S, D]`` cos/si
 layout, as the reference models), rounds them to the input dtype as the reference does before SDPA, and
 runs a FlashAttention-2 style online softmax; it writes ``o_BSHD`` (ready for the output projection)
 and the natural-log log-sum-exp ``lse_BHS`` (float32). The backward recomputes the probabilities from q,
-k and lse, and writes the gradient of the packed tensor directly, RoPE's transpose included: dq by one
-kernel, dk and dv by another, each element exactly once (no atomics), after a small kernel for the
-softmax-backward row term delta. Tile sizes come from ``TILES`` per GPU family (see the comment there).
+k and lse, and writes the gradient of the packed tensor directly, RoPE's transpose included, each element
+exactly once (no atomics). Short sequences (every key in one tile: the Sudoku shape) take one kernel
+that writes dq, dk and dv in one pass; longer ones take three: the softmax-backward row term delta, then
+dk and dv, then dq. Tile sizes come from ``TILES`` per GPU family (see the comment there).
 
 Every head dim is handled as two halves because the rotation pairs element i with i + D/2.
 
@@ -90,6 +91,13 @@ if HAVE_TRITON:
         return lo, hi
 
     @triton.jit
+    def _store_halves(base, rows, row_stride, mask, lo, hi, HALF: tl.constexpr):
+        offs_d = tl.arange(0, HALF)
+        ptrs = base + rows[:, None] * row_stride + offs_d[None, :]
+        tl.store(ptrs, lo.to(base.dtype.element_ty), mask=mask[:, None])
+        tl.store(ptrs + HALF, hi.to(base.dtype.element_ty), mask=mask[:, None])
+
+    @triton.jit
     def _rope_halves(lo, hi, COS, SIN, rows, mask, HALF: tl.constexpr):
         """Rotate in float32 (the tables' dtype) and round back to the input dtype."""
         offs_d = tl.arange(0, HALF)
@@ -152,23 +160,19 @@ if HAVE_TRITON:
             acc_hi = acc_hi * alpha[:, None] + _dot(p_v, v_hi, PRECISION, UPCAST)
             m_i = m_new
 
-        acc_lo = acc_lo / l_i[:, None]
-        acc_hi = acc_hi / l_i[:, None]
-        offs_d = tl.arange(0, HALF)
-        o_ptrs = OUT + b * stride_o_b + h * stride_o_h + offs_m[:, None] * stride_o_s + offs_d[None, :]
-        tl.store(o_ptrs, acc_lo.to(OUT.dtype.element_ty), mask=mask_m[:, None])
-        tl.store(o_ptrs + HALF, acc_hi.to(OUT.dtype.element_ty), mask=mask_m[:, None])
+        out = OUT + b * stride_o_b + h * stride_o_h
+        _store_halves(out, offs_m, stride_o_s, mask_m, acc_lo / l_i[:, None], acc_hi / l_i[:, None], HALF)
         tl.store(LSE + pid_bh * S + offs_m, (m_i + tl.math.log2(l_i)) * 0.6931471805599453, mask=mask_m)
 
     @triton.jit
-    def _probs_and_dscores(
-        q_lo, q_hi, k_lo, k_hi, v_lo, v_hi, do_lo, do_hi, lse2, delta, mask_m, mask_n, scale_log2,
+    def _probs_and_dprobs(
+        q_lo, q_hi, k_lo, k_hi, v_lo, v_hi, do_lo, do_hi, lse2, mask_m, mask_n, scale_log2,
         PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     ):  # fmt: skip
-        """Recompute a [BLOCK_M, BLOCK_N] tile of the probabilities P and of dS = P * (dP - delta), fp32.
+        """Recompute a [BLOCK_M, BLOCK_N] tile of the probabilities P and of dP = dO V^T, both float32.
 
-        Padded rows and columns are zeroed: their q or k rows were loaded as zeros, which would
-        otherwise give them a probability of exp(-lse).
+        The softmax backward then needs dS = P * (dP - delta). Padded rows and columns of P are zeroed:
+        their q or k rows were loaded as zeros, which would otherwise give them a probability of exp(-lse).
         """
         qk = _dot(q_lo, tl.trans(k_lo), PRECISION, UPCAST)
         qk += _dot(q_hi, tl.trans(k_hi), PRECISION, UPCAST)
@@ -176,7 +180,7 @@ if HAVE_TRITON:
         p = tl.where(mask_m[:, None] & mask_n[None, :], p, 0.0)
         dp = _dot(do_lo, tl.trans(v_lo), PRECISION, UPCAST)
         dp += _dot(do_hi, tl.trans(v_hi), PRECISION, UPCAST)
-        return p, p * (dp - delta[:, None])
+        return p, dp
 
     @triton.jit
     def _attn_bwd_delta_kernel(
@@ -212,8 +216,15 @@ if HAVE_TRITON:
         stride_do_b, stride_do_s, stride_do_h,
         S, H, sm_scale,
         HALF: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ROPE: tl.constexpr,
-        PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+        PRECISION: tl.constexpr, UPCAST: tl.constexpr, ONE_PASS: tl.constexpr,
     ):  # fmt: skip
+        """dK and dV of BLOCK_N keys, looping over every query block.
+
+        ONE_PASS (S <= BLOCK_N, one program per batch and head, the Sudoku shape): the program holds every
+        key, so it also writes dQ, complete for each query block as soon as it is computed (no atomics, no
+        dQ kernel), and takes the row term delta = dO . O from the tile as sum_j P_ij dP_ij (equal in exact
+        arithmetic), so neither O nor a delta kernel is needed.
+        """
         pid_n = tl.program_id(0)
         pid_bh = tl.program_id(1)
         b = pid_bh // H
@@ -239,30 +250,35 @@ if HAVE_TRITON:
                 q_lo, q_hi = _rope_halves(q_lo, q_hi, COS, SIN, offs_m, mask_m, HALF)
             do_lo, do_hi = _load_halves(DO + b * stride_do_b + h * stride_do_h, offs_m, stride_do_s, mask_m, HALF)
             lse2 = tl.load(LSE + pid_bh * S + offs_m, mask=mask_m, other=0.0) * 1.4426950408889634
-            delta = tl.load(DELTA + pid_bh * S + offs_m, mask=mask_m, other=0.0)
-            p, ds = _probs_and_dscores(
-                q_lo, q_hi, k_lo, k_hi, v_lo, v_hi, do_lo, do_hi, lse2, delta, mask_m, mask_n, scale_log2,
-                PRECISION, UPCAST,
-            )  # fmt: skip
+            p, dp = _probs_and_dprobs(
+                q_lo, q_hi, k_lo, k_hi, v_lo, v_hi, do_lo, do_hi, lse2, mask_m, mask_n, scale_log2, PRECISION, UPCAST
+            )
+            if ONE_PASS:
+                delta = tl.sum(p * dp, 1)
+            else:
+                delta = tl.load(DELTA + pid_bh * S + offs_m, mask=mask_m, other=0.0)
+            ds = p * (dp - delta[:, None])
             p_c = p.to(do_lo.dtype)
             dv_lo += _dot(tl.trans(p_c), do_lo, PRECISION, UPCAST)
             dv_hi += _dot(tl.trans(p_c), do_hi, PRECISION, UPCAST)
             ds = ds.to(q_lo.dtype)
             dk_lo += _dot(tl.trans(ds), q_lo, PRECISION, UPCAST)
             dk_hi += _dot(tl.trans(ds), q_hi, PRECISION, UPCAST)
+            if ONE_PASS:
+                dq_lo = _dot(ds, k_lo, PRECISION, UPCAST) * sm_scale
+                dq_hi = _dot(ds, k_hi, PRECISION, UPCAST) * sm_scale
+                if ROPE:
+                    dq_lo, dq_hi = _rope_halves_transposed(dq_lo, dq_hi, COS, SIN, offs_m, mask_m, HALF)
+                q_out = DQKV + b * stride_qkv_b + h * stride_qkv_h
+                _store_halves(q_out, offs_m, stride_qkv_s, mask_m, dq_lo, dq_hi, HALF)
 
         dk_lo = dk_lo * sm_scale
         dk_hi = dk_hi * sm_scale
         if ROPE:
             dk_lo, dk_hi = _rope_halves_transposed(dk_lo, dk_hi, COS, SIN, offs_n, mask_n, HALF)
-        offs_d = tl.arange(0, HALF)
-        out = DQKV + b * stride_qkv_b + offs_n[:, None] * stride_qkv_s + offs_d[None, :]
-        k_out = out + (H + h) * stride_qkv_h
-        v_out = out + (2 * H + h) * stride_qkv_h
-        tl.store(k_out, dk_lo.to(DQKV.dtype.element_ty), mask=mask_n[:, None])
-        tl.store(k_out + HALF, dk_hi.to(DQKV.dtype.element_ty), mask=mask_n[:, None])
-        tl.store(v_out, dv_lo.to(DQKV.dtype.element_ty), mask=mask_n[:, None])
-        tl.store(v_out + HALF, dv_hi.to(DQKV.dtype.element_ty), mask=mask_n[:, None])
+        out = DQKV + b * stride_qkv_b
+        _store_halves(out + (H + h) * stride_qkv_h, offs_n, stride_qkv_s, mask_n, dk_lo, dk_hi, HALF)
+        _store_halves(out + (2 * H + h) * stride_qkv_h, offs_n, stride_qkv_s, mask_n, dv_lo, dv_hi, HALF)
 
     @triton.jit
     def _attn_bwd_dq_kernel(
@@ -297,11 +313,10 @@ if HAVE_TRITON:
             if ROPE:
                 k_lo, k_hi = _rope_halves(k_lo, k_hi, COS, SIN, offs_n, mask_n, HALF)
             v_lo, v_hi = _load_halves(base + (2 * H + h) * stride_qkv_h, offs_n, stride_qkv_s, mask_n, HALF)
-            _, ds = _probs_and_dscores(
-                q_lo, q_hi, k_lo, k_hi, v_lo, v_hi, do_lo, do_hi, lse2, delta, mask_m, mask_n, scale_log2,
-                PRECISION, UPCAST,
-            )  # fmt: skip
-            ds = ds.to(k_lo.dtype)
+            p, dp = _probs_and_dprobs(
+                q_lo, q_hi, k_lo, k_hi, v_lo, v_hi, do_lo, do_hi, lse2, mask_m, mask_n, scale_log2, PRECISION, UPCAST
+            )
+            ds = (p * (dp - delta[:, None])).to(k_lo.dtype)
             dq_lo += _dot(ds, k_lo, PRECISION, UPCAST)
             dq_hi += _dot(ds, k_hi, PRECISION, UPCAST)
 
@@ -309,10 +324,7 @@ if HAVE_TRITON:
         dq_hi = dq_hi * sm_scale
         if ROPE:
             dq_lo, dq_hi = _rope_halves_transposed(dq_lo, dq_hi, COS, SIN, offs_m, mask_m, HALF)
-        offs_d = tl.arange(0, HALF)
-        q_out = DQKV + b * stride_qkv_b + h * stride_qkv_h + offs_m[:, None] * stride_qkv_s + offs_d[None, :]
-        tl.store(q_out, dq_lo.to(DQKV.dtype.element_ty), mask=mask_m[:, None])
-        tl.store(q_out + HALF, dq_hi.to(DQKV.dtype.element_ty), mask=mask_m[:, None])
+        _store_halves(DQKV + b * stride_qkv_b + h * stride_qkv_h, offs_m, stride_qkv_s, mask_m, dq_lo, dq_hi, HALF)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -334,10 +346,17 @@ class Tiles:
 # searched on sm_80 alone and then checked on sm_86); `benchmarks/tune_attention.py` times
 # the candidates on a GPU. Hopper ("sm90") reads the matmul operands from shared memory (wgmma); Ampere and
 # Ada ("sm80": A100, and the 99 KiB shared memory of sm_86/sm_89 cards) hold them in registers (mma.sync),
-# where the backward fits far smaller tiles.
+# where the backward fits far smaller tiles. "one_pass" (the one-kernel backward, used for S <= its block_n)
+# is there only where a tile holding 128 keys compiles without spills on every architecture of the family,
+# for both 16-bit dtypes; float32 and D=128 spill everywhere and take the three-kernel backward.
 TILES: dict[tuple[str, str, int], dict[str, Tiles]] = {
     ("sm80", "16-bit", 32): {"fwd": Tiles(128, 128, 8, 2), "dkdv": Tiles(32, 64, 8, 2), "dq": Tiles(128, 64, 8, 2)},
-    ("sm80", "16-bit", 64): {"fwd": Tiles(128, 64, 8, 2), "dkdv": Tiles(32, 32, 4, 2), "dq": Tiles(128, 32, 8, 2)},
+    ("sm80", "16-bit", 64): {
+        "fwd": Tiles(128, 64, 8, 2),
+        "dkdv": Tiles(32, 32, 4, 2),
+        "dq": Tiles(128, 32, 8, 2),
+        "one_pass": Tiles(16, 128, 8, 2),
+    },
     ("sm80", "16-bit", 128): {"fwd": Tiles(128, 32, 8, 2), "dkdv": Tiles(32, 32, 8, 2), "dq": Tiles(32, 64, 8, 2)},
     ("sm80", "fp32", 32): {"fwd": Tiles(64, 64, 8, 2), "dkdv": Tiles(32, 32, 8, 2), "dq": Tiles(64, 64, 8, 2)},
     ("sm80", "fp32", 64): {"fwd": Tiles(64, 64, 8, 2), "dkdv": Tiles(32, 64, 8, 1), "dq": Tiles(32, 64, 8, 2)},
@@ -346,8 +365,18 @@ TILES: dict[tuple[str, str, int], dict[str, Tiles]] = {
         "dkdv": Tiles(32, 32, 8, 1),
         "dq": Tiles(32, 64, 8, 1),
     },  # dkdv: 16 B spill on sm_86, nothing fits
-    ("sm90", "16-bit", 32): {"fwd": Tiles(128, 128, 8, 2), "dkdv": Tiles(128, 64, 8, 2), "dq": Tiles(128, 128, 8, 2)},
-    ("sm90", "16-bit", 64): {"fwd": Tiles(128, 128, 8, 2), "dkdv": Tiles(128, 64, 8, 2), "dq": Tiles(128, 128, 8, 2)},
+    ("sm90", "16-bit", 32): {
+        "fwd": Tiles(128, 128, 8, 2),
+        "dkdv": Tiles(128, 64, 8, 2),
+        "dq": Tiles(128, 128, 8, 2),
+        "one_pass": Tiles(64, 128, 8, 1),
+    },
+    ("sm90", "16-bit", 64): {
+        "fwd": Tiles(128, 128, 8, 2),
+        "dkdv": Tiles(128, 64, 8, 2),
+        "dq": Tiles(128, 128, 8, 2),
+        "one_pass": Tiles(16, 128, 8, 2),
+    },
     ("sm90", "16-bit", 128): {"fwd": Tiles(128, 128, 8, 2), "dkdv": Tiles(64, 32, 8, 2), "dq": Tiles(64, 128, 8, 2)},
     ("sm90", "fp32", 32): {"fwd": Tiles(64, 64, 8, 2), "dkdv": Tiles(32, 32, 8, 2), "dq": Tiles(64, 64, 8, 2)},
     ("sm90", "fp32", 64): {"fwd": Tiles(64, 64, 8, 2), "dkdv": Tiles(64, 32, 8, 1), "dq": Tiles(32, 64, 8, 2)},
@@ -374,9 +403,12 @@ def _capability(index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)
 
 
-def tiles_for(kernel: str, head_dim: int, dtype: torch.dtype, family: str) -> Tiles:
+def tiles_for(kernel: str, head_dim: int, dtype: torch.dtype, family: str) -> Optional[Tiles]:
+    """The TILES entry of ``kernel``; None for "one_pass" where no tile serves it (that backward then
+    always takes three kernels)."""
     precision = "fp32" if dtype == torch.float32 else "16-bit"
-    return TILES[(family, precision, head_dim)][kernel]
+    entry = TILES[(family, precision, head_dim)]
+    return entry.get(kernel) if kernel == "one_pass" else entry[kernel]
 
 
 @dataclass
@@ -422,12 +454,36 @@ def _rope_tables(qkv: torch.Tensor, cos, sin, S: int):  # noqa: ANN001
     return True, cos[:S].contiguous().float(), sin[:S].contiguous().float()
 
 
-def _meta(kernel: str, D: int, dtype: torch.dtype, rope: bool, family: str, tiles: Optional[dict[str, Tiles]]) -> dict:
+def _meta(
+    kernel: str, D: int, dtype: torch.dtype, rope: bool, family: str, tiles: Optional[dict[str, Tiles]], **flags: bool
+) -> dict:
     t = (tiles or {}).get(kernel) or tiles_for(kernel, D, dtype, family)
     return dict(
         HALF=D // 2, BLOCK_M=t.block_m, BLOCK_N=t.block_n, ROPE=rope, PRECISION=_precision(dtype),
-        UPCAST=_upcast(dtype), num_warps=t.num_warps, num_stages=t.num_stages,
+        UPCAST=_upcast(dtype), num_warps=t.num_warps, num_stages=t.num_stages, **flags,
     )  # fmt: skip
+
+
+def one_pass_tiles(
+    S: int, D: int, dtype: torch.dtype, family: str, tiles: Optional[dict[str, Tiles]] = None,
+    one_pass: Optional[bool] = None,
+) -> Optional[Tiles]:  # fmt: skip
+    """The tiles of the one-pass backward if it serves this call, else None (three kernels).
+
+    ``one_pass`` None: wherever the table has a one-pass tile whose ``block_n`` covers S; True: required
+    (an error where none covers S); False: never.
+    """
+    if one_pass is False:
+        return None
+    t = (tiles or {}).get("one_pass") or tiles_for("one_pass", D, dtype, family)
+    if t is not None and S <= t.block_n:
+        return t
+    if one_pass:
+        raise ValueError(
+            f"the one-pass attention backward needs a tile of at least S={S} keys; "
+            f"{'none is set' if t is None else f'it has {t.block_n}'} ({family}, {dtype}, head dim {D})."
+        )
+    return None
 
 
 def forward_launches(
@@ -452,26 +508,32 @@ def forward_launches(
 
 def backward_launches(
     grad_o: torch.Tensor, qkv: torch.Tensor, cos, sin, o: torch.Tensor, lse: torch.Tensor,  # noqa: ANN001
-    num_heads: int, delta: torch.Tensor, dqkv: torch.Tensor, tiles: Optional[dict[str, Tiles]] = None,
-    family: Optional[str] = None,
+    num_heads: int, dqkv: torch.Tensor, tiles: Optional[dict[str, Tiles]] = None, family: Optional[str] = None,
+    one_pass: Optional[bool] = None,
 ) -> list[KernelLaunch]:  # fmt: skip
-    """delta, then dK/dV and dQ (each writing its own part of ``dqkv``); overrides as forward_launches."""
+    """The kernels writing ``dqkv``: the one-pass kernel where one serves S (see one_pass_tiles), else delta,
+    then dK/dV and dQ, each writing its own part. Overrides as forward_launches."""
     B, S, H, D = _check(qkv, num_heads)
     rope, cos, sin = _rope_tables(qkv, cos, sin, S)
-    delta_args = (
-        o, grad_o, delta,
-        o.stride(0), o.stride(1), o.stride(2),
-        grad_o.stride(0), grad_o.stride(1), grad_o.stride(2),
-        S, H,
-    )  # fmt: skip
+    family = family or gpu_family(qkv.device)
+    one = one_pass_tiles(S, D, qkv.dtype, family, tiles, one_pass)
+    delta = lse if one is not None else torch.empty_like(lse)  # the one-pass kernel does not read it
     args = (
         qkv, cos, sin, grad_o, lse, delta, dqkv,
         qkv.stride(0), qkv.stride(1), qkv.stride(2),
         grad_o.stride(0), grad_o.stride(1), grad_o.stride(2),
         S, H, 1.0 / math.sqrt(D),
     )  # fmt: skip
-    family = family or gpu_family(qkv.device)
-    dkdv = _meta("dkdv", D, qkv.dtype, rope, family, tiles)
+    if one is not None:
+        meta = _meta("one_pass", D, qkv.dtype, rope, family, {"one_pass": one}, ONE_PASS=True)
+        return [KernelLaunch("one_pass", _attn_bwd_dkdv_kernel, (1, B * H), args, meta)]
+    delta_args = (
+        o, grad_o, delta,
+        o.stride(0), o.stride(1), o.stride(2),
+        grad_o.stride(0), grad_o.stride(1), grad_o.stride(2),
+        S, H,
+    )  # fmt: skip
+    dkdv = _meta("dkdv", D, qkv.dtype, rope, family, tiles, ONE_PASS=False)
     dq = _meta("dq", D, qkv.dtype, rope, family, tiles)
     return [
         KernelLaunch(
@@ -511,13 +573,12 @@ def attention_backward(
     num_heads: int,
     out: Optional[torch.Tensor] = None,
     tiles: Optional[dict[str, Tiles]] = None,
+    one_pass: Optional[bool] = None,
 ) -> torch.Tensor:
     """Launch the backward kernels; returns the gradient of the packed ``qkv``."""
-    B, S, H, D = _check(qkv, num_heads)
     grad_o = grad_o.contiguous()
     dqkv = out if out is not None else torch.empty_like(qkv)
-    delta = torch.empty((B, H, S), dtype=torch.float32, device=qkv.device)
-    for launch in backward_launches(grad_o, qkv, cos, sin, o, lse, H, delta, dqkv, tiles):
+    for launch in backward_launches(grad_o, qkv, cos, sin, o, lse, num_heads, dqkv, tiles, one_pass=one_pass):
         launch.run()
     return dqkv
 

@@ -140,10 +140,12 @@ def _launches(dtype: torch.dtype, head_dim: int, rope: bool, seq_len: int, heads
     cos, sin = RotaryEmbedding(D, S, 10000.0)() if rope else (None, None)
     o = torch.zeros(B, S, H, D, dtype=dtype)
     lse = torch.zeros(B, H, S)
-    delta = torch.zeros(B, H, S)
-    return attn.forward_launches(qkv, cos, sin, H, o, lse, tiles, family) + attn.backward_launches(
-        o, qkv, cos, sin, o, lse, H, delta, torch.zeros_like(qkv), tiles, family
-    )
+    dqkv = torch.zeros_like(qkv)
+    launches = attn.forward_launches(qkv, cos, sin, H, o, lse, tiles, family)
+    launches += attn.backward_launches(o, qkv, cos, sin, o, lse, H, dqkv, tiles, family, one_pass=False)
+    if attn.one_pass_tiles(S, D, dtype, family, tiles) is not None:
+        launches += attn.backward_launches(o, qkv, cos, sin, o, lse, H, dqkv, tiles, family, one_pass=True)
+    return launches
 
 
 def compile_kernels(
@@ -154,8 +156,10 @@ def compile_kernels(
     seq_len: int = 97,
     heads: int = 8,
     tiles: Optional[dict[str, attn.Tiles]] = None,
+    kernels: Optional[set[str]] = None,
 ) -> list[KernelResources]:
-    """Compile every attention kernel for ``sm_<arch>`` (no GPU needed) and read back its resources."""
+    """Compile every attention kernel (or those named in ``kernels``) for ``sm_<arch>`` (no GPU needed) and read
+    back its resources. The one-pass backward is among them where a tile of it covers ``seq_len``."""
     if attn.interpreter_enabled():
         raise RuntimeError("compile_report compiles for a GPU: unset TRITON_INTERPRET (it is set to 1).")
     if not attn.HAVE_TRITON:
@@ -165,6 +169,8 @@ def compile_kernels(
     reports = []
     with _compiling_for(arch):
         for launch in _launches(dtype, head_dim, rope, seq_len, heads, tiles, attn.family_of(arch)):
+            if kernels is not None and launch.name not in kernels:
+                continue
             compiled = launch.kernel.warmup(*launch.args, grid=launch.grid, **launch.meta)
             used = _cubin_resources(compiled.asm["cubin"])
             meta = launch.meta
@@ -180,6 +186,7 @@ def compile_kernels(
     return reports
 
 
+KERNELS = ("fwd", "delta", "dkdv", "dq", "one_pass")
 MATMUL_RANK = {"wgmma": 2, "mma": 1, "fma": 0}
 CANDIDATE_SHAPES = [(32, 32), (32, 64), (64, 32), (64, 64), (32, 128), (128, 32), (64, 128), (128, 64), (128, 128)]
 # float32 runs on FMA units with both operands in registers: only small tiles can fit.
@@ -189,6 +196,12 @@ FP32_SHAPES = [(32, 32), (32, 64), (64, 32), (64, 64)]
 def candidates(dtype: torch.dtype) -> list[attn.Tiles]:
     shapes = FP32_SHAPES if dtype == torch.float32 else CANDIDATE_SHAPES
     return [attn.Tiles(m, n, w, st) for m, n in shapes for w in (4, 8) for st in (1, 2, 3)]
+
+
+def one_pass_candidates(seq_len: int) -> list[attn.Tiles]:
+    """The one-pass backward holds all keys in one tile (block_n covers seq_len) and loops over query rows."""
+    n = max(16, 1 << (seq_len - 1).bit_length())
+    return [attn.Tiles(m, n, w, st) for m in (16, 32, 64) for w in (4, 8) for st in (1, 2, 3)]
 
 
 def preference(r: KernelResources) -> tuple:
@@ -201,23 +214,34 @@ def preference(r: KernelResources) -> tuple:
 
 
 def search_tiles(
-    family: str, dtype: torch.dtype, head_dim: int, tiles: Optional[list[attn.Tiles]] = None
-) -> dict[str, KernelResources]:
+    family: str, dtype: torch.dtype, head_dim: int, tiles: Optional[list[attn.Tiles]] = None, seq_len: int = 97,
+    kernels: tuple[str, ...] = ("fwd", "dkdv", "dq", "one_pass"),
+) -> dict[str, KernelResources]:  # fmt: skip
     """Compile every candidate for each kernel on every architecture of the family; keep the preferred one.
 
     A candidate counts as its worst compile over the family (sm_80 and sm_86 share the sm80 entry), so the
-    kept one fits each of them. The report returned is that worst one.
+    kept one fits each of them. The report returned is that worst one. The one-pass backward has its own
+    candidates (``tiles`` overrides both lists); it is left out of the result where none fits.
     """
     best: dict[str, KernelResources] = {}
-    for t in tiles or candidates(dtype):
-        per_arch = [
-            compile_kernels(arch, dtype, head_dim, tiles={"fwd": t, "dkdv": t, "dq": t})
-            for arch in FAMILY_ARCHS[family]
-        ]
-        for reports in zip(*per_arch, strict=True):
-            r = min(reports, key=preference)
-            if r.kernel != "delta" and (r.kernel not in best or preference(r) > preference(best[r.kernel])):
-                best[r.kernel] = r
+    searches = [(set(kernels) - {"one_pass"}, tiles or candidates(dtype))]
+    if "one_pass" in kernels:
+        searches.append(({"one_pass"}, tiles or one_pass_candidates(seq_len)))
+    for names, tile_list in searches:
+        for t in tile_list:
+            override = {name: t for name in names}
+            if names == {"one_pass"} and t.block_n < seq_len:
+                continue
+            per_arch = [
+                compile_kernels(arch, dtype, head_dim, seq_len=seq_len, tiles=override, kernels=names)
+                for arch in FAMILY_ARCHS[family]
+            ]
+            for reports in zip(*per_arch, strict=True):
+                r = min(reports, key=preference)
+                if r.kernel not in best or preference(r) > preference(best[r.kernel]):
+                    best[r.kernel] = r
+    if "one_pass" in best and not best["one_pass"].fits:
+        del best["one_pass"]  # it spills everywhere: the three-kernel backward serves this entry
     return best
 
 
@@ -247,6 +271,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     p.add_argument("--dtype", action="append", choices=sorted(DTYPES), help="repeatable; default: all three")
     p.add_argument("--head-dim", type=int, action="append", choices=attn.SUPPORTED_HEAD_DIMS)
+    p.add_argument(
+        "--kernel", action="append", choices=KERNELS, help="repeatable; default: every kernel (delta is not searched)"
+    )
     p.add_argument("--no-rope", action="store_true", help="compile the variant without rotary embeddings")
     p.add_argument("--seq-len", type=int, default=97)
     p.add_argument("--json", type=Path, help="also write the reports to this file")
@@ -260,7 +287,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         for dtype in args.dtype or ["bfloat16", "float16", "float32"]:
             for head_dim in args.head_dim or list(attn.SUPPORTED_HEAD_DIMS):
                 if args.search:
-                    best = search_tiles(attn.family_of(arch), DTYPES[dtype], head_dim)
+                    kernels = tuple(k for k in args.kernel or KERNELS if k != "delta")
+                    best = search_tiles(
+                        attn.family_of(arch), DTYPES[dtype], head_dim, seq_len=args.seq_len, kernels=kernels
+                    )
                     reports += list(best.values())
                     precision = "fp32" if dtype == "float32" else "16-bit"
                     entries = ", ".join(
@@ -272,7 +302,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                         flush=True,
                     )
                 else:
-                    reports += compile_kernels(arch, DTYPES[dtype], head_dim, not args.no_rope, args.seq_len)
+                    reports += compile_kernels(
+                        arch, DTYPES[dtype], head_dim, not args.no_rope, args.seq_len,
+                        kernels=set(args.kernel) if args.kernel else None,
+                    )  # fmt: skip
     print(markdown_table(reports))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in reports], indent=1))

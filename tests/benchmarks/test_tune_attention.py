@@ -24,15 +24,22 @@ def test_smoke_run_prints_one_row_per_kernel():
     proc = _run("--smoke", "--heads", "2", interpret="1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = re.findall(
-        r"^\| 17 \| (fwd|dkdv|dq) \| (\d+x\d+ w\d s\d) \| [\d.]+ \| \d+x\d+ w\d s\d \| [\d.]+ \| [\d.]+x \| 3 \|$",
+        r"^\| 17 \| (fwd|one_pass|dkdv|dq) \| (\d+x\d+ w\d s\d) \| [\d.]+ \| \d+x\d+ w\d+ s\d \| [\d.]+ \| [\d.]+x \| 3 \|$",
         proc.stdout,
         re.M,
     )
-    expected = {k: attn.tiles_for(k, 64, torch.bfloat16, "sm80") for k in ("fwd", "dkdv", "dq")}
-    assert [k for k, _ in rows] == ["fwd", "dkdv", "dq"]
+    expected = {k: attn.tiles_for(k, 64, torch.bfloat16, "sm80") for k in ("fwd", "one_pass", "dkdv", "dq")}
+    assert [k for k, _ in rows] == ["fwd", "one_pass", "dkdv", "dq"]
     for kernel, tiles in rows:  # the TILES column is this family's table entry
         t = expected[kernel]
         assert tiles == f"{t.block_m}x{t.block_n} w{t.num_warps} s{t.num_stages}"
+    assert re.search(r"^\| 17 \| delta \| - \| [\d.]+ \| - \| [\d.]+ \| 1.00x \| 1 \|$", proc.stdout, re.M)
+    # the backward both ways: the three kernels summed against the one-pass kernel
+    assert re.search(
+        r"^S=17 backward, three kernels: [\d.]+ ms with TILES, [\d.]+ ms fastest; one pass: [\d.]+ ms",
+        proc.stdout,
+        re.M,
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")

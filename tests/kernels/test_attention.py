@@ -82,22 +82,76 @@ def test_forward_and_backward_match_float64(S, D, rope, dtype):
     torch.testing.assert_close(lse.double(), scores.logsumexp(-1), atol=FLOOR[dtype] * 10, rtol=0)
 
 
-DISTINCT_TILES = sorted({t for entry in attn.TILES.values() for t in entry.values()}, key=repr)
+DISTINCT_TILES = sorted(
+    {(name == "one_pass", t) for entry in attn.TILES.values() for name, t in entry.items()}, key=repr
+)
 
 
-@pytest.mark.parametrize("tiles", DISTINCT_TILES, ids=lambda t: f"{t.block_m}x{t.block_n}")
-def test_every_tile_shape_in_the_table_is_correct(tiles):
-    """The GPU tables use tile shapes the CPU default does not: each one, for all three kernels."""
+@pytest.mark.parametrize(
+    "one_pass,tiles",
+    DISTINCT_TILES,
+    ids=[
+        f"{'one_pass' if one else 'three'}-{t.block_m}x{t.block_n}w{t.num_warps}s{t.num_stages}"
+        for one, t in DISTINCT_TILES
+    ],
+)
+def test_every_tile_shape_in_the_table_is_correct(one_pass, tiles):
+    """The GPU tables use tile shapes the CPU default does not: each one, for every kernel it serves."""
     B, S, H, D, dtype = 1, 97, 2, 64, torch.float16
     qkv, cos, sin, grad_o = _inputs(B, S, H, D, dtype, True)
-    override = {"fwd": tiles, "dkdv": tiles, "dq": tiles}
+    override = {"one_pass": tiles} if one_pass else {"fwd": tiles, "dkdv": tiles, "dq": tiles}
     o = torch.full((B, S, H, D), float("nan"), dtype=dtype)
     lse = torch.full((B, H, S), float("nan"))
     attention_forward(qkv, cos, sin, H, out=o, lse=lse, tiles=override)
     dqkv = torch.full_like(qkv, float("nan"))
-    attention_backward(grad_o, qkv, cos, sin, o, lse, H, out=dqkv, tiles=override)
+    attention_backward(grad_o, qkv, cos, sin, o, lse, H, out=dqkv, tiles=override, one_pass=one_pass)
     assert not o.isnan().any() and not dqkv.isnan().any()
     _check_against_reference(qkv, cos, sin, grad_o, H, o, dqkv)
+
+
+ONE_PASS_128 = {"one_pass": attn.Tiles(16, 128, 8, 2)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("S,D", [(1, 64), (17, 32), (97, 64), (128, 128)])
+def test_one_pass_and_three_kernel_backward_agree_with_float64(S, D, dtype):
+    """Both backward paths at odd lengths; the one-pass kernel takes delta from P and dP, not from O."""
+    B, H = 2, 3
+    qkv, cos, sin, grad_o = _inputs(B, S, H, D, dtype, True)
+    o, lse = attention_forward(qkv, cos, sin, H)
+    grads = {}
+    for one_pass in (True, False):
+        dqkv = torch.full_like(qkv, float("nan"))
+        attention_backward(grad_o, qkv, cos, sin, o, lse, H, out=dqkv, tiles=ONE_PASS_128, one_pass=one_pass)
+        assert not dqkv.isnan().any(), f"one_pass={one_pass}: element not written"
+        _check_against_reference(qkv, cos, sin, grad_o, H, o, dqkv)
+        grads[one_pass] = dqkv.double()
+    # the two paths differ only in the order of float32 sums (and delta's source): a few ulps of the dtype
+    scale = grads[False].abs().max().item()
+    assert (grads[True] - grads[False]).abs().max().item() <= 4 * FLOOR[dtype] * max(scale, 1.0)
+
+
+def _backward_kernel_names(S, D, dtype, tiles=None, one_pass=None):
+    qkv = torch.zeros(1, S, 6, D, dtype=dtype)
+    o, lse = torch.zeros(1, S, 2, D, dtype=dtype), torch.zeros(1, 2, S)
+    launches = attn.backward_launches(o, qkv, None, None, o, lse, 2, qkv, tiles, "sm80", one_pass=one_pass)
+    return [launch.name for launch in launches]
+
+
+def test_one_pass_serves_the_lengths_its_tile_covers():
+    assert _backward_kernel_names(97, 64, torch.bfloat16, ONE_PASS_128) == ["one_pass"]
+    assert _backward_kernel_names(128, 64, torch.bfloat16, ONE_PASS_128) == ["one_pass"]
+    assert _backward_kernel_names(129, 64, torch.bfloat16, ONE_PASS_128) == ["delta", "dkdv", "dq"]
+    assert _backward_kernel_names(97, 64, torch.bfloat16, ONE_PASS_128, one_pass=False) == ["delta", "dkdv", "dq"]
+    with pytest.raises(ValueError, match="needs a tile of at least S=129 keys; it has 128"):
+        _backward_kernel_names(129, 64, torch.bfloat16, ONE_PASS_128, one_pass=True)
+    # the tables: the Sudoku shape (S=97, D=64, bf16) takes one pass on A100 and H100; float32 never does
+    for family in ("sm80", "sm90"):
+        assert attn.one_pass_tiles(97, 64, torch.bfloat16, family) is not None, family
+        assert attn.one_pass_tiles(916, 64, torch.bfloat16, family) is None, family
+        assert attn.one_pass_tiles(97, 64, torch.float32, family) is None, family
+    assert _backward_kernel_names(97, 64, torch.bfloat16) == ["one_pass"]
+    assert _backward_kernel_names(97, 64, torch.float32) == ["delta", "dkdv", "dq"]
 
 
 def test_tiles_follow_the_device_family():
@@ -205,16 +259,17 @@ gpu = pytest.mark.gpu
 
 
 @gpu
+@pytest.mark.parametrize("one_pass", [None, False], ids=["auto", "three_kernels"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("S,D", [(1, 64), (17, 32), (97, 64), (916, 64), (2048, 128)])
-def test_gpu_forward_and_backward_match_float64(S, D, dtype):
+def test_gpu_forward_and_backward_match_float64(S, D, dtype, one_pass):
     B, H = 2, 4
     qkv, cos, sin, grad_o = _inputs(B, S, H, D, dtype, True, device="cuda")
     o = torch.full((B, S, H, D), float("nan"), dtype=dtype, device="cuda")
     lse = torch.full((B, H, S), float("nan"), device="cuda")
     attention_forward(qkv, cos, sin, H, out=o, lse=lse)
     dqkv = torch.full_like(qkv, float("nan"))
-    attention_backward(grad_o, qkv, cos, sin, o, lse, H, out=dqkv)
+    attention_backward(grad_o, qkv, cos, sin, o, lse, H, out=dqkv, one_pass=one_pass)
     assert not o.isnan().any() and not dqkv.isnan().any()
     _check_against_reference(qkv, cos, sin, grad_o, H, o, dqkv)
 
@@ -227,9 +282,11 @@ def test_gpu_tiles_of_this_gpu_run_without_register_spills(D, dtype):
     qkv, cos, sin, grad_o = _inputs(B, S, H, D, dtype, True, device="cuda", seed=0)
     o = torch.empty(B, S, H, D, dtype=dtype, device="cuda")
     lse = torch.empty(B, H, S, device="cuda")
-    launches = attn.forward_launches(qkv, cos, sin, H, o, lse) + attn.backward_launches(
-        grad_o, qkv, cos, sin, o, lse, H, torch.empty_like(lse), torch.empty_like(qkv)
-    )
+    dqkv = torch.empty_like(qkv)
+    launches = attn.forward_launches(qkv, cos, sin, H, o, lse)
+    launches += attn.backward_launches(grad_o, qkv, cos, sin, o, lse, H, dqkv, one_pass=False)
+    if attn.one_pass_tiles(S, D, dtype, attn.gpu_family(qkv.device)) is not None:
+        launches += attn.backward_launches(grad_o, qkv, cos, sin, o, lse, H, dqkv, one_pass=True)
     for launch in launches:
         compiled = launch.run()
         assert compiled.n_spills == 0, f"{launch.name} spills {compiled.n_spills} registers ({launch.meta})"

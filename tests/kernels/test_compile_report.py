@@ -37,14 +37,19 @@ def test_every_kernel_fits_a100_sm86_and_h100(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     reports = json.loads(report.read_text())
-    kernels = ("fwd", "delta", "dkdv", "dq")
-    assert {(r["arch"], r["dtype"], r["head_dim"], r["kernel"]) for r in reports} == {
-        (a, d, h, k)
-        for a in (80, 86, 90)
-        for d in ("bfloat16", "float16", "float32")
-        for h in (32, 64, 128)
-        for k in kernels
-    }
+    expected = set()
+    for a in (80, 86, 90):
+        for d in ("bfloat16", "float16", "float32"):
+            for h in (32, 64, 128):
+                one_pass = attn.one_pass_tiles(97, h, getattr(torch, d), attn.family_of(a)) is not None
+                expected |= {(a, d, h, k) for k in ("fwd", "delta", "dkdv", "dq") + ("one_pass",) * one_pass}
+    assert {(r["arch"], r["dtype"], r["head_dim"], r["kernel"]) for r in reports} == expected
+    # the Sudoku shape's backward takes one pass on every architecture
+    assert {
+        (80, "bfloat16", 64, "one_pass"),
+        (86, "bfloat16", 64, "one_pass"),
+        (90, "bfloat16", 64, "one_pass"),
+    } <= expected
     for r in reports:
         where = f"{r['kernel']} sm_{r['arch']} {r['dtype']} D={r['head_dim']}"
         # fp32 with D=128 on sm_86: every candidate tile of dK/dV spills a little there (16 B at best)
@@ -59,7 +64,7 @@ def test_every_kernel_fits_a100_sm86_and_h100(tmp_path):
         r["matmul"] == "wgmma" for r in reports if r["arch"] == 90 and r["kernel"] == "fwd" and r["dtype"] == "bfloat16"
     )
     # the table printed last names every kernel
-    assert proc.stdout.count("| sm_90 | bfloat16 | 64 |") == 4
+    assert proc.stdout.count("| sm_90 | bfloat16 | 64 |") == 5
 
 
 def test_compile_report_refuses_to_run_under_the_interpreter():
@@ -97,3 +102,40 @@ def test_preference_launchable_then_no_spills_then_tensor_cores_then_tile_size()
         (64, 128, "wgmma", 400, 40_000),
         (64, 128, "wgmma", 0, 300_000),  # cannot launch at all: last
     ]
+
+
+def test_search_keeps_each_candidates_worst_compile_and_drops_a_one_pass_that_spills(monkeypatch):
+    from loopformer.kernels import compile_report
+
+    def fake_compile(arch, dtype, head_dim, seq_len, tiles, kernels):
+        reports = []
+        for name in sorted(kernels):
+            t = tiles[name]
+            spills = 0
+            if name == "one_pass" and arch == 86:
+                spills = 8  # fits sm_80 only: the sm80 family cannot use it
+            if name == "fwd" and t.block_m == 128 and arch == 86:
+                spills = 4  # the largest forward tiles spill on sm_86 only
+            reports.append(
+                _resources(
+                    kernel=name, arch=arch, block_m=t.block_m, block_n=t.block_n, num_warps=t.num_warps,
+                    num_stages=t.num_stages, spilled_bytes=spills, matmul="mma",
+                )
+            )  # fmt: skip
+        return reports
+
+    monkeypatch.setattr(compile_report, "compile_kernels", fake_compile)
+    best = compile_report.search_tiles("sm80", torch.bfloat16, 64, seq_len=97)
+    assert set(best) == {"fwd", "dkdv", "dq"}
+    assert (best["fwd"].block_m, best["fwd"].block_n, best["fwd"].num_stages, best["fwd"].spilled_bytes) == (
+        64,
+        128,
+        2,
+        0,
+    )
+    assert (best["dq"].block_m, best["dq"].block_n) == (128, 128)
+    # on sm90 (one architecture) the one-pass candidates fit, all with 128 keys to cover S = 97
+    best = compile_report.search_tiles("sm90", torch.bfloat16, 64, seq_len=97)
+    assert best["one_pass"].block_n == 128 and best["one_pass"].spilled_bytes == 0
+    assert all(t.block_n == 128 for t in compile_report.one_pass_candidates(97))
+    assert all(t.block_n == 32 for t in compile_report.one_pass_candidates(17))

@@ -1,0 +1,41 @@
+"""benchmarks/bench_attention.py --smoke in the interpreter: every table, every row, numbers in each cell."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from loopformer.kernels import attention as attn
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_attention.py"
+pytestmark = pytest.mark.skipif(not attn.HAVE_TRITON, reason="triton is not installed")
+NUM = r"[\d.]+"
+
+
+def test_smoke_run_prints_every_table():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for S in (97, 256):
+        for impl in ("fused", "reference"):
+            assert re.search(rf"^\| {S} \| 2x8 \| {impl} \| {NUM} \| {NUM} \|", out, re.M), (S, impl)
+        assert re.search(rf"^\| {S} \| {NUM}x \| {NUM}x \|$", out, re.M), S
+    # the backward both ways at the Sudoku length
+    assert re.search(rf"^\| 97 \| 2x8 \| {NUM} \| {NUM} \| {NUM}x \|$", out, re.M)
+    for backend in ("triton", "sdpa"):
+        assert re.search(rf"^\| {backend} \| {NUM} \| nan \|$", out, re.M), backend
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_without_a_gpu_it_says_so():
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    proc = subprocess.run([sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "needs a CUDA GPU" in proc.stderr
