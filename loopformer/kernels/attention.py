@@ -365,19 +365,14 @@ TILES: dict[tuple[str, str, int], dict[str, Tiles]] = {
         "dkdv": Tiles(32, 32, 8, 1),
         "dq": Tiles(32, 64, 8, 1),
     },  # dkdv: 16 B spill on sm_86, nothing fits
-    ("sm90", "16-bit", 32): {
-        "fwd": Tiles(128, 128, 8, 2),
-        "dkdv": Tiles(128, 64, 8, 2),
-        "dq": Tiles(128, 128, 8, 2),
-        "one_pass": Tiles(64, 128, 8, 1),
-    },
+    ("sm90", "16-bit", 32): {"fwd": Tiles(128, 128, 8, 2), "dkdv": Tiles(128, 64, 8, 2), "dq": Tiles(128, 128, 8, 2)},
     ("sm90", "16-bit", 64): {
         "fwd": Tiles(128, 128, 8, 2),
         "dkdv": Tiles(128, 64, 8, 2),
         "dq": Tiles(128, 128, 8, 2),
         "one_pass": Tiles(16, 128, 8, 2),
     },
-    ("sm90", "16-bit", 128): {"fwd": Tiles(128, 128, 8, 2), "dkdv": Tiles(64, 32, 8, 2), "dq": Tiles(64, 128, 8, 2)},
+    ("sm90", "16-bit", 128): {"fwd": Tiles(128, 128, 8, 2), "dkdv": Tiles(32, 32, 8, 2), "dq": Tiles(64, 128, 8, 2)},
     ("sm90", "fp32", 32): {"fwd": Tiles(64, 64, 8, 2), "dkdv": Tiles(32, 32, 8, 2), "dq": Tiles(64, 64, 8, 2)},
     ("sm90", "fp32", 64): {"fwd": Tiles(64, 64, 8, 2), "dkdv": Tiles(64, 32, 8, 1), "dq": Tiles(32, 64, 8, 2)},
     ("sm90", "fp32", 128): {"fwd": Tiles(32, 32, 8, 2), "dkdv": Tiles(32, 32, 8, 1), "dq": Tiles(32, 32, 8, 2)},
