@@ -16,7 +16,9 @@ assert torch.cuda.is_available()
 print(f"GPU: {torch.cuda.get_device_name()}  torch {torch.__version__}  triton {triton.__version__}")
 PY
 start=$(date +%s)
-timeout 180 "$PYTHON" -m pytest -q -m gpu -p no:warnings tests/kernels 2>&1 | tail -n 15
+# Compiling the kernels dominates the tests' time: spread it over 4 processes where pytest-xdist is there.
+parallel=$("$PYTHON" -c "import xdist" 2>/dev/null && echo "-n 4" || true)
+timeout 180 "$PYTHON" -m pytest -q -rfE -m gpu -p no:warnings -p no:cacheprovider ${parallel} tests/kernels 2>&1 | tail -n 30
 tests_rc=${PIPESTATUS[0]}
 timeout 150 "$PYTHON" benchmarks/bench_attention.py > /tmp/loopformer_bench.txt 2>&1
 bench_rc=$?

@@ -33,7 +33,9 @@ def candidates(kernel: str, S: int) -> list[attn.Tiles]:
     if kernel == "one_pass":  # every key in one tile: block_n covers S
         n = max(16, triton.next_power_of_2(S))
         return [attn.Tiles(m, n, w, st) for m in (16, 32, 64) for w in (4, 8, 16) for st in (1, 2)]
-    return [attn.Tiles(m, n, w, st) for m, n in SHAPES for w in (4, 8) for st in (2, 3)]
+    # largest tiles first: with a small budget those are the ones the compile-time rule would pick
+    shapes = sorted(SHAPES, key=lambda mn: -mn[0] * mn[1])
+    return [attn.Tiles(m, n, w, st) for m, n in shapes for w in (4, 8) for st in (2, 3)]
 
 
 def _inputs(S: int, B: int, H: int, D: int, dtype: torch.dtype, dev: str) -> dict:
