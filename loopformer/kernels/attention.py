@@ -348,7 +348,9 @@ class Tiles:
 # Ada ("sm80": A100, and the 99 KiB shared memory of sm_86/sm_89 cards) hold them in registers (mma.sync),
 # where the backward fits far smaller tiles. "one_pass" (the one-kernel backward, used for S <= its block_n)
 # is there only where a tile holding 128 keys compiles without spills on every architecture of the family,
-# for both 16-bit dtypes; float32 and D=128 spill everywhere and take the three-kernel backward.
+# for both 16-bit dtypes (D=64); float32, D=128 and D=32 take the three-kernel backward. Entries must fit
+# under Triton 3.6 (torch 2.11) as well as the newest: ptxas allocates differently, so the sm90 D=128
+# dK/dV tile is the one that fits both (BENCHMARKS.md, "Triton versions").
 TILES: dict[tuple[str, str, int], dict[str, Tiles]] = {
     ("sm80", "16-bit", 32): {"fwd": Tiles(128, 128, 8, 2), "dkdv": Tiles(32, 64, 8, 2), "dq": Tiles(128, 64, 8, 2)},
     ("sm80", "16-bit", 64): {
