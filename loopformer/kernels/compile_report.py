@@ -31,8 +31,24 @@ import torch
 
 from loopformer.kernels import attention as attn
 
-# Largest dynamic shared memory one block may use, in bytes (CUDA programming guide, compute capabilities).
-MAX_SHARED_BYTES = {80: 166_912, 86: 101_376, 89: 101_376, 90: 232_448}
+
+@dataclass(frozen=True)
+class SMLimits:
+    """One architecture's limits (CUDA programming guide, compute capabilities table)."""
+
+    block_shared_bytes: int  # the most dynamic shared memory one block may use
+    sm_shared_bytes: int  # shared memory of one SM, of which each resident block also reserves 1 KiB
+    max_threads: int  # per SM
+    max_blocks: int  # per SM
+    registers: int = 65_536  # per SM, in 4 scheduler partitions; warps take them 256 at a time
+
+
+SM_LIMITS = {
+    80: SMLimits(166_912, 167_936, 2048, 32),
+    86: SMLimits(101_376, 102_400, 1536, 16),
+    89: SMLimits(101_376, 102_400, 1536, 24),
+    90: SMLimits(232_448, 233_472, 2048, 32),
+}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -55,6 +71,17 @@ class KernelResources:
     matmul: str  # wgmma (Hopper tensor cores), mma (Ampere-style tensor cores) or fma (no tensor cores)
 
     @property
+    def blocks_per_sm(self) -> int:
+        """Blocks of this kernel that one SM holds at once (the occupancy calculator's rule): what hides
+        memory latency in a memory-bound kernel, together with each block's loads in flight."""
+        limits = SM_LIMITS[self.arch]
+        registers_per_warp = -(-self.registers * 32 // 256) * 256
+        warps_by_registers = 4 * ((limits.registers // 4) // registers_per_warp)
+        by_shared = limits.sm_shared_bytes // (self.shared_bytes + 1024)
+        by_threads = limits.max_threads // (32 * self.num_warps)
+        return min(warps_by_registers // self.num_warps, by_shared, by_threads, limits.max_blocks)
+
+    @property
     def fits(self) -> bool:
         return self.spilled_bytes == 0 and self.shared_bytes <= shared_limit(self.arch)
 
@@ -66,7 +93,7 @@ FAMILY_ARCHS = {"sm80": (80, 86), "sm90": (90,)}
 def shared_limit(arch: int) -> int:
     """The shared memory a tile may use on ``sm_<arch>``: the least of its family, which shares one TILES entry
     (sm_86 and sm_89 GPUs run the sm80 tiles with 99 KiB, not the A100's 163 KiB)."""
-    return min(v for a, v in MAX_SHARED_BYTES.items() if attn.family_of(a) == attn.family_of(arch))
+    return min(v.block_shared_bytes for a, v in SM_LIMITS.items() if attn.family_of(a) == attn.family_of(arch))
 
 
 @contextlib.contextmanager
@@ -164,8 +191,8 @@ def compile_kernels(
         raise RuntimeError("compile_report compiles for a GPU: unset TRITON_INTERPRET (it is set to 1).")
     if not attn.HAVE_TRITON:
         raise RuntimeError("compile_report needs the `triton` package.")
-    if arch not in MAX_SHARED_BYTES:
-        raise ValueError(f"unknown architecture sm_{arch}; known: {sorted(MAX_SHARED_BYTES)}.")
+    if arch not in SM_LIMITS:
+        raise ValueError(f"unknown architecture sm_{arch}; known: {sorted(SM_LIMITS)}.")
     reports = []
     with _compiling_for(arch):
         for launch in _launches(dtype, head_dim, rope, seq_len, heads, tiles, attn.family_of(arch)):
@@ -247,8 +274,9 @@ def search_tiles(
 
 def markdown_table(reports: list[KernelResources]) -> str:
     lines = [
-        "| arch | dtype | D | kernel | tiles (M x N, warps, stages) | registers | spilled B | shared KiB | matmul |",
-        "|---|---|---:|---|---|---:|---:|---:|---|",
+        "| arch | dtype | D | kernel | tiles (M x N, warps, stages) | registers | spilled B | shared KiB | matmul "
+        "| blocks (warps) per SM |",
+        "|---|---|---:|---|---|---:|---:|---:|---|---:|",
     ]
     for r in reports:
         tiles = (
@@ -256,7 +284,7 @@ def markdown_table(reports: list[KernelResources]) -> str:
         )
         lines.append(
             f"| sm_{r.arch} | {r.dtype} | {r.head_dim} | {r.kernel} | {tiles} | {r.registers} | "
-            f"{r.spilled_bytes} | {r.shared_bytes / 1024:.1f} | {r.matmul} |"
+            f"{r.spilled_bytes} | {r.shared_bytes / 1024:.1f} | {r.matmul} | {r.blocks_per_sm} ({r.blocks_per_sm * r.num_warps}) |"
         )
     return "\n".join(lines)
 

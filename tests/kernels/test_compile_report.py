@@ -139,3 +139,17 @@ def test_search_keeps_each_candidates_worst_compile_and_drops_a_one_pass_that_sp
     assert best["one_pass"].block_n == 128 and best["one_pass"].spilled_bytes == 0
     assert all(t.block_n == 128 for t in compile_report.one_pass_candidates(97))
     assert all(t.block_n == 32 for t in compile_report.one_pass_candidates(17))
+
+
+def test_blocks_per_sm_follow_the_occupancy_calculator():
+    # sm_90, 8 warps, 169 registers (22 x 256 per warp: 2 warps per scheduler) -> 1 block; 113 KiB shared alone -> 2
+    assert _resources(arch=90, num_warps=8, registers=169, shared_bytes=115_712).blocks_per_sm == 1
+    # 255 registers: 8 warps per SM whatever the block size
+    assert _resources(arch=80, num_warps=8, registers=255).blocks_per_sm == 1
+    assert _resources(arch=80, num_warps=4, registers=255).blocks_per_sm == 2
+    # few registers: shared memory decides (sm_86 has 100 KiB per SM, 1 KiB reserved per block)
+    assert _resources(arch=86, num_warps=4, registers=64, shared_bytes=32 * 1024).blocks_per_sm == 3
+    # threads decide: 1536 per SM on sm_86 -> 3 blocks of 16 warps (512 threads each)
+    assert _resources(arch=86, num_warps=16, registers=32, shared_bytes=0).blocks_per_sm == 3
+    # and the block limit itself (16 on sm_86)
+    assert _resources(arch=86, num_warps=1, registers=32, shared_bytes=0).blocks_per_sm == 16
