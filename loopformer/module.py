@@ -39,6 +39,13 @@ DEFAULT_STAGES = [dataclasses.asdict(s) for s in default_three_stage_stages()]
 METRIC_NAMES = ("exact_accuracy", "accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss")
 
 
+def eval_summary(prefix: str, step: int, metrics: dict[str, torch.Tensor]) -> str:
+    """One line per evaluation for the terminal, e.g. ``val at step 3000 (1000 puzzles): exact_accuracy 0.962 | ...``."""
+    shown = ("exact_accuracy", "accuracy", "q_halt_accuracy", "steps")
+    parts = " | ".join(f"{k} {metrics[f'{prefix}/{k}'].item():.4g}" for k in shown)
+    return f"{prefix} at step {step} ({int(metrics[f'{prefix}/count'].item())} puzzles): {parts}"
+
+
 def run_to_halt(net: LoopTransformer, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Evaluate a batch: ACT steps until every row halted; each row's outputs are those of its halting step.
 
@@ -377,8 +384,12 @@ class LoopformerModule(L.LightningModule):
             for k, v in self._arc.compute(gathered).items():
                 metrics[f"{prefix}/{k}"] = torch.tensor(v)
         self.log_dict(metrics, sync_dist=False)
+        self.log(f"{prefix}/exact", metrics[f"{prefix}/exact_accuracy"], prog_bar=True, logger=False)
         if self.trainer.is_global_zero:
             append_eval_metrics({k: v.item() for k, v in metrics.items()}, self.global_step)
+            line = eval_summary(prefix, self.global_step, metrics)
+            bar = self.trainer.progress_bar_callback  # writing through the bar keeps its lines intact
+            bar.print(line) if hasattr(bar, "print") else rank_zero_info(line)
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")

@@ -95,7 +95,8 @@ def test_every_config_runs_fast_dev_run(config, sudoku4_dir, tmp_path):
     )
 
 
-def test_fit_logs_stable_val_metrics_once_per_evaluation(sudoku4_dir, tmp_path):
+def test_fit_logs_stable_val_metrics_once_per_evaluation(sudoku4_dir, tmp_path, caplog):
+    caplog.set_level("INFO")
     args = [
         "--config",
         str(ROOT / "configs/quickstart.yaml"),
@@ -121,6 +122,11 @@ def test_fit_logs_stable_val_metrics_once_per_evaluation(sudoku4_dir, tmp_path):
         assert name in rows[0]
     assert all(float(r["val/count"]) == 40 for r in val_rows)  # every test puzzle, no padding rows
     assert all(float(r["val/steps"]) == 3 for r in val_rows)
+    # and one line per evaluation in the terminal, with the same numbers
+    for step, row in zip((3, 6), val_rows, strict=True):
+        line = f"val at step {step} (40 puzzles): exact_accuracy {float(row['val/exact_accuracy']):.4g} | accuracy"
+        assert line in caplog.text
+    assert caplog.text.count(" puzzles): exact_accuracy ") == 2
     assert cli.trainer.global_step == 6
     pictures = sorted(p.name for p in Path(tmp_path).rglob("predictions/*.png"))
     assert pictures == ["step0000003.png", "step0000006.png"]  # predictions next to labels, each evaluation
@@ -135,6 +141,20 @@ def test_fit_logs_stable_val_metrics_once_per_evaluation(sudoku4_dir, tmp_path):
     # Saved right after an evaluation, which starts training over with a fresh carry: none is stored.
     assert state["loopformer"]["act_carry"] is None and restored.carry is None
     assert restored.dataset_dims == {"vocab_size": 6, "seq_len": 16, "num_puzzle_identifiers": 1}
+
+
+def test_with_a_progress_bar_each_evaluation_line_is_written_through_it(sudoku4_dir, tmp_path, capsys):
+    args = [
+        "fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_paths={sudoku4_dir}",
+        "--data.global_batch_size=16", "--data.eval_batch_size=16", "--model.hidden_size=32",
+        "--model.puzzle_emb_ndim=32", "--model.halt_max_steps=2", "--trainer.max_steps=2",
+        "--trainer.val_check_interval=2", "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}",
+    ]  # fmt: skip
+    LoopformerCLI(args=args)
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if "val at step" in line]
+    assert len(lines) == 1 and lines[0].endswith("| steps 2"), out[-2000:]
+    assert "val at step 2 (40 puzzles): exact_accuracy " in lines[0]
 
 
 def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir, tmp_path, capsys):
