@@ -179,8 +179,14 @@ def _reference_qk(qkv, cos, sin, H):
     return rot(q).to(qkv.dtype).double(), rot(k).to(qkv.dtype).double(), v
 
 
-def test_autograd_op_matches_launchers_and_passes_opcheck():
-    qkv, cos, sin, grad_o = _inputs(2, 17, 2, 32, torch.float32, True, seed=0)
+@pytest.mark.parametrize(
+    "D,dtype,kernels",
+    [(32, torch.float32, ["delta", "dkdv", "dq"]), (64, torch.float16, ["one_pass"])],
+    ids=["three_kernels", "one_pass"],
+)
+def test_autograd_op_matches_launchers_and_passes_opcheck(D, dtype, kernels):
+    qkv, cos, sin, grad_o = _inputs(2, 17, 2, D, dtype, True, seed=0)
+    assert _backward_kernel_names(17, D, dtype) == kernels  # the backward path this case goes through
     x = qkv.clone().requires_grad_()
     o = packed_attention(x, cos, sin, 2)
     (o * grad_o).sum().backward()
