@@ -388,8 +388,11 @@ class LoopformerModule(L.LightningModule):
         if self.trainer.is_global_zero:
             append_eval_metrics({k: v.item() for k, v in metrics.items()}, self.global_step)
             line = eval_summary(prefix, self.global_step, metrics)
-            bar = self.trainer.progress_bar_callback  # writing through the bar keeps its lines intact
-            bar.print(line) if hasattr(bar, "print") else rank_zero_info(line)
+            bar = self.trainer.progress_bar_callback
+            if hasattr(bar, "print"):  # through the bar, so that its lines stay intact
+                bar.print(line)
+            else:
+                rank_zero_info(line)
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
