@@ -21,6 +21,7 @@ import torch
 import triton
 
 from loopformer.kernels import attention as attn
+from loopformer.kernels.compile_report import SM_LIMITS, resident_blocks
 from loopformer.model.layers import RotaryEmbedding
 
 # Tile shapes worth timing: tensor-core friendly, from the compile_report search space.
@@ -58,18 +59,21 @@ def _launch(kernel: str, x: dict, H: int, tiles: attn.Tiles | None) -> attn.Kern
     return next(launch for launch in launches if launch.name == kernel)
 
 
-def _time(launch: attn.KernelLaunch, smoke: bool) -> tuple[float, int]:
-    """(median ms, spilled registers) of one launch; raises if it cannot run here."""
+def _time(launch: attn.KernelLaunch, smoke: bool) -> tuple[float, int, str]:
+    """(median ms, spilled registers, "registers, blocks per SM") of one launch; raises if it cannot run here."""
     if smoke:  # the interpreter: one timed call, meaningless as a speed
         start = time.perf_counter()
         launch.run()
-        return (time.perf_counter() - start) * 1e3, 0
+        return (time.perf_counter() - start) * 1e3, 0, "-"
     import triton.testing
 
     compiled = launch.run()
     torch.cuda.synchronize()
     spills = getattr(compiled, "n_spills", 0) or 0
-    return triton.testing.do_bench(launch.run, warmup=5, rep=20, return_mode="median"), spills
+    major, minor = torch.cuda.get_device_capability()
+    arch, regs, shared = 10 * major + minor, compiled.n_regs, compiled.metadata.shared
+    blocks = resident_blocks(arch, regs, shared, launch.meta["num_warps"]) if arch in SM_LIMITS else "?"
+    return triton.testing.do_bench(launch.run, warmup=5, rep=20, return_mode="median"), spills, f"{regs}, {blocks}"
 
 
 def _kernels(S: int) -> tuple[str, ...]:
@@ -90,24 +94,33 @@ def tune(
             if kernel == "one_pass" and current is not None and current.block_n < S:
                 current = None
             best, best_ms, current_ms, tried = current, float("inf"), float("nan"), 0
+            current_use = best_use = "-"
             if current is not None or kernel == "delta":
-                current_ms, _ = _time(_launch(kernel, x, heads, None), smoke)
-                best_ms, tried = current_ms, 1
+                current_ms, _, current_use = _time(_launch(kernel, x, heads, None), smoke)
+                best_ms, best_use, tried = current_ms, current_use, 1
             start = time.perf_counter()
             for t in [] if kernel == "delta" else candidates(kernel, S)[: 2 if smoke else None]:
                 if time.perf_counter() - start > budget_s / searches:
                     break
                 try:
-                    ms, spills = _time(_launch(kernel, x, heads, t), smoke)
+                    ms, spills, use = _time(_launch(kernel, x, heads, t), smoke)
                 except Exception as e:  # noqa: BLE001 (out of shared memory / registers: not a candidate here)
                     print(f"  S={S} {kernel} {t}: cannot run here ({type(e).__name__})", flush=True)
                     continue
                 tried += 1
                 if spills == 0 and ms < best_ms:
-                    best, best_ms = t, ms
+                    best, best_ms, best_use = t, ms, use
             rows.append(
                 dict(
-                    S=S, kernel=kernel, current=current, current_ms=current_ms, best=best, best_ms=best_ms, tried=tried
+                    S=S,
+                    kernel=kernel,
+                    current=current,
+                    current_ms=current_ms,
+                    current_use=current_use,
+                    best=best,
+                    best_ms=best_ms,
+                    best_use=best_use,
+                    tried=tried,
                 )
             )
             print(
@@ -163,12 +176,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device: {name} ({family}); dtype {dtype}; head dim {args.head_dim}; {args.heads} heads", flush=True)
     seq_lens = args.seq_len or ([17] if args.smoke else [97, 916])
     rows = tune(seq_lens, dtype, args.head_dim, args.heads, args.budget_s, args.smoke)
-    print(f"\n| S | kernel | TILES ({family}) | ms | fastest candidate | ms | speed-up | timed |")
-    print("|---:|---|---|---:|---|---:|---:|---:|")
+    print(
+        f"\n| S | kernel | TILES ({family}) | ms | registers, blocks/SM | fastest candidate | ms | registers, blocks/SM "
+        "| speed-up | timed |"
+    )
+    print("|---:|---|---|---:|---|---|---:|---|---:|---:|")
     for r in rows:
         print(
-            f"| {r['S']} | {r['kernel']} | {_fmt(r['current'])} | {r['current_ms']:.4f} | {_fmt(r['best'])} | "
-            f"{r['best_ms']:.4f} | {r['current_ms'] / r['best_ms']:.2f}x | {r['tried']} |"
+            f"| {r['S']} | {r['kernel']} | {_fmt(r['current'])} | {r['current_ms']:.4f} | {r['current_use']} | "
+            f"{_fmt(r['best'])} | {r['best_ms']:.4f} | {r['best_use']} | {r['current_ms'] / r['best_ms']:.2f}x | "
+            f"{r['tried']} |"
         )
     print()
     for line in backward_totals(rows):

@@ -72,18 +72,22 @@ class KernelResources:
 
     @property
     def blocks_per_sm(self) -> int:
-        """Blocks of this kernel that one SM holds at once (the occupancy calculator's rule): what hides
-        memory latency in a memory-bound kernel, together with each block's loads in flight."""
-        limits = SM_LIMITS[self.arch]
-        registers_per_warp = -(-self.registers * 32 // 256) * 256
-        warps_by_registers = 4 * ((limits.registers // 4) // registers_per_warp)
-        by_shared = limits.sm_shared_bytes // (self.shared_bytes + 1024)
-        by_threads = limits.max_threads // (32 * self.num_warps)
-        return min(warps_by_registers // self.num_warps, by_shared, by_threads, limits.max_blocks)
+        return resident_blocks(self.arch, self.registers, self.shared_bytes, self.num_warps)
 
     @property
     def fits(self) -> bool:
         return self.spilled_bytes == 0 and self.shared_bytes <= shared_limit(self.arch)
+
+
+def resident_blocks(arch: int, registers: int, shared_bytes: int, num_warps: int) -> int:
+    """Blocks of a kernel that one SM of ``sm_<arch>`` holds at once (the occupancy calculator's rule): what
+    hides memory latency in a memory-bound kernel, together with each block's loads in flight."""
+    limits = SM_LIMITS[arch]
+    registers_per_warp = max(256, -(-registers * 32 // 256) * 256)
+    warps_by_registers = 4 * ((limits.registers // 4) // registers_per_warp)
+    by_shared = limits.sm_shared_bytes // (shared_bytes + 1024)
+    by_threads = limits.max_threads // (32 * num_warps)
+    return min(warps_by_registers // num_warps, by_shared, by_threads, limits.max_blocks)
 
 
 # sm_89 (L4, RTX 40xx) also runs the sm80 tiles; its codegen is sm_86's (mma.sync), not compiled here.
