@@ -260,9 +260,9 @@ def search_tiles(
         searches.append(({"one_pass"}, tiles or one_pass_candidates(seq_len)))
     for names, tile_list in searches:
         for t in tile_list:
-            override = {name: t for name in names}
             if names == {"one_pass"} and t.block_n < seq_len:
-                continue
+                continue  # the one-pass kernel must hold every key
+            override = {name: t for name in names}
             per_arch = [
                 compile_kernels(arch, dtype, head_dim, seq_len=seq_len, tiles=override, kernels=names)
                 for arch in FAMILY_ARCHS[family]
