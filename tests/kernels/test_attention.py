@@ -197,6 +197,18 @@ def test_autograd_op_matches_launchers_and_passes_opcheck(D, dtype, kernels):
     torch.library.opcheck(torch.ops.loopformer.packed_attention.default, (x, None, None, 2))
 
 
+def test_backward_saves_only_qkv_o_and_lse():
+    """O(L) extra memory per row: autograd keeps the op's inputs, its output and a float32 lse per row and head."""
+    B, S, H, D = 2, 33, 2, 32
+    qkv, cos, sin, _ = _inputs(B, S, H, D, torch.float32, True, seed=0)
+    x = qkv.clone().requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        packed_attention(x, cos, sin, H)
+    shapes = sorted(tuple(t.shape) for t in saved)
+    assert shapes == sorted([(B, S, 3 * H, D), (S, D), (S, D), (B, S, H, D), (B, H, S)]), shapes
+
+
 def _tiny_net(backend, **kw):
     from loopformer.model import LoopTransformer, LoopTransformerConfig
 
@@ -314,3 +326,20 @@ def test_gpu_opcheck_and_cuda_graphs():
     for _ in range(3):
         out = f(qkv)
     torch.testing.assert_close(out, packed_attention(qkv, cos, sin, 8), atol=0, rtol=0)
+
+
+@gpu
+def test_gpu_memory_of_forward_and_backward_grows_linearly_with_length():
+    """At L=2048 one head's L x L bf16 scores would be 8 MiB; fused forward+backward must stay near the inputs."""
+    B, S, H, D = 1, 2048, 8, 64
+    qkv, cos, sin, grad_o = _inputs(B, S, H, D, torch.bfloat16, True, device="cuda", seed=0)
+    x = qkv.clone().requires_grad_()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    packed_attention(x, cos, sin, H).backward(grad_o)
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - before
+    # o, lse, dqkv and the backward's float32 delta and dq scratch: a few times qkv, no S x S term
+    assert extra <= 4 * qkv.numel() * qkv.element_size(), f"{extra / 2**20:.1f} MiB extra"
+    assert extra < B * H * S * S * 2, f"{extra / 2**20:.1f} MiB extra: as large as the L x L scores"
