@@ -37,6 +37,18 @@ def bench(fn, smoke: bool) -> float:
     return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
+def peak_extra_mib(fn, device: str) -> float:
+    """Memory one call allocates beyond what was live before it, at its peak (CUDA only; NaN elsewhere)."""
+    if device != "cuda":
+        return float("nan")
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - before) / 2**20
+
+
 def segment_rows(device: str, smoke: bool, dtype: torch.dtype) -> list[dict]:
     H, D = 8, 64
     shapes = [(97, 2), (256, 2)] if smoke else [(97, 192 * 8), (256, 512), (916, 128), (2048, 64)]
@@ -59,11 +71,13 @@ def segment_rows(device: str, smoke: bool, dtype: torch.dtype) -> list[dict]:
                 fn(qkv, cos, sin, H).backward(grad)
 
             ms_f, ms_fb = bench(fwd, smoke), bench(fwd_bwd, smoke)
+            qkv.grad = None
             rows.append(
                 dict(
                     S=S, B=B, impl=name, fwd_ms=ms_f, fwd_bwd_ms=ms_fb,
                     fwd_tflops=flops_fwd / ms_f / 1e9, fwd_bwd_tflops=3.5 * flops_fwd / ms_fb / 1e9,
                     fwd_gbps=bytes_fwd / ms_f / 1e6, bytes_fwd=bytes_fwd,
+                    fwd_bwd_mib=peak_extra_mib(fwd_bwd, device), qkv_mib=qkv.numel() * qkv.element_size() / 2**20,
                 )
             )  # fmt: skip
     return rows
@@ -149,13 +163,17 @@ def main() -> None:
     print(f"device: {name}; torch {torch.__version__}; dtype {dtype}")
 
     seg = segment_rows(device, args.smoke, dtype)
-    print("\n| S | B x H | impl | fwd ms | fwd+bwd ms | fwd TFLOP/s | fwd GB/s | fwd % of bandwidth floor |")
-    print("|---:|---:|---|---:|---:|---:|---:|---:|")
+    print(
+        "\n| S | B x H | impl | fwd ms | fwd+bwd ms | fwd TFLOP/s | fwd GB/s | fwd % of bandwidth floor "
+        "| fwd+bwd peak extra MiB (qkv MiB) |"
+    )
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in seg:
         floor_pct = 100 * r["fwd_gbps"] / peak if math.isfinite(peak) else float("nan")
         print(
             f"| {r['S']} | {r['B']}x8 | {r['impl']} | {r['fwd_ms']:.3f} | {r['fwd_bwd_ms']:.3f} | "
-            f"{r['fwd_tflops']:.1f} | {r['fwd_gbps']:.0f} | {floor_pct:.0f}% |"
+            f"{r['fwd_tflops']:.1f} | {r['fwd_gbps']:.0f} | {floor_pct:.0f}% | "
+            f"{r['fwd_bwd_mib']:.0f} ({r['qkv_mib']:.0f}) |"
         )
     print("\n| S | fwd speed-up (reference / fused) | fwd+bwd speed-up |")
     print("|---:|---:|---:|")

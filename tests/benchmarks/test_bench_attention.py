@@ -25,7 +25,11 @@ def test_smoke_run_prints_every_table():
     out = proc.stdout
     for S in (97, 256):
         for impl in ("fused", "reference"):
-            assert re.search(rf"^\| {S} \| 2x8 \| {impl} \| {NUM} \| {NUM} \|", out, re.M), (S, impl)
+            # peak memory is measured on CUDA only: NaN here, beside the size of qkv
+            assert re.search(rf"^\| {S} \| 2x8 \| {impl} \| {NUM} \| {NUM} \| .* \| nan \({NUM}\) \|$", out, re.M), (
+                S,
+                impl,
+            )
         assert re.search(rf"^\| {S} \| {NUM}x \| {NUM}x \|$", out, re.M), S
     # the backward both ways at the Sudoku length
     assert re.search(rf"^\| 97 \| 2x8 \| {NUM} \| {NUM} \| {NUM}x \|$", out, re.M)
