@@ -24,6 +24,12 @@ from loopformer.module import CheckpointDirError, LoopformerModule, NonFiniteErr
 from loopformer.termination import STOPPED_EXIT_CODE, ExitPromptlyOnSigterm, finish_stopped_run
 
 TOOL_COMMANDS = ("import-checkpoint", "sweep", "data")
+TOOLS_EPILOG = (
+    "other commands (each with its own --help): "
+    "loopformer data {build,show} (puzzle datasets), "
+    "loopformer sweep (run a W&B sweep file, online or offline), "
+    "loopformer import-checkpoint (TRM / VirtualRecursiveNetwork weights)"
+)
 _NO_EARLY_EXIT = ("--print_config", "--help", "-h")
 
 
@@ -55,10 +61,19 @@ class LoopformerCLI(LightningCLI):
 
     def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 (LightningCLI's signature)
         self._cli_args: list[str] = []
-        if args is None or isinstance(args, (list, tuple)):
-            args = expand_list_item_overrides(parser, list(sys.argv[1:] if args is None else args))
-            self._cli_args = list(args)
-        super().parse_arguments(parser, args)
+        if not (args is None or isinstance(args, (list, tuple))):
+            super().parse_arguments(parser, args)
+            return
+        args = expand_list_item_overrides(parser, list(sys.argv[1:] if args is None else args))
+        self._cli_args = list(args)
+        # Parsed here: LightningCLI's own path warns whenever a list of args comes with a non-empty sys.argv.
+        self.config = parser.parse_args(args)
+
+    def init_parser(self, **kwargs: Any):  # noqa: ANN201 (LightningCLI's signature)
+        if "description" not in kwargs:  # the top-level parser (subcommands come with their own description)
+            kwargs["description"] = "Train, evaluate and sweep looped transformers (HRM/TRM family) on puzzles."
+            kwargs["epilog"] = TOOLS_EPILOG
+        return super().init_parser(**kwargs)
 
     def _parse_ckpt_path(self) -> None:
         """Checkpoint hyperparameters replace the config files' model, but explicit ``--model.*`` flags still

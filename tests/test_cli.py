@@ -336,3 +336,35 @@ def test_the_recipes_keep_the_best_and_the_last_checkpoint(sudoku4_dir, tmp_path
     state = torch.load(best, weights_only=True)
     scores = [cb for key, cb in state["callbacks"].items() if "ModelCheckpoint" in key][0]
     assert scores["monitor"] == "val/exact_accuracy" and scores["best_model_path"].endswith(best.name)
+
+
+def test_the_installed_command_prints_help_and_config_without_warnings(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    command = [sys.executable, "-m", "loopformer.cli"]
+    top = subprocess.run([*command, "--help"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert top.returncode == 0, top.stderr
+    help_text = " ".join(top.stdout.split())  # argparse wraps lines
+    for tool in ("loopformer data {build,show}", "loopformer sweep", "loopformer import-checkpoint"):
+        assert tool in help_text
+    printed = subprocess.run(
+        [
+            *command,
+            "fit",
+            "--config",
+            str(ROOT / "configs/quickstart.yaml"),
+            "--model.stages.0.repeat=4",
+            "--print_config",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert printed.returncode == 0, printed.stderr
+    assert "repeat: 4" in printed.stdout
+    assert "Warning" not in printed.stderr and "args parameter" not in printed.stderr, printed.stderr
