@@ -24,7 +24,7 @@ class StopAt(L.Callback):
             trainer.should_stop = True
 
 
-def _fit(data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None, ema=False):
+def _fit(data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None, ema=False, workers=0):
     callbacks = []
     if stop_at:
         ckpt = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=stop_at, save_top_k=-1)
@@ -35,6 +35,7 @@ def _fit(data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None, ema=Fal
         str(ROOT / "configs/quickstart.yaml"),
         f"--data.data_paths={data_dir}",
         f"--data.global_batch_size={batch}",
+        f"--data.num_workers={workers}",
         "--model.hidden_size=32",
         "--model.puzzle_emb_ndim=32",
         "--model.halt_max_steps=3",
@@ -54,14 +55,16 @@ def _fit(data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None, ema=Fal
 
 
 @pytest.mark.parametrize(
-    "batch,ema", [(16, False), (32, False), (16, True)], ids=["mid-epoch", "epoch-boundary", "mid-epoch-ema"]
-)  # 6 or 3 batches per epoch
-def test_resumed_run_matches_an_uninterrupted_one_bitwise(sudoku4_dir, tmp_path, batch, ema):
+    "batch,ema,workers",
+    [(16, False, 0), (32, False, 0), (16, True, 0), (16, False, 2)],
+    ids=["mid-epoch", "epoch-boundary", "mid-epoch-ema", "mid-epoch-loader-workers"],
+)  # 6 or 3 batches per epoch; with loader workers, the interrupted run must still match one without
+def test_resumed_run_matches_an_uninterrupted_one_bitwise(sudoku4_dir, tmp_path, batch, ema, workers):
     straight = _fit(sudoku4_dir, tmp_path / "straight", 6, batch, ema=ema)
-    first = _fit(sudoku4_dir, tmp_path / "first", 6, batch, stop_at=3, ema=ema)
+    first = _fit(sudoku4_dir, tmp_path / "first", 6, batch, stop_at=3, ema=ema, workers=workers)
     assert first.trainer.global_step == 3
     ckpt = next((tmp_path / "first" / "ckpt").glob("*.ckpt"))
-    resumed = _fit(sudoku4_dir, tmp_path / "second", 6, batch, ckpt_path=ckpt, ema=ema)
+    resumed = _fit(sudoku4_dir, tmp_path / "second", 6, batch, ckpt_path=ckpt, ema=ema, workers=workers)
     assert resumed.trainer.global_step == straight.trainer.global_step == 6
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys()

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -17,6 +18,10 @@ from torch.utils.data import DataLoader
 
 from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, load_merged
 from loopformer.data.sampling import EvalBatches, TrainBatches
+
+# Lightning warns that an IterableDataset with __len__ may repeat batches across loader workers; ours deal the
+# batches out to the workers in turn (sampling.py), so it does not apply.
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined", category=UserWarning)
 
 
 @dataclass
@@ -55,7 +60,8 @@ class PuzzleDataModule(L.LightningDataModule):
             seed: Seed of the training order.
             epochs_per_iter: Passes over the training groups per Lightning epoch (HRM/TRM's eval_interval
                 when evaluating every epoch; one pass of a small set is often less than one global batch).
-            num_workers: DataLoader worker processes (0 loads in the training process).
+            num_workers: DataLoader worker processes collating batches in turn (0 collates in the training
+                process); the batches and their order are the same with any number.
             generate: Build a generated dataset at the first of ``data_paths`` if it is missing.
         """
         super().__init__()

@@ -6,6 +6,9 @@ of each global batch, so ranks see disjoint examples and the same number of batc
 
 Evaluation: the examples in order, one global batch at a time, each rank its slice; rows past the end
 are padding (labels all ignored) so every rank yields the same number of full-size batches.
+
+DataLoader workers: worker w of W collates every W-th batch (w, w + W, ...). The DataLoader takes one
+batch from each worker in turn, so the order is the same with any number of workers as without.
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ from loopformer.data.format import PuzzleDatasetMetadata, PuzzleSet
 from loopformer.model.losses import IGNORE_LABEL_ID
 
 Batch = dict[str, torch.Tensor]
+
+
+def this_worker() -> tuple[int, int]:
+    """(worker id, number of workers) of the DataLoader process running this iterator; (0, 1) in the main one."""
+    info = torch.utils.data.get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
 
 
 def collate(
@@ -64,7 +73,11 @@ def pack_global_batch(
 
 
 class TrainBatches(torch.utils.data.IterableDataset):
-    """Training batches for one rank; ``epoch`` advances per iteration (``epochs_per_iter`` passes) and seeds its order."""
+    """Training batches for one rank. Each iteration continues from the last batch trained (or the resume point):
+    the rest of that epoch, or the next epoch (``epochs_per_iter`` passes, its order seeded by its number).
+
+    Only the main process learns what was trained (``mark_trained``); DataLoader workers get a copy of this
+    object at each iteration's start, so the position lives here, never in a worker's copy."""
 
     def __init__(
         self,
@@ -87,9 +100,9 @@ class TrainBatches(torch.utils.data.IterableDataset):
         self.global_batch_size = global_batch_size
         self.local_batch_size = global_batch_size // world_size
         self.rank, self.world_size, self.seed = rank, world_size, seed
-        self.epoch = 0  # the epoch the next iteration produces
-        self.skip = 0  # batches of it already trained before a resume
-        self.trained: Optional[tuple[int, int]] = None  # (epoch, batches) trained so far, for checkpoints
+        self.epoch = 0  # the epoch to continue from, until a batch is trained
+        self.skip = 0  # batches of it already trained (a resume)
+        self.trained: Optional[tuple[int, int]] = None  # (epoch, batches) trained so far
 
     def __len__(self) -> int:
         sizes = [np.diff(s.puzzle_indices) for s in self.sets.values()]
@@ -103,8 +116,12 @@ class TrainBatches(torch.utils.data.IterableDataset):
         epoch, index = (int(v) for v in tag)
         self.trained = (epoch, index + 1)
 
+    def position(self) -> tuple[int, int]:
+        """(epoch, batches of it done) where the next iteration continues."""
+        return self.trained if self.trained is not None else (self.epoch, self.skip)
+
     def state_dict(self) -> dict:
-        epoch, position = self.trained if self.trained is not None else (self.epoch, self.skip)
+        epoch, position = self.position()
         return {"epoch": epoch, "position": position, "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
@@ -127,27 +144,29 @@ class TrainBatches(torch.utils.data.IterableDataset):
 
     def __iter__(self) -> Iterator[Batch]:
         lo, hi = self.rank * self.local_batch_size, (self.rank + 1) * self.local_batch_size
-        produced = False
-        while not produced:
-            skip, self.skip = self.skip, 0
-            # Advance now, not after the last batch: Lightning stops at __len__ without exhausting the iterator.
-            epoch, self.epoch = self.epoch, self.epoch + 1
+        worker, workers = this_worker()
+        epoch, skip = self.position()
+        yielded = 0  # batches of this iteration, over all workers
+        while True:
             for index, examples, puzzles, s in self._epoch_batches(epoch):
-                if index < skip:  # resuming: drawn again (same random stream), not yielded
+                if index < skip:  # already trained: drawn again (same random stream), not yielded
                     continue
-                produced = True
-                mine = examples[lo:hi]
-                batch = collate(
-                    self.meta,
-                    s.inputs[mine],
-                    s.labels[mine],
-                    s.puzzle_identifiers[puzzles[lo:hi]],
-                    self.local_batch_size,
-                )
-                batch["sampler_position"] = torch.tensor([epoch, index])
-                yield batch
-            # A resume exactly at the end of an epoch continues with the next one in the same iteration.
-            produced = produced or skip == 0
+                if yielded % workers == worker:
+                    mine = examples[lo:hi]
+                    batch = collate(
+                        self.meta,
+                        s.inputs[mine],
+                        s.labels[mine],
+                        s.puzzle_identifiers[puzzles[lo:hi]],
+                        self.local_batch_size,
+                    )
+                    batch["sampler_position"] = torch.tensor([epoch, index])
+                    yield batch
+                yielded += 1
+            # An epoch already fully trained (a resume at its end) continues with the next in the same iteration.
+            if yielded:
+                return
+            epoch, skip = epoch + 1, 0
 
 
 class EvalBatches(torch.utils.data.IterableDataset):
@@ -174,10 +193,14 @@ class EvalBatches(torch.utils.data.IterableDataset):
         return sum(-(-s.num_examples // self.global_batch_size) for s in self.sets.values())
 
     def __iter__(self) -> Iterator[Batch]:
-        offset = 0
+        worker, workers = this_worker()
+        offset, batches = 0, 0  # examples of the sets before this one; batches so far, over all workers
         for s in self.sets.values():
             example_puzzle = np.repeat(np.arange(s.puzzle_identifiers.size), np.diff(s.puzzle_indices))
             for start in range(0, s.num_examples, self.global_batch_size):
+                turn, batches = batches, batches + 1
+                if turn % workers != worker:
+                    continue
                 end = min(s.num_examples, start + self.global_batch_size)
                 lo = min(end, start + self.rank * self.local_batch_size)
                 hi = min(end, lo + self.local_batch_size)

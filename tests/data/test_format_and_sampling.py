@@ -113,11 +113,21 @@ def test_train_ranks_see_disjoint_slices_of_the_same_global_batches(sudoku4_dir)
     assert not all(torch.equal(x["inputs"], y["inputs"]) for x, y in zip(single, other, strict=True))
 
 
+def _train_through(tb):
+    """One iteration, each batch marked trained as the LightningModule marks it."""
+    batches = []
+    for batch in tb:
+        tb.mark_trained(batch["sampler_position"])
+        batches.append(batch)
+    return batches
+
+
 def test_train_epochs_differ_and_resume_continues_the_order(sudoku4_dir):
     meta, sets = load_split(sudoku4_dir / "train")
     tb = TrainBatches(meta, sets, 16, seed=0)
-    epoch0, epoch1 = list(tb), list(tb)
+    epoch0, epoch1 = _train_through(tb), _train_through(tb)
     assert not torch.equal(epoch0[0]["inputs"], epoch1[0]["inputs"])
+    assert [b["sampler_position"].tolist() for b in epoch1] == [[1, i] for i in range(len(epoch1))]
     resumed = TrainBatches(meta, sets, 16, seed=0)
     resumed.load_state_dict({"epoch": 1, "position": 2, "seed": 0})
     rest = list(resumed)
@@ -191,10 +201,49 @@ def test_merging_paths_that_disagree_is_a_clear_error(tmp_path):
         load_merged([tmp_path / "a" / "train", tmp_path / "b" / "train"])
 
 
-def test_each_iteration_is_a_new_epoch_even_when_not_exhausted(sudoku4_dir):
+def test_an_iteration_continues_after_the_last_trained_batch_even_when_not_exhausted(sudoku4_dir):
     meta, sets = load_split(sudoku4_dir / "train")
     tb = TrainBatches(meta, sets, 16, seed=0)
-    first = next(iter(tb))  # Lightning stops after __len__ batches without exhausting the iterator
-    second = next(iter(tb))
-    assert first["sampler_position"].tolist() == [0, 0] and second["sampler_position"].tolist() == [1, 0]
-    assert not torch.equal(first["inputs"], second["inputs"])
+    it = iter(tb)
+    for _ in range(len(tb)):  # Lightning stops after __len__ batches without exhausting the iterator
+        last = next(it)
+        tb.mark_trained(last["sampler_position"])
+    assert last["sampler_position"].tolist() == [0, len(tb) - 1]
+    assert next(iter(tb))["sampler_position"].tolist() == [1, 0]
+    # stopped early (limit_train_batches): the next iteration continues that epoch, as a resume would
+    tb.mark_trained(torch.tensor([1, 2]))
+    assert next(iter(tb))["sampler_position"].tolist() == [1, 3]
+    assert next(iter(tb))["sampler_position"].tolist() == [1, 3]  # nothing trained in between: same batch
+
+
+def _loader_batches(dataset, workers, mark_trained=False):
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
+    out = []
+    for batch in loader:
+        if mark_trained:
+            dataset.mark_trained(batch["sampler_position"])
+        out.append(batch)
+    return out
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(
+        x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x) for x, y in zip(a, b, strict=True)
+    )
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_loader_workers_give_the_batches_of_one_process_in_order(sudoku4_dir, workers):
+    meta, sets = load_split(sudoku4_dir / "train")
+    one, many = TrainBatches(meta, sets, 32, seed=0), TrainBatches(meta, sets, 32, seed=0)
+    for _ in range(2):  # two epochs: the position moves on in the main process, where batches are trained
+        expected = _train_through(one)
+        got = _loader_batches(many, workers, mark_trained=True)
+        assert _same(got, expected)
+        assert many.state_dict() == one.state_dict()
+    assert got[0]["sampler_position"].tolist() == [1, 0]
+
+    test_meta, test_sets = load_split(sudoku4_dir / "test")
+    for rank in range(2):
+        evaluation = EvalBatches(test_meta, test_sets, 6, rank=rank, world_size=2)
+        assert _same(_loader_batches(evaluation, workers), list(evaluation))
