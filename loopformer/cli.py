@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import warnings
 from typing import Any, Optional
 
 import yaml
@@ -136,8 +138,24 @@ def model_flags(args: list[str]) -> dict[str, Any]:
     return out
 
 
+class _DropLightningTips(logging.Filter):
+    """Lightning's advertisements for its cloud products ("💡 Tip: ... try installing litlogger")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def quiet_third_party_noise() -> None:
+    """Keep the terminal for what concerns the run: drop other packages' tips and their own deprecations."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DropLightningTips())
+    # Lightning's own use of a torch API that torch deprecated; nothing a user can change.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     given = list(sys.argv[1:] if argv is None else argv)
+    quiet_third_party_noise()
     if given and given[0] in TOOL_COMMANDS:
         from loopformer.tools import run_tool
 

@@ -44,6 +44,10 @@ class WandbLogger(_LightningWandbLogger):
                     "(`wandb login` to log online, `wandb sync` to upload this run later)."
                 )
         super().__init__(project=project, offline=offline, **kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            del self._wandb_init["anonymous"]  # wandb warns that the setting is gone whenever it is passed
+        if self._save_dir:
+            os.makedirs(self._save_dir, exist_ok=True)  # else wandb warns "git root runs does not exist"
 
 
 def append_eval_metrics(metrics: dict[str, float], step: int) -> None:

@@ -368,3 +368,31 @@ def test_the_installed_command_prints_help_and_config_without_warnings(tmp_path)
     assert printed.returncode == 0, printed.stderr
     assert "repeat: 4" in printed.stdout
     assert "Warning" not in printed.stderr and "args parameter" not in printed.stderr, printed.stderr
+
+
+def test_a_run_prints_none_of_the_other_packages_noise(sudoku4_dir, tmp_path):
+    """Lightning's tips, wandb's 'anonymous' and 'git root' warnings, a Lightning deprecation and its worker
+    warning (our loaders deal batches out to workers) have nothing to do with the run: none is printed."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "loopformer.cli", "fit", "--config", str(ROOT / "configs/quickstart.yaml")),
+            *(f"--data.data_paths={sudoku4_dir}", "--data.global_batch_size=16", "--data.num_workers=1"),
+            *("--model.hidden_size=32", "--model.puzzle_emb_ndim=32", "--trainer.max_steps=2"),
+            *("--trainer.val_check_interval=2", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,  # no runs/ there yet: the logger's directory is created before wandb looks for it
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "val at step 2" in out
+    for noise in ("Tip:", "anonymous setting", "git root", "LeafSpec", "IterableDataset"):
+        assert noise not in out, f"{noise!r} printed:\n{out[-3000:]}"
