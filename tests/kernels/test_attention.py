@@ -82,6 +82,20 @@ def test_forward_and_backward_match_float64(S, D, rope, dtype):
     torch.testing.assert_close(lse.double(), scores.logsumexp(-1), atol=FLOOR[dtype] * 10, rtol=0)
 
 
+@pytest.mark.parametrize("S,D,dtype", [(916, 64, torch.bfloat16), (2048, 32, torch.float16)], ids=["maze-916", "2048"])
+def test_long_sequences_match_float64(S, D, dtype):
+    """The maze/ARC length (916: no tile multiple, masked tails) and 2048 (tile multiples, no tail), several
+    key and query blocks each; one head keeps the interpreter quick (about 10 and 20 s)."""
+    qkv, cos, sin, grad_o = _inputs(1, S, 1, D, dtype, True)
+    o = torch.full((1, S, 1, D), float("nan"), dtype=dtype)
+    lse = torch.full((1, 1, S), float("nan"))
+    attention_forward(qkv, cos, sin, 1, out=o, lse=lse)
+    dqkv = torch.full_like(qkv, float("nan"))
+    attention_backward(grad_o, qkv, cos, sin, o, lse, 1, out=dqkv)
+    assert not o.isnan().any() and not dqkv.isnan().any()
+    _check_against_reference(qkv, cos, sin, grad_o, 1, o, dqkv)
+
+
 DISTINCT_TILES = sorted(
     {(name == "one_pass", t) for entry in attn.TILES.values() for name, t in entry.items()}, key=repr
 )
