@@ -102,6 +102,12 @@ class LoopTransformerConfig:
         for key in ("vocab_size", "seq_len", "num_puzzle_identifiers", "hidden_size", "num_heads", "outer_cycles"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"model.{key} must be a positive integer, got {getattr(self, key)!r}.")
+        if self.no_grad_cycles is not None and not 0 <= self.no_grad_cycles < self.outer_cycles:
+            raise ConfigError(
+                f"model.no_grad_cycles ({self.no_grad_cycles}) must be between 0 and outer_cycles - 1 "
+                f"({self.outer_cycles - 1}): the last outer cycle runs with gradient, or nothing in the loop trains "
+                "(null, the default, means outer_cycles - 1)."
+            )
         if self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"model.hidden_size ({self.hidden_size}) must be divisible by model.num_heads ({self.num_heads})."
@@ -195,8 +201,7 @@ class LoopTransformerConfig:
 
     @property
     def resolved_no_grad_cycles(self) -> int:
-        wanted = self.outer_cycles - 1 if self.no_grad_cycles is None else self.no_grad_cycles
-        return max(0, min(wanted, self.outer_cycles - 1))
+        return self.outer_cycles - 1 if self.no_grad_cycles is None else self.no_grad_cycles
 
     @property
     def resolved_halt_state(self) -> str:

@@ -18,9 +18,17 @@ def test_three_stage_defaults_and_depth():
     assert cfg.resolved_halt_state == "z_H"
 
 
-@pytest.mark.parametrize("outer,no_grad,expected", [(3, None, 2), (3, 7, 2), (3, -4, 0), (1, None, 0), (4, 1, 1)])
-def test_no_grad_cycles_is_clamped(outer, no_grad, expected):
+@pytest.mark.parametrize("outer,no_grad,expected", [(3, None, 2), (3, 2, 2), (3, 0, 0), (1, None, 0), (4, 1, 1)])
+def test_no_grad_cycles_default_to_all_but_the_last(outer, no_grad, expected):
     assert make(outer_cycles=outer, no_grad_cycles=no_grad).resolved_no_grad_cycles == expected
+
+
+@pytest.mark.parametrize("outer,no_grad", [(3, 3), (2, 3), (3, -1)])
+def test_no_grad_cycles_out_of_range_is_an_error_not_a_clamp(outer, no_grad):
+    with pytest.raises(
+        ConfigError, match=rf"model\.no_grad_cycles \({no_grad}\) must be between 0 and outer_cycles - 1"
+    ):
+        make(outer_cycles=outer, no_grad_cycles=no_grad)
 
 
 def test_depth_counts_layers_of_the_shared_module():
