@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from pathlib import Path
 from typing import Any, Optional
 
 import yaml
@@ -80,6 +81,7 @@ class LoopformerCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Checkpoint hyperparameters replace the config files' model, but explicit ``--model.*`` flags still
         win, so ``validate --ckpt_path C --model.halt_max_steps=32`` evaluates with more recursion."""
+        check_ckpt_path(self.config)
         super()._parse_ckpt_path()
         subcommand = self.config.get("subcommand")
         if not subcommand or not self.config[subcommand].get("ckpt_path"):
@@ -87,6 +89,25 @@ class LoopformerCLI(LightningCLI):
         flags = model_flags(self._cli_args)
         if flags:
             self.config = self.parser.parse_object({subcommand: {"model": flags}}, self.config)
+
+
+# ckpt_path values that Lightning resolves itself rather than reading as a file
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
+
+
+def check_ckpt_path(config) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
+    """A local --ckpt_path that is not a file fails now, before data and model are built, in one line."""
+    subcommand = config.get("subcommand")
+    ckpt_path = config[subcommand].get("ckpt_path") if subcommand else None
+    if not ckpt_path or "://" in str(ckpt_path) or str(ckpt_path).split(":")[0] in LIGHTNING_CKPT_NAMES:
+        return
+    path = Path(ckpt_path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise ConfigError(
+            f"--ckpt_path {ckpt_path} {what}: expected a checkpoint file written by `loopformer fit` (e.g. "
+            f"<run>/checkpoints/last.ckpt) or `loopformer import-checkpoint`, or one of {', '.join(LIGHTNING_CKPT_NAMES)}."
+        )
 
 
 def expand_list_item_overrides(parser, args: list[str]) -> list[str]:

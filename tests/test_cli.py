@@ -396,3 +396,15 @@ def test_a_run_prints_none_of_the_other_packages_noise(sudoku4_dir, tmp_path):
     assert "val at step 2" in out
     for noise in ("Tip:", "anonymous setting", "git root", "LeafSpec", "IterableDataset"):
         assert noise not in out, f"{noise!r} printed:\n{out[-3000:]}"
+
+
+@pytest.mark.parametrize("what", ["missing", "directory"])
+def test_a_ckpt_path_that_is_not_a_file_is_a_clear_error(what, sudoku4_dir, tmp_path, capsys):
+    path = tmp_path / "missing.ckpt" if what == "missing" else tmp_path
+    with pytest.raises(SystemExit) as e:
+        main(["validate", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_paths={sudoku4_dir}",
+              "--trainer.logger=false", f"--ckpt_path={path}"])  # fmt: skip
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--ckpt_path {path} {'does not exist' if what == 'missing' else 'is a directory'}" in err
+    assert "Traceback" not in err
