@@ -141,13 +141,17 @@ def shortest_paths(open_mask: np.ndarray, start: tuple[int, int], goal: tuple[in
     return int(dist[goal]), int(ways[goal]), path[::-1]
 
 
+def check_side(side: int) -> None:
+    if side < 5 or side % 2 == 0:
+        raise DatasetError(f"maze side must be odd and >= 5, got {side}.")
+
+
 def generate_maze(side: int, rng: np.random.Generator, loops: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """A maze (odd ``side``) with a unique shortest path from S to G; returns (input, label) token grids.
 
     A random depth-first maze, then a fraction ``loops`` of its inner walls opened (openings that would
     make the shortest path ambiguous are closed again)."""
-    if side < 5 or side % 2 == 0:
-        raise ValueError(f"maze side must be odd and >= 5, got {side}.")
+    check_side(side)
     open_mask = np.zeros((side, side), dtype=bool)
     cells = [(r, c) for r in range(1, side, 2) for c in range(1, side, 2)]
     first = cells[rng.integers(len(cells))]
@@ -189,6 +193,7 @@ def build_maze_dataset(
     start = time.perf_counter()
     seen: set[bytes] = set()
     mazes, labels = [], []
+    check_side(side)  # before the progress bar starts
     progress = tqdm(total=num_train + num_test, desc=f"maze {side}x{side}", unit="maze")
     while len(mazes) < num_train + num_test:
         maze, label = generate_maze(side, rng)

@@ -14,15 +14,20 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from loopformer.data.format import PuzzleSet, grid_task_metadata, save_split
+from loopformer.data.format import DatasetError, PuzzleSet, grid_task_metadata, save_split
 
 
 def box_shape(n: int) -> tuple[int, int]:
     """The most square ``rows x cols`` box with ``rows * cols = n`` (rows <= cols)."""
     rows = max(r for r in range(1, int(math.isqrt(n)) + 1) if n % r == 0)
     if rows == 1 and n > 1:
-        raise ValueError(f"sudoku size n={n} has no box shape (n must not be prime); use 4, 6, 8, 9, ...")
+        raise DatasetError(f"sudoku size n={n} has no box shape (n must not be prime); use 4, 6, 8, 9, ...")
     return rows, n // rows
+
+
+def check_clues(n: int, clues: int) -> None:
+    if not 0 < clues <= n * n:
+        raise DatasetError(f"clues={clues} must lie in [1, {n * n}] for a {n}x{n} sudoku.")
 
 
 class _Grid:
@@ -123,8 +128,7 @@ def generate_sudoku(n: int, clues: int, rng: np.random.Generator) -> tuple[np.nd
 
     Returns ``(puzzle, solution)`` as ``[n*n]`` uint8 arrays with 0 for blanks.
     """
-    if not 0 < clues <= n * n:
-        raise ValueError(f"clues={clues} must lie in [1, {n * n}] for a {n}x{n} sudoku.")
+    check_clues(n, clues)
     g = _Grid(n)
     solution = g.random_solution(rng)
     puzzle = list(solution)
@@ -161,11 +165,13 @@ def build_sudoku_dataset(
     puzzles, solutions = [], []
     start = time.perf_counter()
     attempts, max_attempts = 0, 50 * (num_train + num_test)
+    box_shape(n)  # bad arguments fail before the progress bar starts
+    check_clues(n, clues)
     progress = tqdm(total=num_train + num_test, desc=f"sudoku {n}x{n}", unit="puzzle")
     while len(puzzles) < num_train + num_test:
         attempts += 1
         if attempts > max_attempts:
-            raise ValueError(
+            raise DatasetError(
                 f"could only generate {len(puzzles)} distinct {n}x{n} sudoku with {clues} clues out of "
                 f"{num_train + num_test} requested; ask for fewer puzzles or more clues."
             )

@@ -150,3 +150,19 @@ def test_a_repo_id_is_downloaded_and_an_unreachable_hub_is_a_clear_error(tmp_pat
     assert data_main(["build", "sudoku", "someone/other-repo", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "someone/other-repo: not a local directory" in err and "no network" in err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["sudoku-gen", "--n", "5", "--clues", "3"], "sudoku size n=5 has no box shape"),
+        (["sudoku-gen", "--n", "4", "--clues", "30"], "clues=30 must lie in [1, 16]"),
+        (["maze-gen", "--side", "4"], "maze side must be odd and >= 5, got 4"),
+    ],
+)
+def test_generator_arguments_out_of_range_exit_2_before_generating(args, message, tmp_path, capsys):
+    kind, *rest = args
+    assert data_main(["build", kind, str(tmp_path / "out"), *rest]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "%|" not in err  # no progress bar was started
+    assert not (tmp_path / "out").exists()

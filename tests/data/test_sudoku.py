@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from loopformer.data.format import load_split
+from loopformer.data.format import DatasetError, load_split
 from loopformer.data.sudoku import _Grid, box_shape, build_sudoku_dataset, generate_sudoku
 
 
@@ -30,7 +30,7 @@ def test_generated_puzzles_have_one_solution_consistent_with_the_clues(n, clues)
 
 def test_box_shapes_and_prime_sizes():
     assert box_shape(4) == (2, 2) and box_shape(6) == (2, 3) and box_shape(9) == (3, 3)
-    with pytest.raises(ValueError, match="n=5"):
+    with pytest.raises(DatasetError, match="n=5"):
         box_shape(5)
 
 
