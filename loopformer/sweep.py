@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -30,6 +31,14 @@ class SweepFileError(ValueError):
     """A sweep file that W&B would refuse (the message names the file and the problem)."""
 
 
+def sweeps_engine():  # noqa: ANN201 (the `sweeps` module)
+    """W&B's sweep engine (the `sweeps` package), imported without the pydantic-v1 warning it prints on import."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Valid config keys have changed in V2", category=UserWarning)
+        import sweeps
+    return sweeps
+
+
 def load_sweep(path: str | Path) -> dict:
     path = Path(path)
     try:
@@ -38,9 +47,7 @@ def load_sweep(path: str | Path) -> dict:
         raise SweepFileError(f"{path}: cannot read the sweep file ({e}).") from None
     if not isinstance(config, dict):
         raise SweepFileError(f"{path}: expected a mapping (method, metric, parameters, command), got {config!r}.")
-    import sweeps
-
-    problems = sweeps.schema_violations_from_proposed_config(config)
+    problems = sweeps_engine().schema_violations_from_proposed_config(config)
     if problems:
         raise SweepFileError(f"{path}: not a valid sweep configuration: " + "; ".join(problems))
     if "command" not in config:
@@ -98,8 +105,8 @@ class OfflineSweep:
 
     # -- engine views --------------------------------------------------------------------------------
     def _sweep_runs(self) -> list:
-        from sweeps import RunState, SweepRun
-
+        engine = sweeps_engine()
+        RunState, SweepRun = engine.RunState, engine.SweepRun  # noqa: N806 (the engine's class names)
         states = {
             "pending": RunState.pending,
             "running": RunState.running,
@@ -120,11 +127,9 @@ class OfflineSweep:
 
     def runs_to_stop(self) -> set[str]:
         """Names of running trials that the file's early-termination rule stops now."""
-        import sweeps
-
         if "early_terminate" not in self.config:
             return set()
-        return {r.name for r in sweeps.stop_runs(self.config, self._sweep_runs())}
+        return {r.name for r in sweeps_engine().stop_runs(self.config, self._sweep_runs())}
 
     def _save(self) -> None:
         tmp = self.state_file.with_suffix(".tmp")
@@ -135,7 +140,7 @@ class OfflineSweep:
 
     # -- running ---------------------------------------------------------------------------------------
     def run(self, count: int) -> list[TrialRecord]:
-        import sweeps
+        sweeps = sweeps_engine()
 
         done = sum(t.state != "pending" for t in self.trials)
         while True:

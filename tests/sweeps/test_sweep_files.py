@@ -82,3 +82,23 @@ def test_invalid_sweep_file_is_a_clear_error(tmp_path):
     bad.write_text(yaml.safe_dump({"method": "grid", "parameters": {"model.stages.0.repeat": {"valuez": [1]}}}))
     with pytest.raises(SweepFileError, match="bad.yaml: not a valid sweep configuration"):
         load_sweep(bad)
+
+
+def test_the_sweep_command_prints_only_its_own_error(tmp_path):
+    """The sweeps engine's pydantic warning on import is not shown; the one-line error is, with exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: grid\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "loopformer.cli", "sweep", str(bad), "--offline", "--count", "1"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"loopformer sweep: error: {bad}: not a valid sweep configuration"), proc.stderr
+    assert "Warning" not in proc.stderr
