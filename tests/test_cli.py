@@ -371,31 +371,40 @@ def test_the_installed_command_prints_help_and_config_without_warnings(tmp_path)
 
 
 def test_a_run_prints_none_of_the_other_packages_noise(sudoku4_dir, tmp_path):
-    """Lightning's tips, wandb's 'anonymous' and 'git root' warnings, a Lightning deprecation and its worker
-    warning (our loaders deal batches out to workers) have nothing to do with the run: none is printed."""
+    """Lightning's tips, wandb's 'anonymous' and 'git root' warnings, a Lightning deprecation, its worker
+    warning (our loaders deal batches out to workers) and its mid-epoch resume warning (the data module keeps
+    the position) have nothing to do with the run: none is printed, in a first run or a resumed one."""
     import os
     import subprocess
     import sys
 
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "loopformer.cli", "fit", "--config", str(ROOT / "configs/quickstart.yaml")),
-            *(f"--data.data_paths={sudoku4_dir}", "--data.global_batch_size=16", "--data.num_workers=1"),
-            *("--model.hidden_size=32", "--model.puzzle_emb_ndim=32", "--trainer.max_steps=2"),
-            *("--trainer.val_check_interval=2", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false"),
-        ],
+    base = [
+        *(sys.executable, "-m", "loopformer.cli", "fit", "--config", str(ROOT / "configs/quickstart.yaml")),
+        *(f"--data.data_paths={sudoku4_dir}", "--data.global_batch_size=16", "--data.num_workers=1"),
+        *("--model.hidden_size=32", "--model.puzzle_emb_ndim=32", "--trainer.val_check_interval=2"),
+        *("--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false"),
+    ]
+    # cwd has no runs/ yet: the logger's directory is created before wandb looks for it
+    first = subprocess.run(
+        [*base, "--trainer.max_steps=2"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    (ckpt,) = tmp_path.glob("runs/loopformer/*/checkpoints/*.ckpt")  # step 2 of 6 in the epoch
+    resumed = subprocess.run(
+        [*base, "--trainer.max_steps=4", f"--ckpt_path={ckpt}"],
         capture_output=True,
         text=True,
         env=env,
-        cwd=tmp_path,  # no runs/ there yet: the logger's directory is created before wandb looks for it
+        cwd=tmp_path,
         timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout + proc.stderr
-    assert "val at step 2" in out
-    for noise in ("Tip:", "anonymous setting", "git root", "LeafSpec", "IterableDataset"):
-        assert noise not in out, f"{noise!r} printed:\n{out[-3000:]}"
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for run, step in ((first, 2), (resumed, 4)):
+        out = run.stdout + run.stderr
+        assert f"val at step {step}" in out
+        for noise in ("Tip:", "anonymous setting", "git root", "LeafSpec", "IterableDataset", "resuming from"):
+            assert noise not in out, f"{noise!r} printed:\n{out[-3000:]}"
 
 
 @pytest.mark.parametrize("what", ["missing", "directory"])

@@ -22,6 +22,9 @@ from loopformer.data.sampling import EvalBatches, TrainBatches
 # Lightning warns that an IterableDataset with __len__ may repeat batches across loader workers; ours deal the
 # batches out to the workers in turn (sampling.py), so it does not apply.
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined", category=UserWarning)
+# Lightning warns that a resume mid-epoch is unreliable unless the DataLoader itself keeps state; the position
+# lives in this data module's state_dict instead, and a resumed run is bitwise the uninterrupted one (test_resume).
+warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
 
 @dataclass
