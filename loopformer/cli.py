@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -24,6 +26,7 @@ from loopformer.list_overrides import (
 )
 from loopformer.model.config import ConfigError
 from loopformer.module import CheckpointDirError, LoopformerModule, NonFiniteError
+from loopformer.run_dir import run_directory
 from loopformer.termination import STOPPED_EXIT_CODE, ExitPromptlyOnSigterm, finish_stopped_run
 
 TOOL_COMMANDS = ("import-checkpoint", "sweep", "data")
@@ -43,7 +46,20 @@ DEFAULT_LOGGER = {
 
 
 class SaveConfigToRun(SaveConfigCallback):
-    """Writes config.yaml to the log dir, and the fully resolved config into the W&B run's config."""
+    """Writes config.yaml to the run directory (beside checkpoints/), and the fully resolved config into the
+    W&B run's config. Lightning would write it to the logger's save_dir, shared by every run of a sweep."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:  # noqa: ANN001 (Lightning's signature)
+        if self.already_saved:
+            return
+        directory = run_directory(trainer)  # a collective: every rank asks
+        if trainer.is_global_zero:
+            get_filesystem(directory).makedirs(directory, exist_ok=True)
+            path = os.path.join(directory, self.config_filename)
+            self.parser.save(self.config, path, skip_none=False, overwrite=self.overwrite, multifile=self.multifile)
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
     def save_config(self, trainer, pl_module, stage: str) -> None:  # noqa: ANN001 (Lightning's signature)
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))

@@ -29,6 +29,7 @@ from loopformer.model.config import (
     default_three_stage_stages,
     default_three_stage_states,
 )
+from loopformer.run_dir import run_directory
 from loopformer.schedule import warmup_cosine
 
 DATASET_FIELDS = ("vocab_size", "seq_len", "num_puzzle_identifiers")
@@ -188,6 +189,7 @@ class LoopformerModule(L.LightningModule):
         self.dataset_dims: Optional[dict[str, int]] = None
         self._val_sums: Optional[dict[str, torch.Tensor]] = None
         self._carry_restored = False
+        self._checkpoint_step: Optional[int] = None  # training step of the checkpoint loaded, if any
         self._picture: Optional[tuple] = None
         self._arc: Optional[ARCCollector] = None
         self.ema: Optional[WeightEMA] = None
@@ -251,6 +253,7 @@ class LoopformerModule(L.LightningModule):
             self.ema = WeightEMA(self.net, self.hparams.ema_rate)
         self._check_checkpoint_dirs()
         rank_zero_info(self.describe())
+        rank_zero_info(f"run directory: {run_directory(self.trainer)} (checkpoints/, predictions/, config.yaml)")
 
     def _check_checkpoint_dirs(self) -> None:
         """Fail at the start, not after hours, when a checkpoint could not be written (rank 0 decides)."""
@@ -365,6 +368,13 @@ class LoopformerModule(L.LightningModule):
 
     test_step = validation_step
 
+    @property
+    def trained_steps(self) -> int:
+        """Optimizer steps behind the weights: the trainer's count while fitting; outside fit (validate, test
+        with --ckpt_path) the trainer counts from 0, so the checkpoint's own step."""
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        return self.global_step if fitting or self._checkpoint_step is None else self._checkpoint_step
+
     def _log_eval(self, prefix: str) -> None:
         if self._val_sums is None or self.trainer.sanity_checking:
             return
@@ -387,7 +397,7 @@ class LoopformerModule(L.LightningModule):
         self.log(f"{prefix}/exact", metrics[f"{prefix}/exact_accuracy"], prog_bar=True, logger=False)
         if self.trainer.is_global_zero:
             append_eval_metrics({k: v.item() for k, v in metrics.items()}, self.global_step)
-            line = eval_summary(prefix, self.global_step, metrics)
+            line = eval_summary(prefix, self.trained_steps, metrics)
             bar = self.trainer.progress_bar_callback
             if hasattr(bar, "print"):  # through the bar, so that its lines stay intact
                 bar.print(line)
@@ -404,12 +414,12 @@ class LoopformerModule(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if self.hparams.num_pictures <= 0 or self.trainer.sanity_checking or not hasattr(datamodule, "metadata"):
             return
-        root = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a collective: every rank asks
+        root = Path(run_directory(self.trainer))  # a collective: every rank asks
         if picture is None or not self.trainer.is_global_zero:
             return
         from loopformer.data.show import save_prediction_png
 
-        path = root / "predictions" / f"step{self.global_step:07d}.png"
+        path = root / "predictions" / f"step{self.trained_steps:07d}.png"
         if not save_prediction_png(datamodule.metadata, *picture, path):
             return
         for logger in self.trainer.loggers:
@@ -495,6 +505,7 @@ class LoopformerModule(L.LightningModule):
             checkpoint["state_dict"] = {**raw, **self.ema.averaged_state("net.")}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._checkpoint_step = checkpoint.get("global_step")
         extra = checkpoint.get("loopformer", {})
         stored = extra.get("dataset_dims")
         if self.net is None and stored:

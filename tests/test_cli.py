@@ -143,6 +143,50 @@ def test_fit_logs_stable_val_metrics_once_per_evaluation(sudoku4_dir, tmp_path, 
     assert restored.dataset_dims == {"vocab_size": 6, "seq_len": 16, "num_puzzle_identifiers": 1}
 
 
+def test_runs_sharing_a_save_dir_keep_their_config_pictures_and_checkpoints_apart(sudoku4_dir, tmp_path, caplog):
+    """A sweep's runs share the W&B logger's save_dir: each run's files go to <save_dir>/loopformer/<run id>/."""
+    args = [
+        "fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_paths={sudoku4_dir}",
+        "--data.global_batch_size=16", "--data.eval_batch_size=16", "--model.hidden_size=32",
+        "--model.puzzle_emb_ndim=32", "--model.halt_max_steps=2", "--trainer.max_steps=2",
+        "--trainer.val_check_interval=2", "--trainer.enable_progress_bar=false",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+    ]  # fmt: skip
+    caplog.set_level("INFO")
+    import wandb
+
+    for lr in ("1e-3", "2e-3"):
+        LoopformerCLI(args=[*args, f"--model.lr={lr}"]).trainer.logger.experiment.finish()  # as its process would
+        wandb.teardown()  # and forget this process's W&B settings, as a new process starts without them
+    runs = sorted(p for p in (tmp_path / "loopformer").iterdir())
+    assert len(runs) == 2 and not (tmp_path / "config.yaml").exists() and not (tmp_path / "predictions").exists()
+    by_time = sorted(runs, key=lambda r: (r / "config.yaml").stat().st_mtime)
+    for run, lr in zip(by_time, ("1e-3", "2e-3"), strict=True):
+        assert [p.name for p in (run / "predictions").iterdir()] == ["step0000002.png"]
+        assert [p.name for p in (run / "checkpoints").iterdir()] == ["epoch=0-step=2.ckpt"]
+        assert f"lr: {float(lr)}" in (run / "config.yaml").read_text()
+    assert all(f"run directory: {run} (checkpoints/, predictions/, config.yaml)" in caplog.text for run in runs)
+
+    # validating a checkpoint reports (and draws) at the checkpoint's step, not the new trainer's 0
+    caplog.clear()
+    checked = LoopformerCLI(
+        args=[
+            "validate",
+            "--config",
+            str(ROOT / "configs/quickstart.yaml"),
+            f"--data.data_paths={sudoku4_dir}",
+            "--data.eval_batch_size=16",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            f"--ckpt_path={runs[0] / 'checkpoints' / 'epoch=0-step=2.ckpt'}",
+        ]  # fmt: skip
+    )
+    checked.trainer.logger.experiment.finish()
+    wandb.teardown()
+    assert "val at step 2 (40 puzzles)" in caplog.text
+    assert len(list(tmp_path.glob("loopformer/*/predictions/step0000002.png"))) == 3
+
+
 def test_with_a_progress_bar_each_evaluation_line_is_written_through_it(sudoku4_dir, tmp_path, capsys):
     args = [
         "fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_paths={sudoku4_dir}",
