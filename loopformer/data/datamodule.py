@@ -158,6 +158,13 @@ class PuzzleDataModule(L.LightningDataModule):
             )
             if self._sampler_state is not None:
                 self.train_batches.load_state_dict(self._sampler_state)
+        if stage == "fit" and not self.train_batches.has_a_full_batch():
+            groups = sum(s.group_indices.size - 1 for s in self._train_sets.values())
+            raise DatasetError(
+                f"{', '.join(map(str, self.data_paths))}: one pass over the {groups} training groups (x data.epochs_per_iter="
+                f"{self.epochs_per_iter}) does not fill one batch of data.global_batch_size={self.global_batch_size}; "
+                "lower the batch size or raise data.epochs_per_iter."
+            )
         self.eval_batches = EvalBatches(self._test_meta, self._test_sets, self.eval_batch_size, rank, world)
 
     def _loader(self, dataset) -> DataLoader:

@@ -116,6 +116,10 @@ class TrainBatches(torch.utils.data.IterableDataset):
         epoch, index = (int(v) for v in tag)
         self.trained = (epoch, index + 1)
 
+    def has_a_full_batch(self) -> bool:
+        """Whether an epoch fills at least one global batch (else training would never take a step)."""
+        return next(self._epoch_batches(0), None) is not None
+
     def position(self) -> tuple[int, int]:
         """(epoch, batches of it done) where the next iteration continues."""
         return self.trained if self.trained is not None else (self.epoch, self.skip)
@@ -163,8 +167,9 @@ class TrainBatches(torch.utils.data.IterableDataset):
                     batch["sampler_position"] = torch.tensor([epoch, index])
                     yield batch
                 yielded += 1
-            # An epoch already fully trained (a resume at its end) continues with the next in the same iteration.
-            if yielded:
+            # An epoch already fully trained (a resume at its end) continues with the next in the same iteration;
+            # an epoch without one full batch (skip 0, nothing yielded) ends it.
+            if yielded or skip == 0:
                 return
             epoch, skip = epoch + 1, 0
 

@@ -247,3 +247,20 @@ def test_loader_workers_give_the_batches_of_one_process_in_order(sudoku4_dir, wo
     for rank in range(2):
         evaluation = EvalBatches(test_meta, test_sets, 6, rank=rank, world_size=2)
         assert _same(_loader_batches(evaluation, workers), list(evaluation))
+
+
+def test_a_set_smaller_than_one_global_batch_yields_nothing_and_ends(sudoku4_dir):
+    meta, sets = load_split(sudoku4_dir / "train")  # 96 puzzles
+    assert list(TrainBatches(meta, sets, 128, seed=0)) == []
+
+
+def test_fit_with_a_batch_larger_than_an_epoch_is_a_clear_error(sudoku4_dir):
+    from loopformer.data.datamodule import PuzzleDataModule
+
+    dm = PuzzleDataModule(str(sudoku4_dir), global_batch_size=128)
+    dm.setup("validate")  # evaluation alone does not need a full training batch
+    with pytest.raises(
+        DatasetError, match=r"96 training groups .* does not fill one batch of data.global_batch_size=128"
+    ):
+        dm.setup("fit")
+    PuzzleDataModule(str(sudoku4_dir), global_batch_size=128, epochs_per_iter=2).setup("fit")
