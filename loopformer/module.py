@@ -29,6 +29,7 @@ from loopformer.model.config import (
     default_three_stage_stages,
     default_three_stage_states,
 )
+from loopformer.predictions import exact_accuracy, merge_batches, save_predictions
 from loopformer.run_dir import run_directory
 from loopformer.schedule import warmup_cosine
 
@@ -461,16 +462,39 @@ class LoopformerModule(L.LightningModule):
         if self.ema is not None:
             self.ema.swap_out()
 
+    def on_predict_epoch_start(self) -> None:
+        self._predicted: list[dict[str, torch.Tensor]] = []
+
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         outputs, steps = run_to_halt(self.net, batch)
         keep = batch["example_index"] >= 0 if "example_index" in batch else torch.ones_like(steps, dtype=torch.bool)
-        return {
+        rows = {
             "example_index": batch.get("example_index", torch.arange(steps.shape[0]))[keep],
             "inputs": batch["inputs"][keep],
             "preds": outputs["logits"].argmax(-1)[keep],
             "q_halt_logits": outputs["q_halt_logits"][keep],
             "steps": steps[keep],
         }
+        if "labels" in batch:
+            rows["labels"] = batch["labels"][keep]
+        self._predicted.append({k: v.detach().cpu() for k, v in rows.items()})
+        return rows
+
+    def on_predict_epoch_end(self) -> None:
+        """Every rank's rows, in dataset order, to ``<run directory>/predictions.npz``."""
+        path = os.path.join(run_directory(self.trainer), "predictions.npz")  # a collective: every rank asks
+        batches = self._predicted
+        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            gathered: list = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, batches)
+            batches = [b for rank_batches in gathered for b in rank_batches]
+        if not self.trainer.is_global_zero or not batches:
+            return
+        rows = merge_batches(batches)
+        save_predictions(path, rows)
+        accuracy = exact_accuracy(rows)
+        scored = f" (exact_accuracy {accuracy:.4g} against the labels)" if accuracy is not None else ""
+        rank_zero_info(f"predictions for {rows['preds'].shape[0]} examples{scored}: {path}")
 
     # ------------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

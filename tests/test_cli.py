@@ -264,7 +264,8 @@ def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir,
     assert cli.trainer.callback_metrics["val/count"].item() == 40
 
 
-def test_predict_returns_every_test_example_once(sudoku4_dir, tmp_path):
+def test_predict_returns_every_test_example_once(sudoku4_dir, tmp_path, caplog):
+    caplog.set_level("INFO")
     cli = LoopformerCLI(
         args=[
             "fit",
@@ -303,6 +304,19 @@ def test_predict_returns_every_test_example_once(sudoku4_dir, tmp_path):
     preds = torch.cat([b["preds"] for b in batches])
     assert preds.shape == (40, 16) and int(preds.min()) >= 0 and int(preds.max()) < 6
     assert torch.all(torch.cat([b["steps"] for b in batches]) == 2)
+    # and on disk, for a command-line user: every example once, in dataset order, with the inputs and labels
+    import numpy as np
+
+    saved = np.load(tmp_path / "predictions.npz")
+    assert saved["example_index"].tolist() == list(range(40))
+    order = index.argsort()
+    assert np.array_equal(saved["preds"], preds[order].numpy())
+    assert np.array_equal(saved["inputs"], torch.cat([b["inputs"] for b in batches])[order].numpy())
+    assert saved["labels"].shape == (40, 16) and saved["steps"].tolist() == [2] * 40
+    assert (
+        "predictions for 40 examples (exact_accuracy " in caplog.text
+        and str(tmp_path / "predictions.npz") in caplog.text
+    )
 
 
 def test_non_finite_training_exits_non_zero_with_the_message(monkeypatch, capsys):
