@@ -477,7 +477,9 @@ class LoopformerModule(L.LightningModule):
         }
         if "labels" in batch:
             rows["labels"] = batch["labels"][keep]
-        self._predicted.append({k: v.detach().cpu() for k, v in rows.items()})
+        # tokens as int32 (the dataset's own type): an ARC test set holds hundreds of thousands of 900-token rows
+        tokens = ("inputs", "preds", "labels")
+        self._predicted.append({k: (v.int() if k in tokens else v).detach().cpu() for k, v in rows.items()})
         return rows
 
     def on_predict_epoch_end(self) -> None:
