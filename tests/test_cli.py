@@ -1,5 +1,8 @@
 """The `loopformer` command: configs, list-item overrides as wandb writes them, errors, fast_dev_run."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -397,10 +400,6 @@ def test_the_recipes_keep_the_best_and_the_last_checkpoint(sudoku4_dir, tmp_path
 
 
 def test_the_installed_command_prints_help_and_config_without_warnings(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     env = {**os.environ, "WANDB_MODE": "disabled"}
     command = [sys.executable, "-m", "loopformer.cli"]
     top = subprocess.run([*command, "--help"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
@@ -432,10 +431,6 @@ def test_a_run_prints_none_of_the_other_packages_noise(sudoku4_dir, tmp_path):
     """Lightning's tips, wandb's 'anonymous' and 'git root' warnings, a Lightning deprecation, its worker
     warning (our loaders deal batches out to workers) and its mid-epoch resume warning (the data module keeps
     the position) have nothing to do with the run: none is printed, in a first run or a resumed one."""
-    import os
-    import subprocess
-    import sys
-
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     base = [
         *(sys.executable, "-m", "loopformer.cli", "fit", "--config", str(ROOT / "configs/quickstart.yaml")),
