@@ -1,0 +1,63 @@
+"""A refactor changes no numerics: 200 quickstart steps from a fixed seed give the recorded loss curve, bit for bit.
+
+The curve in ``recorded/quickstart_curve.json`` was written by this test with ``LOOPFORMER_RECORD_CURVE=1``.
+Re-record it only in a commit that means to change what training computes, and say why in its message.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import lightning as L
+import pytest
+
+from loopformer.cli import LoopformerCLI
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDED = Path(__file__).with_name("recorded") / "quickstart_curve.json"
+STEPS = 200
+
+
+class LossRecorder(L.Callback):
+    def __init__(self) -> None:
+        self.losses: list[str] = []
+        self.val: dict[str, str] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]).hex())
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        metrics = trainer.callback_metrics
+        self.val = {k: float(metrics[k]).hex() for k in sorted(metrics) if k.startswith("val/")}
+
+
+def test_quickstart_loss_curve_is_bit_identical_to_the_recorded_one(tmp_path):
+    recorder = LossRecorder()
+    LoopformerCLI(
+        args=[
+            "fit",
+            "--config",
+            str(ROOT / "configs/quickstart.yaml"),
+            f"--data.data_paths={tmp_path / 'data'}",
+            f"--trainer.default_root_dir={tmp_path / 'runs'}",
+            f"--trainer.max_steps={STEPS}",
+            f"--trainer.val_check_interval={STEPS}",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_checkpointing=false",
+            "--trainer.logger=false",
+        ],
+        trainer_defaults={"callbacks": [recorder]},
+    )
+    got = {"steps": STEPS, "train_loss": recorder.losses, "val": recorder.val}
+    assert len(recorder.losses) == STEPS and recorder.val
+    if os.environ.get("LOOPFORMER_RECORD_CURVE") == "1":
+        RECORDED.parent.mkdir(exist_ok=True)
+        RECORDED.write_text(json.dumps(got, indent=0) + "\n")
+        pytest.skip(f"recorded {RECORDED}")
+    expected = json.loads(RECORDED.read_text())
+    first_diff = next((i for i, (a, b) in enumerate(zip(got["train_loss"], expected["train_loss"])) if a != b), None)
+    assert first_diff is None, (
+        f"train loss differs from step {first_diff}: {float.fromhex(got['train_loss'][first_diff])!r} "
+        f"vs recorded {float.fromhex(expected['train_loss'][first_diff])!r}"
+    )
+    assert got == expected
