@@ -9,14 +9,17 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
+import jsonargparse
 import yaml
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from loopformer.checkpoint import CheckpointDirError, read_hyperparameters
 from loopformer.data.datamodule import PuzzleDataModule
 from loopformer.data.format import DatasetError
+from loopformer.errors import ConfigError
 from loopformer.list_overrides import (
     OverrideError,
     apply_overrides,
@@ -24,8 +27,7 @@ from loopformer.list_overrides import (
     parse_scalar,
     split_list_item_overrides,
 )
-from loopformer.model.config import ConfigError
-from loopformer.module import CheckpointDirError, LoopformerModule, NonFiniteError
+from loopformer.module import LoopformerModule, NonFiniteError
 from loopformer.run_dir import run_directory
 from loopformer.termination import STOPPED_EXIT_CODE, ExitPromptlyOnSigterm, finish_stopped_run
 
@@ -38,6 +40,9 @@ TOOLS_EPILOG = (
 )
 _NO_EARLY_EXIT = ("--print_config", "--help", "-h")
 
+
+# Config fields are documented by the docstring under each one (ArchConfig, OptimConfig, RunOptions): --help shows it.
+jsonargparse.set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 DEFAULT_LOGGER = {
     "class_path": "loopformer.loggers.WandbLogger",
@@ -95,13 +100,22 @@ class LoopformerCLI(LightningCLI):
         return super().init_parser(**kwargs)
 
     def _parse_ckpt_path(self) -> None:
-        """Checkpoint hyperparameters replace the config files' model, but explicit ``--model.*`` flags still
-        win, so ``validate --ckpt_path C --model.halt_max_steps=32`` evaluates with more recursion."""
+        """Checkpoint hyperparameters replace the config files' model (those of checkpoints from before the
+        config groups migrated), but explicit ``--model.*`` flags still win, so ``validate --ckpt_path C
+        --model.arch.halt_max_steps=32`` evaluates with more recursion."""
         check_ckpt_path(self.config)
-        super()._parse_ckpt_path()
         subcommand = self.config.get("subcommand")
-        if not subcommand or not self.config[subcommand].get("ckpt_path"):
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
             return
+        hparams = read_hyperparameters(ckpt_path)
+        if not hparams:
+            return
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+            raise
         flags = model_flags(self._cli_args)
         if flags:
             self.config = self.parser.parse_object({subcommand: {"model": flags}}, self.config)
@@ -127,7 +141,7 @@ def check_ckpt_path(config) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
 
 
 def expand_list_item_overrides(parser, args: list[str]) -> list[str]:
-    """Turn ``--model.stages.0.repeat=3`` into one ``--model.stages=[...]`` flag (see list_overrides)."""
+    """Turn ``--model.arch.stages.0.repeat=3`` into one ``--model.arch.stages=[...]`` flag (see list_overrides)."""
     try:
         rest, overrides = split_list_item_overrides(args)
     except OverrideError as e:

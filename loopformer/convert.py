@@ -14,17 +14,18 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-import lightning
 import torch
 import yaml
 
-from loopformer.model.config import LoopTransformerConfig
+from loopformer import checkpoint as ckpt_format
+from loopformer.model.act import PUZZLE_TABLE_KEY
+from loopformer.model.config import ArchConfig, LoopTransformerConfig
 
 SOURCES = ("trm", "vrn")
 _INTERP = re.compile(r"^\$\{(\.*)([\w.]+)\}$")
 
 
-class ImportError_(ValueError):
+class CheckpointImportError(ValueError):
     """A checkpoint or architecture file that cannot be converted (named in the message)."""
 
 
@@ -35,9 +36,9 @@ def load_arch_yaml(path: str | Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:
-        raise ImportError_(f"{path}: cannot read the architecture YAML ({e}).") from None
+        raise CheckpointImportError(f"{path}: cannot read the architecture YAML ({e}).") from None
     if not isinstance(raw, dict):
-        raise ImportError_(f"{path}: expected a mapping of architecture fields, got {type(raw).__name__}.")
+        raise CheckpointImportError(f"{path}: expected a mapping of architecture fields, got {type(raw).__name__}.")
     root = raw
     if "arch" in raw and isinstance(raw["arch"], dict):
         raw = raw["arch"]
@@ -56,14 +57,14 @@ def _resolve(node: Any, root: dict, where: list[str], path: Path) -> Any:
     if isinstance(node, str) and node.startswith("${"):
         m = _INTERP.match(node)
         if not m:
-            raise ImportError_(f"{path}: {'.'.join(where)}: unsupported interpolation {node!r}.")
+            raise CheckpointImportError(f"{path}: {'.'.join(where)}: unsupported interpolation {node!r}.")
         dots, key = m.groups()
         # A value at a.b.c with "${.x}" refers to a.b.x; each extra dot goes one level up.
         base = where[: len(where) - len(dots)] if dots else []
         target: Any = root
         for part in base + key.split("."):
             if not isinstance(target, dict) or part not in target:
-                raise ImportError_(f"{path}: {'.'.join(where)}: interpolation {node!r} points to nothing.")
+                raise CheckpointImportError(f"{path}: {'.'.join(where)}: interpolation {node!r} points to nothing.")
             target = target[part]
         return _resolve(target, root, base + key.split(".")[:-1], path)
     return node
@@ -88,7 +89,7 @@ def arch_from_trm(arch: dict[str, Any]) -> dict[str, Any]:
     """TRM: ``z_L <- z_H + x`` (L_cycles times), ``z_H <- z_L``; H_cycles outer cycles; one shared module."""
     for key in ("H_cycles", "L_cycles", "L_layers", "hidden_size", "num_heads", "expansion"):
         if key not in arch:
-            raise ImportError_(f"TRM architecture is missing {key!r} (keys: {', '.join(sorted(arch))}).")
+            raise CheckpointImportError(f"TRM architecture is missing {key!r} (keys: {', '.join(sorted(arch))}).")
     out = {k: arch[k] for k in COMMON_FIELDS if k in arch}
     ndim = int(arch.get("puzzle_emb_ndim", 0) or 0)
     out.update(
@@ -115,7 +116,7 @@ def arch_from_vrn(arch: dict[str, Any]) -> dict[str, Any]:
     """VRN's looper: states and stages map one to one (``repeat_key`` resolved from the same YAML)."""
     for key in ("states", "stages", "outer_cycles", "readout_state", "hidden_size", "num_heads"):
         if key not in arch:
-            raise ImportError_(f"VRN architecture is missing {key!r} (keys: {', '.join(sorted(arch))}).")
+            raise CheckpointImportError(f"VRN architecture is missing {key!r} (keys: {', '.join(sorted(arch))}).")
     unsupported = {
         "dis_enabled": (False, None),
         "act_enabled": (True, None),
@@ -124,13 +125,15 @@ def arch_from_vrn(arch: dict[str, Any]) -> dict[str, Any]:
     }
     for key, allowed in unsupported.items():
         if key in arch and arch[key] not in allowed:
-            raise ImportError_(f"VRN option {key}={arch[key]!r} is not supported by loopformer.")
+            raise CheckpointImportError(f"VRN option {key}={arch[key]!r} is not supported by loopformer.")
     stages = []
     for i, st in enumerate(arch["stages"]):
         repeat = st.get("repeat", 1)
         if st.get("repeat_key"):
             if st["repeat_key"] not in arch:
-                raise ImportError_(f"VRN stages.{i}: repeat_key {st['repeat_key']!r} is not in the architecture.")
+                raise CheckpointImportError(
+                    f"VRN stages.{i}: repeat_key {st['repeat_key']!r} is not in the architecture."
+                )
             repeat = arch[st["repeat_key"]]
         stages.append(
             {
@@ -181,7 +184,7 @@ def _strip(state_dict: dict[str, torch.Tensor], source: str) -> dict[str, torch.
         out[k[len(core) :]] = value
     if not out:
         sample = ", ".join(list(state_dict)[:3])
-        raise ImportError_(
+        raise CheckpointImportError(
             f"no {source.upper()} weights found: expected keys like '_orig_mod.model.{core}...', got {sample} ..."
         )
     return out
@@ -199,7 +202,7 @@ _SKIP = re.compile(r"(^|\.)(local_weights|local_ids|cos_cached|sin_cached|step_e
 def convert_state_dict(state_dict: dict[str, torch.Tensor], source: str, config: LoopTransformerConfig) -> dict:
     """Their state dict -> the state dict of ``LoopTransformer`` (keys under ``inner.``)."""
     if source not in SOURCES:
-        raise ImportError_(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}.")
+        raise CheckpointImportError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}.")
     theirs = _strip(state_dict, source)
     owner = next(s.name for s in config.states if s.share_weights_with is None)
     ours: dict[str, torch.Tensor] = {}
@@ -227,18 +230,27 @@ def convert_state_dict(state_dict: dict[str, torch.Tensor], source: str, config:
             continue
         ours["inner." + new] = value
     if unknown:
-        raise ImportError_(f"{source.upper()} checkpoint has keys loopformer cannot place: {', '.join(unknown[:8])}.")
+        raise CheckpointImportError(
+            f"{source.upper()} checkpoint has keys loopformer cannot place: {', '.join(unknown[:8])}."
+        )
     return ours
 
 
-def dims_from_state_dict(sd: dict[str, torch.Tensor], config_arch: dict[str, Any], seq_len: Optional[int]) -> dict:
+def _arch_config(arch: dict[str, Any], arch_yaml: str | Path) -> ArchConfig:
+    try:
+        return ArchConfig(**arch)
+    except ValueError as e:
+        raise CheckpointImportError(f"{arch_yaml}: the architecture cannot be built ({e})") from None
+
+
+def dims_from_state_dict(sd: dict[str, torch.Tensor], arch: ArchConfig, seq_len: Optional[int]) -> dict:
     vocab = sd["inner.embed_tokens.weight"].shape[0]
-    puzzles = sd["inner.puzzle_emb.weights"].shape[0] if "inner.puzzle_emb.weights" in sd else 1
+    puzzles = sd[PUZZLE_TABLE_KEY].shape[0] if PUZZLE_TABLE_KEY in sd else 1
     if seq_len is None and "inner.embed_pos.weight" in sd:
-        prefix = LoopTransformerConfig(vocab_size=1, seq_len=1, **config_arch).prefix_len
+        prefix = arch.prefix_len
         seq_len = sd["inner.embed_pos.weight"].shape[0] - prefix
     if seq_len is None:
-        raise ImportError_(
+        raise CheckpointImportError(
             "the sequence length is not stored in a RoPE checkpoint: pass --seq-len (81 for Sudoku, 900 for "
             "ARC and 30x30 mazes)."
         )
@@ -248,7 +260,8 @@ def dims_from_state_dict(sd: dict[str, torch.Tensor], config_arch: dict[str, Any
 def import_checkpoint(
     source: str, src: str | Path, arch_yaml: str | Path, dest: str | Path, seq_len: Optional[int] = None
 ) -> dict:
-    """Convert ``src`` into a loopformer checkpoint at ``dest``; returns the model hyperparameters."""
+    """Convert ``src`` into a loopformer checkpoint at ``dest``; returns the module's hyperparameters
+    (``{arch, optim, run}``)."""
     from loopformer.model import LoopTransformer
     from loopformer.module import LoopformerModule
 
@@ -257,43 +270,34 @@ def import_checkpoint(
     try:
         loaded = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ImportError_(f"{src}: cannot be read as a PyTorch state dict ({type(e).__name__}: {e}).") from None
+        raise CheckpointImportError(
+            f"{src}: cannot be read as a PyTorch state dict ({type(e).__name__}: {e})."
+        ) from None
     if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
         loaded = loaded["state_dict"]
-    dims_arch = {k: v for k, v in arch.items()}
-    probe = LoopTransformerConfig(vocab_size=1, seq_len=1, **dims_arch)
-    sd = convert_state_dict(loaded, source, probe)
-    dims = dims_from_state_dict(sd, dims_arch, seq_len)
-    config = LoopTransformerConfig(**dims, **dims_arch)
-    net = LoopTransformer(config)
+    arch_config = _arch_config(arch, arch_yaml)
+    sd = convert_state_dict(loaded, source, LoopTransformerConfig.from_arch(arch_config, vocab_size=1, seq_len=1))
+    dims = dims_from_state_dict(sd, arch_config, seq_len)
+    net = LoopTransformer(LoopTransformerConfig.from_arch(arch_config, **dims))
     expected = net.state_dict()
     missing = [k for k in expected if k not in sd]
     extra = [k for k in sd if k not in expected]
     if missing or extra:
-        raise ImportError_(
+        raise CheckpointImportError(
             f"{src}: the weights do not fit the architecture in {arch_yaml}: missing {missing[:6]}, unexpected {extra[:6]}."
         )
     for k, v in sd.items():
         if v.shape != expected[k].shape:
-            raise ImportError_(
+            raise CheckpointImportError(
                 f"{src}: {k} has shape {tuple(v.shape)}, the architecture expects {tuple(expected[k].shape)}."
             )
     net.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()})
 
-    module = LoopformerModule(**arch)
+    module = LoopformerModule(arch=arch_config)
     module.build(dims)
     module.net.load_state_dict(net.state_dict())
-    checkpoint = {
-        "state_dict": module.state_dict(),
-        "hyper_parameters": dict(module.hparams),
-        "loopformer": {"dataset_dims": dims, "act_carry": None, "imported_from": f"{source}:{Path(src).name}"},
-        "epoch": 0,
-        "global_step": 0,
-        "pytorch-lightning_version": lightning.__version__,
-    }
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(dest)
+    checkpoint = ckpt_format.imported_checkpoint(
+        module.state_dict(), dict(module.hparams), dims, imported_from=f"{source}:{Path(src).name}"
+    )
+    ckpt_format.save_atomically(checkpoint, dest)
     return checkpoint["hyper_parameters"]

@@ -1,4 +1,4 @@
-"""Command-line overrides of list items, such as ``--model.stages.0.repeat=3``.
+"""Command-line overrides of list items, such as ``--model.arch.stages.0.repeat=3``.
 
 jsonargparse sets whole lists only. wandb writes one flag per swept leaf, so the CLI takes flags whose
 dotted key holds an integer, resolves the list they point into from everything else on the command line
@@ -21,7 +21,7 @@ _FLAG = re.compile(r"^--([A-Za-z_][\w]*(?:\.[\w]+)*)$")
 @dataclasses.dataclass
 class ListItemOverride:
     flag: str  # as given, for messages
-    list_key: str  # dotted key of the list option, e.g. model.stages
+    list_key: str  # dotted key of the list option, e.g. model.arch.stages
     path: list[str]  # index, then fields or indices below it, e.g. ["0", "repeat"]
     raw_value: str
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import netrc
 import os
 from typing import Optional
@@ -48,12 +47,3 @@ class WandbLogger(_LightningWandbLogger):
             del self._wandb_init["anonymous"]  # wandb warns that the setting is gone whenever it is passed
         if self._save_dir:
             os.makedirs(self._save_dir, exist_ok=True)  # else wandb warns "git root runs does not exist"
-
-
-def append_eval_metrics(metrics: dict[str, float], step: int) -> None:
-    """Append one evaluation's metrics to ``$LOOPFORMER_METRICS_JSONL`` (the offline sweep runner reads it)."""
-    path = os.environ.get("LOOPFORMER_METRICS_JSONL")
-    if not path:
-        return
-    with open(path, "a") as f:
-        f.write(json.dumps({"_step": step, **metrics}) + "\n")

@@ -1,8 +1,8 @@
 """`loopformer sweep`: run a W&B sweep file with the W&B agent, or offline on the official `sweeps` engine.
 
 Offline, the engine proposes runs (grid/random/bayes) and applies the file's hyperband early termination;
-each trial runs exactly the command line `wandb agent` would run (built by wandb's own sweep utilities), and
-reports each evaluation through ``$LOOPFORMER_METRICS_JSONL``. State is saved after every change, so an
+each trial runs the command line `wandb agent` would run (built by wandb's own sweep utilities) plus one flag
+that adds the ``EvalMetricsFile`` callback, through which the run reports each evaluation. State is saved after every change, so an
 interrupted sweep resumes where it stopped. Results: ``results.csv``, ``results.json`` and
 ``parallel_coordinates.png`` in the output directory.
 """
@@ -159,10 +159,12 @@ class OfflineSweep:
         return self.trials
 
     def _run_trial(self, trial: TrialRecord) -> None:
-        command = agent_command(self.config, trial.config)
+        from loopformer.metrics_file import metrics_file_flag
+
         metrics_file = self.out_dir / f"{trial.name}.metrics.jsonl"
         metrics_file.unlink(missing_ok=True)
-        env = dict(os.environ, LOOPFORMER_METRICS_JSONL=str(metrics_file.resolve()))
+        command = agent_command(self.config, trial.config) + [metrics_file_flag(str(metrics_file.resolve()))]
+        env = dict(os.environ)
         env.setdefault("WANDB_MODE", "offline")
         values = ", ".join(f"{k}={v['value']}" for k, v in trial.config.items())
         print(f"[sweep] {trial.name}: {values}", flush=True)
@@ -250,7 +252,7 @@ def plot_parallel_coordinates(rows: list[dict], metric: str, path: Path) -> None
         c = cmap((r[metric] - m_lo) / ((m_hi - m_lo) or 1))
         ax.plot(range(len(axes)), ys, color=c, alpha=0.85, lw=1.6, ls="-" if r["state"] == "finished" else "--")
     ax.set_xticks(range(len(axes)))
-    ax.set_xticklabels([a.replace("model.stages.", "stage ") for a in axes], rotation=20, ha="right")
+    ax.set_xticklabels([a.replace("model.arch.stages.", "stage ") for a in axes], rotation=20, ha="right")
     for i, a in enumerate(axes):
         ax.axvline(i, color="0.7", lw=0.8)
         ax.text(i, 1.03, f"{hi[a]:g}", ha="center", fontsize=8)

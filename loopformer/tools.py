@@ -7,7 +7,7 @@ import sys
 
 
 def _import_checkpoint(argv: list[str]) -> int:
-    from loopformer.convert import ImportError_, import_checkpoint
+    from loopformer.convert import CheckpointImportError, import_checkpoint
 
     p = argparse.ArgumentParser(
         prog="loopformer import-checkpoint",
@@ -22,13 +22,12 @@ def _import_checkpoint(argv: list[str]) -> int:
     args = p.parse_args(argv)
     try:
         hparams = import_checkpoint(args.source, args.src, args.arch, args.dest, seq_len=args.seq_len)
-    except ImportError_ as e:
+    except CheckpointImportError as e:
         print(f"loopformer import-checkpoint: error: {e}", file=sys.stderr)
         return 2
-    stages = ", ".join(f"{s['target']}x{s['repeat']}" for s in hparams["stages"])
-    print(
-        f"wrote {args.dest}: {args.source.upper()} weights, schedule [{stages}], outer_cycles {hparams['outer_cycles']}"
-    )
+    arch = hparams["arch"]
+    stages = ", ".join(f"{s['target']}x{s['repeat']}" for s in arch["stages"])
+    print(f"wrote {args.dest}: {args.source.upper()} weights, schedule [{stages}], outer_cycles {arch['outer_cycles']}")
     return 0
 
 

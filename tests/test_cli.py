@@ -24,30 +24,30 @@ def test_list_item_overrides_reach_the_model(sudoku4_dir, tmp_path):
             "--config",
             str(ROOT / "configs/quickstart.yaml"),
             f"--data.data_paths={sudoku4_dir}",
-            "--model.stages.0.repeat=3",
-            "--model.stages.1.include_inputs=False",
-            "--model.stages.2.repeat",
+            "--model.arch.stages.0.repeat=3",
+            "--model.arch.stages.1.include_inputs=False",
+            "--model.arch.stages.2.repeat",
             "4",
-            "--model.stages.0.sources.0=z_M",
-            "--model.lr=1e-4",
+            "--model.arch.stages.0.sources.0=z_M",
+            "--model.optim.lr=1e-4",
         ],
         tmp_path,
     )
-    stages = cli.model.hparams.stages
+    stages = cli.model.hparams.arch["stages"]
     assert [s["repeat"] for s in stages] == [3, 2, 4]
     assert [s["include_inputs"] for s in stages] == [True, False, False]
     assert stages[0]["sources"] == ["z_M"]
-    assert cli.model.hparams.lr == pytest.approx(1e-4)
+    assert cli.model.optim.lr == pytest.approx(1e-4)
 
 
 @pytest.mark.parametrize(
     "flag,message",
     [
-        ("--model.stages.3.repeat=2", "index 3 is out of range: model.stages has 3 item(s) (items 0-2)"),
-        ("--model.stages.0.repet=2", "model.stages.0 has no field 'repet'; its fields are: target, sources"),
-        ("--model.lr.0=2", "model.lr is float, not a list"),
-        ("--model.stages.0.repeat=-1", "model.stages.0: repeat must be an integer >= 0"),
-        ("--model.stages.1.target=z_Q", "model.stages.1: target 'z_Q' is not a state"),
+        ("--model.arch.stages.3.repeat=2", "index 3 is out of range: model.arch.stages has 3 item(s) (items 0-2)"),
+        ("--model.arch.stages.0.repet=2", "model.arch.stages.0 has no field 'repet'; its fields are: target, sources"),
+        ("--model.optim.lr.0=2", "model.optim.lr is float, not a list"),
+        ("--model.arch.stages.0.repeat=-1", "model.arch.stages.0: repeat must be an integer >= 0"),
+        ("--model.arch.stages.1.target=z_Q", "model.arch.stages.1: target 'z_Q' is not a state"),
     ],
 )
 def test_bad_overrides_exit_with_a_clear_message(flag, message, sudoku4_dir, capsys):
@@ -59,7 +59,15 @@ def test_bad_overrides_exit_with_a_clear_message(flag, message, sudoku4_dir, cap
 
 def test_print_config_shows_the_overridden_list(capsys, sudoku4_dir):
     with pytest.raises(SystemExit) as e:
-        main(["fit", "--config", str(ROOT / "configs/quickstart.yaml"), "--model.stages.0.repeat=5", "--print_config"])
+        main(
+            [
+                "fit",
+                "--config",
+                str(ROOT / "configs/quickstart.yaml"),
+                "--model.arch.stages.0.repeat=5",
+                "--print_config",
+            ]
+        )
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "repeat: 5" in out and "outer_cycles: 3" in out
@@ -106,9 +114,9 @@ def test_fit_logs_stable_val_metrics_once_per_evaluation(sudoku4_dir, tmp_path, 
         f"--data.data_paths={sudoku4_dir}",
         "--data.global_batch_size=16",
         "--data.eval_batch_size=16",
-        "--model.hidden_size=32",
-        "--model.puzzle_emb_ndim=32",
-        "--model.halt_max_steps=3",
+        "--model.arch.hidden_size=32",
+        "--model.arch.puzzle_emb_ndim=32",
+        "--model.arch.halt_max_steps=3",
         "--trainer.max_steps=6",
         "--trainer.val_check_interval=3",
         "--trainer.enable_progress_bar=false",
@@ -150,8 +158,8 @@ def test_runs_sharing_a_save_dir_keep_their_config_pictures_and_checkpoints_apar
     """A sweep's runs share the W&B logger's save_dir: each run's files go to <save_dir>/loopformer/<run id>/."""
     args = [
         "fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_paths={sudoku4_dir}",
-        "--data.global_batch_size=16", "--data.eval_batch_size=16", "--model.hidden_size=32",
-        "--model.puzzle_emb_ndim=32", "--model.halt_max_steps=2", "--trainer.max_steps=2",
+        "--data.global_batch_size=16", "--data.eval_batch_size=16", "--model.arch.hidden_size=32",
+        "--model.arch.puzzle_emb_ndim=32", "--model.arch.halt_max_steps=2", "--trainer.max_steps=2",
         "--trainer.val_check_interval=2", "--trainer.enable_progress_bar=false",
         f"--trainer.logger.init_args.save_dir={tmp_path}",
     ]  # fmt: skip
@@ -159,7 +167,7 @@ def test_runs_sharing_a_save_dir_keep_their_config_pictures_and_checkpoints_apar
     import wandb
 
     for lr in ("1e-3", "2e-3"):
-        LoopformerCLI(args=[*args, f"--model.lr={lr}"]).trainer.logger.experiment.finish()  # as its process would
+        LoopformerCLI(args=[*args, f"--model.optim.lr={lr}"]).trainer.logger.experiment.finish()  # as its process would
         wandb.teardown()  # and forget this process's W&B settings, as a new process starts without them
     runs = sorted(p for p in (tmp_path / "loopformer").iterdir())
     assert len(runs) == 2 and not (tmp_path / "config.yaml").exists() and not (tmp_path / "predictions").exists()
@@ -193,8 +201,8 @@ def test_runs_sharing_a_save_dir_keep_their_config_pictures_and_checkpoints_apar
 def test_with_a_progress_bar_each_evaluation_line_is_written_through_it(sudoku4_dir, tmp_path, capsys):
     args = [
         "fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_paths={sudoku4_dir}",
-        "--data.global_batch_size=16", "--data.eval_batch_size=16", "--model.hidden_size=32",
-        "--model.puzzle_emb_ndim=32", "--model.halt_max_steps=2", "--trainer.max_steps=2",
+        "--data.global_batch_size=16", "--data.eval_batch_size=16", "--model.arch.hidden_size=32",
+        "--model.arch.puzzle_emb_ndim=32", "--model.arch.halt_max_steps=2", "--trainer.max_steps=2",
         "--trainer.val_check_interval=2", "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}",
     ]  # fmt: skip
     LoopformerCLI(args=args)
@@ -254,15 +262,15 @@ def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir,
             f"--data.data_paths={sudoku4_dir}",
             "--data.eval_batch_size=20",
             f"--ckpt_path={tmp_path / 'out.ckpt'}",
-            "--model.halt_max_steps=5",
+            "--model.arch.halt_max_steps=5",
             "--trainer.accelerator=cpu",
             "--trainer.logger=false",
             "--trainer.enable_progress_bar=false",
             f"--trainer.default_root_dir={tmp_path}",
         ]
     )
-    assert cli.model.hparams.hidden_size == C  # from the checkpoint, not the CLI defaults
-    assert cli.model.hparams.halt_max_steps == 5  # the explicit flag wins
+    assert cli.model.arch.hidden_size == C  # from the checkpoint, not the CLI defaults
+    assert cli.model.arch.halt_max_steps == 5  # the explicit flag wins
     assert cli.trainer.callback_metrics["val/steps"].item() == 5
     assert cli.trainer.callback_metrics["val/count"].item() == 40
 
@@ -277,9 +285,9 @@ def test_predict_returns_every_test_example_once(sudoku4_dir, tmp_path, caplog):
             f"--data.data_paths={sudoku4_dir}",
             "--data.global_batch_size=16",
             "--data.eval_batch_size=16",
-            "--model.hidden_size=32",
-            "--model.puzzle_emb_ndim=32",
-            "--model.halt_max_steps=2",
+            "--model.arch.hidden_size=32",
+            "--model.arch.puzzle_emb_ndim=32",
+            "--model.arch.halt_max_steps=2",
             "--trainer.max_steps=2",
             "--trainer.limit_val_batches=0",
             "--trainer.enable_progress_bar=false",
@@ -361,7 +369,7 @@ def test_trainer_configs_compose_with_the_recipe(trainer_config, capsys):
                 assert str(printed["trainer"][key]["init_args"][arg]) == str(arg_value), (key, arg)
         else:
             assert printed["trainer"][key] == value, key
-    assert printed["model"]["ema"] is True and printed["data"]["global_batch_size"] == 768
+    assert printed["model"]["run"]["ema"] is True and printed["data"]["global_batch_size"] == 768
 
 
 def test_the_recipes_keep_the_best_and_the_last_checkpoint(sudoku4_dir, tmp_path):
@@ -380,9 +388,9 @@ def test_the_recipes_keep_the_best_and_the_last_checkpoint(sudoku4_dir, tmp_path
             str(ROOT / "configs/quickstart.yaml"),
             f"--data.data_paths={sudoku4_dir}",
             "--data.global_batch_size=16",
-            "--model.hidden_size=32",
-            "--model.puzzle_emb_ndim=32",
-            "--model.halt_max_steps=2",
+            "--model.arch.hidden_size=32",
+            "--model.arch.puzzle_emb_ndim=32",
+            "--model.arch.halt_max_steps=2",
             "--trainer.max_steps=4",
             "--trainer.val_check_interval=2",
             "--trainer.enable_progress_bar=false",
@@ -413,7 +421,7 @@ def test_the_installed_command_prints_help_and_config_without_warnings(tmp_path)
             "fit",
             "--config",
             str(ROOT / "configs/quickstart.yaml"),
-            "--model.stages.0.repeat=4",
+            "--model.arch.stages.0.repeat=4",
             "--print_config",
         ],
         capture_output=True,
@@ -435,7 +443,7 @@ def test_a_run_prints_none_of_the_other_packages_noise(sudoku4_dir, tmp_path):
     base = [
         *(sys.executable, "-m", "loopformer.cli", "fit", "--config", str(ROOT / "configs/quickstart.yaml")),
         *(f"--data.data_paths={sudoku4_dir}", "--data.global_batch_size=16", "--data.num_workers=1"),
-        *("--model.hidden_size=32", "--model.puzzle_emb_ndim=32", "--trainer.val_check_interval=2"),
+        *("--model.arch.hidden_size=32", "--model.arch.puzzle_emb_ndim=32", "--trainer.val_check_interval=2"),
         *("--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false"),
     ]
     # cwd has no runs/ yet: the logger's directory is created before wandb looks for it

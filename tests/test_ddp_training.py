@@ -41,11 +41,11 @@ def _train(data_dir, root: Path, devices: int) -> tuple[list[float], dict]:
         str(ROOT / "configs/quickstart.yaml"),
         f"--data.data_paths={data_dir}",
         "--data.global_batch_size=32",  # 3 steps per epoch: 4 steps cross an epoch boundary
-        "--model.hidden_size=32",
-        "--model.puzzle_emb_ndim=32",
-        "--model.halt_max_steps=3",
-        "--model.halt_exploration_prob=0.0",  # exploration draws per-rank random numbers
-        "--model.lr_warmup_steps=1",
+        "--model.arch.hidden_size=32",
+        "--model.arch.puzzle_emb_ndim=32",
+        "--model.arch.halt_max_steps=3",
+        "--model.arch.halt_exploration_prob=0.0",  # exploration draws per-rank random numbers
+        "--model.optim.lr_warmup_steps=1",
         "--trainer.max_steps=4",
         "--trainer.limit_val_batches=0",
         "--trainer.log_every_n_steps=1",

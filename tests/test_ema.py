@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from loopformer.cli import LoopformerCLI
-from loopformer.ema import WeightEMA
+from loopformer.ema import EMA, WeightEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,11 +54,11 @@ def test_validation_and_checkpoints_use_the_average(sudoku4_dir, tmp_path):
             f"--data.data_paths={sudoku4_dir}",
             "--data.global_batch_size=16",
             "--data.eval_batch_size=40",
-            "--model.hidden_size=32",
-            "--model.puzzle_emb_ndim=32",
-            "--model.halt_max_steps=2",
-            "--model.ema=true",
-            "--model.ema_rate=0.9",
+            "--model.arch.hidden_size=32",
+            "--model.arch.puzzle_emb_ndim=32",
+            "--model.arch.halt_max_steps=2",
+            "--model.run.ema=true",
+            "--model.run.ema_rate=0.9",
             "--trainer.max_steps=4",
             "--trainer.val_check_interval=4",
             "--trainer.enable_progress_bar=false",
@@ -67,7 +67,7 @@ def test_validation_and_checkpoints_use_the_average(sudoku4_dir, tmp_path):
         ],
         trainer_defaults={"callbacks": [spy, ckpt]},
     )
-    ema = cli.model.ema
+    ema = next(cb for cb in cli.trainer.callbacks if isinstance(cb, EMA)).average
     assert torch.equal(spy.in_validation[0], ema.shadow["inner.lm_head.weight"])
     assert not torch.equal(spy.in_validation[0], cli.model.net.inner.lm_head.weight)  # raw restored after
     assert "inner.puzzle_emb.weights" not in ema.shadow

@@ -1,6 +1,7 @@
 import pytest
 
-from loopformer.loggers import WandbLogger, append_eval_metrics, wandb_credentials_found
+from loopformer.loggers import WandbLogger, wandb_credentials_found
+from loopformer.metrics_file import EvalMetricsFile
 
 
 @pytest.fixture
@@ -34,11 +35,20 @@ def test_netrc_login_counts(no_wandb_env):
     assert wandb_credentials_found()
 
 
-def test_eval_metrics_file(monkeypatch, tmp_path):
+def test_eval_metrics_file_appends_one_line_per_evaluation_from_rank_zero(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
     path = tmp_path / "m.jsonl"
-    monkeypatch.setenv("LOOPFORMER_METRICS_JSONL", str(path))
-    append_eval_metrics({"val/exact_accuracy": 0.5}, step=7)
-    append_eval_metrics({"val/exact_accuracy": 0.75}, step=9)
+    callback = EvalMetricsFile(str(path))
+    metrics = {"val/exact_accuracy": torch.tensor(0.5), "val/exact": torch.tensor(0.5), "train/loss": torch.tensor(1.0)}
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, global_step=7, callback_metrics=metrics)
+    callback.on_validation_end(trainer, None)
+    trainer.global_step, metrics["val/exact_accuracy"] = 9, torch.tensor(0.75)
+    callback.on_validation_end(trainer, None)
+    callback.on_validation_end(SimpleNamespace(**{**vars(trainer), "is_global_zero": False}), None)
+    callback.on_validation_end(SimpleNamespace(**{**vars(trainer), "sanity_checking": True}), None)
     assert path.read_text().splitlines() == [
         '{"_step": 7, "val/exact_accuracy": 0.5}',
         '{"_step": 9, "val/exact_accuracy": 0.75}',
@@ -61,9 +71,9 @@ def test_the_run_config_holds_the_fully_resolved_config(sudoku4_dir, tmp_path, m
             str(root / "configs/quickstart.yaml"),
             f"--data.data_paths={sudoku4_dir}",
             "--data.global_batch_size=16",
-            "--model.hidden_size=32",
-            "--model.puzzle_emb_ndim=32",
-            "--model.stages.0.repeat=2",
+            "--model.arch.hidden_size=32",
+            "--model.arch.puzzle_emb_ndim=32",
+            "--model.arch.stages.0.repeat=2",
             "--trainer.max_steps=1",
             "--trainer.limit_val_batches=0",
             "--trainer.enable_progress_bar=false",
@@ -72,7 +82,7 @@ def test_the_run_config_holds_the_fully_resolved_config(sudoku4_dir, tmp_path, m
     )
     run = cli.trainer.logger.experiment
     config = dict(run.config)
-    assert config["model"]["stages"][0]["repeat"] == 2 and config["model"]["hidden_size"] == 32
+    assert config["model"]["arch"]["stages"][0]["repeat"] == 2 and config["model"]["arch"]["hidden_size"] == 32
     assert config["trainer"]["max_steps"] == 1 and config["data"]["global_batch_size"] == 16
     assert run.settings.mode in ("offline", "dryrun")  # wandb names its offline mode "dryrun" internally
     run.finish()

@@ -8,6 +8,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from loopformer.cli import LoopformerCLI
+from loopformer.model import ArchConfig
+from loopformer.run_options import RunOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,10 +22,10 @@ def _args(data_dir, tmp_path, max_steps, extra=()):
         f"--data.data_paths={data_dir}",
         "--data.global_batch_size=16",
         "--data.eval_batch_size=40",
-        "--model.hidden_size=32",
-        "--model.puzzle_emb_ndim=32",
-        "--model.halt_max_steps=4",
-        "--model.lr_warmup_steps=2",
+        "--model.arch.hidden_size=32",
+        "--model.arch.puzzle_emb_ndim=32",
+        "--model.arch.halt_max_steps=4",
+        "--model.optim.lr_warmup_steps=2",
         f"--trainer.max_steps={max_steps}",
         "--trainer.val_check_interval=1000",
         "--trainer.limit_val_batches=0",
@@ -70,7 +72,7 @@ def test_adamw_for_the_network_and_sign_sgd_for_the_puzzle_table(sudoku4_dir, tm
             sudoku4_dir,
             tmp_path,
             1,
-            ["--model.lr=0.01", "--model.puzzle_emb_lr=0.5", "--model.puzzle_emb_weight_decay=0.25"],
+            ["--model.optim.lr=0.01", "--model.optim.puzzle_emb_lr=0.5", "--model.optim.puzzle_emb_weight_decay=0.25"],
         )
     )
     opt = cli.trainer.optimizers[0]
@@ -134,11 +136,11 @@ def test_compile_true_gives_the_same_outputs_as_eager(sudoku4_dir):
     from loopformer.module import LoopformerModule
 
     torch.manual_seed(0)
-    kw = dict(hidden_size=32, num_heads=1, forward_dtype="float32", halt_max_steps=2, puzzle_emb_ndim=32)
+    arch = ArchConfig(hidden_size=32, num_heads=1, forward_dtype="float32", halt_max_steps=2, puzzle_emb_ndim=32)
     dims = {"vocab_size": 6, "seq_len": 16, "num_puzzle_identifiers": 1}
-    eager = LoopformerModule(**kw)
+    eager = LoopformerModule(arch=arch)
     eager.build(dims)
-    compiled = LoopformerModule(**kw, compile=True)
+    compiled = LoopformerModule(arch=arch, run=RunOptions(compile=True))
     compiled.build(dims)
     compiled.load_state_dict(eager.state_dict())  # same keys: compiled in place
     g = torch.Generator().manual_seed(1)
@@ -158,7 +160,7 @@ def test_compile_true_gives_the_same_outputs_as_eager(sudoku4_dir):
 
 
 def test_an_unwritable_or_full_checkpoint_directory_fails_at_the_start(sudoku4_dir, tmp_path, monkeypatch):
-    from loopformer.module import CheckpointDirError, checkpoint_dir_problem
+    from loopformer.checkpoint import CheckpointDirError, checkpoint_dir_problem
 
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where a directory should be")  # root ignores permissions; this still fails
@@ -176,13 +178,13 @@ def test_an_unwritable_or_full_checkpoint_directory_fails_at_the_start(sudoku4_d
 def test_a_table_with_other_rows_restarts_from_the_mean_row(sudoku4_dir, tmp_path):
     from loopformer.module import LoopformerModule
 
-    kw = dict(hidden_size=32, num_heads=1, forward_dtype="float32", halt_max_steps=2, puzzle_emb_ndim=32)
-    old = LoopformerModule(**kw)
+    arch = ArchConfig(hidden_size=32, num_heads=1, forward_dtype="float32", halt_max_steps=2, puzzle_emb_ndim=32)
+    old = LoopformerModule(arch=arch)
     old.build({"vocab_size": 6, "seq_len": 16, "num_puzzle_identifiers": 5})
     with torch.no_grad():
         old.net.inner.puzzle_emb.weights.copy_(torch.arange(5.0)[:, None].expand(5, 32))
     checkpoint = {"state_dict": old.state_dict(), "loopformer": {"dataset_dims": old.dataset_dims}}
-    new = LoopformerModule(**kw)
+    new = LoopformerModule(arch=arch)
     new.build({"vocab_size": 6, "seq_len": 16, "num_puzzle_identifiers": 3})  # a rebuilt dataset
     with pytest.warns(UserWarning, match="has 5 rows, the data has 3 puzzle identifiers"):
         new.on_load_checkpoint(checkpoint)

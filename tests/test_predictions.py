@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from loopformer.model.losses import IGNORE_LABEL_ID
+from loopformer.batch import IGNORE_LABEL_ID
 from loopformer.predictions import exact_accuracy, merge_batches, save_predictions
 
 

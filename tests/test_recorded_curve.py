@@ -55,7 +55,9 @@ def test_quickstart_loss_curve_is_bit_identical_to_the_recorded_one(tmp_path):
         RECORDED.write_text(json.dumps(got, indent=0) + "\n")
         pytest.skip(f"recorded {RECORDED}")
     expected = json.loads(RECORDED.read_text())
-    first_diff = next((i for i, (a, b) in enumerate(zip(got["train_loss"], expected["train_loss"])) if a != b), None)
+    first_diff = next(
+        (i for i, (a, b) in enumerate(zip(got["train_loss"], expected["train_loss"], strict=False)) if a != b), None
+    )
     assert first_diff is None, (
         f"train loss differs from step {first_diff}: {float.fromhex(got['train_loss'][first_diff])!r} "
         f"vs recorded {float.fromhex(expected['train_loss'][first_diff])!r}"

@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from loopformer.cli import LoopformerCLI
+from loopformer.ema import EMA
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,6 +25,10 @@ class StopAt(L.Callback):
             trainer.should_stop = True
 
 
+def _ema(cli):
+    return next(cb for cb in cli.trainer.callbacks if isinstance(cb, EMA)).average
+
+
 def _fit(data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None, ema=False, workers=0):
     callbacks = []
     if stop_at:
@@ -36,17 +41,17 @@ def _fit(data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None, ema=Fal
         f"--data.data_paths={data_dir}",
         f"--data.global_batch_size={batch}",
         f"--data.num_workers={workers}",
-        "--model.hidden_size=32",
-        "--model.puzzle_emb_ndim=32",
-        "--model.halt_max_steps=3",
-        "--model.halt_exploration_prob=0.5",
-        "--model.lr_warmup_steps=2",
+        "--model.arch.hidden_size=32",
+        "--model.arch.puzzle_emb_ndim=32",
+        "--model.arch.halt_max_steps=3",
+        "--model.arch.halt_exploration_prob=0.5",
+        "--model.optim.lr_warmup_steps=2",
         f"--trainer.max_steps={max_steps}",
         "--trainer.limit_val_batches=0",
         "--trainer.enable_progress_bar=false",
         "--trainer.logger=false",
         f"--trainer.enable_checkpointing={bool(stop_at)}",
-        f"--model.ema={ema}",
+        f"--model.run.ema={ema}",
         f"--trainer.default_root_dir={root}",
     ]
     if ckpt_path:
@@ -71,7 +76,7 @@ def test_resumed_run_matches_an_uninterrupted_one_bitwise(sudoku4_dir, tmp_path,
     for k in a:
         assert torch.equal(a[k], b[k]), k
     if ema:
-        for k, v in straight.model.ema.shadow.items():
-            assert torch.equal(v, resumed.model.ema.shadow[k]), k
+        for k, v in _ema(straight).shadow.items():
+            assert torch.equal(v, _ema(resumed).shadow[k]), k
     assert torch.equal(straight.model.carry.steps, resumed.model.carry.steps)
     assert torch.equal(straight.model.carry.current_data["inputs"], resumed.model.carry.current_data["inputs"])

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from loopformer.metrics_file import metrics_file_flag
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,7 +35,7 @@ def _start_ddp_run(data_dir, tmp_path):
     """A 2-process CPU DDP training run that evaluates every 2 steps; returns once it has evaluated once."""
     metrics = tmp_path / "metrics.jsonl"
     log = tmp_path / "run.log"
-    env = dict(os.environ, WANDB_MODE="disabled", LOOPFORMER_METRICS_JSONL=str(metrics))
+    env = dict(os.environ, WANDB_MODE="disabled")
     cmd = [
         str(Path(sys.executable).parent / "loopformer"),
         "fit",
@@ -48,6 +50,7 @@ def _start_ddp_run(data_dir, tmp_path):
         "--trainer.val_check_interval=2",
         "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={tmp_path}",
+        metrics_file_flag(str(metrics)),
     ]
     with open(log, "w") as out:
         launcher = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)

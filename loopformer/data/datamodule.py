@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, load_merged
-from loopformer.data.sampling import EvalBatches, TrainBatches
+from loopformer.data.sampling import SAMPLER_POSITION, EvalBatches, TrainBatches
 
 # Lightning warns that an IterableDataset with __len__ may repeat batches across loader workers; ours deal the
 # batches out to the workers in turn (sampling.py), so it does not apply.
@@ -185,6 +185,13 @@ class PuzzleDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.eval_batches)
+
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """A training batch about to be trained on: its position becomes the sampler's resume point."""
+        position = batch.pop(SAMPLER_POSITION, None)
+        if position is not None and self.train_batches is not None:
+            self.train_batches.mark_trained(position)
+        return batch
 
     # ------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -19,8 +19,12 @@ from typing import Optional
 import numpy as np
 import torch
 
+from loopformer.batch import IGNORE_LABEL_ID
 from loopformer.data.format import PuzzleDatasetMetadata, PuzzleSet
-from loopformer.model.losses import IGNORE_LABEL_ID
+
+# A training batch carries its (epoch, index) under this key from the loader (possibly a worker process) to the
+# data module, which pops it before the batch reaches the model (PuzzleDataModule.on_before_batch_transfer).
+SAMPLER_POSITION = "sampler_position"
 
 Batch = dict[str, torch.Tensor]
 
@@ -112,7 +116,7 @@ class TrainBatches(torch.utils.data.IterableDataset):
         return sum(g // self.global_batch_size for g in groups)
 
     def mark_trained(self, tag: torch.Tensor) -> None:
-        """Called with a batch's ``sampler_position`` when it is trained on (loaders prefetch ahead)."""
+        """Called with a batch's ``SAMPLER_POSITION`` when it is trained on (loaders prefetch ahead)."""
         epoch, index = (int(v) for v in tag)
         self.trained = (epoch, index + 1)
 
@@ -164,7 +168,7 @@ class TrainBatches(torch.utils.data.IterableDataset):
                         s.puzzle_identifiers[puzzles[lo:hi]],
                         self.local_batch_size,
                     )
-                    batch["sampler_position"] = torch.tensor([epoch, index])
+                    batch[SAMPLER_POSITION] = torch.tensor([epoch, index])
                     yield batch
                 yielded += 1
             # An epoch already fully trained (a resume at its end) continues with the next in the same iteration;

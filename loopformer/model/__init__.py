@@ -1,15 +1,20 @@
 """The looped transformer in plain PyTorch (no Lightning here)."""
 
-from loopformer.model.act import ACTCarry, LoopTransformer
-from loopformer.model.config import ConfigError, LoopTransformerConfig, StageSpec, StateSpec
-from loopformer.model.losses import IGNORE_LABEL_ID, act_loss
+from loopformer.batch import IGNORE_LABEL_ID
+from loopformer.errors import ConfigError
+from loopformer.model.act import PUZZLE_EMB_PREFIX, PUZZLE_TABLE_KEY, ACTCarry, LoopTransformer
+from loopformer.model.config import ArchConfig, LoopTransformerConfig, StageSpec, StateSpec
+from loopformer.model.losses import act_loss
 
 __all__ = [
     "ACTCarry",
+    "ArchConfig",
     "ConfigError",
     "IGNORE_LABEL_ID",
     "LoopTransformer",
     "LoopTransformerConfig",
+    "PUZZLE_EMB_PREFIX",
+    "PUZZLE_TABLE_KEY",
     "StageSpec",
     "StateSpec",
     "act_loss",

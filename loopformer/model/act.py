@@ -16,6 +16,9 @@ from loopformer.model.config import LoopTransformerConfig
 from loopformer.model.core import LoopedCore, States
 
 Batch = dict[str, torch.Tensor]
+# Where the sign-SGD puzzle-embedding table sits in the state dict of LoopTransformer (``inner.puzzle_emb``).
+PUZZLE_TABLE_KEY = "inner.puzzle_emb.weights"
+PUZZLE_EMB_PREFIX = "inner.puzzle_emb."
 
 
 @dataclass

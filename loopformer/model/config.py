@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
-
-class ConfigError(ValueError):
-    """A model configuration value that cannot work, with the key and what was expected."""
+from loopformer.errors import ConfigError
+from loopformer.kernels.dispatch import check_attention_backend
 
 
 @dataclass
@@ -61,36 +61,57 @@ def default_three_stage_stages() -> list[StageSpec]:
 
 
 @dataclass
-class LoopTransformerConfig:
-    """Architecture of the looped transformer. ``vocab_size``, ``seq_len`` and ``num_puzzle_identifiers``
-    come from the dataset."""
+class ArchConfig:
+    """Architecture of the looped transformer: everything but the sizes that come from the dataset.
 
-    vocab_size: int
-    seq_len: int
-    num_puzzle_identifiers: int = 1
+    ``--model.arch.<field>`` on the command line, ``model: arch:`` in a config file."""
+
     states: list[StateSpec] = field(default_factory=default_three_stage_states)
+    """Latent states and their modules: ``{name, layers, share_weights_with}``."""
     stages: list[StageSpec] = field(default_factory=default_three_stage_stages)
+    """The loop schedule: ``{target, sources, include_inputs, repeat}``, run in order."""
     outer_cycles: int = 3
+    """Passes over the whole schedule per ACT step."""
     no_grad_cycles: Optional[int] = None
+    """Leading passes run without gradient (default outer_cycles - 1)."""
     readout_state: str = "z_H"
+    """State decoded by the LM head."""
     halt_state: Optional[str] = None
+    """State whose first token feeds the Q head (default: readout_state)."""
     hidden_size: int = 512
+    """Width of every state."""
     num_heads: int = 8
+    """Attention heads."""
     expansion: float = 4.0
+    """SwiGLU expansion (inner size rounded up to a multiple of 256)."""
     pos_encodings: PosEncoding = "rope"
+    """rope, learned or none."""
     rope_theta: float = 10000.0
+    """RoPE base."""
     rms_norm_eps: float = 1e-5
+    """RMSNorm epsilon."""
     puzzle_emb_ndim: int = 0
+    """Puzzle-embedding width (0: no puzzle embedding)."""
     puzzle_emb_len: int = 0
+    """Prefix tokens holding it (0: ceil(ndim / hidden))."""
     mixer: Mixer = "attention"
+    """attention, or mlp across the sequence (TRM's mlp_t)."""
     forward_dtype: ForwardDtype = "bfloat16"
+    """Activation dtype of the forward pass."""
     halt_max_steps: int = 16
+    """ACT steps before a sequence is forced to halt."""
     halt_exploration_prob: float = 0.1
+    """Probability of a random minimum number of steps in training."""
     act_inference: bool = False
+    """Halt on the Q head during evaluation too (otherwise run halt_max_steps)."""
     no_ACT_continue: bool = True
+    """Halt when q_halt > 0 and skip the Q-continue loss (TRM); else q_halt > q_continue."""
     loss_type: LossType = "stablemax_cross_entropy"
+    """stablemax_cross_entropy or softmax_cross_entropy."""
     gradient_checkpointing: bool = False
+    """Recompute block activations in backward to save memory."""
     attention_backend: AttentionBackend = "auto"
+    """auto (Triton kernel on CUDA, SDPA elsewhere), triton, or sdpa."""
 
     def __post_init__(self) -> None:
         self.states = [s if isinstance(s, StateSpec) else StateSpec(**s) for s in self.states]
@@ -99,89 +120,81 @@ class LoopTransformerConfig:
 
     # ----------------------------------------------------------------------------------------------
     def _validate(self) -> None:
-        for key in ("vocab_size", "seq_len", "num_puzzle_identifiers", "hidden_size", "num_heads", "outer_cycles"):
+        for key in ("hidden_size", "num_heads", "outer_cycles"):
             if int(getattr(self, key)) < 1:
-                raise ConfigError(f"model.{key} must be a positive integer, got {getattr(self, key)!r}.")
+                raise ConfigError(f"model.arch.{key} must be a positive integer, got {getattr(self, key)!r}.")
         if self.no_grad_cycles is not None and not 0 <= self.no_grad_cycles < self.outer_cycles:
             raise ConfigError(
-                f"model.no_grad_cycles ({self.no_grad_cycles}) must be between 0 and outer_cycles - 1 "
+                f"model.arch.no_grad_cycles ({self.no_grad_cycles}) must be between 0 and outer_cycles - 1 "
                 f"({self.outer_cycles - 1}): the last outer cycle runs with gradient, or nothing in the loop trains "
                 "(null, the default, means outer_cycles - 1)."
             )
         if self.hidden_size % self.num_heads:
             raise ConfigError(
-                f"model.hidden_size ({self.hidden_size}) must be divisible by model.num_heads ({self.num_heads})."
+                f"model.arch.hidden_size ({self.hidden_size}) must be divisible by model.arch.num_heads ({self.num_heads})."
             )
         if self.pos_encodings == "rope" and (self.hidden_size // self.num_heads) % 2:
             raise ConfigError(f"RoPE needs an even head dimension; hidden_size/num_heads = {self.head_dim}.")
         if not self.states:
-            raise ConfigError("model.states is empty: define at least one state, e.g. {name: z_H, layers: 2}.")
+            raise ConfigError("model.arch.states is empty: define at least one state, e.g. {name: z_H, layers: 2}.")
         seen: dict[str, StateSpec] = {}
         for i, state in enumerate(self.states):
             if state.name in seen:
-                raise ConfigError(f"model.states.{i}: state name {state.name!r} is defined twice.")
+                raise ConfigError(f"model.arch.states.{i}: state name {state.name!r} is defined twice.")
             if state.share_weights_with is not None and state.share_weights_with not in seen:
                 known = ", ".join(seen) or "none"
                 raise ConfigError(
-                    f"model.states.{i} ({state.name}): share_weights_with={state.share_weights_with!r} must name an "
+                    f"model.arch.states.{i} ({state.name}): share_weights_with={state.share_weights_with!r} must name an "
                     f"earlier state (earlier states: {known})."
                 )
             if state.share_weights_with is None and state.layers < 1:
-                raise ConfigError(f"model.states.{i} ({state.name}): layers must be >= 1, got {state.layers}.")
+                raise ConfigError(f"model.arch.states.{i} ({state.name}): layers must be >= 1, got {state.layers}.")
             seen[state.name] = state
         names = ", ".join(seen)
         if not self.stages:
-            raise ConfigError("model.stages is empty: the loop schedule needs at least one stage.")
+            raise ConfigError("model.arch.stages is empty: the loop schedule needs at least one stage.")
         for i, stage in enumerate(self.stages):
             if stage.target not in seen:
-                raise ConfigError(f"model.stages.{i}: target {stage.target!r} is not a state (states: {names}).")
+                raise ConfigError(f"model.arch.stages.{i}: target {stage.target!r} is not a state (states: {names}).")
             for src in stage.sources:
                 if src not in seen:
-                    raise ConfigError(f"model.stages.{i}: source {src!r} is not a state (states: {names}).")
+                    raise ConfigError(f"model.arch.stages.{i}: source {src!r} is not a state (states: {names}).")
             if isinstance(stage.repeat, bool) or int(stage.repeat) != stage.repeat or stage.repeat < 0:
-                raise ConfigError(f"model.stages.{i}: repeat must be an integer >= 0, got {stage.repeat!r}.")
+                raise ConfigError(f"model.arch.stages.{i}: repeat must be an integer >= 0, got {stage.repeat!r}.")
         if self.effective_depth == 0:
-            raise ConfigError("model.stages: every stage has repeat 0, so the schedule applies no block.")
+            raise ConfigError("model.arch.stages: every stage has repeat 0, so the schedule applies no block.")
         for key in ("readout_state", "halt_state"):
             value = getattr(self, key)
             if value is not None and value not in seen:
-                raise ConfigError(f"model.{key}={value!r} is not a state (states: {names}).")
+                raise ConfigError(f"model.arch.{key}={value!r} is not a state (states: {names}).")
         if self.halt_max_steps < 1:
-            raise ConfigError(f"model.halt_max_steps must be >= 1, got {self.halt_max_steps}.")
+            raise ConfigError(f"model.arch.halt_max_steps must be >= 1, got {self.halt_max_steps}.")
         if not 0.0 <= self.halt_exploration_prob <= 1.0:
-            raise ConfigError(f"model.halt_exploration_prob must lie in [0, 1], got {self.halt_exploration_prob}.")
+            raise ConfigError(f"model.arch.halt_exploration_prob must lie in [0, 1], got {self.halt_exploration_prob}.")
         if self.puzzle_emb_ndim < 0 or self.puzzle_emb_len < 0:
-            raise ConfigError("model.puzzle_emb_ndim and model.puzzle_emb_len must be >= 0.")
+            raise ConfigError("model.arch.puzzle_emb_ndim and model.arch.puzzle_emb_len must be >= 0.")
         if self.puzzle_emb_ndim == 0 and self.puzzle_emb_len > 0:
             raise ConfigError(
-                f"model.puzzle_emb_len={self.puzzle_emb_len} needs model.puzzle_emb_ndim > 0: the prefix tokens hold "
+                f"model.arch.puzzle_emb_len={self.puzzle_emb_len} needs model.arch.puzzle_emb_ndim > 0: the prefix tokens hold "
                 "the puzzle embedding (set puzzle_emb_ndim, e.g. to hidden_size, or puzzle_emb_len to 0)."
             )
         if self.puzzle_emb_ndim > self.prefix_len * self.hidden_size:
             raise ConfigError(
-                f"model.puzzle_emb_ndim={self.puzzle_emb_ndim} does not fit in puzzle_emb_len={self.puzzle_emb_len} "
+                f"model.arch.puzzle_emb_ndim={self.puzzle_emb_ndim} does not fit in puzzle_emb_len={self.puzzle_emb_len} "
                 f"prefix tokens of hidden_size={self.hidden_size}."
             )
-        for key, choices in (
-            ("pos_encodings", ("rope", "learned", "none")),
-            ("mixer", ("attention", "mlp")),
-            ("loss_type", ("stablemax_cross_entropy", "softmax_cross_entropy")),
-            ("forward_dtype", ("bfloat16", "float16", "float32")),
-            ("attention_backend", ("auto", "triton", "sdpa")),
+        for key, kind in (
+            ("pos_encodings", PosEncoding),
+            ("mixer", Mixer),
+            ("loss_type", LossType),
+            ("forward_dtype", ForwardDtype),
+            ("attention_backend", AttentionBackend),
         ):
-            if getattr(self, key) not in choices:
-                raise ConfigError(f"model.{key}={getattr(self, key)!r}; expected one of {', '.join(choices)}.")
-
-        if self.attention_backend == "triton":
-            from loopformer.kernels.attention import HAVE_TRITON, SUPPORTED_HEAD_DIMS
-
-            if not HAVE_TRITON:
-                raise ConfigError("model.attention_backend=triton, but the `triton` package is not installed.")
-            if self.mixer == "attention" and self.head_dim not in SUPPORTED_HEAD_DIMS:
+            if getattr(self, key) not in get_args(kind):
                 raise ConfigError(
-                    f"model.attention_backend=triton supports head dims {SUPPORTED_HEAD_DIMS}; hidden_size/num_heads "
-                    f"= {self.head_dim} (use attention_backend: auto or sdpa)."
+                    f"model.arch.{key}={getattr(self, key)!r}; expected one of {', '.join(get_args(kind))}."
                 )
+        check_attention_backend(self.attention_backend, self.head_dim if self.mixer == "attention" else None)
 
     # ----------------------------------------------------------------------------------------------
     @property
@@ -228,3 +241,33 @@ class LoopTransformerConfig:
     def grad_depth(self) -> int:
         """Blocks applied per ACT step with gradient."""
         return (self.outer_cycles - self.resolved_no_grad_cycles) * self.depth_per_cycle
+
+
+DATASET_FIELDS = ("vocab_size", "seq_len", "num_puzzle_identifiers")
+
+
+@dataclass
+class LoopTransformerConfig(ArchConfig):
+    """The architecture with the sizes the dataset gives it."""
+
+    vocab_size: int = field(kw_only=True)
+    """Tokens in the vocabulary (from the dataset)."""
+    seq_len: int = field(kw_only=True)
+    """Tokens per puzzle, without the puzzle-embedding prefix (from the dataset)."""
+    num_puzzle_identifiers: int = field(default=1, kw_only=True)
+    """Rows of the puzzle-embedding table (from the dataset)."""
+
+    @classmethod
+    def from_arch(cls, arch: ArchConfig, **dims: int) -> LoopTransformerConfig:
+        fields = {f.name: getattr(arch, f.name) for f in dataclasses.fields(ArchConfig)}
+        return cls(**fields, **dims)
+
+    @property
+    def arch(self) -> ArchConfig:
+        return ArchConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ArchConfig)})
+
+    def _validate(self) -> None:
+        for key in DATASET_FIELDS:
+            if int(getattr(self, key)) < 1:
+                raise ConfigError(f"the dataset's {key} must be a positive integer, got {getattr(self, key)!r}.")
+        super()._validate()

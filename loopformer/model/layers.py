@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from loopformer.kernels.attention import HAVE_TRITON, SUPPORTED_HEAD_DIMS, packed_attention, triton_usable
+from loopformer.kernels.attention import packed_attention
+from loopformer.kernels.dispatch import attention_implementation
 
 CosSin = tuple[torch.Tensor, torch.Tensor]
 
@@ -106,9 +107,8 @@ def apply_rope(x_BSHD: torch.Tensor, cos_SD: torch.Tensor, sin_SD: torch.Tensor)
 class Attention(nn.Module):
     """Non-causal multi-head attention from one packed QKV projection, RoPE on q and k.
 
-    ``backend``: ``triton`` runs the fused kernel (loopformer.kernels.attention), ``sdpa`` the PyTorch path
-    (RoPE, transposes, scaled_dot_product_attention), ``auto`` the kernel on CUDA devices when Triton is
-    installed and the head dim is supported, SDPA elsewhere.
+    ``backend`` (auto, triton or sdpa) goes through ``kernels.dispatch.attention_implementation``: the fused
+    kernel (loopformer.kernels.attention), or the PyTorch path (RoPE, transposes, scaled_dot_product_attention).
     """
 
     def __init__(self, hidden: int, num_heads: int, backend: str = "auto") -> None:
@@ -119,22 +119,10 @@ class Attention(nn.Module):
         self.qkv_proj = CastedLinear(hidden, 3 * hidden)
         self.o_proj = CastedLinear(hidden, hidden)
 
-    def _use_triton(self, device: torch.device) -> bool:
-        if self.backend == "sdpa":
-            return False
-        if self.backend == "auto":
-            return device.type == "cuda" and HAVE_TRITON and self.head_dim in SUPPORTED_HEAD_DIMS
-        if not triton_usable(device):
-            raise RuntimeError(
-                f"model.attention_backend=triton cannot run on {device.type}: Triton compiles for CUDA devices "
-                "(set TRITON_INTERPRET=1 before start-up to run its interpreter on the CPU, or use auto/sdpa)."
-            )
-        return True
-
     def forward(self, x_BSC: torch.Tensor, cos_sin: Optional[CosSin]) -> torch.Tensor:
         B, S, C = x_BSC.shape
         qkv_BS3HD = self.qkv_proj(x_BSC).view(B, S, 3 * self.num_heads, self.head_dim)
-        if self._use_triton(x_BSC.device):
+        if attention_implementation(self.backend, x_BSC.device, self.head_dim) == "triton":
             cos, sin = cos_sin if cos_sin is not None else (None, None)
             return self.o_proj(packed_attention(qkv_BS3HD, cos, sin, self.num_heads).reshape(B, S, C))
         q, k, v = qkv_BS3HD.split(self.num_heads, dim=2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_LABEL_ID = -100
+from loopformer.batch import IGNORE_LABEL_ID
 
 
 def _stablemax_s(x: torch.Tensor, eps: float = 1e-30) -> torch.Tensor:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from loopformer.cli import LoopformerCLI
+from loopformer.metrics_file import metrics_file_flag
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,9 +25,9 @@ def checkpoint(sudoku4_dir, tmp_path_factory):
             str(ROOT / "configs/quickstart.yaml"),
             f"--data.data_paths={sudoku4_dir}",
             "--data.global_batch_size=16",
-            "--model.hidden_size=32",
-            "--model.puzzle_emb_ndim=32",
-            "--model.halt_max_steps=3",
+            "--model.arch.hidden_size=32",
+            "--model.arch.puzzle_emb_ndim=32",
+            "--model.arch.halt_max_steps=3",
             "--trainer.max_steps=30",
             "--trainer.limit_val_batches=0",
             "--trainer.enable_progress_bar=false",
@@ -41,7 +42,7 @@ def checkpoint(sudoku4_dir, tmp_path_factory):
 
 def _validate(ckpt, data_dir, devices, tmp_path):
     metrics = tmp_path / f"metrics-{devices}.jsonl"
-    env = dict(os.environ, WANDB_MODE="disabled", LOOPFORMER_METRICS_JSONL=str(metrics))
+    env = dict(os.environ, WANDB_MODE="disabled")
     cmd = [
         str(Path(sys.executable).parent / "loopformer"),
         "validate",
@@ -54,6 +55,7 @@ def _validate(ckpt, data_dir, devices, tmp_path):
         "--trainer.logger=false",
         "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={tmp_path}",
+        metrics_file_flag(str(metrics)),
     ]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from loopformer.batch import IGNORE_LABEL_ID
 from loopformer.data.format import DatasetError, load_split
-from loopformer.data.sampling import EvalBatches, TrainBatches
-from loopformer.model import IGNORE_LABEL_ID
+from loopformer.data.sampling import SAMPLER_POSITION, EvalBatches, TrainBatches
 
 
 def _write(split_dir, inputs, labels, puzzle_ids, puzzle_indices, group_indices, **meta_over):
@@ -117,7 +117,7 @@ def _train_through(tb):
     """One iteration, each batch marked trained as the LightningModule marks it."""
     batches = []
     for batch in tb:
-        tb.mark_trained(batch["sampler_position"])
+        tb.mark_trained(batch[SAMPLER_POSITION])
         batches.append(batch)
     return batches
 
@@ -127,7 +127,7 @@ def test_train_epochs_differ_and_resume_continues_the_order(sudoku4_dir):
     tb = TrainBatches(meta, sets, 16, seed=0)
     epoch0, epoch1 = _train_through(tb), _train_through(tb)
     assert not torch.equal(epoch0[0]["inputs"], epoch1[0]["inputs"])
-    assert [b["sampler_position"].tolist() for b in epoch1] == [[1, i] for i in range(len(epoch1))]
+    assert [b[SAMPLER_POSITION].tolist() for b in epoch1] == [[1, i] for i in range(len(epoch1))]
     resumed = TrainBatches(meta, sets, 16, seed=0)
     resumed.load_state_dict({"epoch": 1, "position": 2, "seed": 0})
     rest = list(resumed)
@@ -207,13 +207,13 @@ def test_an_iteration_continues_after_the_last_trained_batch_even_when_not_exhau
     it = iter(tb)
     for _ in range(len(tb)):  # Lightning stops after __len__ batches without exhausting the iterator
         last = next(it)
-        tb.mark_trained(last["sampler_position"])
-    assert last["sampler_position"].tolist() == [0, len(tb) - 1]
-    assert next(iter(tb))["sampler_position"].tolist() == [1, 0]
+        tb.mark_trained(last[SAMPLER_POSITION])
+    assert last[SAMPLER_POSITION].tolist() == [0, len(tb) - 1]
+    assert next(iter(tb))[SAMPLER_POSITION].tolist() == [1, 0]
     # stopped early (limit_train_batches): the next iteration continues that epoch, as a resume would
     tb.mark_trained(torch.tensor([1, 2]))
-    assert next(iter(tb))["sampler_position"].tolist() == [1, 3]
-    assert next(iter(tb))["sampler_position"].tolist() == [1, 3]  # nothing trained in between: same batch
+    assert next(iter(tb))[SAMPLER_POSITION].tolist() == [1, 3]
+    assert next(iter(tb))[SAMPLER_POSITION].tolist() == [1, 3]  # nothing trained in between: same batch
 
 
 def _loader_batches(dataset, workers, mark_trained=False):
@@ -221,7 +221,7 @@ def _loader_batches(dataset, workers, mark_trained=False):
     out = []
     for batch in loader:
         if mark_trained:
-            dataset.mark_trained(batch["sampler_position"])
+            dataset.mark_trained(batch[SAMPLER_POSITION])
         out.append(batch)
     return out
 
@@ -241,7 +241,7 @@ def test_loader_workers_give_the_batches_of_one_process_in_order(sudoku4_dir, wo
         got = _loader_batches(many, workers, mark_trained=True)
         assert _same(got, expected)
         assert many.state_dict() == one.state_dict()
-    assert got[0]["sampler_position"].tolist() == [1, 0]
+    assert got[0][SAMPLER_POSITION].tolist() == [1, 0]
 
     test_meta, test_sets = load_split(sudoku4_dir / "test")
     for rank in range(2):

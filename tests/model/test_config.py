@@ -26,7 +26,7 @@ def test_no_grad_cycles_default_to_all_but_the_last(outer, no_grad, expected):
 @pytest.mark.parametrize("outer,no_grad", [(3, 3), (2, 3), (3, -1)])
 def test_no_grad_cycles_out_of_range_is_an_error_not_a_clamp(outer, no_grad):
     with pytest.raises(
-        ConfigError, match=rf"model\.no_grad_cycles \({no_grad}\) must be between 0 and outer_cycles - 1"
+        ConfigError, match=rf"model\.arch\.no_grad_cycles \({no_grad}\) must be between 0 and outer_cycles - 1"
     ):
         make(outer_cycles=outer, no_grad_cycles=no_grad)
 
@@ -42,17 +42,23 @@ def test_depth_counts_layers_of_the_shared_module():
 @pytest.mark.parametrize(
     "kw,match",
     [
-        (dict(stages=[StageSpec("z_Q", ["z_H"])]), r"model\.stages\.0: target 'z_Q' is not a state"),
-        (dict(stages=[StageSpec("z_H", ["nope"])]), r"model\.stages\.0: source 'nope' is not a state"),
-        (dict(stages=[StageSpec("z_H", [], repeat=1), StageSpec("z_L", [], repeat=-1)]), r"model\.stages\.1: repeat"),
-        (dict(stages=[]), "model.stages is empty"),
+        (dict(stages=[StageSpec("z_Q", ["z_H"])]), r"model\.arch\.stages\.0: target 'z_Q' is not a state"),
+        (dict(stages=[StageSpec("z_H", ["nope"])]), r"model\.arch\.stages\.0: source 'nope' is not a state"),
+        (
+            dict(stages=[StageSpec("z_H", [], repeat=1), StageSpec("z_L", [], repeat=-1)]),
+            r"model\.arch\.stages\.1: repeat",
+        ),
+        (dict(stages=[]), "model.arch.stages is empty"),
         (dict(stages=[StageSpec("z_H", [], repeat=0)]), "every stage has repeat 0"),
-        (dict(states=[StateSpec("a", 1, share_weights_with="b"), StateSpec("b", 1)]), r"model\.states\.0 .*earlier"),
+        (
+            dict(states=[StateSpec("a", 1, share_weights_with="b"), StateSpec("b", 1)]),
+            r"model\.arch\.states\.0 .*earlier",
+        ),
         (dict(states=[StateSpec("a", 1), StateSpec("a", 1)]), "defined twice"),
         (dict(readout_state="z_X"), "readout_state='z_X'"),
         (dict(hidden_size=30), "divisible"),
         (dict(pos_encodings="alibi"), "pos_encodings='alibi'"),
-        (dict(puzzle_emb_len=4), "puzzle_emb_len=4 needs model.puzzle_emb_ndim"),
+        (dict(puzzle_emb_len=4), "puzzle_emb_len=4 needs model.arch.puzzle_emb_ndim"),
         (dict(halt_max_steps=0), "halt_max_steps"),
     ],
 )

@@ -172,7 +172,7 @@ lr: 1e-4
     torch.save(sd, src)
     import_checkpoint("vrn", src, arch_yaml, dest, seq_len=L)
     module = LoopformerModule.load_from_checkpoint(dest, weights_only=True)
-    assert [s["repeat"] for s in module.hparams.stages] == [3, 2, 1]
+    assert [s["repeat"] for s in module.hparams.arch["stages"]] == [3, 2, 1]
     batch = _batch(gen, prefix_len)
 
     arch = {
@@ -204,7 +204,7 @@ lr: 1e-4
 
 
 def test_import_rejects_weights_that_do_not_fit(tmp_path):
-    from loopformer.convert import ImportError_
+    from loopformer.convert import CheckpointImportError
 
     gen = torch.Generator().manual_seed(0)
     sd = _random_weights("_orig_mod.model.inner", {"L_level": 1}, ["H_init", "L_init"], "rope", 0, gen)
@@ -215,9 +215,9 @@ def test_import_rejects_weights_that_do_not_fit(tmp_path):
         f"H_cycles: 2\nL_cycles: 2\nL_layers: 2\nhidden_size: {C}\nnum_heads: {HEADS}\nexpansion: 4\n"
         "pos_encodings: rope\npuzzle_emb_ndim: 0\nhalt_max_steps: 4\nhalt_exploration_prob: 0.1\n"
     )
-    with pytest.raises(ImportError_, match="missing"):
+    with pytest.raises(CheckpointImportError, match="missing"):
         import_checkpoint("trm", src, arch_yaml, tmp_path / "out.ckpt", seq_len=L)
-    with pytest.raises(ImportError_, match="--seq-len"):
+    with pytest.raises(CheckpointImportError, match="--seq-len"):
         arch_yaml.write_text(arch_yaml.read_text().replace("L_layers: 2", "L_layers: 1"))
         import_checkpoint("trm", src, arch_yaml, tmp_path / "out.ckpt")
     assert not (tmp_path / "out.ckpt").exists()

@@ -25,7 +25,7 @@ def test_sweep_files_are_valid_and_follow_the_recipe(path):
     middle = config["command"][3:-1]
     configs = [middle[i + 1] for i, arg in enumerate(middle) if arg == "--config"]
     assert configs and all((ROOT / c).is_file() for c in configs), configs
-    assert all(name.startswith("model.stages.") for name in config["parameters"])
+    assert all(name.startswith("model.arch.stages.") for name in config["parameters"])
 
 
 def test_grid_enumerates_256_distinct_runs():
@@ -45,7 +45,7 @@ def test_the_agents_command_line_reaches_the_model(path, sudoku4_dir, tmp_path):
     argv = agent_command(config, run.config)
     assert argv[:3] == ["/usr/bin/env", "loopformer", "fit"]
     sampled_flags = argv[-len(run.config) :]
-    assert all(f.startswith("--model.stages.") and "=" in f for f in sampled_flags)
+    assert all(f.startswith("--model.arch.stages.") and "=" in f for f in sampled_flags)
     cwd_args = [a if not a.startswith("configs/") else str(ROOT / a) for a in argv[2:]]
     cli = LoopformerCLI(
         args=cwd_args
@@ -60,15 +60,15 @@ def test_the_agents_command_line_reaches_the_model(path, sudoku4_dir, tmp_path):
             "--trainer.precision=32-true",
             "--trainer.fast_dev_run=true",
             "--trainer.enable_progress_bar=false",
-            "--model.hidden_size=64",
-            "--model.puzzle_emb_ndim=64",
-            "--model.halt_max_steps=2",
+            "--model.arch.hidden_size=64",
+            "--model.arch.puzzle_emb_ndim=64",
+            "--model.arch.halt_max_steps=2",
             f"--trainer.default_root_dir={tmp_path}",
         ]
     )
-    stages = cli.model.hparams.stages
+    stages = cli.model.hparams.arch["stages"]
     for key, value in run.config.items():
-        _, _, index, field = key.split(".")
+        _, _, _, index, field = key.split(".")
         assert stages[int(index)][field] == value["value"], key
     assert cli.trainer.global_step == 1
     expected_depth = 3 * sum(s["repeat"] for s in stages)
@@ -79,7 +79,7 @@ def test_invalid_sweep_file_is_a_clear_error(tmp_path):
     from loopformer.sweep import SweepFileError
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"method": "grid", "parameters": {"model.stages.0.repeat": {"valuez": [1]}}}))
+    bad.write_text(yaml.safe_dump({"method": "grid", "parameters": {"model.arch.stages.0.repeat": {"valuez": [1]}}}))
     with pytest.raises(SweepFileError, match="bad.yaml: not a valid sweep configuration"):
         load_sweep(bad)
 

@@ -1,0 +1,183 @@
+"""The checkpoint format: the one module that writes and reads what loopformer adds to a Lightning checkpoint.
+
+A loopformer checkpoint is a Lightning checkpoint (``state_dict``, ``hyper_parameters``, optimizer and loop
+state) plus ``checkpoint["loopformer"]``:
+
+================  ==========================================================================================
+key               what
+================  ==========================================================================================
+dataset_dims      ``{vocab_size, seq_len, num_puzzle_identifiers}``: the sizes the network was built for
+act_carry         the ACT carry of training (``ACTCarry.to_dict()``), or None
+torch_rng         torch's CPU generator (ACT exploration draws from it), so a resume continues its stream
+cuda_rng          the CUDA generators, or None
+raw_state_dict    with EMA: the raw weights (``state_dict`` then holds the averaged ones, which evaluation reads)
+imported_from     ``"<source>:<file>"`` for a checkpoint written by ``loopformer import-checkpoint``
+================  ==========================================================================================
+
+``hyper_parameters`` holds the module's arguments as plain dicts: ``{arch, optim, run}``. Checkpoints written
+before those groups existed hold the same fields flat; ``migrate_hyperparameters`` groups them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from loopformer.model.config import ArchConfig
+from loopformer.optim import OptimConfig
+from loopformer.run_options import RunOptions
+
+EXTRA_KEY = "loopformer"
+NET_PREFIX = "net."  # the LightningModule holds the LoopTransformer as ``net``
+GROUPS = {"arch": ArchConfig, "optim": OptimConfig, "run": RunOptions}
+
+
+def extras(checkpoint: dict) -> dict[str, Any]:
+    """``checkpoint["loopformer"]``, created empty when absent."""
+    return checkpoint.setdefault(EXTRA_KEY, {})
+
+
+def write_training_state(checkpoint: dict, dataset_dims: Optional[dict], act_carry: Optional[dict]) -> None:
+    """What a resumed run needs beyond Lightning's own state: the dataset sizes, the carry, the generators."""
+    extras(checkpoint).update(
+        dataset_dims=dataset_dims,
+        act_carry=_to_cpu(act_carry) if act_carry is not None else None,
+        torch_rng=torch.get_rng_state(),
+        cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    )
+
+
+def restore_generators(checkpoint: dict) -> None:
+    extra = checkpoint.get(EXTRA_KEY, {})
+    if extra.get("torch_rng") is not None:
+        torch.set_rng_state(extra["torch_rng"])
+    if extra.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(extra["cuda_rng"])
+
+
+def store_averaged_weights(checkpoint: dict, raw: dict, averaged: dict) -> None:
+    """EMA: evaluation reads the averaged weights from ``state_dict``; resuming takes the raw ones."""
+    extras(checkpoint)["raw_state_dict"] = raw
+    checkpoint["state_dict"] = {**raw, **averaged}
+
+
+def use_raw_weights(checkpoint: dict) -> None:
+    """Resuming training from an EMA checkpoint: the raw weights go into the network, the average is set aside
+    for the EMA callback (``averaged_weights``)."""
+    extra = checkpoint.get(EXTRA_KEY, {})
+    raw = extra.get("raw_state_dict")
+    if raw is not None:
+        extra["averaged_state_dict"] = checkpoint["state_dict"]
+        checkpoint["state_dict"] = raw
+
+
+def averaged_weights(checkpoint: dict) -> Optional[dict[str, torch.Tensor]]:
+    return checkpoint.get(EXTRA_KEY, {}).get("averaged_state_dict")
+
+
+def imported_checkpoint(
+    state_dict: dict[str, torch.Tensor], hyper_parameters: dict[str, Any], dataset_dims: dict, imported_from: str
+) -> dict[str, Any]:
+    """A checkpoint holding weights converted from another codebase, for ``validate/test/predict/fit --ckpt_path``."""
+    return {
+        "state_dict": state_dict,
+        "hyper_parameters": hyper_parameters,
+        EXTRA_KEY: {"dataset_dims": dataset_dims, "act_carry": None, "imported_from": imported_from},
+        "epoch": 0,
+        "global_step": 0,
+        "pytorch-lightning_version": lightning.__version__,
+    }
+
+
+def save_atomically(checkpoint: dict[str, Any], dest: str | Path) -> None:
+    """Written beside ``dest`` and renamed: an interrupted save never leaves a partial file."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    torch.save(checkpoint, tmp)
+    tmp.replace(dest)
+
+
+# ---------------------------------------------------------------------------------------------------
+def migrate_hyperparameters(hparams: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Flat hyperparameters (checkpoints written before the ``arch``/``optim``/``run`` groups) -> grouped.
+
+    Returns (hparams, migrated)."""
+    if not hparams or any(group in hparams for group in GROUPS):
+        return hparams, False
+    owner = {f.name: group for group, cls in GROUPS.items() for f in dataclasses.fields(cls)}
+    grouped: dict[str, Any] = {}
+    for key, value in hparams.items():
+        if key in owner:
+            grouped.setdefault(owner[key], {})[key] = value
+        else:
+            grouped[key] = value
+    return grouped, True
+
+
+def read_hyperparameters(path: str | Path) -> dict[str, Any]:
+    """The module arguments stored in a checkpoint, grouped (old flat ones migrated, with a one-line notice)."""
+    checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+    hparams = dict(checkpoint.get("hyper_parameters", {}))
+    hparams.pop("_instantiator", None)
+    hparams, migrated = migrate_hyperparameters(hparams)
+    if migrated:
+        rank_zero_info(f"{path}: hyperparameters from before the arch/optim/run groups, read into those groups.")
+    return hparams
+
+
+# ---------------------------------------------------------------------------------------------------
+class CheckpointDirError(RuntimeError):
+    """A checkpoint directory that cannot be written (checked before training starts)."""
+
+
+def checkpoint_dir_problem(dirpath: Optional[str], needed_bytes: int) -> str:
+    """Why checkpoints could not be written to ``dirpath``, or "" when they can."""
+    if not dirpath or "://" in str(dirpath):  # remote filesystems are left to fsspec
+        return ""
+    path = Path(dirpath)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"0")
+        probe.unlink()
+    except OSError as e:
+        return f"checkpoint directory {path} is not writable ({e.strerror or e}); choose another with --trainer.default_root_dir."
+    free = shutil.disk_usage(path).free
+    if free < needed_bytes:
+        return (
+            f"checkpoint directory {path} has {free / 1e6:.1f} MB free, and one checkpoint of this model needs about "
+            f"{needed_bytes / 1e6:.1f} MB; free some space or choose another with --trainer.default_root_dir."
+        )
+    return ""
+
+
+class CheckpointDirCheck(L.Callback):
+    """Fail at the start, not after hours, when a checkpoint could not be written (rank 0 decides)."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        problem = ""
+        if trainer.is_global_zero:
+            # weights + 2 AdamW moments + EMA + the raw copy kept beside the EMA, in float32
+            needed = 5 * 4 * sum(p.numel() for p in pl_module.parameters()) + (1 << 20)
+            for cb in trainer.checkpoint_callbacks:
+                problem = problem or checkpoint_dir_problem(getattr(cb, "dirpath", None), needed)
+        problem = trainer.strategy.broadcast(problem, src=0)
+        if problem:
+            raise CheckpointDirError(problem)
+
+
+def _to_cpu(tree: Any) -> Any:
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().cpu()
+    if isinstance(tree, dict):
+        return {k: _to_cpu(v) for k, v in tree.items()}
+    return tree

@@ -1,0 +1,36 @@
+"""Each evaluation's metrics appended as one JSON line to a file: how a run reports to the offline sweep runner,
+which passes this callback on the trial's command line (``--trainer.callbacks+=...``, see ``sweep.py``)."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+
+
+def metrics_file_flag(path: str) -> str:
+    """The command-line flag that adds this callback to a ``loopformer fit/validate/test`` run."""
+    spec = {"class_path": f"{__name__}.EvalMetricsFile", "init_args": {"path": str(path)}}
+    return f"--trainer.callbacks+={json.dumps(spec)}"
+
+
+class EvalMetricsFile(L.Callback):
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._append(trainer, "val")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._append(trainer, "test")
+
+    def _append(self, trainer: L.Trainer, prefix: str) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        alias = f"{prefix}/exact"  # the progress bar's short name of exact_accuracy
+        metrics = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(f"{prefix}/") and k != alias
+        }
+        if metrics:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"_step": trainer.global_step, **metrics}) + "\n")

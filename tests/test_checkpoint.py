@@ -1,0 +1,85 @@
+"""The checkpoint format: hyperparameters grouped as arch/optim/run, and checkpoints from before the groups."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from loopformer.checkpoint import migrate_hyperparameters, read_hyperparameters
+from loopformer.cli import LoopformerCLI
+from loopformer.module import LoopformerModule
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_flat_hyperparameters_are_grouped_and_grouped_ones_kept():
+    flat = {"hidden_size": 32, "stages": [{"target": "z_H"}], "lr": 0.5, "ema": True, "_instantiator": "x"}
+    grouped, migrated = migrate_hyperparameters(flat)
+    assert migrated
+    assert grouped == {
+        "arch": {"hidden_size": 32, "stages": [{"target": "z_H"}]},
+        "optim": {"lr": 0.5},
+        "run": {"ema": True},
+        "_instantiator": "x",
+    }
+    assert migrate_hyperparameters(grouped) == (grouped, False)
+
+
+def _old_style_checkpoint(sudoku4_dir, tmp_path) -> Path:
+    """A checkpoint of this version with its hyperparameters rewritten flat, as versions before the groups wrote."""
+    cli = LoopformerCLI(
+        args=[
+            "fit",
+            "--config",
+            str(ROOT / "configs/quickstart.yaml"),
+            f"--data.data_paths={sudoku4_dir}",
+            "--data.global_batch_size=16",
+            "--model.arch.hidden_size=32",
+            "--model.arch.puzzle_emb_ndim=32",
+            "--model.arch.halt_max_steps=3",
+            "--model.optim.lr=0.002",
+            "--trainer.max_steps=2",
+            "--trainer.limit_val_batches=0",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    path = tmp_path / "new.ckpt"
+    cli.trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=True)
+    hp = state["hyper_parameters"]
+    state["hyper_parameters"] = {**hp["arch"], **hp["optim"], **hp["run"], "_instantiator": hp["_instantiator"]}
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    return old
+
+
+def test_a_checkpoint_with_flat_hyperparameters_still_loads(sudoku4_dir, tmp_path, caplog):
+    old = _old_style_checkpoint(sudoku4_dir, tmp_path)
+    with caplog.at_level("INFO"):
+        hparams = read_hyperparameters(old)
+    assert hparams["arch"]["hidden_size"] == 32 and hparams["optim"]["lr"] == pytest.approx(0.002)
+    assert "read into those groups" in caplog.text
+
+    module = LoopformerModule.load_from_checkpoint(old, weights_only=True)
+    assert module.arch.hidden_size == 32 and module.arch.halt_max_steps == 3
+    assert module.optim.lr == pytest.approx(0.002)
+    assert module.net is not None and module.net.config.seq_len == 16
+
+    cli = LoopformerCLI(
+        args=[
+            "validate",
+            f"--data.data_paths={sudoku4_dir}",
+            "--data.eval_batch_size=40",
+            f"--ckpt_path={old}",
+            "--model.arch.halt_max_steps=2",
+            "--trainer.accelerator=cpu",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    assert cli.model.arch.hidden_size == 32  # from the old checkpoint
+    assert cli.model.arch.halt_max_steps == 2  # the explicit flag still wins
+    assert cli.trainer.callback_metrics["val/steps"].item() == 2
