@@ -19,9 +19,9 @@ import time
 
 import torch
 import triton
+from compile_report import SM_LIMITS, resident_blocks  # beside this script
 
 from loopformer.kernels import attention as attn
-from loopformer.kernels.compile_report import SM_LIMITS, resident_blocks
 from loopformer.model.layers import RotaryEmbedding
 
 # Tile shapes worth timing: tensor-core friendly, from the compile_report search space.

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from loopformer.data.arc import decode_grid, grid_hash, inverse_augmentation
+from loopformer.data.builders.arc import decode_grid, grid_hash, inverse_augmentation
 
 Prediction = tuple[int, np.ndarray, np.ndarray, float]  # (puzzle identifier, input tokens, predicted tokens, q_halt)
 

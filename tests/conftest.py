@@ -12,7 +12,7 @@ if not torch.cuda.is_available():
 @pytest.fixture(scope="session")
 def sudoku4_dir(tmp_path_factory):
     """A small generated 4x4 Sudoku dataset in the HRM/TRM layout."""
-    from loopformer.data.sudoku import build_sudoku_dataset
+    from loopformer.data.generators.sudoku import build_sudoku_dataset
 
     out = tmp_path_factory.mktemp("data") / "sudoku4"
     build_sudoku_dataset(out, n=4, clues=6, num_train=96, num_test=40, seed=1)

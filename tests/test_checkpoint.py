@@ -8,8 +8,7 @@ import torch
 from loopformer.checkpoint import migrate_hyperparameters, read_hyperparameters
 from loopformer.cli import LoopformerCLI
 from loopformer.module import LoopformerModule
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import tiny_fit_args
 
 
 def test_flat_hyperparameters_are_grouped_and_grouped_ones_kept():
@@ -27,24 +26,8 @@ def test_flat_hyperparameters_are_grouped_and_grouped_ones_kept():
 
 def _old_style_checkpoint(sudoku4_dir, tmp_path) -> Path:
     """A checkpoint of this version with its hyperparameters rewritten flat, as versions before the groups wrote."""
-    cli = LoopformerCLI(
-        args=[
-            "fit",
-            "--config",
-            str(ROOT / "configs/quickstart.yaml"),
-            f"--data.data_paths={sudoku4_dir}",
-            "--data.global_batch_size=16",
-            "--model.arch.hidden_size=32",
-            "--model.arch.puzzle_emb_ndim=32",
-            "--model.arch.halt_max_steps=3",
-            "--model.optim.lr=0.002",
-            "--trainer.max_steps=2",
-            "--trainer.limit_val_batches=0",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.logger=false",
-            f"--trainer.default_root_dir={tmp_path}",
-        ]
-    )
+    extra = ["--model.arch.halt_max_steps=3", "--model.optim.lr=0.002", "--trainer.max_steps=2"]
+    cli = LoopformerCLI(args=tiny_fit_args(sudoku4_dir, tmp_path, *extra, "--trainer.limit_val_batches=0"))
     path = tmp_path / "new.ckpt"
     cli.trainer.save_checkpoint(path)
     state = torch.load(path, weights_only=True)

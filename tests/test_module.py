@@ -10,30 +10,21 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from loopformer.cli import LoopformerCLI
 from loopformer.model import ArchConfig
 from loopformer.run_options import RunOptions
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import tiny_fit_args
 
 
 def _args(data_dir, tmp_path, max_steps, extra=()):
-    return [
-        "fit",
-        "--config",
-        str(ROOT / "configs/quickstart.yaml"),
-        f"--data.data_paths={data_dir}",
-        "--data.global_batch_size=16",
+    return tiny_fit_args(
+        data_dir,
+        tmp_path,
         "--data.eval_batch_size=40",
-        "--model.arch.hidden_size=32",
-        "--model.arch.puzzle_emb_ndim=32",
         "--model.arch.halt_max_steps=4",
         "--model.optim.lr_warmup_steps=2",
         f"--trainer.max_steps={max_steps}",
         "--trainer.val_check_interval=1000",
         "--trainer.limit_val_batches=0",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.logger=false",
-        f"--trainer.default_root_dir={tmp_path}",
         *extra,
-    ]
+    )
 
 
 class CarrySpy(L.Callback):

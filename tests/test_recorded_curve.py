@@ -12,8 +12,8 @@ import lightning as L
 import pytest
 
 from loopformer.cli import LoopformerCLI
+from tests.helpers import quickstart_fit_args
 
-ROOT = Path(__file__).resolve().parents[1]
 RECORDED = Path(__file__).with_name("recorded") / "quickstart_curve.json"
 STEPS = 200
 
@@ -34,18 +34,13 @@ class LossRecorder(L.Callback):
 def test_quickstart_loss_curve_is_bit_identical_to_the_recorded_one(tmp_path):
     recorder = LossRecorder()
     LoopformerCLI(
-        args=[
-            "fit",
-            "--config",
-            str(ROOT / "configs/quickstart.yaml"),
-            f"--data.data_paths={tmp_path / 'data'}",
-            f"--trainer.default_root_dir={tmp_path / 'runs'}",
+        args=quickstart_fit_args(
+            tmp_path,
             f"--trainer.max_steps={STEPS}",
             f"--trainer.val_check_interval={STEPS}",
-            "--trainer.enable_progress_bar=false",
             "--trainer.enable_checkpointing=false",
             "--trainer.logger=false",
-        ],
+        ),
         trainer_defaults={"callbacks": [recorder]},
     )
     got = {"steps": STEPS, "train_loss": recorder.losses, "val": recorder.val}

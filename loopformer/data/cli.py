@@ -71,31 +71,31 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     try:
         if args.command == "build" and args.kind == "sudoku":
-            from loopformer.data.build_sudoku import build_sudoku_from_csv
+            from loopformer.data.builders.sudoku import build_sudoku_from_csv
 
             summary = build_sudoku_from_csv(
                 args.source, args.out, args.subsample_size, args.min_difficulty, args.num_aug, args.seed
             )
             _print_summary(f"sudoku {args.source}", summary)
         elif args.command == "build" and args.kind == "sudoku-gen":
-            from loopformer.data.sudoku import build_sudoku_dataset
+            from loopformer.data.generators.sudoku import build_sudoku_dataset
 
             summary = build_sudoku_dataset(args.out, args.n, args.clues, args.num_train, args.num_test, args.seed)
             _print_summary(f"{args.n}x{args.n} sudoku", summary)
         elif args.command == "build" and args.kind == "maze":
-            from loopformer.data.maze import build_maze_from_csv
+            from loopformer.data.builders.maze import build_maze_from_csv
 
             _print_summary(
                 f"maze {args.source}",
                 build_maze_from_csv(args.source, args.out, args.aug, args.subsample_size, args.seed),
             )
         elif args.command == "build" and args.kind == "maze-gen":
-            from loopformer.data.maze import build_maze_dataset
+            from loopformer.data.generators.maze import build_maze_dataset
 
             summary = build_maze_dataset(args.out, args.side, args.num_train, args.num_test, args.aug, args.seed)
             _print_summary(f"{args.side}x{args.side} mazes", summary)
         elif args.command == "build" and args.kind == "arc":
-            from loopformer.data.arc import build_arc_dataset
+            from loopformer.data.builders.arc import build_arc_dataset
 
             summary = build_arc_dataset(args.prefix, args.out, args.subsets, args.test_set, args.num_aug, args.seed)
             _print_summary(f"arc {args.prefix}", summary)

@@ -86,7 +86,7 @@ class PuzzleDataModule(L.LightningDataModule):
         if (self.data_path / "train" / "dataset.json").is_file() or self.generate is None:
             return
         g = self.generate
-        from loopformer.data.sudoku import build_sudoku_dataset
+        from loopformer.data.generators.sudoku import build_sudoku_dataset
 
         rank_zero_info(f"Generating {g.n}x{g.n} sudoku ({g.clues} clues) into {self.data_path} ...")
         # Build next to the target and rename, so an interrupted build never leaves a half dataset.

@@ -338,7 +338,7 @@ class Tiles:
     num_stages: int = 2
 
 
-# Tiles per GPU family, input precision and head dim, chosen by `python -m loopformer.kernels.compile_report
+# Tiles per GPU family, input precision and head dim, chosen by `python benchmarks/compile_report.py
 # --search` from ahead-of-time compiles (no GPU needed): among the candidates that ptxas compiles without
 # spilling registers and within the family's shared memory, the one using tensor cores (wgmma on Hopper),
 # with 2 pipeline stages, the largest tile and the fewest registers -- a rule, not a timing

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from loopformer.arc_eval import arc_pass_at_k
-from loopformer.data.arc import (
+from loopformer.data.builders.arc import (
     EOS,
     augmentation,
     build_arc_dataset,
@@ -18,8 +18,8 @@ from loopformer.data.arc import (
     grid_hash,
     inverse_augmentation,
 )
+from loopformer.data.common import dihedral_transform
 from loopformer.data.format import load_split
-from loopformer.data.maze import dihedral_transform
 
 ARC_DIR = os.environ.get("LOOPFORMER_ARC_DIR")
 needs_arc = pytest.mark.skipif(

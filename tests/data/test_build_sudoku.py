@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from loopformer.data.build_sudoku import build_sudoku_from_csv, shuffle_sudoku
+from loopformer.data.builders.sudoku import build_sudoku_from_csv, shuffle_sudoku
 from loopformer.data.cli import main as data_main
 from loopformer.data.format import load_split
-from loopformer.data.sudoku import generate_sudoku
+from loopformer.data.generators.sudoku import generate_sudoku
 from tests.data.test_sudoku import _valid_solution
 
 
@@ -128,7 +128,8 @@ def test_a_repo_id_is_downloaded_and_an_unreachable_hub_is_a_clear_error(tmp_pat
     import io
     import urllib.error
 
-    from loopformer.data import build_sudoku
+    from loopformer.data import common
+    from loopformer.data.builders import sudoku as build_sudoku
 
     header = "source,question,answer,rating\n"
     row = "s," + "." * 81 + "," + "1" * 81 + ",0\n"
@@ -138,15 +139,15 @@ def test_a_repo_id_is_downloaded_and_an_unreachable_hub_is_a_clear_error(tmp_pat
         asked.append(url)
         return io.BytesIO((header + row).encode())
 
-    monkeypatch.setattr(build_sudoku.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(common.urllib.request, "urlopen", fake_urlopen)
     summary = build_sudoku.build_sudoku_from_csv("someone/sudoku-extreme", tmp_path / "dl")
-    assert asked == [build_sudoku.HUB_URL.format(repo="someone/sudoku-extreme", split=s) for s in ("train", "test")]
+    assert asked == [common.HUB_URL.format(repo="someone/sudoku-extreme", split=s) for s in ("train", "test")]
     assert summary["train"] == {"puzzles": 1, "examples": 1}
 
     def offline(url, timeout):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(build_sudoku.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(common.urllib.request, "urlopen", offline)
     assert data_main(["build", "sudoku", "someone/other-repo", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "someone/other-repo: not a local directory" in err and "no network" in err

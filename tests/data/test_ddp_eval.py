@@ -11,30 +11,14 @@ import pytest
 
 from loopformer.cli import LoopformerCLI
 from loopformer.metrics_file import metrics_file_flag
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import tiny_fit_args
 
 
 @pytest.fixture(scope="module")
 def checkpoint(sudoku4_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp_eval")
-    cli = LoopformerCLI(
-        args=[
-            "fit",
-            "--config",
-            str(ROOT / "configs/quickstart.yaml"),
-            f"--data.data_paths={sudoku4_dir}",
-            "--data.global_batch_size=16",
-            "--model.arch.hidden_size=32",
-            "--model.arch.puzzle_emb_ndim=32",
-            "--model.arch.halt_max_steps=3",
-            "--trainer.max_steps=30",
-            "--trainer.limit_val_batches=0",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.logger=false",
-            f"--trainer.default_root_dir={tmp}",
-        ]
-    )
+    extra = ["--model.arch.halt_max_steps=3", "--trainer.max_steps=30", "--trainer.limit_val_batches=0"]
+    cli = LoopformerCLI(args=tiny_fit_args(sudoku4_dir, tmp, *extra))
     path = tmp / "model.ckpt"
     cli.trainer.save_checkpoint(path)
     return path

@@ -2,19 +2,9 @@ import numpy as np
 import pytest
 
 from loopformer.data.cli import main as data_main
+from loopformer.data.common import CHARSET, DIHEDRAL_INVERSE, GOAL, OPEN, PATH, START, WALL, dihedral_transform
 from loopformer.data.format import load_split
-from loopformer.data.maze import (
-    CHARSET,
-    DIHEDRAL_INVERSE,
-    GOAL,
-    OPEN,
-    PATH,
-    START,
-    WALL,
-    dihedral_transform,
-    generate_maze,
-    shortest_paths,
-)
+from loopformer.data.generators.maze import generate_maze, shortest_paths
 
 
 def test_dihedral_transforms_are_the_eight_symmetries_and_invert_exactly():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from loopformer.data.format import DatasetError, load_split
-from loopformer.data.sudoku import _Grid, box_shape, build_sudoku_dataset, generate_sudoku
+from loopformer.data.generators.sudoku import _Grid, box_shape, build_sudoku_dataset, generate_sudoku
 
 
 def _valid_solution(grid: np.ndarray, n: int) -> bool:

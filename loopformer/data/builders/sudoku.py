@@ -11,17 +11,14 @@ from __future__ import annotations
 import csv
 import json
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 from tqdm import tqdm
 
+from loopformer.data.common import fetch_csv, subsample
 from loopformer.data.format import DatasetError, PuzzleSet, grid_task_metadata, save_split
-
-HUB_URL = "https://huggingface.co/datasets/{repo}/resolve/main/{split}.csv"
 
 
 def read_sudoku_csv(path: Path, min_difficulty: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
@@ -64,40 +61,6 @@ def shuffle_sudoku(question: np.ndarray, answer: np.ndarray, rng: np.random.Gene
         return digit_map[g[rows][:, cols]].reshape(81)
 
     return apply(question), apply(answer)
-
-
-def subsample(
-    rng: np.random.Generator, size: Optional[int], inputs: np.ndarray, labels: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """``size`` random pairs (without replacement), or all of them when ``size`` is None or not smaller."""
-    if size is None or size >= len(inputs):
-        return inputs, labels
-    keep = rng.choice(len(inputs), size=size, replace=False)
-    return inputs[keep], labels[keep]
-
-
-def fetch_csv(source: str, split: str, cache_dir: Path) -> Path:
-    """``source`` is a directory holding ``{split}.csv``, or a Hugging Face dataset repo id to download from."""
-    local = Path(source) / f"{split}.csv"
-    if local.is_file():
-        return local
-    if Path(source).exists():
-        raise DatasetError(f"{local}: missing; the Sudoku-Extreme source directory needs train.csv and test.csv.")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / f"{split}.csv"
-    if target.is_file():
-        return target
-    url = HUB_URL.format(repo=source, split=split)
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response, open(target.with_suffix(".part"), "wb") as out:
-            out.write(response.read())
-    except (urllib.error.URLError, OSError) as e:
-        raise DatasetError(
-            f"{source}: not a local directory, and downloading {split}.csv from the Hugging Face hub failed ({e}). "
-            "Offline, download the CSV files elsewhere and pass their directory."
-        ) from None
-    target.with_suffix(".part").replace(target)
-    return target
 
 
 def build_sudoku_from_csv(

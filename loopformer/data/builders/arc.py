@@ -22,8 +22,8 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
+from loopformer.data.common import DIHEDRAL_INVERSE, dihedral_transform
 from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, PuzzleSet, save_split
-from loopformer.data.maze import DIHEDRAL_INVERSE, dihedral_transform
 
 GRID = 30
 PAD, EOS, COLOR0 = 0, 1, 2

@@ -1,7 +1,7 @@
 """Compile the attention kernels for NVIDIA GPUs on a machine without one, and report their resources.
 
-    python -m loopformer.kernels.compile_report                 # sm_80 (A100), sm_86, sm_90 (H100), every dtype
-    python -m loopformer.kernels.compile_report --arch 90 --dtype bfloat16 --head-dim 64
+    python benchmarks/compile_report.py                 # sm_80 (A100), sm_86, sm_90 (H100), every dtype
+    python benchmarks/compile_report.py --arch 90 --dtype bfloat16 --head-dim 64
 
 Triton's own compiler and ptxas turn each launch exactly as ``attention_forward`` / ``attention_backward``
 would issue it (same arguments, so the same specialisations) into a cubin for the chosen architecture;

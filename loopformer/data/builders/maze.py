@@ -1,0 +1,71 @@
+"""Maze-Hard in the puzzle dataset layout, from its CSV files (``source,question,answer,rating``).
+
+Cells use the HRM/TRM charset ``"# SGo"`` (wall, open, start, goal, path) as tokens 1..5, 0 padding. The
+input shows the maze; the label adds the shortest path (``o``) from S to G. Augmentation applies the
+8 dihedral transforms (training split only); each source maze is a group, each transform a puzzle.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from loopformer.data.common import CHARSET, fetch_csv, subsample, write_maze_split
+from loopformer.data.format import DatasetError
+
+
+def encode(rows: str, side: int) -> np.ndarray:
+    lut = np.zeros(256, dtype=np.uint8)
+    lut[np.frombuffer(CHARSET.encode(), dtype=np.uint8)] = np.arange(1, len(CHARSET) + 1)
+    raw = np.frombuffer(rows.encode(), dtype=np.uint8)
+    return lut[raw].reshape(side, side)
+
+
+def read_maze_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import csv
+
+    inputs, labels = [], []
+    side = None
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        next(reader, None)
+        for line_no, row in enumerate(tqdm(reader, desc=f"maze {path.name}", unit="maze"), start=2):
+            if len(row) != 4:
+                raise DatasetError(
+                    f"{path}:{line_no}: expected 4 columns (source,question,answer,rating), got {len(row)}."
+                )
+            _, q, a, _ = row
+            n = int(round(len(q) ** 0.5))
+            side = side or n
+            bad = set(q + a) - set(CHARSET)
+            if n * n != len(q) or len(a) != len(q) or n != side or bad:
+                raise DatasetError(
+                    f"{path}:{line_no}: expected two {side}x{side} grids over the characters {CHARSET!r}"
+                    + (f" (found {sorted(bad)})" if bad else "")
+                    + "."
+                )
+            inputs.append(encode(q, n))
+            labels.append(encode(a, n))
+    if not inputs:
+        raise DatasetError(f"{path}: no mazes.")
+    return np.stack(inputs), np.stack(labels)
+
+
+def build_maze_from_csv(
+    source: str, out_dir: str | Path, aug: bool = False, subsample_size: Optional[int] = None, seed: int = 0
+) -> dict:
+    out_dir = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    start = time.perf_counter()
+    summary = {}
+    for split in ("train", "test"):
+        inputs, labels = read_maze_csv(fetch_csv(source, split, out_dir / ".download"))
+        if split == "train":
+            inputs, labels = subsample(rng, subsample_size, inputs, labels)
+        summary[split] = write_maze_split(out_dir, split, inputs, labels, 8 if (aug and split == "train") else 1)
+    summary["seconds"] = time.perf_counter() - start
+    return summary

@@ -1,0 +1,93 @@
+"""Helpers shared by the dataset builders (``builders/``) and generators (``generators/``): fetching the published
+CSV files, subsampling, the 8 dihedral symmetries of a square grid, and the maze layout."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from loopformer.data.format import DatasetError, PuzzleSet, grid_task_metadata, save_split
+
+HUB_URL = "https://huggingface.co/datasets/{repo}/resolve/main/{split}.csv"
+
+
+def subsample(
+    rng: np.random.Generator, size: Optional[int], inputs: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` random pairs (without replacement), or all of them when ``size`` is None or not smaller."""
+    if size is None or size >= len(inputs):
+        return inputs, labels
+    keep = rng.choice(len(inputs), size=size, replace=False)
+    return inputs[keep], labels[keep]
+
+
+def fetch_csv(source: str, split: str, cache_dir: Path) -> Path:
+    """``source`` is a directory holding ``{split}.csv``, or a Hugging Face dataset repo id to download from."""
+    local = Path(source) / f"{split}.csv"
+    if local.is_file():
+        return local
+    if Path(source).exists():
+        raise DatasetError(f"{local}: missing; a source directory needs train.csv and test.csv.")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    target = cache_dir / f"{split}.csv"
+    if target.is_file():
+        return target
+    url = HUB_URL.format(repo=source, split=split)
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response, open(target.with_suffix(".part"), "wb") as out:
+            out.write(response.read())
+    except (urllib.error.URLError, OSError) as e:
+        raise DatasetError(
+            f"{source}: not a local directory, and downloading {split}.csv from the Hugging Face hub failed ({e}). "
+            "Offline, download the CSV files elsewhere and pass their directory."
+        ) from None
+    target.with_suffix(".part").replace(target)
+    return target
+
+
+# ---------------------------------------------------------------------------------------------------
+def dihedral_transform(grid: np.ndarray, tid: int) -> np.ndarray:
+    """The 8 symmetries of the square, numbered as the HRM/TRM builders number them."""
+    if tid == 0:
+        return grid
+    if tid in (1, 2, 3):
+        return np.rot90(grid, k=tid)
+    if tid == 4:
+        return np.fliplr(grid)
+    if tid == 5:
+        return np.flipud(grid)
+    if tid == 6:
+        return grid.T
+    if tid == 7:
+        return np.fliplr(np.rot90(grid, k=1))
+    raise ValueError(f"dihedral transform id must be 0..7, got {tid}")
+
+
+DIHEDRAL_INVERSE = [0, 3, 2, 1, 4, 5, 6, 7]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mazes: the HRM/TRM charset ``"# SGo"`` (wall, open, start, goal, path) as tokens 1..5, 0 padding.
+CHARSET = "# SGo"
+WALL, OPEN, START, GOAL, PATH = (CHARSET.index(c) + 1 for c in CHARSET)
+
+
+def write_maze_split(out_dir: Path, split: str, inputs: np.ndarray, labels: np.ndarray, transforms: int) -> dict:
+    groups, side = inputs.shape[0], inputs.shape[1]
+    xs = np.stack([dihedral_transform(g, t) for g in inputs for t in range(transforms)]).reshape(-1, side * side)
+    ys = np.stack([dihedral_transform(g, t) for g in labels for t in range(transforms)]).reshape(-1, side * side)
+    total = xs.shape[0]
+    part = PuzzleSet(
+        inputs=xs,
+        labels=ys,
+        puzzle_identifiers=np.zeros(total, dtype=np.int32),
+        puzzle_indices=np.arange(total + 1, dtype=np.int32),
+        group_indices=np.arange(groups + 1, dtype=np.int32) * transforms,
+    )
+    meta = grid_task_metadata(vocab_size=len(CHARSET) + 1, seq_len=side * side, groups=groups, puzzles=total)
+    save_split(out_dir / split, meta, {"all": part})
+    return {"mazes": groups, "examples": total}

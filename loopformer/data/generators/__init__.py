@@ -1,0 +1,1 @@
+"""Datasets generated offline (no download): n x n Sudoku with unique solutions, mazes."""
