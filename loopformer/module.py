@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from loopformer import checkpoint as ckpt_format
+from loopformer.attention_check import ResolveAttention
 from loopformer.batch import Batch
 from loopformer.ema import EMA
 from loopformer.evaluation import ACTMetrics, ARCVoting, Evaluator, PredictionPictures, eval_summary, run_to_halt
@@ -57,6 +58,7 @@ class LoopformerModule(L.LightningModule):
         self.predictions: Optional[PredictionWriter] = None
         self._carry_restored = False
         self._checkpoint_step: Optional[int] = None  # training step of the checkpoint loaded, if any
+        self.attention_backend_resolved: Optional[str] = None  # set at the start of a run (ResolveAttention)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> LoopformerModule:  # type: ignore[override]
@@ -87,7 +89,7 @@ class LoopformerModule(L.LightningModule):
             self.build(datamodule.dims)
 
     def configure_callbacks(self) -> list[L.Callback]:
-        callbacks: list[L.Callback] = [ckpt_format.CheckpointDirCheck()]
+        callbacks: list[L.Callback] = [ckpt_format.CheckpointDirCheck(), ResolveAttention()]
         if self.run.ema:
             callbacks.append(EMA(self.run.ema_rate))
         return callbacks

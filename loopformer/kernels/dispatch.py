@@ -3,16 +3,20 @@ the head dim and whether Triton is installed.
 
 ``auto`` takes the fused Triton kernel on CUDA devices when Triton is installed and the head dim is supported,
 PyTorch SDPA elsewhere; ``triton`` insists on the kernel (a config error where it cannot run); ``sdpa`` never
-uses it.
+uses it. A run decides once, at its start (``resolve_attention``): the kernel is used only after it checked
+itself on the device (``selfcheck``); then every attention layer runs what was decided.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal, Optional
 
 import torch
 
 from loopformer.errors import ConfigError
+from loopformer.kernels import selfcheck
 from loopformer.kernels.attention import HAVE_TRITON, SUPPORTED_HEAD_DIMS, triton_usable
 
 Implementation = Literal["triton", "sdpa"]
@@ -44,3 +48,44 @@ def attention_implementation(backend: str, device: torch.device, head_dim: int) 
             "(set TRITON_INTERPRET=1 before start-up to run its interpreter on the CPU, or use auto/sdpa)."
         )
     return "triton"
+
+
+# -- deciding once per run, after the kernel checked itself on the device ---------------------------------------
+class KernelSelfCheckError(ConfigError):
+    """``attention_backend: triton`` where the kernel failed its self-check (on this rank or another)."""
+
+
+@dataclass(frozen=True)
+class Resolution:
+    implementation: Implementation
+    warning: str = ""  # "" when there is nothing to say
+    failed_here: bool = False  # this rank's own check failed (not only another rank's)
+
+
+def resolve_attention(
+    backend: str, device: torch.device, dtype: torch.dtype, head_dim: int, seq_len: int,
+    check: Optional[Callable[..., selfcheck.Verdict]] = None, agree: Optional[Callable[[bool], bool]] = None,
+) -> Resolution:  # fmt: skip
+    """The implementation a run uses: ``attention_implementation``'s choice, and where that is the Triton kernel,
+    only if the kernel passed its self-check (``selfcheck.check_kernel``) on this device, and on every rank:
+    ``agree(ok)`` returns whether every rank's check passed (one collective; None: a single process).
+    ``auto`` falls back to SDPA with a warning naming the device, the shape and the failure; ``triton`` raises
+    ``KernelSelfCheckError`` with the same message."""
+    if attention_implementation(backend, device, head_dim) == "sdpa":
+        return Resolution("sdpa")
+    verdict = (check or selfcheck.check_kernel)(device, dtype, head_dim, seq_len)
+    ok_everywhere = agree(verdict.ok) if agree is not None else verdict.ok
+    if ok_everywhere:
+        return Resolution("triton")
+    reason = verdict.detail if not verdict.ok else "it passed here, but failed on another rank"
+    problem = (
+        f"the fused Triton attention kernel failed its self-check on {selfcheck.device_name(device)} "
+        f"(dtype {str(dtype).replace('torch.', '')}, head dim {head_dim}, sequence length {seq_len}): {reason}"
+    )
+    if backend == "triton":
+        raise KernelSelfCheckError(
+            f"{problem}. model.arch.attention_backend=triton insists on the kernel: use auto (falls back to SDPA) "
+            "or sdpa, and please report this with the line above."
+        )
+    fallback = f"{problem}; this run uses PyTorch SDPA instead (attention_backend_resolved: sdpa)."
+    return Resolution("sdpa", fallback, failed_here=not verdict.ok)

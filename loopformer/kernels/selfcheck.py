@@ -11,7 +11,6 @@ counts as a failure, with its message.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
@@ -98,14 +97,15 @@ def run_check(
     return Verdict(not bad, shown if not bad else f"wrong values: {shown}")
 
 
-@functools.cache
-def cached_check(key: tuple, device: torch.device, dtype: torch.dtype, head_dim: int, seq_len: int) -> Verdict:
-    """One check per process and ``shape_key``."""
-    return run_check(device, dtype, head_dim, seq_len)
+VERDICTS: dict[tuple, Verdict] = {}  # per process, by shape_key
 
 
 def check_kernel(device: torch.device, dtype: torch.dtype, head_dim: int, seq_len: int) -> Verdict:
-    return cached_check(shape_key(device, dtype, head_dim, seq_len), device, dtype, head_dim, seq_len)
+    """The verdict for this shape family, checked at its first use in the process."""
+    key = shape_key(device, dtype, head_dim, seq_len)
+    if key not in VERDICTS:
+        VERDICTS[key] = run_check(device, dtype, head_dim, seq_len)
+    return VERDICTS[key]
 
 
 def device_name(device: torch.device) -> str:

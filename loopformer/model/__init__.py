@@ -4,6 +4,7 @@ from loopformer.batch import IGNORE_LABEL_ID
 from loopformer.errors import ConfigError
 from loopformer.model.act import PUZZLE_EMB_PREFIX, PUZZLE_TABLE_KEY, ACTCarry, LoopTransformer
 from loopformer.model.config import ArchConfig, LoopTransformerConfig, StageSpec, StateSpec
+from loopformer.model.layers import set_attention_backend
 from loopformer.model.losses import act_loss
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "StageSpec",
     "StateSpec",
     "act_loss",
+    "set_attention_backend",
 ]

@@ -133,6 +133,13 @@ class Attention(nn.Module):
         return self.o_proj(o_BHSD.transpose(1, 2).reshape(B, S, C))
 
 
+def set_attention_backend(module: nn.Module, backend: str) -> None:
+    """Every attention layer below ``module`` runs ``backend`` (the run's resolved implementation)."""
+    for layer in module.modules():
+        if isinstance(layer, Attention):
+            layer.backend = backend
+
+
 class SwiGLU(nn.Module):
     def __init__(self, hidden: int, expansion: float) -> None:
         super().__init__()
