@@ -31,6 +31,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from loopformer.errors import ConfigError
+from loopformer.files import load_torch
 from loopformer.model.config import ArchConfig
 from loopformer.optim import OptimConfig
 from loopformer.run_options import RunOptions
@@ -123,9 +125,28 @@ def migrate_hyperparameters(hparams: dict[str, Any]) -> tuple[dict[str, Any], bo
     return grouped, True
 
 
+class CheckpointFileError(ConfigError):
+    """A file given as a checkpoint that is not one (named in the message)."""
+
+
+CHECKPOINT_EXPECTED = "a loopformer checkpoint (written by `loopformer fit` or `loopformer import-checkpoint`)"
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint file read on the CPU (weights only), or ``CheckpointFileError`` in one line."""
+    checkpoint = load_torch(path, CheckpointFileError, CHECKPOINT_EXPECTED)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        kind = "a dict without a state_dict" if isinstance(checkpoint, dict) else f"a {type(checkpoint).__name__}"
+        raise CheckpointFileError(
+            f"{path}: a PyTorch file holding {kind}, not {CHECKPOINT_EXPECTED}; weights saved by TRM, HRM or "
+            "VirtualRecursiveNetwork go through `loopformer import-checkpoint` first."
+        )
+    return checkpoint
+
+
 def read_hyperparameters(path: str | Path) -> dict[str, Any]:
     """The module arguments stored in a checkpoint, grouped (old flat ones migrated, with a one-line notice)."""
-    checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+    checkpoint = load_checkpoint(path)
     hparams = dict(checkpoint.get("hyper_parameters", {}))
     hparams.pop("_instantiator", None)
     hparams, migrated = migrate_hyperparameters(hparams)

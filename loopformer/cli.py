@@ -20,6 +20,7 @@ from loopformer.checkpoint import CheckpointDirError, read_hyperparameters
 from loopformer.data.datamodule import PuzzleDataModule
 from loopformer.data.format import DatasetError
 from loopformer.errors import ConfigError
+from loopformer.files import load_yaml
 from loopformer.list_overrides import (
     OverrideError,
     apply_overrides,
@@ -88,7 +89,9 @@ class LoopformerCLI(LightningCLI):
         if not (args is None or isinstance(args, (list, tuple))):
             super().parse_arguments(parser, args)
             return
-        args = expand_list_item_overrides(parser, list(sys.argv[1:] if args is None else args))
+        args = list(sys.argv[1:] if args is None else args)
+        check_config_files(args)
+        args = expand_list_item_overrides(parser, args)
         self._cli_args = list(args)
         # Parsed here: LightningCLI's own path warns whenever a list of args comes with a non-empty sys.argv.
         self.config = parser.parse_args(args)
@@ -138,6 +141,27 @@ def check_ckpt_path(config) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
             f"--ckpt_path {ckpt_path} {what}: expected a checkpoint file written by `loopformer fit` (e.g. "
             f"<run>/checkpoints/last.ckpt) or `loopformer import-checkpoint`, or one of {', '.join(LIGHTNING_CKPT_NAMES)}."
         )
+
+
+CONFIG_EXPECTED = "a loopformer config: a YAML mapping with any of seed_everything, trainer, model, data (see configs/)"
+
+
+def check_config_files(args: list[str]) -> None:
+    """Every ``--config FILE`` is a readable YAML mapping, or one line naming it (jsonargparse would print the
+    whole text, or a traceback for binary content)."""
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            path = args[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        else:
+            continue
+        if path.lstrip().startswith("{"):  # an inline config string
+            continue
+        content = load_yaml(path, ConfigError, CONFIG_EXPECTED)
+        if not isinstance(content, dict):
+            found = "nothing" if content is None else f"a {type(content).__name__}"
+            raise ConfigError(f"{path}: holds {found}; expected {CONFIG_EXPECTED}.")
 
 
 def expand_list_item_overrides(parser, args: list[str]) -> list[str]:

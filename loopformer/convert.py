@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import yaml
 
 from loopformer import checkpoint as ckpt_format
+from loopformer.files import load_torch, load_yaml
 from loopformer.model.act import PUZZLE_TABLE_KEY
 from loopformer.model.config import ArchConfig, LoopTransformerConfig
 
@@ -33,10 +33,7 @@ class CheckpointImportError(ValueError):
 def load_arch_yaml(path: str | Path) -> dict[str, Any]:
     """Read an architecture YAML; accepts a run's ``all_config.yaml`` (uses its ``arch`` section)."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise CheckpointImportError(f"{path}: cannot read the architecture YAML ({e}).") from None
+    raw = load_yaml(path, CheckpointImportError, "an architecture YAML (config/arch/*.yaml or a run's all_config.yaml)")
     if not isinstance(raw, dict):
         raise CheckpointImportError(f"{path}: expected a mapping of architecture fields, got {type(raw).__name__}.")
     root = raw
@@ -266,13 +263,11 @@ def import_checkpoint(
     from loopformer.module import LoopformerModule
 
     arch_raw = load_arch_yaml(arch_yaml)
-    arch = arch_from_trm(arch_raw) if source == "trm" else arch_from_vrn(arch_raw)
     try:
-        loaded = torch.load(src, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise CheckpointImportError(
-            f"{src}: cannot be read as a PyTorch state dict ({type(e).__name__}: {e})."
-        ) from None
+        arch = arch_from_trm(arch_raw) if source == "trm" else arch_from_vrn(arch_raw)
+    except CheckpointImportError as e:
+        raise CheckpointImportError(f"{arch_yaml}: {e}") from None
+    loaded = load_torch(src, CheckpointImportError, f"a state dict saved by the {source.upper()} pretrain script")
     if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
         loaded = loaded["state_dict"]
     arch_config = _arch_config(arch, arch_yaml)

@@ -24,11 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
+from loopformer.files import load_json, load_yaml
 
 
 class SweepFileError(ValueError):
-    """A sweep file that W&B would refuse (the message names the file and the problem)."""
+    """A sweep file that W&B would refuse, or an offline sweep's state that cannot be read (the message names the
+    file and the problem)."""
+
+
+STATE_EXPECTED = "the state of an offline sweep (state.json, written by `loopformer sweep --offline`)"
 
 
 def sweeps_engine():  # noqa: ANN201 (the `sweeps` module)
@@ -41,10 +45,7 @@ def sweeps_engine():  # noqa: ANN201 (the `sweeps` module)
 
 def load_sweep(path: str | Path) -> dict:
     path = Path(path)
-    try:
-        config = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise SweepFileError(f"{path}: cannot read the sweep file ({e}).") from None
+    config = load_yaml(path, SweepFileError, "a W&B sweep file (method, metric, parameters, command)")
     if not isinstance(config, dict):
         raise SweepFileError(f"{path}: expected a mapping (method, metric, parameters, command), got {config!r}.")
     problems = sweeps_engine().schema_violations_from_proposed_config(config)
@@ -86,6 +87,16 @@ class TrialRecord:
     seconds: float = 0.0
 
 
+def load_state(path: Path) -> list[TrialRecord]:
+    saved = load_json(path, SweepFileError, STATE_EXPECTED)
+    try:
+        return [TrialRecord(**t) for t in saved["trials"]]
+    except (KeyError, TypeError) as e:
+        raise SweepFileError(
+            f"{path}: not {STATE_EXPECTED} ({type(e).__name__}: {e}); move it away to start the sweep afresh."
+        ) from None
+
+
 class OfflineSweep:
     def __init__(self, sweep_path: str | Path, out_dir: str | Path, poll_seconds: float = 1.0) -> None:
         self.sweep_path = Path(sweep_path)
@@ -97,8 +108,7 @@ class OfflineSweep:
         self.metric = self.config.get("metric", {}).get("name", "val/exact_accuracy")
         self.trials: list[TrialRecord] = []
         if self.state_file.exists():
-            saved = json.loads(self.state_file.read_text())
-            self.trials = [TrialRecord(**t) for t in saved["trials"]]
+            self.trials = load_state(self.state_file)
             for t in self.trials:  # interrupted mid-run: run it again from the start
                 if t.state == "running":
                     t.state, t.history, t.exitcode = "pending", [], None

@@ -3,8 +3,11 @@ CSV files, subsampling, the 8 dihedral symmetries of a square grid, and the maze
 
 from __future__ import annotations
 
+import csv
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -13,6 +16,17 @@ import numpy as np
 from loopformer.data.format import DatasetError, PuzzleSet, grid_task_metadata, save_split
 
 HUB_URL = "https://huggingface.co/datasets/{repo}/resolve/main/{split}.csv"
+
+
+@contextmanager
+def reading_csv(path: Path, expected: str) -> Iterator[None]:
+    """Around the reading of a CSV file: binary content or a malformed file becomes one DatasetError line."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not a text file (binary content); expected {expected}.") from None
+    except csv.Error as e:
+        raise DatasetError(f"{path}: not a readable CSV file ({e}); expected {expected}.") from None
 
 
 def subsample(

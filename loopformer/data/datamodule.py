@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -18,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, load_merged
 from loopformer.data.sampling import SAMPLER_POSITION, EvalBatches, TrainBatches
+from loopformer.files import load_json
 
 # Lightning warns that an IterableDataset with __len__ may repeat batches across loader workers; ours deal the
 # batches out to the workers in turn (sampling.py), so it does not apply.
@@ -136,8 +136,8 @@ class PuzzleDataModule(L.LightningDataModule):
             return None
         if not hasattr(self, "_arc_context"):
             self._arc_context = (
-                json.loads((root / "identifiers.json").read_text()),
-                json.loads((root / "test_puzzles.json").read_text()),
+                load_json(root / "identifiers.json", DatasetError, "the ARC build's puzzle identifier names"),
+                load_json(root / "test_puzzles.json", DatasetError, "the ARC build's original test puzzles"),
             )
         return self._arc_context
 

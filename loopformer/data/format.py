@@ -19,6 +19,8 @@ from typing import Optional
 
 import numpy as np
 
+from loopformer.files import first_line, load_json
+
 ARRAY_FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 REQUIRED_METADATA = (
     "pad_id",
@@ -53,10 +55,9 @@ class PuzzleDatasetMetadata:
     def load(cls, path: Path) -> PuzzleDatasetMetadata:
         if not path.is_file():
             raise DatasetError(f"{path}: missing. A puzzle dataset split needs a dataset.json with its metadata.")
-        try:
-            raw = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{path}: not valid JSON ({e}).") from None
+        raw = load_json(path, DatasetError, "the split's metadata (a JSON object of the HRM/TRM fields)")
+        if not isinstance(raw, dict):
+            raise DatasetError(f"{path}: holds a {type(raw).__name__}; expected a JSON object of the HRM/TRM fields.")
         known = set(cls.__dataclass_fields__)
         missing = [k for k in REQUIRED_METADATA if k not in raw]
         if missing:
@@ -120,8 +121,8 @@ def load_split(split_dir: Path) -> tuple[PuzzleDatasetMetadata, dict[str, Puzzle
             try:
                 # Token arrays are memory-mapped; indices are small and kept in memory. Never unpickle.
                 arrays[key] = np.load(path, mmap_mode="r" if key in ("inputs", "labels") else None, allow_pickle=False)
-            except ValueError as e:
-                raise DatasetError(f"{path}: cannot be read as a plain numpy array ({e}).") from None
+            except (ValueError, OSError, EOFError) as e:
+                raise DatasetError(f"{path}: cannot be read as a plain numpy array ({first_line(e)}).") from None
         puzzle_set = PuzzleSet(**arrays)
         _validate_set(split_dir, name, meta, puzzle_set)
         sets[name] = puzzle_set

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from loopformer.data.common import DIHEDRAL_INVERSE, dihedral_transform
 from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, PuzzleSet, save_split
+from loopformer.files import load_json
 
 GRID = 30
 PAD, EOS, COLOR0 = 0, 1, 2
@@ -104,10 +105,10 @@ def load_arc_subset(prefix: str, subset: str) -> dict:
     challenges = Path(f"{prefix}_{subset}_challenges.json")
     if not challenges.is_file():
         raise DatasetError(f"{challenges}: missing (ARC subsets are read from <prefix>_<subset>_challenges.json).")
-    puzzles = json.loads(challenges.read_text())
+    puzzles = load_json(challenges, DatasetError, "ARC-AGI challenges (a JSON object of tasks)")
     solutions = Path(f"{prefix}_{subset}_solutions.json")
     if solutions.is_file():
-        sols = json.loads(solutions.read_text())
+        sols = load_json(solutions, DatasetError, "ARC-AGI solutions (a JSON object of test outputs)")
         for name, puzzle in puzzles.items():
             for example, grid in zip(puzzle["test"], sols[name], strict=True):
                 example["output"] = grid

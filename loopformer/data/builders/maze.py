@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
-from loopformer.data.common import CHARSET, fetch_csv, subsample, write_maze_split
+from loopformer.data.common import CHARSET, fetch_csv, reading_csv, subsample, write_maze_split
 from loopformer.data.format import DatasetError
 
 
@@ -30,9 +30,13 @@ def read_maze_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
     inputs, labels = [], []
     side = None
-    with open(path, newline="") as f:
+    with open(path, newline="") as f, reading_csv(path, "Maze-Hard CSV rows source,question,answer,rating"):
         reader = csv.reader(f)
-        next(reader, None)
+        header = next(reader, None)
+        if header is not None and len(header) != 4:
+            raise DatasetError(
+                f"{path}: its first line has {len(header)} column(s); expected a header line source,question,answer,rating."
+            )
         for line_no, row in enumerate(tqdm(reader, desc=f"maze {path.name}", unit="maze"), start=2):
             if len(row) != 4:
                 raise DatasetError(

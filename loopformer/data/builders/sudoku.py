@@ -17,25 +17,26 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
-from loopformer.data.common import fetch_csv, subsample
+from loopformer.data.common import fetch_csv, reading_csv, subsample
 from loopformer.data.format import DatasetError, PuzzleSet, grid_task_metadata, save_split
 
 
 def read_sudoku_csv(path: Path, min_difficulty: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
     """Returns (questions, answers) as ``[N, 81]`` uint8 digits with 0 for blanks."""
     questions, answers = [], []
-    with open(path, newline="") as f:
+    with open(path, newline="") as f, reading_csv(path, "Sudoku-Extreme CSV rows source,question,answer,rating"):
         reader = csv.reader(f)
         header = next(reader, None)
-        if header is None:
-            raise DatasetError(f"{path}: empty; expected a header line source,question,answer,rating.")
+        if header is None or len(header) != 4:
+            found = "empty" if header is None else f"its first line has {len(header)} column(s)"
+            raise DatasetError(f"{path}: {found}; expected a header line source,question,answer,rating.")
         for line_no, row in enumerate(reader, start=2):
             if len(row) != 4:
                 raise DatasetError(
                     f"{path}:{line_no}: expected 4 columns (source,question,answer,rating), got {len(row)}."
                 )
             _, q, a, rating = row
-            if min_difficulty is not None and int(rating) < min_difficulty:
+            if min_difficulty is not None and int(rating or 0) < min_difficulty:
                 continue
             q = q.replace(".", "0")
             if len(q) != 81 or len(a) != 81 or not (q.isdigit() and a.isdigit()):
