@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,6 +28,7 @@ from loopformer.list_overrides import (
 )
 from loopformer.module import LoopformerModule, NonFiniteError
 from loopformer.run_dir import run_directory
+from loopformer.terminal import ParameterSummary, quiet_third_party_noise
 from loopformer.termination import STOPPED_EXIT_CODE, ExitPromptlyOnSigterm, finish_stopped_run
 
 TOOL_COMMANDS = ("import-checkpoint", "sweep", "data")
@@ -45,10 +44,11 @@ _NO_EARLY_EXIT = ("--print_config", "--help", "-h")
 # Config fields are documented by the docstring under each one (ArchConfig, OptimConfig, RunOptions): --help shows it.
 jsonargparse.set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
-DEFAULT_LOGGER = {
-    "class_path": "loopformer.loggers.WandbLogger",
-    "init_args": {"project": "loopformer", "save_dir": "runs"},  # runs/wandb, runs/loopformer/<run>/checkpoints
-}
+# Where runs go is decided in one place, trainer.default_root_dir (default runs/): the default logger saves there,
+# so a run's directory is <default_root_dir>/loopformer/<run id>/ (checkpoints/, config.yaml, predictions/) and
+# W&B's own files go to <default_root_dir>/wandb/; without a logger, checkpoints go to <default_root_dir>/checkpoints.
+DEFAULT_ROOT_DIR = "runs"
+DEFAULT_LOGGER = {"class_path": "loopformer.loggers.WandbLogger", "init_args": {"project": "loopformer"}}
 
 
 class SaveConfigToRun(SaveConfigCallback):
@@ -81,7 +81,12 @@ class LoopformerCLI(LightningCLI):
         kwargs.setdefault("seed_everything_default", 0)
         trainer_defaults = dict(kwargs.pop("trainer_defaults", None) or {})
         trainer_defaults.setdefault("logger", DEFAULT_LOGGER)
-        trainer_defaults["callbacks"] = [ExitPromptlyOnSigterm(), *trainer_defaults.get("callbacks", [])]
+        trainer_defaults.setdefault("default_root_dir", DEFAULT_ROOT_DIR)
+        trainer_defaults["callbacks"] = [
+            ExitPromptlyOnSigterm(),
+            ParameterSummary(),
+            *trainer_defaults.get("callbacks", []),
+        ]
         super().__init__(LoopformerModule, PuzzleDataModule, *args, trainer_defaults=trainer_defaults, **kwargs)
 
     def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 (LightningCLI's signature)
@@ -95,6 +100,23 @@ class LoopformerCLI(LightningCLI):
         self._cli_args = list(args)
         # Parsed here: LightningCLI's own path warns whenever a list of args comes with a non-empty sys.argv.
         self.config = parser.parse_args(args)
+        check_generation_was_asked(self.config, self._cli_args)
+
+    def before_instantiate_classes(self) -> None:
+        """The default logger saves under trainer.default_root_dir (unless its save_dir is set to another place;
+        "." is Lightning's default for it)."""
+        section = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = section.trainer
+        logger = trainer.get("logger")
+        if getattr(logger, "class_path", None) == DEFAULT_LOGGER["class_path"]:
+            if logger.init_args.get("save_dir") in (None, "", "."):
+                logger.init_args.save_dir = trainer.default_root_dir or DEFAULT_ROOT_DIR
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):  # noqa: ANN202
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand in ("validate", "test"):
+            parser.set_defaults(verbose=False)  # the module prints each evaluation once; no second table
+        return parser
 
     def init_parser(self, **kwargs: Any):  # noqa: ANN201 (LightningCLI's signature)
         if "description" not in kwargs:  # the top-level parser (subcommands come with their own description)
@@ -132,6 +154,11 @@ def check_ckpt_path(config) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
     """A local --ckpt_path that is not a file fails now, before data and model are built, in one line."""
     subcommand = config.get("subcommand")
     ckpt_path = config[subcommand].get("ckpt_path") if subcommand else None
+    if ckpt_path is not None and not str(ckpt_path).strip():
+        raise ConfigError(
+            "--ckpt_path is empty: expected a checkpoint file written by `loopformer fit` (e.g. "
+            f"<run>/checkpoints/last.ckpt) or `loopformer import-checkpoint`, or one of {', '.join(LIGHTNING_CKPT_NAMES)}."
+        )
     if not ckpt_path or "://" in str(ckpt_path) or str(ckpt_path).split(":")[0] in LIGHTNING_CKPT_NAMES:
         return
     path = Path(ckpt_path)
@@ -162,6 +189,29 @@ def check_config_files(args: list[str]) -> None:
         if not isinstance(content, dict):
             found = "nothing" if content is None else f"a {type(content).__name__}"
             raise ConfigError(f"{path}: holds {found}; expected {CONFIG_EXPECTED}.")
+
+
+def _given(args: list[str], key: str) -> bool:
+    return any(a == f"--{key}" or a.startswith((f"--{key}=", f"--{key}.")) for a in args)
+
+
+def check_generation_was_asked(config, args: list[str]) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
+    """A config file's ``data.generate`` builds a dataset where that file points. When ``data.data_paths`` comes
+    from the command line and no ``--data.generate`` flag does, a missing dataset there is an error (a typo must
+    not silently become a new dataset)."""
+    subcommand = config.get("subcommand")
+    section = config[subcommand] if subcommand else config
+    data = section.get("data")
+    if data is None or not data.get("generate") or not _given(args, "data.data_paths") or _given(args, "data.generate"):
+        return
+    paths = data.get("data_paths")
+    first = Path(paths if isinstance(paths, (str, os.PathLike)) else paths[0])
+    if not (first / "train" / "dataset.json").is_file():
+        raise DatasetError(
+            f"--data.data_paths {first.resolve()} holds no dataset (no train/dataset.json). The config's data.generate "
+            f"builds one only where the config file points; to generate one at {first}, also pass a --data.generate "
+            "flag (e.g. --data.generate.seed=0)."
+        )
 
 
 def expand_list_item_overrides(parser, args: list[str]) -> list[str]:
@@ -211,21 +261,6 @@ def model_flags(args: list[str]) -> dict[str, Any]:
             node[leaf] = parse_scalar(value)
         i += 1
     return out
-
-
-class _DropLightningTips(logging.Filter):
-    """Lightning's advertisements for its cloud products ("💡 Tip: ... try installing litlogger")."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip:")
-
-
-def quiet_third_party_noise() -> None:
-    """Keep the terminal for what concerns the run: drop other packages' tips and their own deprecations."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_DropLightningTips())
-    # Lightning's own use of a torch API that torch deprecated; nothing a user can change.
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -63,6 +63,7 @@ class PredictionWriter:
         return rows
 
     def finish(self, trainer: L.Trainer) -> None:
+        """Also stores ``vocab``: ``vocab[t]`` is what token id ``t`` stands for in this dataset."""
         path = os.path.join(run_directory(trainer), "predictions.npz")  # a collective: every rank asks
         batches = self.batches
         if trainer.world_size > 1 and torch.distributed.is_initialized():
@@ -72,6 +73,11 @@ class PredictionWriter:
         if not trainer.is_global_zero or not batches:
             return
         rows = merge_batches(batches)
+        metadata = getattr(getattr(trainer, "datamodule", None), "metadata", None)
+        if metadata is not None:
+            from loopformer.data.show import token_names
+
+            rows["vocab"] = np.array(token_names(metadata))
         save_predictions(path, rows)
         accuracy = exact_accuracy(rows)
         scored = f" (exact_accuracy {accuracy:.4g} against the labels)" if accuracy is not None else ""

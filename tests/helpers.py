@@ -29,6 +29,7 @@ def quickstart_fit_args(tmp_path, *extra: str) -> list[str]:
         "--config",
         str(ROOT / "configs/quickstart.yaml"),
         f"--data.data_paths={tmp_path / 'data'}",
+        "--data.generate.seed=0",  # asked for on the command line: generate at this new path
         f"--trainer.default_root_dir={tmp_path / 'runs'}",
         "--trainer.enable_progress_bar=false",
         *extra,

@@ -324,6 +324,9 @@ def test_predict_returns_every_test_example_once(sudoku4_dir, tmp_path, caplog):
     assert np.array_equal(saved["preds"], preds[order].numpy())
     assert np.array_equal(saved["inputs"], torch.cat([b["inputs"] for b in batches])[order].numpy())
     assert saved["labels"].shape == (40, 16) and saved["steps"].tolist() == [2] * 40
+    # the token encoding travels with the file: 4x4 Sudoku is 0 padding, 1 blank, 2..5 the digits 1..4
+    assert saved["vocab"].tolist() == ["<pad>", ".", "1", "2", "3", "4"]
+    assert not saved["vocab"].dtype.hasobject  # readable with np.load's default allow_pickle=False
     assert (
         "predictions for 40 examples (exact_accuracy " in caplog.text
         and str(tmp_path / "predictions.npz") in caplog.text
@@ -478,3 +481,42 @@ def test_a_ckpt_path_that_is_not_a_file_is_a_clear_error(what, sudoku4_dir, tmp_
     err = capsys.readouterr().err
     assert f"--ckpt_path {path} {'does not exist' if what == 'missing' else 'is a directory'}" in err
     assert "Traceback" not in err
+
+
+def test_validate_prints_each_metric_once_and_the_summary_has_no_flops_column(sudoku4_dir, tmp_path, capsys, caplog):
+    from tests.helpers import tiny_fit_args
+
+    extra = ["--model.arch.halt_max_steps=2", "--trainer.max_steps=2", "--trainer.limit_val_batches=0"]
+    with caplog.at_level("INFO"):
+        fit = LoopformerCLI(args=tiny_fit_args(sudoku4_dir, tmp_path, *extra))
+    assert "Trainable params" in caplog.text and "FLOPs" not in caplog.text and "Total Flops" not in caplog.text
+    ckpt = tmp_path / "model.ckpt"
+    fit.trainer.save_checkpoint(ckpt)
+    capsys.readouterr()
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        main(
+            [
+                "validate",
+                f"--data.data_paths={sudoku4_dir}",
+                "--data.eval_batch_size=40",
+                f"--ckpt_path={ckpt}",
+                "--trainer.logger=false",
+                "--trainer.enable_progress_bar=false",
+                f"--trainer.default_root_dir={tmp_path / 'validate'}",
+            ]
+        )
+    shown = capsys.readouterr().out + caplog.text
+    assert shown.count("exact_accuracy") == 1, shown  # our one line, no Lightning results table
+    assert "val at step 2 (40 puzzles): exact_accuracy" in shown
+    assert "dirpath has changed" not in shown
+
+
+def test_the_default_logger_saves_under_default_root_dir(tmp_path):
+    cli = LoopformerCLI(args=[f"--trainer.default_root_dir={tmp_path}", "--trainer.accelerator=cpu"], run=False)
+    assert cli.trainer.logger.save_dir == str(tmp_path)
+    elsewhere = LoopformerCLI(
+        args=[f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path / 'w'}"],
+        run=False,
+    )
+    assert elsewhere.trainer.logger.save_dir == str(tmp_path / "w")  # an explicit save_dir stays

@@ -88,7 +88,13 @@ class PuzzleDataModule(L.LightningDataModule):
         g = self.generate
         from loopformer.data.generators.sudoku import build_sudoku_dataset
 
-        rank_zero_info(f"Generating {g.n}x{g.n} sudoku ({g.clues} clues) into {self.data_path} ...")
+        target = self.data_path.resolve()
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise DatasetError(
+                f"data.data_paths {target} exists and is not a dataset (no train/dataset.json); data.generate builds "
+                "only where nothing is: point data.data_paths at a new directory."
+            )
+        rank_zero_info(f"Generating {g.n}x{g.n} sudoku ({g.clues} clues) into {target} ...")
         # Build next to the target and rename, so an interrupted build never leaves a half dataset.
         self.data_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=self.data_path.parent))

@@ -24,6 +24,21 @@ def grid_kind(meta: PuzzleDatasetMetadata) -> str:
     return "grid"
 
 
+def token_names(meta: PuzzleDatasetMetadata) -> list[str]:
+    """What each token id stands for (index = id): ``<pad>`` for 0, then the cells of the dataset's kind."""
+    kind = grid_kind(meta)
+    names = ["<pad>"]
+    if kind == "sudoku":  # 1 blank, d + 1 digit d
+        names += ["."] + [str(d) if d < 10 else chr(ord("A") + d - 10) for d in range(1, meta.vocab_size - 1)]
+    elif kind == "maze":
+        names += list(MAZE_CHARS)
+    elif meta.vocab_size == 12 and meta.seq_len == 900:  # ARC: <eos>, then colours 0-9
+        names += ["<eos>"] + [str(c) for c in range(10)]
+    else:
+        names += [str(t) for t in range(1, meta.vocab_size)]
+    return names[: meta.vocab_size]
+
+
 def to_text(tokens: np.ndarray, kind: str, labels: Optional[np.ndarray] = None) -> str:
     """One puzzle as text; with ``labels``, wrong cells of a prediction are marked with '!'."""
     tokens = np.asarray(tokens)

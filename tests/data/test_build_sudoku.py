@@ -118,7 +118,7 @@ def test_bad_csv_and_missing_source_are_clear_errors(tmp_path, capsys):
 
 def test_show_prints_grids_and_writes_a_png(sudoku4_dir, tmp_path, capsys):
     png = tmp_path / "examples.png"
-    assert data_main(["show", str(sudoku4_dir), "--n", "2", "--png", str(png)]) == 0
+    assert data_main(["show", str(sudoku4_dir), "--count", "2", "--png", str(png)]) == 0
     out = capsys.readouterr().out
     assert out.count("input:") == 2 and out.count("label:") == 2 and "|" in out
     assert png.stat().st_size > 2000
@@ -156,8 +156,8 @@ def test_a_repo_id_is_downloaded_and_an_unreachable_hub_is_a_clear_error(tmp_pat
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["sudoku-gen", "--n", "5", "--clues", "3"], "sudoku size n=5 has no box shape"),
-        (["sudoku-gen", "--n", "4", "--clues", "30"], "clues=30 must lie in [1, 16]"),
+        (["sudoku-gen", "--size", "5", "--clues", "3"], "sudoku size n=5 has no box shape"),
+        (["sudoku-gen", "--size", "4", "--clues", "30"], "clues=30 must lie in [1, 16]"),
         (["maze-gen", "--side", "4"], "maze side must be odd and >= 5, got 4"),
     ],
 )

@@ -66,7 +66,7 @@ def test_maze_generator_command_and_show(tmp_path, capsys):
         data_main(["build", "maze-gen", str(tmp_path / "m"), "--side", "9", "--num-train", "20", "--num-test", "5"])
         == 0
     )
-    assert data_main(["show", str(tmp_path / "m"), "--n", "1", "--png", str(tmp_path / "m.png")]) == 0
+    assert data_main(["show", str(tmp_path / "m"), "--count", "1", "--png", str(tmp_path / "m.png")]) == 0
     out = capsys.readouterr().out
     assert "S" in out and "G" in out and "o" in out and "#" in out
     assert (tmp_path / "m.png").stat().st_size > 1000
