@@ -1,11 +1,9 @@
-"""LightningModule: ACT training with the carry kept across steps, evaluation to halting, the optimizer.
-
-Everything else a run does is a component it calls: evaluators (``evaluation``), the checkpoint format
-(``checkpoint``), weight averaging (``ema.EMA``, a callback), the optimizer and schedule (``optim``).
-"""
+"""LightningModule: ACT training with the carry kept across steps, evaluation to halting, the optimizer. The rest is
+components it calls: ``evaluation``, ``checkpoint`` (the format), ``ema.EMA`` and ``optim``."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Optional, TypeVar
 
 import lightning as L
@@ -32,8 +30,8 @@ class NonFiniteError(RuntimeError):
 
 
 def _typed(cls: type[Config], value: Any) -> Config:
-    """A config group as its dataclass (load_from_checkpoint hands over plain dicts)."""
-    return value if isinstance(value, cls) else cls(**to_plain(value))
+    """A config group as its own dataclass (load_from_checkpoint hands over plain dicts; the defaults are shared)."""
+    return copy.deepcopy(value) if isinstance(value, cls) else cls(**to_plain(value))
 
 
 class LoopformerModule(L.LightningModule):
