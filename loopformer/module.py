@@ -13,10 +13,12 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from loopformer import checkpoint as ckpt_format
 from loopformer.attention_check import ResolveAttention
 from loopformer.batch import Batch
+from loopformer.compute_report import ComputeReport
 from loopformer.ema import EMA
 from loopformer.evaluation import ACTMetrics, ARCVoting, Evaluator, PredictionPictures, eval_summary, run_to_halt
 from loopformer.list_overrides import to_plain
 from loopformer.model import PUZZLE_TABLE_KEY, ACTCarry, ArchConfig, LoopTransformer, LoopTransformerConfig, act_loss
+from loopformer.model.summary import describe
 from loopformer.optim import OptimConfig, configure_optimizers, puzzle_embedding_step
 from loopformer.predictions import PredictionWriter
 from loopformer.run_dir import run_directory
@@ -57,6 +59,7 @@ class LoopformerModule(L.LightningModule):
         self._carry_restored = False
         self._checkpoint_step: Optional[int] = None  # training step of the checkpoint loaded, if any
         self.attention_backend_resolved: Optional[str] = None  # set at the start of a run (ResolveAttention)
+        self.compute_report = ComputeReport()
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> LoopformerModule:  # type: ignore[override]
@@ -87,32 +90,13 @@ class LoopformerModule(L.LightningModule):
             self.build(datamodule.dims)
 
     def configure_callbacks(self) -> list[L.Callback]:
-        callbacks: list[L.Callback] = [ckpt_format.CheckpointDirCheck(), ResolveAttention()]
+        callbacks: list[L.Callback] = [ckpt_format.CheckpointDirCheck(), ResolveAttention(), self.compute_report]
         if self.run.ema:
             callbacks.append(EMA(self.run.ema_rate))
         return callbacks
 
     def describe(self) -> str:
-        cfg = self.net.config
-        params = sum(p.numel() for p in self.net.parameters())
-        table = getattr(self.net.inner, "puzzle_emb", None)
-        emb = table.weights.numel() if table is not None else 0
-        lines = [
-            f"loopformer: {params:,} parameters + {emb:,} puzzle-embedding weights (sign-SGD), "
-            f"{len(self.net.inner.state_modules)} distinct state module(s)",
-            "schedule (per outer cycle):",
-        ]
-        for i, st in enumerate(cfg.stages):
-            srcs = " + ".join(st.sources + (["x"] if st.include_inputs else [])) or "nothing"
-            lines.append(
-                f"  {i}: {st.target} <- {st.target} + ({srcs})  x{st.repeat}  [{cfg.layers_of(st.target)} layer(s)]"
-            )
-        lines.append(
-            f"outer_cycles {cfg.outer_cycles} (no-grad {cfg.resolved_no_grad_cycles}); effective depth per ACT step: "
-            f"{cfg.effective_depth} blocks ({cfg.grad_depth} with gradient); up to {cfg.halt_max_steps} ACT steps "
-            f"= {cfg.effective_depth * cfg.halt_max_steps} blocks per puzzle"
-        )
-        return "\n".join(lines)
+        return describe(self.net)
 
     # -- training --------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -225,6 +209,7 @@ class LoopformerModule(L.LightningModule):
             return
         for evaluator in evaluators[1:]:
             metrics.update(evaluator.finish(self.trainer, self, prefix))
+        metrics.update(self.compute_report.evaluation_metrics(self, prefix, metrics))
         # Logged once per evaluation, never during training: hyperband counts these reports.
         self.log_dict(metrics, sync_dist=False)
         self.log(f"{prefix}/exact", metrics[f"{prefix}/exact_accuracy"], prog_bar=True, logger=False)

@@ -32,6 +32,7 @@ class SweepFileError(ValueError):
     file and the problem)."""
 
 
+COMPUTE_COLUMNS = ("val/steps", "val/blocks_per_puzzle", "val/flops_per_puzzle", "val/seconds_to_best")
 STATE_EXPECTED = "the state of an offline sweep (state.json, written by `loopformer sweep --offline`)"
 
 
@@ -220,6 +221,9 @@ class OfflineSweep:
             values = [h[self.metric] for h in t.history]
             row[f"best {self.metric}"] = max(values) if values else None
             row[f"last {self.metric}"] = values[-1] if values else None
+            # The compute behind the best report (loopformer/compute_report.py): schedules compared at equal compute.
+            best = max(t.history, key=lambda h: h[self.metric]) if t.history else {}
+            row.update({key: best.get(key) for key in COMPUTE_COLUMNS})
             rows.append(row)
         return rows
 
@@ -242,7 +246,9 @@ def plot_parallel_coordinates(rows: list[dict], metric: str, path: Path) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    skip = {"trial", "state", "reports", "seconds", metric} | {k for k in rows[0] if k.startswith("last ")}
+    skip = {"trial", "state", "reports", "seconds", metric, *COMPUTE_COLUMNS} | {
+        k for k in rows[0] if k.startswith("last ")
+    }
     params = [k for k in rows[0] if k not in skip]
     axes = params + [metric]
     scored = [r for r in rows if r[metric] is not None]

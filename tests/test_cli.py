@@ -489,7 +489,7 @@ def test_validate_prints_each_metric_once_and_the_summary_has_no_flops_column(su
     extra = ["--model.arch.halt_max_steps=2", "--trainer.max_steps=2", "--trainer.limit_val_batches=0"]
     with caplog.at_level("INFO"):
         fit = LoopformerCLI(args=tiny_fit_args(sudoku4_dir, tmp_path, *extra))
-    assert "Trainable params" in caplog.text and "FLOPs" not in caplog.text and "Total Flops" not in caplog.text
+    assert "Trainable params" in caplog.text and "| FLOPs" not in caplog.text and "Total Flops" not in caplog.text
     ckpt = tmp_path / "model.ckpt"
     fit.trainer.save_checkpoint(ckpt)
     capsys.readouterr()

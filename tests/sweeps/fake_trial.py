@@ -11,5 +11,6 @@ callback = next(a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--trai
 path = json.loads(callback)["init_args"]["path"]
 for k in range(1, 11):
     with open(path, "a") as f:
-        f.write(json.dumps({"_step": k, "val/exact_accuracy": quality * k / 10}) + "\n")
+        report = {"_step": k, "val/exact_accuracy": quality * k / 10, "val/flops_per_puzzle": 1e6 * quality + k}
+        f.write(json.dumps(report) + "\n")
     time.sleep(0.15)

@@ -55,6 +55,8 @@ def test_offline_runner_stops_poor_trials_and_resumes(tmp_path):
 
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert len(rows) == 4 and {"quality", "best val/exact_accuracy", "state"} <= set(rows[0])
+    finished = next(r for r in rows if r["quality"] == "0.9")
+    assert float(finished["val/flops_per_puzzle"]) == 1e6 * 0.9 + 10  # the compute behind its best report
     assert (out / "parallel_coordinates.png").stat().st_size > 1000
 
 
