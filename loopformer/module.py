@@ -14,6 +14,7 @@ from loopformer import checkpoint as ckpt_format
 from loopformer.attention_check import ResolveAttention
 from loopformer.batch import Batch
 from loopformer.compute_report import ComputeReport
+from loopformer.depth_curve import DepthCurve
 from loopformer.ema import EMA
 from loopformer.evaluation import ACTMetrics, ARCVoting, Evaluator, PredictionPictures, eval_summary, run_to_halt
 from loopformer.list_overrides import to_plain
@@ -180,6 +181,8 @@ class LoopformerModule(L.LightningModule):
             self.evaluators.append(ARCVoting(*context))
         if pictures and self.run.num_pictures > 0:
             self.evaluators.append(PredictionPictures(self.run.num_pictures))
+        if self.run.depth_curve and self.trainer.state.fn in ("validate", "test"):
+            self.evaluators.append(DepthCurve(self.net, self.run.depth_curve))
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         outputs, steps = run_to_halt(self.net, batch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from loopformer.errors import ConfigError
 
@@ -17,9 +18,19 @@ class RunOptions:
     """Compile the looped core with torch.compile (in place: checkpoints keep their keys)."""
     num_pictures: int = 4
     """Predictions drawn next to their labels at each validation (0: none)."""
+    depth_curve: Optional[list[int]] = None
+    """validate/test: also evaluate at each of these halt_max_steps, with and without act_inference, and write
+    depth_curve.csv and depth_curve.png to the run directory (e.g. [1, 2, 4, 8, 16, 32])."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.ema_rate < 1.0:
             raise ConfigError(f"model.run.ema_rate must lie in (0, 1), got {self.ema_rate}.")
+        if self.depth_curve is not None and (
+            not self.depth_curve
+            or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in self.depth_curve)
+        ):
+            raise ConfigError(
+                f"model.run.depth_curve must list ACT depths >= 1, e.g. [1, 2, 4, 8]; got {self.depth_curve}."
+            )
         if self.num_pictures < 0:
             raise ConfigError(f"model.run.num_pictures must be >= 0, got {self.num_pictures}.")
