@@ -135,10 +135,14 @@ def plot(rows: list[dict], path: Path) -> None:
         part = [r for r in rows if r["act_inference"] == act_inference]
         label = "halting on the Q head" if act_inference else "fixed depth"
         ax.plot([r["depth"] for r in part], [r["exact_accuracy"] for r in part], style, label=label)
+    depths = sorted({r["depth"] for r in rows})
     ax.set_xscale("log", base=2)
+    ax.set_xticks(depths, [str(d) for d in depths])
+    ax.minorticks_off()
     ax.set_xlabel("halt_max_steps (ACT steps at test time)")
     ax.set_ylabel("exact accuracy")
-    ax.set_ylim(-0.02, 1.02)
+    lowest = min(r["exact_accuracy"] for r in rows)
+    ax.set_ylim(max(0.0, lowest - 0.05), 1.005)  # zoomed to the curve, never past 1
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
