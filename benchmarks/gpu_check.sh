@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a machine with a CUDA GPU: the gpu-marked tests (kernels compiled, not interpreted), the attention
-# benchmark, then the tile tuner; the tables come last. Budget: under 7 minutes on an H100 (timeouts
-# 150 + 150 + 100 s, plus start-up), so that a 15-minute device lease leaves room to rerun a part.
+# benchmark, the 3-stage training step (triton/sdpa x eager/compiled, 200 steps each: samples/s, peak memory,
+# loss), then the tile tuner; the tables come last. Budget: under 8 minutes on an H100 (timeouts
+# 110 + 90 + 200 + 60 s, plus start-up), so that a 15-minute device lease leaves room to rerun a part.
 # Runs from a plain checkout where python has torch and triton (and pytest), as on the lent GPU machines:
 # the package is taken from the checkout, not installed.
 set -uo pipefail
@@ -19,17 +20,21 @@ PY
 start=$(date +%s)
 # Compiling the kernels dominates the tests' time: spread it over 4 processes where pytest-xdist is there.
 parallel=$("$PYTHON" -c "import xdist" 2>/dev/null && echo "-n 4" || true)
-timeout 150 "$PYTHON" -m pytest -q -rfE -m gpu -p no:warnings -p no:cacheprovider ${parallel} tests/kernels 2>&1 | tail -n 30
+timeout 110 "$PYTHON" -m pytest -q -rfE -m gpu -p no:warnings -p no:cacheprovider ${parallel} tests/kernels 2>&1 | tail -n 30
 tests_rc=${PIPESTATUS[0]}
-timeout 150 "$PYTHON" benchmarks/bench_attention.py > /tmp/loopformer_bench.txt 2>&1
+timeout 90 "$PYTHON" benchmarks/bench_attention.py > /tmp/loopformer_bench.txt 2>&1
 bench_rc=$?
-timeout 100 "$PYTHON" benchmarks/tune_attention.py --budget-s 70 > /tmp/loopformer_tune.txt 2>&1
+timeout 200 "$PYTHON" benchmarks/bench_step.py --steps 200 > /tmp/loopformer_step.txt 2>&1
+step_rc=$?
+timeout 60 "$PYTHON" benchmarks/tune_attention.py --budget-s 40 > /tmp/loopformer_tune.txt 2>&1
 tune_rc=$?
 echo
-echo "gpu tests exit status: ${tests_rc}; benchmark: ${bench_rc}; tuner: ${tune_rc}; $(( $(date +%s) - start ))s"
+echo "gpu tests exit status: ${tests_rc}; attention benchmark: ${bench_rc}; step benchmark: ${step_rc}; tuner: ${tune_rc}; $(( $(date +%s) - start ))s"
 cat /tmp/loopformer_bench.txt
+echo
+cat /tmp/loopformer_step.txt
 echo
 cat /tmp/loopformer_tune.txt
 if [ -n "${OUT:-}" ] && [ -d "${OUT}" ]; then  # the lent machines bring back what is written under $OUT
-    cp /tmp/loopformer_bench.txt /tmp/loopformer_tune.txt "${OUT}/"
+    cp /tmp/loopformer_bench.txt /tmp/loopformer_step.txt /tmp/loopformer_tune.txt "${OUT}/"
 fi

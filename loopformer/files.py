@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 
 def first_line(error: BaseException) -> str:
@@ -32,6 +31,8 @@ def read_text(path: str | Path, error: type[Exception], expected: str) -> str:
 
 
 def load_yaml(path: str | Path, error: type[Exception], expected: str) -> Any:
+    import yaml  # here: the kernels and the model run where only torch is installed (benchmarks/gpu_check.sh)
+
     text = read_text(path, error, expected)
     try:
         return yaml.safe_load(text)
