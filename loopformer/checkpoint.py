@@ -26,7 +26,6 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional
 
-import lightning
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
@@ -95,7 +94,7 @@ def imported_checkpoint(
         EXTRA_KEY: {"dataset_dims": dataset_dims, "act_carry": None, "imported_from": imported_from},
         "epoch": 0,
         "global_step": 0,
-        "pytorch-lightning_version": lightning.__version__,
+        "pytorch-lightning_version": L.__version__,
     }
 
 
