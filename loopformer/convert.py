@@ -270,6 +270,11 @@ def import_checkpoint(
     loaded = load_torch(src, CheckpointImportError, f"a state dict saved by the {source.upper()} pretrain script")
     if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
         loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict):
+        raise CheckpointImportError(
+            f"{src}: a PyTorch file holding a {type(loaded).__name__}; expected the state dict (a mapping of parameter "
+            f"names to tensors) that the {source.upper()} pretrain script saves."
+        )
     arch_config = _arch_config(arch, arch_yaml)
     sd = convert_state_dict(loaded, source, LoopTransformerConfig.from_arch(arch_config, vocab_size=1, seq_len=1))
     dims = dims_from_state_dict(sd, arch_config, seq_len)
