@@ -38,6 +38,7 @@ from loopformer.run_options import RunOptions
 
 EXTRA_KEY = "loopformer"
 NET_PREFIX = "net."  # the LightningModule holds the LoopTransformer as ``net``
+RAW_KEY, AVERAGED_KEY = "raw_state_dict", "averaged_state_dict"  # the latter only in memory, while resuming
 GROUPS = {"arch": ArchConfig, "optim": OptimConfig, "run": RunOptions}
 
 
@@ -66,7 +67,7 @@ def restore_generators(checkpoint: dict) -> None:
 
 def store_averaged_weights(checkpoint: dict, raw: dict, averaged: dict) -> None:
     """EMA: evaluation reads the averaged weights from ``state_dict``; resuming takes the raw ones."""
-    extras(checkpoint)["raw_state_dict"] = raw
+    extras(checkpoint)[RAW_KEY] = raw
     checkpoint["state_dict"] = {**raw, **averaged}
 
 
@@ -74,14 +75,20 @@ def use_raw_weights(checkpoint: dict) -> None:
     """Resuming training from an EMA checkpoint: the raw weights go into the network, the average is set aside
     for the EMA callback (``averaged_weights``)."""
     extra = checkpoint.get(EXTRA_KEY, {})
-    raw = extra.get("raw_state_dict")
+    raw = extra.get(RAW_KEY)
     if raw is not None:
-        extra["averaged_state_dict"] = checkpoint["state_dict"]
+        extra[AVERAGED_KEY] = checkpoint["state_dict"]
         checkpoint["state_dict"] = raw
 
 
 def averaged_weights(checkpoint: dict) -> Optional[dict[str, torch.Tensor]]:
-    return checkpoint.get(EXTRA_KEY, {}).get("averaged_state_dict")
+    return checkpoint.get(EXTRA_KEY, {}).get(AVERAGED_KEY)
+
+
+def weight_tables(checkpoint: dict) -> list[dict[str, torch.Tensor]]:
+    """Every state dict of weights a checkpoint holds: ``state_dict``, and with EMA the raw weights too."""
+    raw = checkpoint.get(EXTRA_KEY, {}).get(RAW_KEY)
+    return [checkpoint.get("state_dict", {})] + ([raw] if raw is not None else [])
 
 
 def imported_checkpoint(

@@ -19,10 +19,11 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from loopformer.batch import IGNORE_LABEL_ID, Batch
-from loopformer.evaluation import Evaluator, Outputs
+from loopformer.batch import Batch
+from loopformer.evaluation import Evaluator, Outputs, real_rows
 from loopformer.model import LoopTransformer
 from loopformer.model.compute import compute_cost
+from loopformer.model.losses import row_scores
 from loopformer.run_dir import run_directory
 
 COLUMNS = ("depth", "act_inference", "exact_accuracy", "accuracy", "steps", "flops_per_puzzle")
@@ -40,14 +41,6 @@ def act_depth(net: LoopTransformer, depth: int, act_inference: bool) -> Iterator
         cfg.halt_max_steps, cfg.act_inference = saved
 
 
-def _row_scores(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row: every labelled token right (bool), fraction of labelled tokens right."""
-    valid = labels != IGNORE_LABEL_ID
-    correct = (logits.argmax(-1) == labels) & valid
-    counts = valid.sum(-1).clamp_min(1)
-    return correct.sum(-1) == valid.sum(-1), correct.sum(-1) / counts
-
-
 class DepthCurve(Evaluator):
     def __init__(self, net: LoopTransformer, depths: list[int]) -> None:
         self.net, self.depths = net, sorted(set(depths))
@@ -63,14 +56,14 @@ class DepthCurve(Evaluator):
             carry = self.net.initial_carry(batch)
             for step in range(1, deepest + 1):
                 carry, outputs = self.net(carry, batch)
-                e, a = _row_scores(outputs["logits"], batch["labels"])
+                e, a = row_scores(outputs["logits"], batch["labels"])
                 exact.append(e)
                 accuracy.append(a)
                 first_halt = torch.where(carry.halted & (first_halt == deepest), step, first_halt)
         return torch.stack(exact, 1).cpu(), torch.stack(accuracy, 1).cpu(), first_halt.cpu()
 
     def add(self, batch: Batch, outputs: Outputs, steps: torch.Tensor, batch_idx: int) -> None:
-        real = (batch["labels"] != IGNORE_LABEL_ID).any(-1).cpu()
+        real = real_rows(batch).cpu()
         for a, act_inference in enumerate((False, True)):
             exact, accuracy, first_halt = self._run(batch, act_inference)
             for i, depth in enumerate(self.depths):

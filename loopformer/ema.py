@@ -40,10 +40,6 @@ class WeightEMA:
             if p.requires_grad and not name.startswith(PUZZLE_EMB_PREFIX):
                 yield name, p
 
-    @property
-    def swapped_in(self) -> bool:
-        return self._raw is not None
-
     @torch.no_grad()
     def update(self) -> None:
         for name, p in self._params():

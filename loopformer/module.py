@@ -272,8 +272,7 @@ class LoopformerModule(L.LightningModule):
         HRM does."""
         key = ckpt_format.NET_PREFIX + PUZZLE_TABLE_KEY
         expected = getattr(getattr(self.net.inner, "puzzle_emb", None), "weights", None)
-        extra = checkpoint.get(ckpt_format.EXTRA_KEY, {})
-        tables = [checkpoint.get("state_dict", {}), extra.get("raw_state_dict") or {}]
+        tables = ckpt_format.weight_tables(checkpoint)
         if expected is None or key not in tables[0] or tables[0][key].shape == expected.shape:
             return
         found = tuple(tables[0][key].shape)

@@ -39,6 +39,15 @@ def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, valid: tor
 LOSSES = {"stablemax_cross_entropy": stablemax_cross_entropy, "softmax_cross_entropy": softmax_cross_entropy}
 
 
+def row_scores(logits_BLV: torch.Tensor, labels_BL: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: whether every labelled token is predicted (bool ``[B]``), and the fraction that is (``[B]``,
+    0 for a row without labels)."""
+    valid_BL = labels_BL != IGNORE_LABEL_ID
+    counts_B = valid_BL.sum(-1)
+    correct_BL = valid_BL & (logits_BLV.argmax(-1) == labels_BL)
+    return correct_BL.sum(-1) == counts_B, (correct_BL.float() / counts_B.clamp_min(1).unsqueeze(-1)).sum(-1)
+
+
 def act_loss(
     outputs: dict[str, torch.Tensor],
     labels_BL: torch.Tensor,
@@ -53,13 +62,11 @@ def act_loss(
     divisor_B1 = counts_B.clamp_min(1).unsqueeze(-1)
 
     with torch.no_grad():
-        preds_BL = logits.argmax(-1)
-        correct_BL = valid_BL & (preds_BL == labels_BL)
-        seq_correct_B = correct_BL.sum(-1) == counts_B
+        seq_correct_B, accuracy_B = row_scores(logits, labels_BL)
         counted_B = halted_B & (counts_B > 0)
         metrics = {
             "count": counted_B.sum(),
-            "accuracy": torch.where(counted_B, (correct_BL.float() / divisor_B1).sum(-1), 0).sum(),
+            "accuracy": torch.where(counted_B, accuracy_B, 0).sum(),
             "exact_accuracy": (counted_B & seq_correct_B).sum(),
             "q_halt_accuracy": (counted_B & ((outputs["q_halt_logits"] >= 0) == seq_correct_B)).sum(),
             "steps": torch.where(counted_B, steps_B, 0).sum(),
