@@ -29,7 +29,7 @@ from loopformer.list_overrides import (
 from loopformer.module import LoopformerModule, NonFiniteError
 from loopformer.run_dir import run_directory
 from loopformer.terminal import ParameterSummary, quiet_third_party_noise
-from loopformer.termination import STOPPED_EXIT_CODE, ExitPromptlyOnSigterm, finish_stopped_run
+from loopformer.termination import STOPPED_EXIT_CODE, ExitPromptlyOnSigterm, finish_stopped_run, stop_requested
 
 TOOL_COMMANDS = ("import-checkpoint", "sweep", "data")
 TOOLS_EPILOG = (
@@ -281,6 +281,13 @@ def main(argv: Optional[list[str]] = None) -> None:
         sys.exit(1)
     except SIGTERMException:
         # Stopped (e.g. by a sweep agent): not a finished run.
+        finish_stopped_run()
+        sys.exit(STOPPED_EXIT_CODE)
+    except Exception:
+        # After a SIGTERM, the other ranks leave as they stop, and a collective here can fail with "connection
+        # reset by peer" before Lightning raises SIGTERMException: that is still a stopped run, not a crash.
+        if not stop_requested():
+            raise
         finish_stopped_run()
         sys.exit(STOPPED_EXIT_CODE)
 

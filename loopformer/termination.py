@@ -15,6 +15,13 @@ import threading
 import lightning as L
 
 STOPPED_EXIT_CODE = 128 + signal.SIGTERM
+_stop_requested = threading.Event()
+
+
+def stop_requested() -> bool:
+    """Whether this process was asked to stop. Once it was, a peer rank leaving mid-collective is expected and
+    whatever error that raises here is part of stopping, not a failure of the run."""
+    return _stop_requested.is_set()
 
 
 class ExitPromptlyOnSigterm(L.Callback):
@@ -29,6 +36,7 @@ class ExitPromptlyOnSigterm(L.Callback):
         signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame) -> None:  # noqa: ANN001 (signal handler signature)
+        _stop_requested.set()
         watchdog = threading.Timer(self.grace_seconds, os._exit, args=(STOPPED_EXIT_CODE,))
         watchdog.daemon = True
         watchdog.start()

@@ -7,6 +7,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from loopformer import cli, termination
 from loopformer.metrics_file import metrics_file_flag
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,3 +100,20 @@ def test_a_rank_that_dies_makes_the_others_exit(sudoku4_dir, tmp_path):
         assert code != 0  # rank 0 notices the lost peer at its next collective and fails
     finally:
         _kill_all(launcher)
+
+
+def test_an_error_while_stopping_is_a_stopped_run_and_any_other_error_is_raised(monkeypatch):
+    """A peer that left mid-collective after the SIGTERM makes rank 0's collective fail ("connection reset by
+    peer"); that run was stopped, so it exits 128 + SIGTERM like any stopped run. Without a SIGTERM the error is
+    a crash and propagates."""
+
+    def collective_fails(args=None):
+        raise RuntimeError("Read error: Connection reset by peer")
+
+    monkeypatch.setattr(cli, "LoopformerCLI", collective_fails)
+    with pytest.raises(RuntimeError, match="Connection reset"):
+        cli.main(["fit"])
+    monkeypatch.setattr(termination._stop_requested, "is_set", lambda: True)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["fit"])
+    assert stopped.value.code == 128 + signal.SIGTERM
