@@ -1,5 +1,9 @@
 """Each evaluation's metrics appended as one JSON line to a file: how a run reports to the offline sweep runner,
-which passes this callback on the trial's command line (``--trainer.callbacks+=...``, see ``sweep.py``)."""
+which passes this callback on the trial's command line (``--trainer.callbacks+=...``, see ``sweep.py``).
+
+At the start of fit, one line ``{"_config": {...}}`` comes first: the run's resolved architecture
+(``model.arch``) and its compute fields (``compute/*``), what a W&B run keeps as its run config, so that a sweep
+report can name each run's schedule and compute."""
 
 from __future__ import annotations
 
@@ -14,9 +18,20 @@ def metrics_file_flag(path: str) -> str:
     return f"--trainer.callbacks+={json.dumps(spec)}"
 
 
+CONFIG_KEY = "_config"
+
+
 class EvalMetricsFile(L.Callback):
     def __init__(self, path: str) -> None:
         self.path = path
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or "arch" not in pl_module.hparams:
+            return
+        from loopformer.model.compute import compute_cost
+
+        config = {"model": {"arch": pl_module.hparams["arch"]}, **compute_cost(pl_module.net.config).as_config()}
+        self._write({CONFIG_KEY: config})
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._append(trainer, "val")
@@ -32,5 +47,8 @@ class EvalMetricsFile(L.Callback):
             k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(f"{prefix}/") and k != alias
         }
         if metrics:
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"_step": trainer.global_step, **metrics}) + "\n")
+            self._write({"_step": trainer.global_step, **metrics})
+
+    def _write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")

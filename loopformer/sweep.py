@@ -86,6 +86,7 @@ class TrialRecord:
     history: list[dict] = field(default_factory=list)
     exitcode: Optional[int] = None
     seconds: float = 0.0
+    run_config: dict = field(default_factory=dict)  # the run's model.arch and compute/* (metrics_file.CONFIG_KEY)
 
 
 def load_state(path: Path) -> list[TrialRecord]:
@@ -145,7 +146,15 @@ class OfflineSweep:
     def _save(self) -> None:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(
-            json.dumps({"sweep": str(self.sweep_path), "trials": [t.__dict__ for t in self.trials]}, indent=1)
+            json.dumps(
+                {
+                    "sweep": str(self.sweep_path),
+                    "metric": self.config.get("metric", {}),
+                    "parameters": sorted(self.config.get("parameters", {})),
+                    "trials": [t.__dict__ for t in self.trials],
+                },
+                indent=1,
+            )
         )
         os.replace(tmp, self.state_file)
 
@@ -207,9 +216,12 @@ class OfflineSweep:
     def _read_history(self, trial: TrialRecord, metrics_file: Path) -> None:
         if not metrics_file.exists():
             return
+        from loopformer.metrics_file import CONFIG_KEY
+
         lines = metrics_file.read_text().splitlines()
         complete = [json.loads(line) for line in lines if line.endswith("}")]
         trial.history = [h for h in complete if self.metric in h]
+        trial.run_config = next((h[CONFIG_KEY] for h in complete if CONFIG_KEY in h), trial.run_config)
 
     # -- results ---------------------------------------------------------------------------------------
     def table(self) -> list[dict]:

@@ -15,6 +15,7 @@ import threading
 import lightning as L
 
 STOPPED_EXIT_CODE = 128 + signal.SIGTERM
+STOPPED_SUMMARY_KEY = "stopped_by_signal"  # in a stopped run's W&B summary, read by the sweep report
 _stop_requested = threading.Event()
 
 
@@ -55,6 +56,7 @@ def finish_stopped_run() -> None:
         import wandb
 
         if wandb.run is not None:
+            wandb.run.summary[STOPPED_SUMMARY_KEY] = True  # W&B records a non-zero exit as "failed"
             wandb.run.finish(exit_code=STOPPED_EXIT_CODE)
     except Exception:  # noqa: BLE001 - exiting anyway; W&B records the process exit code
         pass

@@ -1,5 +1,6 @@
 """A sweep agent's SIGTERM stops a 2-process DDP run (CPU, gloo) promptly, leaving no process behind."""
 
+import json
 import os
 import signal
 import subprocess
@@ -58,7 +59,7 @@ def _start_ddp_run(data_dir, tmp_path):
     with open(log, "w") as out:
         launcher = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
     deadline = time.time() + 120
-    while not (metrics.exists() and metrics.read_text().count("\n") >= 1):  # training and evaluating
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):  # the run config, then an evaluation
         if launcher.poll() is not None or time.time() > deadline:
             _kill_all(launcher)
             raise AssertionError(log.read_text()[-3000:])
@@ -79,6 +80,13 @@ def test_sigterm_to_the_launcher_stops_every_rank_within_30s(sudoku4_dir, tmp_pa
     try:
         workers = _children(launcher.pid)
         assert workers, "expected the DDP launcher to have started rank 1"
+        # The metrics file begins with the run config a sweep report reads, written once (rank 0).
+        records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+        assert [i for i, r in enumerate(records) if "_config" in r] == [0]
+        config = records[0]["_config"]
+        assert [s["repeat"] for s in config["model"]["arch"]["stages"]] == [3, 2, 1]  # configs/quickstart.yaml
+        assert config["compute/blocks_per_act_step"] == 6 * config["model"]["arch"]["outer_cycles"]
+        assert "val/exact_accuracy" in records[1]
         launcher.send_signal(signal.SIGTERM)
         start = time.time()
         code = launcher.wait(timeout=30)
