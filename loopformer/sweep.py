@@ -248,50 +248,12 @@ class OfflineSweep:
             writer.writeheader()
             writer.writerows(rows)
         (self.out_dir / "results.json").write_text(json.dumps(rows, indent=1))
-        plot_parallel_coordinates(rows, f"best {self.metric}", self.out_dir / "parallel_coordinates.png")
+        from loopformer.sweep_report.plots import plot_parallel_coordinates
 
-
-def plot_parallel_coordinates(rows: list[dict], metric: str, path: Path) -> None:
-    """One line per trial across its parameters and the metric, coloured by the metric."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    skip = {"trial", "state", "reports", "seconds", metric, *COMPUTE_COLUMNS} | {
-        k for k in rows[0] if k.startswith("last ")
-    }
-    params = [k for k in rows[0] if k not in skip]
-    axes = params + [metric]
-    scored = [r for r in rows if r[metric] is not None]
-    if not scored:
-        return
-
-    def as_number(v: Any) -> float:
-        return float(v) if not isinstance(v, str) else float(abs(hash(v)) % 100)
-
-    lo = {a: min(as_number(r[a]) for r in scored) for a in axes}
-    hi = {a: max(as_number(r[a]) for r in scored) for a in axes}
-    fig, ax = plt.subplots(figsize=(1.8 * len(axes) + 2, 4.5))
-    cmap = plt.get_cmap("viridis")
-    m_lo, m_hi = lo[metric], hi[metric]
-    for r in sorted(scored, key=lambda r: r[metric]):
-        ys = [(as_number(r[a]) - lo[a]) / ((hi[a] - lo[a]) or 1) for a in axes]
-        c = cmap((r[metric] - m_lo) / ((m_hi - m_lo) or 1))
-        ax.plot(range(len(axes)), ys, color=c, alpha=0.85, lw=1.6, ls="-" if r["state"] == "finished" else "--")
-    ax.set_xticks(range(len(axes)))
-    ax.set_xticklabels([a.replace("model.arch.stages.", "stage ") for a in axes], rotation=20, ha="right")
-    for i, a in enumerate(axes):
-        ax.axvline(i, color="0.7", lw=0.8)
-        ax.text(i, 1.03, f"{hi[a]:g}", ha="center", fontsize=8)
-        ax.text(i, -0.08, f"{lo[a]:g}", ha="center", fontsize=8)
-    ax.set_yticks([])
-    ax.set_ylim(-0.12, 1.1)
-    ax.set_title(f"{len(scored)} trials, colour = {metric} (dashed: stopped early)")
-    fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(m_lo, m_hi)), ax=ax, label=metric)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        params = sorted(self.config.get("parameters", {}))
+        compute = [c for c in ("val/flops_per_puzzle",) if any(r.get(c) is not None for r in rows)]
+        axes = params + compute + [f"best {self.metric}"]
+        plot_parallel_coordinates(rows, axes, f"best {self.metric}", self.out_dir / "parallel_coordinates.png")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -306,10 +268,11 @@ def run_online(path: str, count: Optional[int], project: str, entity: Optional[s
     return subprocess.call(command)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], wandb_api=None) -> int:  # noqa: ANN001 (a wandb.Api factory for the report; tests fake it)
     p = argparse.ArgumentParser(
         prog="loopformer sweep",
-        description="Create a W&B sweep from a file in sweeps/ and run an agent here, or run it offline.",
+        description="Create a W&B sweep from a file in sweeps/ and run an agent here, or run it offline. "
+        "`loopformer sweep report SOURCE` turns a sweep's results into a report (see `loopformer sweep report -h`).",
     )
     p.add_argument("sweep_file")
     p.add_argument(
@@ -319,6 +282,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--entity", default=None)
     p.add_argument("--offline", action="store_true", help="no W&B server: the `sweeps` engine proposes and stops runs")
     p.add_argument("--out", default=None, help="offline: results and state directory (default runs/sweeps/<file>)")
+    if argv[:1] == ["report"]:
+        from loopformer.sweep_report import main as report_main
+
+        return report_main(argv[1:], wandb_api)
     args = p.parse_args(argv)
     try:
         if not args.offline:
@@ -330,4 +297,5 @@ def main(argv: list[str]) -> int:
         print(f"loopformer sweep: error: {e}", file=sys.stderr)
         return 2
     print(f"results: {Path(out) / 'results.csv'}, picture: {Path(out) / 'parallel_coordinates.png'}")
+    print(f"compare the schedules at equal compute: loopformer sweep report {out}")
     return 0

@@ -1,0 +1,120 @@
+"""The report's pictures: the Pareto front, parameter importance, and parallel coordinates with a compute axis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+STATE_MARKERS = {"finished": ("o", "finished"), "stopped": ("v", "stopped early"), "crashed": ("x", "crashed")}
+
+
+def _pyplot():  # noqa: ANN202 (matplotlib.pyplot)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_pareto(runs: list, front: list, metric: str, path: Path) -> None:
+    """Metric against FLOPs per puzzle (log x), one marker per run state, the front as a step line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    costed = [r for r in runs if r.flops_per_puzzle is not None]
+    for state, (marker, label) in STATE_MARKERS.items():
+        pts = [r for r in costed if r.state == state]
+        if pts:
+            ax.scatter(
+                [r.flops_per_puzzle for r in pts], [r.best for r in pts], marker=marker, s=36, color="0.55", label=label
+            )
+    if front:
+        xs = [r.flops_per_puzzle for r in front]
+        ys = [r.best for r in front]
+        ax.step(xs + [max(r.flops_per_puzzle for r in costed) * 1.3], ys + ys[-1:], where="post", color="C3", lw=1.4)
+        ax.scatter(xs, ys, s=70, facecolors="none", edgecolors="C3", linewidths=1.8, label="Pareto front", zorder=3)
+        for r in front:
+            ax.annotate(r.name, (r.flops_per_puzzle, r.best), textcoords="offset points", xytext=(5, -11), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs per puzzle (forward, at the best report)")
+    ax.set_ylabel(f"best {metric}")
+    ax.set_title(f"{metric} against compute ({len(costed)} runs with a FLOPs count)")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_importance(importance: dict[str, list], path: Path) -> None:
+    """One panel per target: importance bars, coloured by the sign of the correlation (grey: categorical)."""
+    plt = _pyplot()
+    targets = list(importance)
+    n = max(len(v) for v in importance.values())
+    fig, axes = plt.subplots(1, len(targets), figsize=(5.2 * len(targets), 0.45 * n + 1.6), squeeze=False)
+    for ax, target in zip(axes[0], targets, strict=True):
+        effects = importance[target][::-1]
+        colours = ["0.6" if e.correlation is None else ("C2" if e.correlation > 0 else "C3") for e in effects]
+        ax.barh(range(len(effects)), [e.importance for e in effects], color=colours)
+        ax.set_yticks(range(len(effects)))
+        ax.set_yticklabels([short_name(e.parameter) for e in effects], fontsize=8)
+        for i, e in enumerate(effects):
+            corr = "" if e.correlation is None else f"  r={e.correlation:+.2f}"
+            ax.text(e.importance, i, f" {e.importance:.2f}{corr}", va="center", fontsize=7)
+        ax.set_xlim(0, 1.15)
+        ax.set_xlabel("permutation importance (sums to 1)")
+        ax.set_title(target + "  (green: r > 0, red: r < 0)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def short_name(parameter: str) -> str:
+    return parameter.replace("model.arch.stages.", "stage ").replace("model.arch.", "").replace("model.optim.", "")
+
+
+def _axis_values(values: list[Any]) -> tuple[list[Optional[float]], Optional[list[str]]]:
+    """Numbers as they are; anything else mapped to the index of its label (sorted), returned for tick labels."""
+    present = [v for v in values if v is not None]
+    if all(isinstance(v, (bool, int, float)) for v in present):
+        return [None if v is None else float(v) for v in values], None
+    labels = sorted({str(v) for v in present})
+    return [None if v is None else float(labels.index(str(v))) for v in values], labels
+
+
+def plot_parallel_coordinates(lines: list[dict], axes: list[str], metric: str, path: Path) -> None:
+    """One line per run across ``axes`` (parameters, then compute, then the metric), coloured by the metric;
+    dashed when the run did not finish. A line lacks only the axes it has no value for. ``lines`` hold the axis
+    values and ``state``."""
+    plt = _pyplot()
+    scored = [r for r in lines if r.get(metric) is not None]
+    if not scored or not axes:
+        return
+    columns = {a: _axis_values([r.get(a) for r in scored]) for a in axes}
+    lo = {a: min((v for v in columns[a][0] if v is not None), default=0.0) for a in axes}
+    hi = {a: max((v for v in columns[a][0] if v is not None), default=1.0) for a in axes}
+    fig, ax = plt.subplots(figsize=(1.8 * len(axes) + 2, 4.5))
+    cmap = plt.get_cmap("viridis")
+    m_lo, m_hi = lo[metric], hi[metric]
+    order = sorted(range(len(scored)), key=lambda i: scored[i][metric])
+    for i in order:
+        values = [(j, a, columns[a][0][i]) for j, a in enumerate(axes)]
+        points = [(j, (v - lo[a]) / ((hi[a] - lo[a]) or 1)) for j, a, v in values if v is not None]
+        colour = cmap((scored[i][metric] - m_lo) / ((m_hi - m_lo) or 1))
+        style = "-" if scored[i].get("state") == "finished" else "--"
+        ax.plot([x for x, _ in points], [y for _, y in points], color=colour, alpha=0.85, lw=1.6, ls=style)
+    ax.set_xticks(range(len(axes)))
+    ax.set_xticklabels([short_name(a) for a in axes], rotation=20, ha="right")
+    for j, a in enumerate(axes):
+        ax.axvline(j, color="0.7", lw=0.8)
+        labels = columns[a][1]
+        top, bottom = (labels[-1], labels[0]) if labels else (f"{hi[a]:.3g}", f"{lo[a]:.3g}")
+        ax.text(j, 1.03, top, ha="center", fontsize=8)
+        ax.text(j, -0.08, bottom, ha="center", fontsize=8)
+    ax.set_yticks([])
+    ax.set_ylim(-0.12, 1.1)
+    ax.set_title(f"{len(scored)} runs, colour = {metric} (dashed: stopped early or crashed)")
+    fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(m_lo, m_hi)), ax=ax, label=metric)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
