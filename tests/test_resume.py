@@ -29,7 +29,7 @@ def _ema(cli):
     return next(cb for cb in cli.trainer.callbacks if isinstance(cb, EMA)).average
 
 
-def _fit(data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None, ema=False, workers=0):
+def _fit(data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None, ema=False, workers=0, prefetch=2):
     callbacks = []
     if stop_at:
         ckpt = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=stop_at, save_top_k=-1)
@@ -41,6 +41,7 @@ def _fit(data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None, ema=Fal
         f"--data.data_paths={data_dir}",
         f"--data.global_batch_size={batch}",
         f"--data.num_workers={workers}",
+        f"--data.prefetch={prefetch}",
         "--model.arch.hidden_size=32",
         "--model.arch.puzzle_emb_ndim=32",
         "--model.arch.halt_max_steps=3",
@@ -65,7 +66,8 @@ def _fit(data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None, ema=Fal
     ids=["mid-epoch", "epoch-boundary", "mid-epoch-ema", "mid-epoch-loader-workers"],
 )  # 6 or 3 batches per epoch; with loader workers, the interrupted run must still match one without
 def test_resumed_run_matches_an_uninterrupted_one_bitwise(sudoku4_dir, tmp_path, batch, ema, workers):
-    straight = _fit(sudoku4_dir, tmp_path / "straight", 6, batch, ema=ema)
+    # The uninterrupted run prepares each batch when asked; the others prefetch (the default): same batches.
+    straight = _fit(sudoku4_dir, tmp_path / "straight", 6, batch, ema=ema, prefetch=0)
     first = _fit(sudoku4_dir, tmp_path / "first", 6, batch, stop_at=3, ema=ema, workers=workers)
     assert first.trainer.global_step == 3
     ckpt = next((tmp_path / "first" / "ckpt").glob("*.ckpt"))

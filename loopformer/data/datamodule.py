@@ -52,6 +52,7 @@ class PuzzleDataModule(L.LightningDataModule):
         seed: int = 0,
         epochs_per_iter: int = 1,
         num_workers: int = 0,
+        prefetch: int = 2,
         generate: Optional[SudokuGenerator] = None,
     ) -> None:
         """
@@ -65,6 +66,9 @@ class PuzzleDataModule(L.LightningDataModule):
                 when evaluating every epoch; one pass of a small set is often less than one global batch).
             num_workers: DataLoader worker processes collating batches in turn (0 collates in the training
                 process); the batches and their order are the same with any number.
+            prefetch: Training batches prepared ahead in a background thread when ``num_workers`` is 0 (pinned
+                on a GPU), so the step never waits for its batch; 0 prepares each batch when it is asked for.
+                The batches, their order and a resume are the same with any value.
             generate: Build a generated dataset at the first of ``data_paths`` if it is missing.
         """
         super().__init__()
@@ -77,6 +81,9 @@ class PuzzleDataModule(L.LightningDataModule):
         self.seed = seed
         self.epochs_per_iter = epochs_per_iter
         self.num_workers = num_workers
+        if prefetch < 0:
+            raise DatasetError(f"data.prefetch must be >= 0 (batches prepared ahead), got {prefetch}.")
+        self.prefetch = prefetch
         self.generate = generate
         self.train_batches: Optional[TrainBatches] = None
         self._sampler_state: Optional[dict] = None
@@ -164,6 +171,8 @@ class PuzzleDataModule(L.LightningDataModule):
             )
             if self._sampler_state is not None:
                 self.train_batches.load_state_dict(self._sampler_state)
+        self.train_batches.prefetch = self.prefetch if self.num_workers == 0 else 0
+        self.train_batches.pin_memory = self._on_cuda
         if stage == "fit" and not self.train_batches.has_a_full_batch():
             groups = sum(s.group_indices.size - 1 for s in self._train_sets.values())
             raise DatasetError(
@@ -173,15 +182,24 @@ class PuzzleDataModule(L.LightningDataModule):
             )
         self.eval_batches = EvalBatches(self._test_meta, self._test_sets, self.eval_batch_size, rank, world)
 
-    def _loader(self, dataset) -> DataLoader:
+    @property
+    def _on_cuda(self) -> bool:
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+
+    def _loader(self, dataset, pin_memory: bool = False) -> DataLoader:
         # Its own generator: creating an iterator then draws nothing from torch's global random stream,
         # which ACT exploration uses (a resumed run must see the same stream as an uninterrupted one).
         return DataLoader(
-            dataset, batch_size=None, num_workers=self.num_workers, pin_memory=False, generator=torch.Generator()
+            dataset,
+            batch_size=None,
+            num_workers=self.num_workers,
+            pin_memory=pin_memory,
+            generator=torch.Generator(),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_batches)
+        # Without workers, the prefetch thread pins (the loader would pin in the training thread).
+        return self._loader(self.train_batches, pin_memory=self._on_cuda and self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.eval_batches)

@@ -1,8 +1,11 @@
 """Batches from a puzzle dataset, as the HRM/TRM loader forms them.
 
 Training: each epoch shuffles the groups, picks one puzzle at random inside each group and packs its
-examples into global batches; the last incomplete global batch is dropped. Every rank takes its own slice
-of each global batch, so ranks see disjoint examples and the same number of batches.
+examples into global batches; the last incomplete global batch is dropped. Every batch is drawn directly from
+its (seed, epoch, index) (``epoch_plan.py``), so an epoch boundary or a resume costs what any batch costs. Every
+rank takes its own slice of each global batch and gathers only those rows, so ranks see disjoint examples and the
+same number of batches. In the training process (no loader workers) a thread prepares batches ahead
+(``prefetch.py``).
 
 Evaluation: the examples in order, one global batch at a time, each rank its slice; rows past the end
 are padding (labels all ignored) so every rank yields the same number of full-size batches.
@@ -20,7 +23,9 @@ import numpy as np
 import torch
 
 from loopformer.batch import IGNORE_LABEL_ID
+from loopformer.data.epoch_plan import SetEpoch
 from loopformer.data.format import PuzzleDatasetMetadata, PuzzleSet
+from loopformer.data.prefetch import Prefetcher
 
 # A training batch carries its (epoch, index) under this key from the loader (possibly a worker process) to the
 # data module, which pops it before the batch reaches the model (PuzzleDataModule.on_before_batch_transfer).
@@ -55,27 +60,6 @@ def collate(
     }
 
 
-def pack_global_batch(
-    rng: np.random.Generator, group_order: np.ndarray, s: PuzzleSet, start: int, global_batch_size: int
-) -> tuple[int, np.ndarray, np.ndarray]:
-    """Fill one global batch from ``group_order[start:]``: returns (next start, example ids, puzzle ids)."""
-    examples, puzzles = [], []
-    size = 0
-    while start < group_order.size and size < global_batch_size:
-        group = group_order[start]
-        puzzle = rng.integers(s.group_indices[group], s.group_indices[group + 1])
-        start += 1
-        first = int(s.puzzle_indices[puzzle])
-        count = int(s.puzzle_indices[puzzle + 1]) - first
-        take = min(count, global_batch_size - size)
-        examples.append(first + rng.choice(count, take, replace=False))
-        puzzles.append(np.full(take, puzzle, dtype=np.int64))
-        size += take
-    if not examples:
-        return start, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return start, np.concatenate(examples), np.concatenate(puzzles)
-
-
 class TrainBatches(torch.utils.data.IterableDataset):
     """Training batches for one rank. Each iteration continues from the last batch trained (or the resume point):
     the rest of that epoch, or the next epoch (``epochs_per_iter`` passes, its order seeded by its number).
@@ -107,13 +91,15 @@ class TrainBatches(torch.utils.data.IterableDataset):
         self.epoch = 0  # the epoch to continue from, until a batch is trained
         self.skip = 0  # batches of it already trained (a resume)
         self.trained: Optional[tuple[int, int]] = None  # (epoch, batches) trained so far
+        self.prefetch = 0  # batches prepared ahead in a thread when no loader worker does it (set by the data module)
+        self.pin_memory = False
+        self._plan: Optional[tuple[int, list[SetEpoch]]] = None
 
     def __len__(self) -> int:
-        sizes = [np.diff(s.puzzle_indices) for s in self.sets.values()]
-        if not all(np.all(sz == 1) for sz in sizes):
+        parts = self.plan(self.position()[0])
+        if not all(part.uniform or part.positions == 0 for part in parts):
             raise TypeError("batches per epoch vary with the puzzles drawn")  # Lightning then shows no total
-        groups = [(s.group_indices.size - 1) * self.epochs_per_iter for s in self.sets.values()]
-        return sum(g // self.global_batch_size for g in groups)
+        return sum(part.num_batches for part in parts)
 
     def mark_trained(self, tag: torch.Tensor) -> None:
         """Called with a batch's ``SAMPLER_POSITION`` when it is trained on (loaders prefetch ahead)."""
@@ -122,7 +108,7 @@ class TrainBatches(torch.utils.data.IterableDataset):
 
     def has_a_full_batch(self) -> bool:
         """Whether an epoch fills at least one global batch (else training would never take a step)."""
-        return next(self._epoch_batches(0), None) is not None
+        return self.batches_in(0) > 0
 
     def position(self) -> tuple[int, int]:
         """(epoch, batches of it done) where the next iteration continues."""
@@ -136,46 +122,55 @@ class TrainBatches(torch.utils.data.IterableDataset):
         self.epoch, self.skip, self.seed = state["epoch"], state["position"], state["seed"]
         self.trained = None
 
-    def _epoch_batches(self, epoch: int) -> Iterator[tuple[int, np.ndarray, np.ndarray, PuzzleSet]]:
-        index = 0
-        for set_index, s in enumerate(self.sets.values()):
-            rng = np.random.Generator(np.random.Philox(key=[self.seed, epoch * 1000 + set_index]))
-            # One Lightning epoch is `epochs_per_iter` passes over the groups, as HRM/TRM iterate between evaluations.
-            order = np.concatenate([rng.permutation(s.group_indices.size - 1) for _ in range(self.epochs_per_iter)])
-            start = 0
-            while start < order.size:
-                start, examples, puzzles = pack_global_batch(rng, order, s, start, self.global_batch_size)
-                if examples.size < self.global_batch_size:
-                    break
-                yield index, examples, puzzles, s
-                index += 1
+    def plan(self, epoch: int) -> list[SetEpoch]:
+        """The epoch's batches, one ``SetEpoch`` per set (the last plan is kept: an epoch is read batch by batch)."""
+        if self._plan is None or self._plan[0] != epoch:
+            self._plan = (epoch, [
+                SetEpoch(s, i, self.seed, epoch, self.epochs_per_iter, self.global_batch_size)
+                for i, s in enumerate(self.sets.values())
+            ])  # fmt: skip
+        return self._plan[1]
+
+    def batches_in(self, epoch: int) -> int:
+        return sum(part.num_batches for part in self.plan(epoch))
+
+    def global_batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray, PuzzleSet]:
+        """(example ids, puzzle ids, set) of batch ``index`` of ``epoch``, drawn directly."""
+        for part in self.plan(epoch):
+            if index < part.num_batches:
+                examples, puzzles = part.batch(index)
+                return examples, puzzles, part.s
+            index -= part.num_batches
+        raise IndexError(f"epoch {epoch} has {self.batches_in(epoch)} batches")
+
+    def local_batch(self, epoch: int, index: int) -> Batch:
+        """This rank's rows of a global batch: only they are gathered and collated."""
+        examples, puzzles, s = self.global_batch(epoch, index)
+        lo, hi = self.rank * self.local_batch_size, (self.rank + 1) * self.local_batch_size
+        mine = examples[lo:hi]
+        batch = collate(self.meta, s.inputs[mine], s.labels[mine], s.puzzle_identifiers[puzzles[lo:hi]], hi - lo)
+        batch[SAMPLER_POSITION] = torch.tensor([epoch, index])
+        return batch
 
     def __iter__(self) -> Iterator[Batch]:
-        lo, hi = self.rank * self.local_batch_size, (self.rank + 1) * self.local_batch_size
         worker, workers = this_worker()
+        batches = self._batches(worker, workers)
+        if workers == 1 and self.prefetch > 0:
+            return Prefetcher(batches, self.prefetch, self.pin_memory)
+        return batches
+
+    def _batches(self, worker: int, workers: int) -> Iterator[Batch]:
         epoch, skip = self.position()
-        yielded = 0  # batches of this iteration, over all workers
         while True:
-            for index, examples, puzzles, s in self._epoch_batches(epoch):
-                if index < skip:  # already trained: drawn again (same random stream), not yielded
-                    continue
-                if yielded % workers == worker:
-                    mine = examples[lo:hi]
-                    batch = collate(
-                        self.meta,
-                        s.inputs[mine],
-                        s.labels[mine],
-                        s.puzzle_identifiers[puzzles[lo:hi]],
-                        self.local_batch_size,
-                    )
-                    batch[SAMPLER_POSITION] = torch.tensor([epoch, index])
-                    yield batch
-                yielded += 1
-            # An epoch already fully trained (a resume at its end) continues with the next in the same iteration;
-            # an epoch without one full batch (skip 0, nothing yielded) ends it.
-            if yielded or skip == 0:
+            count = self.batches_in(epoch)
+            if skip < count:
+                # Worker w of W collates every W-th batch of this iteration; the loader takes them in turn.
+                for index in range(skip + worker, count, workers):
+                    yield self.local_batch(epoch, index)
                 return
-            epoch, skip = epoch + 1, 0
+            if count == 0:  # an epoch without one full batch ends the iteration
+                return
+            epoch, skip = epoch + 1, 0  # a resume at an epoch's end continues with the next one
 
 
 class EvalBatches(torch.utils.data.IterableDataset):

@@ -1,0 +1,88 @@
+"""Training batches prepared ahead in a background thread, for loaders without worker processes.
+
+The batches and their order are those of the wrapped iterator (the sampler's draws are pure functions of
+(seed, epoch, index), and the position a resume continues from is the last batch *trained*, not the last
+prepared). numpy's gathers and torch's pinning release the GIL, so preparation overlaps the training step.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+_DONE = object()
+POLL_SECONDS = 0.001  # a batch is taken every step (tens of ms): 1 ms polling finds room in time
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _produce(batches: Iterator, out: queue.Queue, stop: threading.Event, pin_memory: bool) -> None:
+    # Holds no reference to the Prefetcher, so an abandoned one is collected and its __del__ stops this thread.
+    try:
+        for batch in batches:
+            if pin_memory:
+                batch = {k: v.pin_memory() for k, v in batch.items()}
+            if not _wait_for_room(out, stop):
+                return
+            out.put(batch)  # only this thread puts: there is room
+        item: Any = _DONE
+    except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+        item = _Failed(e)
+    if _wait_for_room(out, stop):
+        out.put(item)
+
+
+def _wait_for_room(out: queue.Queue, stop: threading.Event) -> bool:
+    """Poll for a free slot. A put blocked on a full queue would be woken by the consumer's get and take the GIL
+    from it for up to the 5 ms switch interval, right when the training step wants its batch; a poll every
+    ``POLL_SECONDS`` holds the GIL for microseconds. Measured with a simulated 50 ms step
+    (benchmarks/bench_dataloader.py, through a DataLoader whose own cost is about 0.23 ms a batch): mean wait
+    0.53 ms with a blocking put, 0.36 ms polling."""
+    while out.full():
+        if stop.is_set():
+            return False
+        time.sleep(POLL_SECONDS)
+    return not stop.is_set()
+
+
+class Prefetcher:
+    """An iterator over ``batches`` that keeps up to ``depth`` of them ready."""
+
+    def __init__(self, batches: Iterator, depth: int, pin_memory: bool = False) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._finished = False
+        self._thread = threading.Thread(
+            target=_produce,
+            args=(batches, self._queue, self._stop, pin_memory),
+            daemon=True,
+            name="loopformer-prefetch",
+        )
+        self._thread.start()
+
+    def __iter__(self) -> Prefetcher:
+        return self
+
+    def __next__(self) -> Any:
+        if self._finished:
+            raise StopIteration
+        item = self._queue.get()
+        if item is _DONE:
+            self._finished = True
+            raise StopIteration
+        if isinstance(item, _Failed):
+            self._finished = True
+            raise item.error
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def __del__(self) -> None:
+        self._stop.set()
