@@ -7,9 +7,11 @@ state) plus ``checkpoint["loopformer"]``:
 key               what
 ================  ==========================================================================================
 dataset_dims      ``{vocab_size, seq_len, num_puzzle_identifiers}``: the sizes the network was built for
-act_carry         the ACT carry of training (``ACTCarry.to_dict()``), or None
-torch_rng         torch's CPU generator (ACT exploration draws from it), so a resume continues its stream
-cuda_rng          the CUDA generators, or None
+act_carry         the ACT carry of training (``ACTCarry.to_dict()``), or None                    } rank 0's
+torch_rng         torch's CPU generator (ACT exploration draws from it), so a resume continues  } (the only
+cuda_rng          the CUDA generators, or None                                                  } one alone)
+per_rank          with several processes: ``[{act_carry, torch_rng, cuda_rng}]`` for every rank, in rank order
+                  (each rank's carry holds its own rows), or None
 raw_state_dict    with EMA: the raw weights (``state_dict`` then holds the averaged ones, which evaluation reads)
 imported_from     ``"<source>:<file>"`` for a checkpoint written by ``loopformer import-checkpoint``
 ================  ==========================================================================================
@@ -47,22 +49,54 @@ def extras(checkpoint: dict) -> dict[str, Any]:
     return checkpoint.setdefault(EXTRA_KEY, {})
 
 
-def write_training_state(checkpoint: dict, dataset_dims: Optional[dict], act_carry: Optional[dict]) -> None:
-    """What a resumed run needs beyond Lightning's own state: the dataset sizes, the carry, the generators."""
+RANK_STATE_KEYS = ("act_carry", "torch_rng", "cuda_rng")
+
+
+def rank_training_state(act_carry: Optional[dict]) -> dict:
+    """This process's part of the training state: its ACT carry and its generators."""
+    return {
+        "act_carry": _to_cpu(act_carry) if act_carry is not None else None,
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def gather_rank_states(mine: dict) -> list[dict]:
+    """Every rank's training state, in rank order (a collective: every rank calls it, as every rank runs
+    ``on_save_checkpoint``); ``[mine]`` in a single process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [mine]
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def write_training_state(checkpoint: dict, dataset_dims: Optional[dict], rank_states: list[dict]) -> None:
+    """What a resumed run needs beyond Lightning's own state: the dataset sizes, every rank's carry and
+    generators."""
     extras(checkpoint).update(
-        dataset_dims=dataset_dims,
-        act_carry=_to_cpu(act_carry) if act_carry is not None else None,
-        torch_rng=torch.get_rng_state(),
-        cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        dataset_dims=dataset_dims, **rank_states[0], per_rank=rank_states if len(rank_states) > 1 else None
     )
 
 
-def restore_generators(checkpoint: dict) -> None:
+def read_rank_state(checkpoint: dict, rank: int, world_size: int) -> dict:
+    """This rank's carry and generators. Resumed with the world size it was saved with, each rank continues its
+    own; otherwise (or from a checkpoint that kept rank 0's only) rank 0 continues rank 0's and every other rank
+    starts a fresh carry from its own generators: its rows are not the ones it would have had."""
     extra = checkpoint.get(EXTRA_KEY, {})
-    if extra.get("torch_rng") is not None:
-        torch.set_rng_state(extra["torch_rng"])
-    if extra.get("cuda_rng") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(extra["cuda_rng"])
+    per_rank = extra.get("per_rank") or [{k: extra.get(k) for k in RANK_STATE_KEYS}]
+    if len(per_rank) == world_size or rank == 0:
+        return per_rank[rank] if rank < len(per_rank) else per_rank[0]
+    return {"act_carry": None, "torch_rng": None, "cuda_rng": None}
+
+
+def restore_generators(state: dict) -> None:
+    if state.get("torch_rng") is not None:
+        torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
 def store_averaged_weights(checkpoint: dict, raw: dict, averaged: dict) -> None:

@@ -244,7 +244,8 @@ class LoopformerModule(L.LightningModule):
     # -- checkpoints -----------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         carry = self.carry.to_dict() if self.carry is not None else None
-        ckpt_format.write_training_state(checkpoint, self.dataset_dims, carry)
+        rank_states = ckpt_format.gather_rank_states(ckpt_format.rank_training_state(carry))
+        ckpt_format.write_training_state(checkpoint, self.dataset_dims, rank_states)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._checkpoint_step = checkpoint.get("global_step")
@@ -262,10 +263,12 @@ class LoopformerModule(L.LightningModule):
         self._fit_puzzle_embedding_rows(checkpoint)
         if self._trainer is not None and self.trainer.state.fn == "fit":
             ckpt_format.use_raw_weights(checkpoint)  # resuming training: from the raw weights, not their average
-        carry = extra.get("act_carry")
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer is not None else (0, 1)
+        state = ckpt_format.read_rank_state(checkpoint, rank, world)
+        carry = state.get("act_carry")
         self.carry = ACTCarry.from_dict(carry) if carry is not None else None
         self._carry_restored = self.carry is not None
-        ckpt_format.restore_generators(checkpoint)
+        ckpt_format.restore_generators(state)
 
     def _fit_puzzle_embedding_rows(self, checkpoint: dict) -> None:
         """A table with another number of rows (a rebuilt dataset): every row restarts from the mean row, as

@@ -66,3 +66,20 @@ def test_a_checkpoint_with_flat_hyperparameters_still_loads(sudoku4_dir, tmp_pat
     assert cli.model.arch.hidden_size == 32  # from the old checkpoint
     assert cli.model.arch.halt_max_steps == 2  # the explicit flag still wins
     assert cli.trainer.callback_metrics["val/steps"].item() == 2
+
+
+def test_each_rank_resumes_its_own_carry_and_a_changed_world_size_starts_the_others_fresh():
+    from loopformer.checkpoint import read_rank_state, write_training_state
+
+    states = [{"act_carry": {"rank": r}, "torch_rng": f"rng{r}", "cuda_rng": None} for r in range(2)]
+    ckpt: dict = {}
+    write_training_state(ckpt, {"vocab_size": 5}, states)
+    assert ckpt["loopformer"]["act_carry"] == {"rank": 0}  # rank 0's at the top, as a single process writes it
+    assert [read_rank_state(ckpt, r, 2)["act_carry"] for r in range(2)] == [{"rank": 0}, {"rank": 1}]
+    assert read_rank_state(ckpt, 0, 1)["act_carry"] == {"rank": 0}  # resumed on one process: rank 0's carry
+    assert read_rank_state(ckpt, 2, 4) == {"act_carry": None, "torch_rng": None, "cuda_rng": None}
+    single: dict = {}
+    write_training_state(single, None, states[:1])
+    assert single["loopformer"]["per_rank"] is None
+    assert read_rank_state(single, 0, 1)["torch_rng"] == "rng0"
+    assert read_rank_state(single, 1, 2)["act_carry"] is None  # kept rank 0's only: never another rank's rows

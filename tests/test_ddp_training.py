@@ -27,12 +27,14 @@ class SaveTablePerRank(L.Callback):
         torch.save(table, self.path / f"rank{trainer.global_rank}-step{trainer.global_step}.pt")
 
 
-def _train(data_dir, root: Path, devices: int) -> tuple[list[float], dict]:
+def _train(data_dir, root: Path, devices: int, stop_at: int = 4, *extra: str) -> tuple[list[float], dict]:
+    """``max_steps`` 4 (the schedule plans for 4), interrupted after ``stop_at`` steps with a checkpoint there."""
     checkpoint = {
         "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-        "init_args": {"dirpath": str(root / "ckpt"), "every_n_train_steps": 4, "filename": "final"},
+        "init_args": {"dirpath": str(root / "ckpt"), "every_n_train_steps": stop_at, "filename": "final"},
     }
     tables = {"class_path": "tests.test_ddp_training.SaveTablePerRank", "init_args": {"path": str(root / "tables")}}
+    stop = {"class_path": "tests.test_resume.StopAt", "init_args": {"step": stop_at}}
     logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(root)}}
     cmd = [
         str(Path(sys.executable).parent / "loopformer"),
@@ -53,8 +55,9 @@ def _train(data_dir, root: Path, devices: int) -> tuple[list[float], dict]:
         f"--trainer.devices={devices}",
         f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}",
         f"--trainer.logger={json.dumps(logger)}",
-        f"--trainer.callbacks=[{json.dumps(checkpoint)}, {json.dumps(tables)}]",
+        f"--trainer.callbacks=[{json.dumps(checkpoint)}, {json.dumps(tables)}, {json.dumps(stop)}]",
         f"--trainer.default_root_dir={root}",
+        *extra,
     ]
     proc = subprocess.run(
         cmd,
@@ -104,3 +107,17 @@ def test_two_processes_with_half_batches_match_one_process(sudoku4_dir, tmp_path
         rank0 = torch.load(tmp_path / "two" / "tables" / f"rank0-step{step}.pt")
         rank1 = torch.load(tmp_path / "two" / "tables" / f"rank1-step{step}.pt")
         assert torch.equal(rank0, rank1), step
+
+
+def test_two_processes_resume_mid_run_bitwise(sudoku4_dir, tmp_path):
+    """2 ranks: 4 steps straight equal 2 steps, a checkpoint, and 2 more (across an epoch boundary: 3 per epoch)."""
+    for name in ("straight", "first", "second"):
+        (tmp_path / name).mkdir()
+    _, straight = _train(sudoku4_dir, tmp_path / "straight", 2, 4, "--data.prefetch=0")
+    _train(sudoku4_dir, tmp_path / "first", 2, 2)
+    _, resumed = _train(
+        sudoku4_dir, tmp_path / "second", 2, 4, f"--ckpt_path={tmp_path / 'first' / 'ckpt' / 'final.ckpt'}"
+    )
+    assert straight.keys() == resumed.keys()
+    for k in straight:
+        assert torch.equal(straight[k], resumed[k]), k
