@@ -1,16 +1,30 @@
-"""Import checkpoints saved by the TRM and VirtualRecursiveNetwork (VRN) pretrain scripts.
+"""Import checkpoints saved by the HRM, TRM and VirtualRecursiveNetwork (VRN) pretrain scripts.
 
 Their pretrain scripts save ``model.state_dict()`` of the loss head around the ACT model, often through
-``torch.compile`` (hence ``_orig_mod.``): TRM keys live under ``model.inner.`` with one shared
-``L_level`` module and ``H_init``/``L_init``; VRN keys under ``model.core.`` with
-``state_modules.<state>`` and ``<state>_init``. Both keep the puzzle embedding table in a buffer
+``torch.compile`` (hence ``_orig_mod.``): HRM and TRM keys live under ``model.inner.`` (HRM: ``H_level`` and
+``L_level``; TRM: one shared ``L_level``) with ``H_init``/``L_init``; VRN keys under ``model.core.`` with
+``state_modules.<state>`` and ``<state>_init``. All keep the puzzle embedding table in a buffer
 ``puzzle_emb.weights``. Their architecture YAML (``config/arch/*.yaml`` or the ``all_config.yaml`` a run
-writes, OmegaConf interpolations allowed) says how the loop is wired.
+writes, OmegaConf interpolations allowed) says how the loop is wired; TRM's ``name`` field says which of its
+models (``trm``, ``trm_singlez``, ``trm_hier6``, ``hrm``) saved the weights.
+
+Each model becomes a loopformer schedule:
+
+==============  ====================================================================================
+HRM             z_L <- z_H + x (L_cycles), z_H <- z_L; H_cycles outer cycles, separate H and L modules;
+                gradient through the last application of each (``grad_last: 1``); Q-continue bootstrapping
+TRM             z_L <- z_H + x (L_cycles), z_H <- z_L; one shared module; gradient through the last cycle
+trm_singlez     z_L <- z_L + x (L_cycles), then z_L <- z_L once; one state
+trm_hier6       z_Li <- (z_L1 + ... + z_L6) + z_H + x for i = 1..L_cycles, z_H <- z_H + (z_L1 + ... + z_L6)
+VRN looper      its states and stages, one to one
+==============  ====================================================================================
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,7 +35,7 @@ from loopformer.files import load_torch, load_yaml
 from loopformer.model.act import PUZZLE_TABLE_KEY
 from loopformer.model.config import ArchConfig, LoopTransformerConfig
 
-SOURCES = ("trm", "vrn")
+SOURCES = ("trm", "vrn", "hrm")
 _INTERP = re.compile(r"^\$\{(\.*)([\w.]+)\}$")
 
 
@@ -109,6 +123,85 @@ def arch_from_trm(arch: dict[str, Any]) -> dict[str, Any]:
     return _with_loss(out, arch)
 
 
+def _require(arch: dict[str, Any], model: str, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if key not in arch:
+            raise CheckpointImportError(f"{model} architecture is missing {key!r} (keys: {', '.join(sorted(arch))}).")
+
+
+def arch_from_hrm(arch: dict[str, Any]) -> dict[str, Any]:
+    """HRM (sapientinc/HRM ``hrm_act_v1``, and TRM's ``recursive_reasoning.hrm``): separate H and L modules, only
+    the last application of each carries gradient, halting on ``q_halt > q_continue`` with the bootstrapped
+    Q-continue target."""
+    _require(arch, "HRM", ("H_cycles", "L_cycles", "H_layers", "L_layers", "hidden_size", "num_heads", "expansion"))
+    out = {k: arch[k] for k in COMMON_FIELDS if k in arch}
+    ndim = int(arch.get("puzzle_emb_ndim", 0) or 0)
+    out.update(
+        states=[
+            {"name": "z_H", "layers": int(arch["H_layers"]), "share_weights_with": None},
+            {"name": "z_L", "layers": int(arch["L_layers"]), "share_weights_with": None},
+        ],
+        stages=[
+            {
+                "target": "z_L",
+                "sources": ["z_H"],
+                "include_inputs": True,
+                "repeat": int(arch["L_cycles"]),
+                "grad_last": 1,
+            },
+            {"target": "z_H", "sources": ["z_L"], "include_inputs": False, "repeat": 1, "grad_last": 1},
+        ],
+        outer_cycles=int(arch["H_cycles"]),
+        no_grad_cycles=int(arch["H_cycles"]) - 1,
+        readout_state="z_H",
+        halt_state=None,
+        puzzle_emb_ndim=ndim,
+        puzzle_emb_len=int(arch.get("puzzle_emb_len", 0) or 0) if ndim > 0 else 0,  # 0: ceil(ndim / hidden)
+        mixer="mlp" if arch.get("mlp_t", False) else "attention",
+        no_ACT_continue=bool(arch.get("no_ACT_continue", False)),
+    )
+    return _with_loss(out, arch)
+
+
+def arch_from_trm_singlez(arch: dict[str, Any]) -> dict[str, Any]:
+    """TRM's single-state variant: ``z_L <- L(z_L + x)`` L_cycles times, then ``z_L <- L(z_L)``."""
+    out = arch_from_trm(arch)
+    out.update(
+        states=[{"name": "z_L", "layers": int(arch["L_layers"]), "share_weights_with": None}],
+        stages=[
+            {"target": "z_L", "sources": [], "include_inputs": True, "repeat": int(arch["L_cycles"])},
+            {"target": "z_L", "sources": [], "include_inputs": False, "repeat": 1},
+        ],
+        readout_state="z_L",
+    )
+    return out
+
+
+HIER6_STATES = 6
+
+
+def arch_from_trm_hier6(arch: dict[str, Any]) -> dict[str, Any]:
+    """TRM's six-latent variant: step i writes ``z_Li <- L(z_L1 + ... + z_L6 + z_H + x)``; then
+    ``z_H <- L(z_H + z_L1 + ... + z_L6)``; one shared module."""
+    out = arch_from_trm(arch)
+    cycles = int(arch["L_cycles"])
+    if not 1 <= cycles <= HIER6_STATES:
+        raise CheckpointImportError(
+            f"trm_hier6 writes one of its {HIER6_STATES} z_L states per L cycle: L_cycles must be 1..6, got {cycles}."
+        )
+    lows = [f"z_L{i}" for i in range(1, HIER6_STATES + 1)]
+    out.update(
+        states=[{"name": "z_H", "layers": int(arch["L_layers"]), "share_weights_with": None}]
+        + [{"name": name, "layers": int(arch["L_layers"]), "share_weights_with": "z_H"} for name in lows],
+        stages=[
+            {"target": low, "sources": [o for o in lows if o != low] + ["z_H"], "include_inputs": True, "repeat": 1}
+            for low in lows[:cycles]
+        ]
+        + [{"target": "z_H", "sources": lows, "include_inputs": False, "repeat": 1}],
+    )
+    return out
+
+
 def arch_from_vrn(arch: dict[str, Any]) -> dict[str, Any]:
     """VRN's looper: states and stages map one to one (``repeat_key`` resolved from the same YAML)."""
     for key in ("states", "stages", "outer_cycles", "readout_state", "hidden_size", "num_heads"):
@@ -168,21 +261,70 @@ def _with_loss(out: dict[str, Any], arch: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------
-def _strip(state_dict: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    """Drop the ``_orig_mod.``/``model.``/``inner.``/``core.`` wrappers: keys relative to the core module."""
-    core = "inner." if source == "trm" else "core."
+@dataclass(frozen=True)
+class Variant:
+    """One upstream model: how its architecture maps to ours and where its weights go."""
+
+    label: str
+    core: str  # the prefix of the core module's keys once the wrappers are stripped
+    arch: Callable[[dict[str, Any]], dict[str, Any]]
+    modules: dict[str, str]  # their module -> the state whose module it becomes ({}: VRN's names are ours)
+    inits: dict[str, str]  # their initial-state buffer -> our state ({}: VRN's ``<state>_init``)
+
+
+VARIANTS = {
+    "hrm": Variant(
+        "HRM", "inner.", arch_from_hrm, {"H_level": "z_H", "L_level": "z_L"}, {"H_init": "z_H", "L_init": "z_L"}
+    ),
+    "trm": Variant("TRM", "inner.", arch_from_trm, {"L_level": "z_H"}, {"H_init": "z_H", "L_init": "z_L"}),
+    "trm_singlez": Variant("TRM trm_singlez", "inner.", arch_from_trm_singlez, {"L_level": "z_L"}, {"L_init": "z_L"}),
+    "trm_hier6": Variant(
+        "TRM trm_hier6",
+        "inner.",
+        arch_from_trm_hier6,
+        {"L_level": "z_H"},
+        {"H_init": "z_H", **{f"L{i}_init": f"z_L{i}" for i in range(1, HIER6_STATES + 1)}},
+    ),
+    "vrn": Variant("VRN", "core.", arch_from_vrn, {}, {}),
+}
+# TRM's `name: recursive_reasoning.<module>@<class>` -> the variant; HRM's own repository names `hrm.hrm_act_v1@...`.
+TRM_MODULES = {"trm": "trm", "trm_singlez": "trm_singlez", "trm_hier6": "trm_hier6", "hrm": "hrm"}
+HRM_MODULES = {"hrm_act_v1": "hrm", "hrm": "hrm"}
+
+
+def variant_for(source: str, arch: dict[str, Any]) -> Variant:
+    """The upstream model that saved the weights: the source, and for TRM the architecture's ``name``."""
+    if source not in SOURCES:
+        raise CheckpointImportError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}.")
+    if source == "vrn":
+        return VARIANTS["vrn"]
+    name = arch.get("name")
+    if not name:  # an architecture file without a name: the source's main model
+        return VARIANTS[source]
+    module = str(name).split("@", 1)[0].rsplit(".", 1)[-1]
+    known = TRM_MODULES if source == "trm" else HRM_MODULES
+    if module not in known:
+        raise CheckpointImportError(
+            f"architecture name {name!r} is not a model loopformer imports with --from {source}; it imports "
+            f"{', '.join(sorted(known))} (TRM's transformers_baseline and other models have no loop to map)."
+        )
+    return VARIANTS[known[module]]
+
+
+def _strip(state_dict: dict[str, torch.Tensor], variant: Variant) -> dict[str, torch.Tensor]:
+    """Drop the ``_orig_mod.``/``model.`` wrappers and the core prefix: keys relative to the core module."""
     out = {}
     for key, value in state_dict.items():
         k = key.replace("_orig_mod.", "")
         if k.startswith("model."):
             k = k[len("model.") :]
-        if not k.startswith(core):
+        if not k.startswith(variant.core):
             continue
-        out[k[len(core) :]] = value
+        out[k[len(variant.core) :]] = value
     if not out:
         sample = ", ".join(list(state_dict)[:3])
         raise CheckpointImportError(
-            f"no {source.upper()} weights found: expected keys like '_orig_mod.model.{core}...', got {sample} ..."
+            f"no {variant.label} weights found: expected keys like '_orig_mod.model.{variant.core}...', got {sample} ..."
         )
     return out
 
@@ -196,39 +338,35 @@ _LEAF_RENAMES = (
 _SKIP = re.compile(r"(^|\.)(local_weights|local_ids|cos_cached|sin_cached|step_emb\..*)$")
 
 
-def convert_state_dict(state_dict: dict[str, torch.Tensor], source: str, config: LoopTransformerConfig) -> dict:
+def _our_key(key: str, variant: Variant) -> Optional[str]:
+    for pattern, repl in _LEAF_RENAMES:
+        if pattern.match(key):
+            return pattern.sub(repl, key)
+    if not variant.modules:  # VRN: state_modules.<state>... and <state>_init are already our names
+        if key.startswith("state_modules."):
+            return key
+        return f"init_{key[: -len('_init')]}" if key.endswith("_init") else None
+    module, _, rest = key.partition(".")
+    if module in variant.modules and rest:
+        return f"state_modules.{variant.modules[module]}.{rest}"
+    return f"init_{variant.inits[key]}" if key in variant.inits else None
+
+
+def convert_state_dict(state_dict: dict[str, torch.Tensor], variant: Variant) -> dict:
     """Their state dict -> the state dict of ``LoopTransformer`` (keys under ``inner.``)."""
-    if source not in SOURCES:
-        raise CheckpointImportError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}.")
-    theirs = _strip(state_dict, source)
-    owner = next(s.name for s in config.states if s.share_weights_with is None)
     ours: dict[str, torch.Tensor] = {}
     unknown = []
-    for key, value in theirs.items():
+    for key, value in _strip(state_dict, variant).items():
         if _SKIP.search(key):
             continue
-        new = None
-        for pattern, repl in _LEAF_RENAMES:
-            if pattern.match(key):
-                new = pattern.sub(repl, key)
-                break
-        if new is None and source == "trm":
-            if key.startswith("L_level."):
-                new = f"state_modules.{owner}." + key[len("L_level.") :]
-            elif key in ("H_init", "L_init"):
-                new = f"init_z_{key[0]}"
-        elif new is None and source == "vrn":
-            if key.startswith("state_modules."):
-                new = key
-            elif key.endswith("_init"):
-                new = f"init_{key[: -len('_init')]}"
+        new = _our_key(key, variant)
         if new is None:
             unknown.append(key)
             continue
         ours["inner." + new] = value
     if unknown:
         raise CheckpointImportError(
-            f"{source.upper()} checkpoint has keys loopformer cannot place: {', '.join(unknown[:8])}."
+            f"{variant.label} checkpoint has keys loopformer cannot place: {', '.join(unknown[:8])}."
         )
     return ours
 
@@ -264,19 +402,20 @@ def import_checkpoint(
 
     arch_raw = load_arch_yaml(arch_yaml)
     try:
-        arch = arch_from_trm(arch_raw) if source == "trm" else arch_from_vrn(arch_raw)
+        variant = variant_for(source, arch_raw)
+        arch = variant.arch(arch_raw)
     except CheckpointImportError as e:
         raise CheckpointImportError(f"{arch_yaml}: {e}") from None
-    loaded = load_torch(src, CheckpointImportError, f"a state dict saved by the {source.upper()} pretrain script")
+    loaded = load_torch(src, CheckpointImportError, f"a state dict saved by the {variant.label} pretrain script")
     if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict):
         raise CheckpointImportError(
             f"{src}: a PyTorch file holding a {type(loaded).__name__}; expected the state dict (a mapping of parameter "
-            f"names to tensors) that the {source.upper()} pretrain script saves."
+            f"names to tensors) that the {variant.label} pretrain script saves."
         )
     arch_config = _arch_config(arch, arch_yaml)
-    sd = convert_state_dict(loaded, source, LoopTransformerConfig.from_arch(arch_config, vocab_size=1, seq_len=1))
+    sd = convert_state_dict(loaded, variant)
     dims = dims_from_state_dict(sd, arch_config, seq_len)
     net = LoopTransformer(LoopTransformerConfig.from_arch(arch_config, **dims))
     expected = net.state_dict()

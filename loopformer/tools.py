@@ -11,12 +11,19 @@ def _import_checkpoint(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(
         prog="loopformer import-checkpoint",
-        description="Convert a TRM or VirtualRecursiveNetwork checkpoint into a loopformer checkpoint "
-        "that `loopformer validate/test/predict --ckpt_path DEST` accept.",
+        description="Convert an HRM, TRM (trm, trm_singlez, trm_hier6, hrm) or VirtualRecursiveNetwork checkpoint "
+        "into a loopformer checkpoint that `loopformer validate/test/predict --ckpt_path DEST` accept, or that "
+        "`--model.init_from DEST` starts a run from.",
     )
-    p.add_argument("--from", dest="source", choices=("trm", "vrn"), required=True, help="codebase that saved SRC")
+    p.add_argument(
+        "--from", dest="source", choices=("hrm", "trm", "vrn"), required=True, help="codebase that saved SRC"
+    )
     p.add_argument("src", help="state dict saved by their pretrain script")
-    p.add_argument("--arch", required=True, help="their architecture YAML (config/arch/*.yaml or all_config.yaml)")
+    p.add_argument(
+        "--arch",
+        required=True,
+        help="their architecture YAML (config/arch/*.yaml or all_config.yaml); TRM's `name` picks the variant",
+    )
     p.add_argument("dest", help="loopformer checkpoint to write")
     p.add_argument("--seq-len", type=int, default=None, help="token sequence length (needed for RoPE checkpoints)")
     args = p.parse_args(argv)

@@ -14,7 +14,8 @@ ACT step                          blocks per ACT step x block + heads
 ================================  ====================================================================
 
 Blocks per ACT step: ``outer_cycles x sum over stages of repeat x layers of the stage's module``; those with
-gradient are the passes after ``no_grad_cycles``. A puzzle's cost is its ACT steps (``val/steps``) x the step's.
+gradient are the passes after ``no_grad_cycles``, the last one counting only each stage's ``grad_last``
+applications. A puzzle's cost is its ACT steps (``val/steps``) x the step's.
 """
 
 from __future__ import annotations

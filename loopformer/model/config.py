@@ -35,6 +35,13 @@ class StageSpec:
     """Also add the input embedding to the injection."""
     repeat: int = 1
     """How many times the stage runs in a row (0 skips it)."""
+    grad_last: Optional[int] = None
+    """Of this stage's applications in the last outer cycle, how many (the last ones) carry gradient; the
+    earlier ones run without (HRM's one-step gradient: 1). null: all of them."""
+
+    def grad_applications(self) -> int:
+        """Applications with gradient in the last outer cycle."""
+        return self.repeat if self.grad_last is None else min(self.grad_last, self.repeat)
 
 
 PosEncoding = Literal["rope", "learned", "none"]
@@ -161,8 +168,21 @@ class ArchConfig:
                     raise ConfigError(f"model.arch.stages.{i}: source {src!r} is not a state (states: {names}).")
             if isinstance(stage.repeat, bool) or int(stage.repeat) != stage.repeat or stage.repeat < 0:
                 raise ConfigError(f"model.arch.stages.{i}: repeat must be an integer >= 0, got {stage.repeat!r}.")
+            grad_last = stage.grad_last
+            if grad_last is not None and (
+                not isinstance(grad_last, int) or isinstance(grad_last, bool) or grad_last < 0
+            ):
+                raise ConfigError(
+                    f"model.arch.stages.{i}: grad_last must be an integer >= 0 (how many of the stage's last applications "
+                    f"in the last outer cycle carry gradient) or null for all of them, got {grad_last!r}."
+                )
         if self.effective_depth == 0:
             raise ConfigError("model.arch.stages: every stage has repeat 0, so the schedule applies no block.")
+        if self.grad_depth == 0:
+            raise ConfigError(
+                "model.arch.stages: grad_last leaves no block application with gradient in the last outer cycle, so "
+                "nothing in the loop trains; give at least one stage grad_last >= 1 (or null)."
+            )
         for key in ("readout_state", "halt_state"):
             value = getattr(self, key)
             if value is not None and value not in seen:
@@ -239,8 +259,10 @@ class ArchConfig:
 
     @property
     def grad_depth(self) -> int:
-        """Blocks applied per ACT step with gradient."""
-        return (self.outer_cycles - self.resolved_no_grad_cycles) * self.depth_per_cycle
+        """Blocks applied per ACT step with gradient: the cycles after ``no_grad_cycles``, the last one as far as
+        each stage's ``grad_last`` says."""
+        last = sum(stage.grad_applications() * self.layers_of(stage.target) for stage in self.stages)
+        return (self.outer_cycles - self.resolved_no_grad_cycles - 1) * self.depth_per_cycle + last
 
 
 DATASET_FIELDS = ("vocab_size", "seq_len", "num_puzzle_identifiers")

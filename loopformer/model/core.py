@@ -111,19 +111,24 @@ class LoopedCore(nn.Module):
             total = total + term
         return total
 
-    def run_schedule(self, states: States, x_BSC: torch.Tensor, cos_sin: Optional[CosSin]) -> None:
-        """One pass over all stages, updating ``states`` in place (the dict, not the tensors)."""
+    def run_schedule(
+        self, states: States, x_BSC: torch.Tensor, cos_sin: Optional[CosSin], last_cycle: bool = False
+    ) -> None:
+        """One pass over all stages, updating ``states`` in place (the dict, not the tensors). In the last cycle a
+        stage's applications before its ``grad_last`` run without gradient."""
         use_checkpoint = self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for stage in self.config.stages:
             module = self.module_for(stage.target)
-            for _ in range(stage.repeat):
-                injection = self._injection(stage, states, x_BSC)
-                if use_checkpoint:
-                    states[stage.target] = checkpoint(
-                        module, states[stage.target], injection, cos_sin, use_reentrant=False
-                    )
-                else:
-                    states[stage.target] = module(states[stage.target], injection, cos_sin)
+            first_with_grad = stage.repeat - stage.grad_applications() if last_cycle else 0
+            for r in range(stage.repeat):
+                with torch.no_grad() if r < first_with_grad else nullcontext():
+                    injection = self._injection(stage, states, x_BSC)
+                    if use_checkpoint and r >= first_with_grad:
+                        states[stage.target] = checkpoint(
+                            module, states[stage.target], injection, cos_sin, use_reentrant=False
+                        )
+                    else:
+                        states[stage.target] = module(states[stage.target], injection, cos_sin)
 
     def forward(
         self, states: States, inputs_BL: torch.Tensor, puzzle_ids_B: torch.Tensor
@@ -133,9 +138,10 @@ class LoopedCore(nn.Module):
         x_BSC = self.input_embeddings(inputs_BL, puzzle_ids_B)
         states = dict(states)
         no_grad_cycles = self.config.resolved_no_grad_cycles
+        last = self.config.outer_cycles - 1
         for cycle in range(self.config.outer_cycles):
             with torch.no_grad() if cycle < no_grad_cycles else nullcontext():
-                self.run_schedule(states, x_BSC, cos_sin)
+                self.run_schedule(states, x_BSC, cos_sin, last_cycle=cycle == last)
 
         logits_BLV = self.lm_head(states[self.config.readout_state])[:, self.prefix_len :]
         q_B2 = self.q_head(states[self.config.resolved_halt_state][:, 0]).to(torch.float32)

@@ -18,8 +18,9 @@ def describe(net: LoopTransformer) -> str:
     ]
     for i, st in enumerate(cfg.stages):
         srcs = " + ".join(st.sources + (["x"] if st.include_inputs else [])) or "nothing"
+        window = "" if st.grad_last is None else f", gradient through the last {st.grad_last} in the last cycle"
         lines.append(
-            f"  {i}: {st.target} <- {st.target} + ({srcs})  x{st.repeat}  [{cfg.layers_of(st.target)} layer(s)]"
+            f"  {i}: {st.target} <- {st.target} + ({srcs})  x{st.repeat}  [{cfg.layers_of(st.target)} layer(s){window}]"
         )
     lines.append(
         f"outer_cycles {cfg.outer_cycles} (no-grad {cfg.resolved_no_grad_cycles}); effective depth per ACT step: "

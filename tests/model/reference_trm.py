@@ -1,10 +1,12 @@
-"""An independent float32 implementation of one TRM / VRN-looper ACT step, written from the published
-semantics and working directly on *their* state-dict names. Attention is computed explicitly
-(softmax(q k^T / sqrt(d)) v) rather than through SDPA, so it is a genuinely different operation order."""
+"""An independent float32 implementation of one HRM / TRM (and its variants) / VRN-looper ACT step, written from
+the published semantics and working directly on *their* state-dict names, with their gradient windows (the
+applications they run under ``torch.no_grad``). Attention is computed explicitly (softmax(q k^T / sqrt(d)) v)
+rather than through SDPA, so it is a genuinely different operation order."""
 
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -72,11 +74,65 @@ def trm_step(sd, arch, z_H, z_L, inputs, puzzle_ids, prefix_len):
     cos_sin = rope_tables(C // heads, S) if arch["pos_encodings"] == "rope" else None
     x = embed(sd, core, inputs, puzzle_ids, C, prefix_len, arch["pos_encodings"])
     L = arch["L_layers"]
-    for _ in range(arch["H_cycles"]):
-        for _ in range(arch["L_cycles"]):
-            z_L = module(sd, f"{core}.L_level", L, z_L + (z_H + x), heads, cos_sin, 1e-5)
-        z_H = module(sd, f"{core}.L_level", L, z_H + z_L, heads, cos_sin, 1e-5)
+    for h in range(arch["H_cycles"]):
+        with torch.no_grad() if h < arch["H_cycles"] - 1 else nullcontext():  # gradient: the last cycle
+            for _ in range(arch["L_cycles"]):
+                z_L = module(sd, f"{core}.L_level", L, z_L + (z_H + x), heads, cos_sin, 1e-5)
+            z_H = module(sd, f"{core}.L_level", L, z_H + z_L, heads, cos_sin, 1e-5)
     return (z_H, z_L), heads_out(sd, core, z_H, prefix_len)
+
+
+def _setup(sd, arch, inputs, puzzle_ids, prefix_len, core="_orig_mod.model.inner"):
+    C, heads = arch["hidden_size"], arch["num_heads"]
+    S = inputs.shape[1] + prefix_len
+    cos_sin = rope_tables(C // heads, S) if arch["pos_encodings"] == "rope" else None
+    return embed(sd, core, inputs, puzzle_ids, C, prefix_len, arch["pos_encodings"]), cos_sin, heads
+
+
+def hrm_step(sd, arch, z_H, z_L, inputs, puzzle_ids, prefix_len):
+    """HRM: everything without gradient but the last L application and the last H application."""
+    core = "_orig_mod.model.inner"
+    x, cos_sin, heads = _setup(sd, arch, inputs, puzzle_ids, prefix_len)
+    H_cycles, L_cycles, H, L = arch["H_cycles"], arch["L_cycles"], arch["H_layers"], arch["L_layers"]
+    with torch.no_grad():
+        for h in range(H_cycles):
+            for i in range(L_cycles):
+                if not (h == H_cycles - 1 and i == L_cycles - 1):
+                    z_L = module(sd, f"{core}.L_level", L, z_L + (z_H + x), heads, cos_sin, 1e-5)
+            if h != H_cycles - 1:
+                z_H = module(sd, f"{core}.H_level", H, z_H + z_L, heads, cos_sin, 1e-5)
+    z_L = module(sd, f"{core}.L_level", L, z_L + (z_H + x), heads, cos_sin, 1e-5)
+    z_H = module(sd, f"{core}.H_level", H, z_H + z_L, heads, cos_sin, 1e-5)
+    return (z_H, z_L), heads_out(sd, core, z_H, prefix_len)
+
+
+def singlez_step(sd, arch, z_L, inputs, puzzle_ids, prefix_len):
+    """TRM trm_singlez: one state; L_cycles updates with the input, one without; gradient: the last cycle."""
+    core = "_orig_mod.model.inner"
+    x, cos_sin, heads = _setup(sd, arch, inputs, puzzle_ids, prefix_len)
+    L = arch["L_layers"]
+    for h in range(arch["H_cycles"]):
+        with torch.no_grad() if h < arch["H_cycles"] - 1 else nullcontext():
+            for _ in range(arch["L_cycles"]):
+                z_L = module(sd, f"{core}.L_level", L, z_L + x, heads, cos_sin, 1e-5)
+            z_L = module(sd, f"{core}.L_level", L, z_L, heads, cos_sin, 1e-5)
+    return z_L, heads_out(sd, core, z_L, prefix_len)
+
+
+def hier6_step(sd, arch, z_H, z_Ls, inputs, puzzle_ids, prefix_len):
+    """TRM trm_hier6: step i writes z_L[i] from the sum of all six; z_H from that sum; gradient: the last cycle."""
+    core = "_orig_mod.model.inner"
+    x, cos_sin, heads = _setup(sd, arch, inputs, puzzle_ids, prefix_len)
+    L = arch["L_layers"]
+    z_Ls = list(z_Ls)
+    for h in range(arch["H_cycles"]):
+        with torch.no_grad() if h < arch["H_cycles"] - 1 else nullcontext():
+            for i in range(arch["L_cycles"]):
+                total = z_Ls[0] + z_Ls[1] + z_Ls[2] + z_Ls[3] + z_Ls[4] + z_Ls[5]
+                z_Ls[i] = module(sd, f"{core}.L_level", L, total + (z_H + x), heads, cos_sin, 1e-5)
+            total = z_Ls[0] + z_Ls[1] + z_Ls[2] + z_Ls[3] + z_Ls[4] + z_Ls[5]
+            z_H = module(sd, f"{core}.L_level", L, z_H + total, heads, cos_sin, 1e-5)
+    return (z_H, z_Ls), heads_out(sd, core, z_H, prefix_len)
 
 
 def vrn_step(sd, arch, states, inputs, puzzle_ids, prefix_len):

@@ -72,3 +72,27 @@ def test_prefix_len():
     assert make(puzzle_emb_ndim=70).prefix_len == 3  # ceil(70 / 32)
     assert make(puzzle_emb_ndim=32, puzzle_emb_len=16).prefix_len == 16
     assert make(puzzle_emb_ndim=32, puzzle_emb_len=16).total_seq_len == 32
+
+
+def _two_stage(**stage0):
+    return [StageSpec("z_L", ["z_H"], True, 3, **stage0), StageSpec("z_H", ["z_L"], False, 1)]
+
+
+@pytest.mark.parametrize("grad_last, grad_depth", [(None, 4 + 4), (1, 4 + 2), (0, 4 + 1), (7, 4 + 4)])
+def test_grad_last_counts_only_the_last_applications_of_the_last_cycle(grad_last, grad_depth):
+    states = [StateSpec("z_H", 2), StateSpec("z_L", 2, "z_H")]
+    cfg = make(states=states, stages=_two_stage(grad_last=grad_last), outer_cycles=3, no_grad_cycles=1)
+    assert cfg.effective_depth == 3 * 4 * 2
+    assert cfg.grad_depth == grad_depth * 2  # two layers per application; cycle 2 fully, cycle 3 as grad_last says
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "one"])
+def test_grad_last_must_be_a_count(bad):
+    with pytest.raises(ConfigError, match=r"model.arch.stages.0: grad_last must be an integer >= 0"):
+        make(stages=_two_stage(grad_last=bad))
+
+
+def test_a_window_without_any_gradient_is_an_error():
+    stages = [StageSpec("z_L", ["z_H"], True, 3, grad_last=0), StageSpec("z_H", ["z_L"], False, 1, grad_last=0)]
+    with pytest.raises(ConfigError, match="leaves no block application with gradient"):
+        make(states=[StateSpec("z_H"), StateSpec("z_L", 1, "z_H")], stages=stages)
