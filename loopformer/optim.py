@@ -1,23 +1,31 @@
-"""Optimisation of the network: its settings, AdamW on the weights, sign-SGD on the puzzle-embedding table, and
-the HRM/TRM learning-rate schedule (linear warmup, then cosine decay to ``lr_min_ratio``)."""
+"""Optimisation of the network: its settings, the optimizer of the weights (AdamW, Adam-atan2 or Muon with AdamW;
+``optimizers.py``), sign-SGD on the puzzle-embedding table, and the HRM/TRM learning-rate schedule (linear
+warmup, then cosine decay to ``lr_min_ratio``)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Literal, Optional, get_args
 
 import torch
 from torch import nn
+
+from loopformer.errors import ConfigError
+
+OptimizerName = Literal["adamw", "adam_atan2", "muon"]
 
 
 @dataclass
 class OptimConfig:
     """How the network is optimised: ``--model.optim.<field>`` on the command line."""
 
+    optimizer: OptimizerName = "adamw"
+    """adamw; adam_atan2 (what HRM/TRM train with: no epsilon, scale invariant); or muon (Muon on the blocks'
+    weight matrices, AdamW on embeddings, heads and biases, as VirtualRecursiveNetwork offers)."""
     lr: float = 1e-4
-    """Peak learning rate of the network weights."""
+    """Peak learning rate of the network weights (with muon: of the AdamW part)."""
     lr_min_ratio: float = 1.0
     """Final learning rate of the cosine decay, as a fraction of the peak."""
     lr_warmup_steps: int = 2000
@@ -32,6 +40,18 @@ class OptimConfig:
     """Peak learning rate of the puzzle embeddings (sign-SGD, on the same schedule)."""
     puzzle_emb_weight_decay: float = 0.1
     """Weight decay of the puzzle embeddings."""
+    muon_lr: float = 0.002
+    """muon: peak learning rate of the Muon part (VirtualRecursiveNetwork's default)."""
+    muon_weight_decay: float = 0.01
+    """muon: weight decay of the Muon part."""
+    muon_momentum: float = 0.95
+    """muon: momentum (Nesterov) of the Muon part."""
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in get_args(OptimizerName):
+            raise ConfigError(
+                f"model.optim.optimizer={self.optimizer!r}; expected one of {', '.join(get_args(OptimizerName))}."
+            )
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: float, min_ratio: float) -> float:
@@ -44,13 +64,38 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: float, min_ratio: f
     return min_ratio + (1 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def muon_parameters(net: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(the blocks' 2-D weight matrices, everything else): Muon orthogonalises the former; embeddings, the heads
+    and biases stay with AdamW (as in VirtualRecursiveNetwork)."""
+    muon, other = [], []
+    for name, p in net.named_parameters():
+        in_blocks = ".state_modules." in f".{name}"
+        (muon if in_blocks and p.ndim == 2 else other).append(p)
+    return muon, other
+
+
+def build_optimizer(net: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
+    betas = (config.beta1, config.beta2)
+    if config.optimizer == "adam_atan2":
+        from loopformer.optimizers import AdamAtan2
+
+        return AdamAtan2(net.parameters(), lr=config.lr, betas=betas, weight_decay=config.weight_decay)
+    if config.optimizer == "muon":
+        from loopformer.optimizers import MuonWithAdamW
+
+        muon, other = muon_parameters(net)
+        muon_args = dict(lr=config.muon_lr, weight_decay=config.muon_weight_decay, momentum=config.muon_momentum)
+        adamw_args = dict(lr=config.lr, betas=betas, weight_decay=config.weight_decay)
+        return MuonWithAdamW(muon, other, muon_args, adamw_args)
+    return torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=betas)
+
+
 def configure_optimizers(net: nn.Module, config: OptimConfig, total_steps: float) -> dict[str, Any]:
-    """AdamW over the network's parameters, stepped per optimizer step on the warmup-cosine schedule.
+    """The chosen optimizer over the network's parameters, stepped per optimizer step on the warmup-cosine
+    schedule (every param group's peak scaled by the same multiplier).
 
     The puzzle-embedding table is not a parameter: ``puzzle_embedding_step`` updates it."""
-    optimizer = torch.optim.AdamW(
-        net.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(config.beta1, config.beta2)
-    )
+    optimizer = build_optimizer(net, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         # Multiplier for the (step + 1)-th update, as the reference trainers count steps from 1.
         optimizer,
@@ -67,5 +112,6 @@ def puzzle_embedding_step(
     table = getattr(net.inner, "puzzle_emb", None)
     if table is None:
         return
-    multiplier = optimizer.param_groups[0]["lr"] / config.lr if config.lr else 1.0
+    group = optimizer.param_groups[0]
+    multiplier = group["lr"] / group["initial_lr"] if group.get("initial_lr") else 1.0
     table.sign_sgd_step(config.puzzle_emb_lr * multiplier, config.puzzle_emb_weight_decay, all_gather)

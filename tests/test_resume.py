@@ -29,7 +29,9 @@ def _ema(cli):
     return next(cb for cb in cli.trainer.callbacks if isinstance(cb, EMA)).average
 
 
-def _fit(data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None, ema=False, workers=0, prefetch=2):
+def _fit(
+    data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None, ema=False, workers=0, prefetch=2, optimizer="adamw"
+):
     callbacks = []
     if stop_at:
         ckpt = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=stop_at, save_top_k=-1)
@@ -42,6 +44,7 @@ def _fit(data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None, ema=Fal
         f"--data.global_batch_size={batch}",
         f"--data.num_workers={workers}",
         f"--data.prefetch={prefetch}",
+        f"--model.optim.optimizer={optimizer}",
         "--model.arch.hidden_size=32",
         "--model.arch.puzzle_emb_ndim=32",
         "--model.arch.halt_max_steps=3",
@@ -61,17 +64,20 @@ def _fit(data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None, ema=Fal
 
 
 @pytest.mark.parametrize(
-    "batch,ema,workers",
-    [(16, False, 0), (32, False, 0), (16, True, 0), (16, False, 2)],
-    ids=["mid-epoch", "epoch-boundary", "mid-epoch-ema", "mid-epoch-loader-workers"],
-)  # 6 or 3 batches per epoch; with loader workers, the interrupted run must still match one without
-def test_resumed_run_matches_an_uninterrupted_one_bitwise(sudoku4_dir, tmp_path, batch, ema, workers):
+    "batch,ema,workers,optimizer",
+    [(16, False, 0, "adamw"), (32, False, 0, "adamw"), (16, True, 0, "adamw"), (16, False, 2, "adamw"),
+     (16, False, 0, "muon"), (16, False, 0, "adam_atan2")],
+    ids=["mid-epoch", "epoch-boundary", "mid-epoch-ema", "mid-epoch-loader-workers", "muon", "adam-atan2"],
+)  # fmt: skip  # 6 or 3 batches per epoch; with loader workers, the interrupted run must still match one without
+def test_resumed_run_matches_an_uninterrupted_one_bitwise(sudoku4_dir, tmp_path, batch, ema, workers, optimizer):
     # The uninterrupted run prepares each batch when asked; the others prefetch (the default): same batches.
-    straight = _fit(sudoku4_dir, tmp_path / "straight", 6, batch, ema=ema, prefetch=0)
-    first = _fit(sudoku4_dir, tmp_path / "first", 6, batch, stop_at=3, ema=ema, workers=workers)
+    straight = _fit(sudoku4_dir, tmp_path / "straight", 6, batch, ema=ema, prefetch=0, optimizer=optimizer)
+    first = _fit(sudoku4_dir, tmp_path / "first", 6, batch, stop_at=3, ema=ema, workers=workers, optimizer=optimizer)
     assert first.trainer.global_step == 3
     ckpt = next((tmp_path / "first" / "ckpt").glob("*.ckpt"))
-    resumed = _fit(sudoku4_dir, tmp_path / "second", 6, batch, ckpt_path=ckpt, ema=ema, workers=workers)
+    resumed = _fit(
+        sudoku4_dir, tmp_path / "second", 6, batch, ckpt_path=ckpt, ema=ema, workers=workers, optimizer=optimizer
+    )
     assert resumed.trainer.global_step == straight.trainer.global_step == 6
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys()
