@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from loopformer import checkpoint as ckpt_format
+from loopformer import warm_start
 from loopformer.attention_check import ResolveAttention
 from loopformer.batch import Batch
 from loopformer.compute_report import ComputeReport
@@ -39,13 +40,22 @@ def _typed(cls: type[Config], value: Any) -> Config:
 
 class LoopformerModule(L.LightningModule):
     def __init__(
-        self, arch: ArchConfig = ArchConfig(), optim: OptimConfig = OptimConfig(), run: RunOptions = RunOptions()
+        self,
+        arch: ArchConfig = ArchConfig(),
+        optim: OptimConfig = OptimConfig(),
+        run: RunOptions = RunOptions(),
+        init_from: Optional[str] = None,
+        freeze: Optional[list[str]] = None,
     ) -> None:
         """
         Args:
             arch: The looped transformer: states, loop schedule, sizes, ACT.
             optim: Optimizer, learning-rate schedule and the puzzle embeddings' update.
             run: EMA, compilation, pictures.
+            init_from: Start fit from this checkpoint's network weights (ours or an imported one); the optimizer,
+                schedule and step start fresh. Ignored when resuming with --ckpt_path.
+            freeze: Parameter-name patterns (fnmatch) kept fixed, e.g. ``inner.puzzle_emb.weights`` or
+                ``inner.state_modules.*``; a pattern that matches nothing is an error.
         """
         super().__init__()
         self.arch, self.optim, self.run = _typed(ArchConfig, arch), _typed(OptimConfig, optim), _typed(RunOptions, run)
@@ -61,12 +71,16 @@ class LoopformerModule(L.LightningModule):
         self._checkpoint_step: Optional[int] = None  # training step of the checkpoint loaded, if any
         self.attention_backend_resolved: Optional[str] = None  # set at the start of a run (ResolveAttention)
         self.compute_report = ComputeReport()
+        self.init_from, self.frozen_patterns = init_from, list(freeze or [])
+        self._initialised_from: Optional[str] = None  # what init_from loaded, reported at the start of fit
+        self._puzzle_table_frozen = False
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> LoopformerModule:  # type: ignore[override]
         """Lightning's, with hyperparameters of checkpoints from before the config groups migrated."""
         groups = ckpt_format.read_hyperparameters(checkpoint_path)
         given = {k: groups[k] for k in ckpt_format.GROUPS if k in groups}
+        given["init_from"] = None  # the loaded weights are the ones wanted, not those the run started from
         return super().load_from_checkpoint(checkpoint_path, *args, **{**given, **kwargs})
 
     # ------------------------------------------------------------------------------------------------
@@ -78,6 +92,12 @@ class LoopformerModule(L.LightningModule):
             return
         self.dataset_dims = dict(dims)
         self.net = LoopTransformer(LoopTransformerConfig.from_arch(self.arch, **dims))
+        if self.frozen_patterns:
+            frozen, self._puzzle_table_frozen = warm_start.freeze(self.net, self.frozen_patterns)
+            table = " and the puzzle-embedding table" if self._puzzle_table_frozen else ""
+            rank_zero_info(
+                f"model.freeze: {frozen} parameter tensor(s){table} kept fixed ({', '.join(self.frozen_patterns)})"
+            )
         if self.run.compile:
             self.net.inner.compile()
 
@@ -89,6 +109,9 @@ class LoopformerModule(L.LightningModule):
             if datamodule is None or not hasattr(datamodule, "dims"):
                 raise RuntimeError("LoopformerModule needs a PuzzleDataModule (its dims size the model).")
             self.build(datamodule.dims)
+            if self.init_from and self.trainer.state.fn == "fit":
+                # A checkpoint being resumed is restored after this and replaces these weights (on_fit_start says so).
+                self._initialised_from = warm_start.load_initial_weights(self.net, self.init_from)
 
     def configure_callbacks(self) -> list[L.Callback]:
         callbacks: list[L.Callback] = [ckpt_format.CheckpointDirCheck(), ResolveAttention(), self.compute_report]
@@ -106,6 +129,9 @@ class LoopformerModule(L.LightningModule):
             self.carry = None
         self._carry_restored = False
         rank_zero_info(self.describe())
+        if self._initialised_from is not None:
+            resumed = self._checkpoint_step is not None
+            rank_zero_info(f"model.init_from: {'ignored, resuming instead' if resumed else self._initialised_from}")
         rank_zero_info(f"run directory: {run_directory(self.trainer)} (checkpoints/, predictions/, config.yaml)")
 
     def forward(self, carry: ACTCarry, batch: Batch):
@@ -161,7 +187,8 @@ class LoopformerModule(L.LightningModule):
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         gather = self.all_gather if self.trainer.world_size > 1 else None
-        puzzle_embedding_step(self.net, optimizer, self.optim, gather)  # in the same optimizer step (one global_step)
+        if not self._puzzle_table_frozen:  # in the same optimizer step (one global_step)
+            puzzle_embedding_step(self.net, optimizer, self.optim, gather)
 
     def configure_optimizers(self) -> Any:
         total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
