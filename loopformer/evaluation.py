@@ -4,7 +4,8 @@ An evaluator sees each evaluation batch (``add``) and returns its metrics at the
 LightningModule calls a list of them through this one interface:
 
 - ``ACTMetrics``: exact accuracy, token accuracy, Q-halt accuracy, steps and losses, summed over ranks;
-- ``ARCVoting``: the ARC pass@k of HRM/TRM (augmented predictions mapped back and voted, ``arc_eval``);
+- ``ARCVoting``: the ARC pass@k of HRM/TRM (augmented predictions mapped back and voted, ``arc_eval``) and the
+  Kaggle ``submission.json``;
 - ``PredictionPictures``: a few predictions next to their labels, as a PNG in the run directory and in W&B.
 
 ``finish`` is a collective where an evaluator reduces over ranks: every rank calls it.
@@ -19,7 +20,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
-from loopformer.arc_eval import ARCCollector
+from loopformer.arc_eval import ARCCollector, ARCSet, write_json_atomically
 from loopformer.batch import IGNORE_LABEL_ID, Batch
 from loopformer.model import LoopTransformer, act_loss
 from loopformer.run_dir import run_directory
@@ -101,8 +102,11 @@ class ACTMetrics(Evaluator):
 
 
 class ARCVoting(Evaluator):
-    def __init__(self, identifiers: list[str], test_puzzles: dict) -> None:
-        self.collector = ARCCollector(identifiers, test_puzzles)
+    """pass@k of every ARC set among the data paths, and ``submission.json`` (one per set when there are several:
+    ``submission-<set>.json``) rewritten in the run directory at each evaluation."""
+
+    def __init__(self, sets: list[ARCSet], ks: tuple[int, ...]) -> None:
+        self.collector = ARCCollector(sets, ks)
 
     def add(self, batch: Batch, outputs: Outputs, steps: torch.Tensor, batch_idx: int) -> None:
         real = real_rows(batch)
@@ -114,7 +118,13 @@ class ARCVoting(Evaluator):
         if trainer.world_size > 1 and torch.distributed.is_initialized():
             gathered = [None] * trainer.world_size
             torch.distributed.all_gather_object(gathered, self.collector.rows)
-        return {f"{prefix}/{k}": torch.tensor(v) for k, v in self.collector.compute(gathered).items()}
+        metrics, submissions = self.collector.compute(gathered)
+        root = Path(run_directory(trainer))  # a collective: every rank asks
+        if trainer.is_global_zero:
+            for name, tasks in submissions.items():
+                filename = "submission.json" if len(submissions) == 1 else f"submission-{name}.json"
+                write_json_atomically(tasks, root / filename)
+        return {f"{prefix}/{k}": torch.tensor(v) for k, v in metrics.items()}
 
 
 class PredictionPictures(Evaluator):

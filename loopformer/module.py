@@ -203,9 +203,9 @@ class LoopformerModule(L.LightningModule):
 
     def _start_evaluation(self, pictures: bool) -> None:
         self.evaluators = [ACTMetrics(self.arch.loss_type)]
-        context = getattr(getattr(self.trainer, "datamodule", None), "arc_context", None)
-        if context is not None:
-            self.evaluators.append(ARCVoting(*context))
+        arc_sets = getattr(getattr(self.trainer, "datamodule", None), "arc_sets", None)
+        if arc_sets:
+            self.evaluators.append(ARCVoting(arc_sets, tuple(self.run.arc_pass_k)))
         if pictures and self.run.num_pictures > 0:
             self.evaluators.append(PredictionPictures(self.run.num_pictures))
         if self.run.depth_curve and self.trainer.state.fn in ("validate", "test"):

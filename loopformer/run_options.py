@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from loopformer.errors import ConfigError
@@ -18,6 +18,8 @@ class RunOptions:
     """Compile the looped core with torch.compile (in place: checkpoints keep their keys)."""
     num_pictures: int = 4
     """Predictions drawn next to their labels at each validation (0: none)."""
+    arc_pass_k: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 100, 1000])
+    """ARC data: the k of each pass@k logged (``val/arc/pass@k``), as TRM and VirtualRecursiveNetwork report."""
     depth_curve: Optional[list[int]] = None
     """validate/test: also evaluate at each of these halt_max_steps, with and without act_inference, and write
     depth_curve.csv and depth_curve.png to the run directory (e.g. [1, 2, 4, 8, 16, 32])."""
@@ -32,5 +34,7 @@ class RunOptions:
             raise ConfigError(
                 f"model.run.depth_curve must list ACT depths >= 1, e.g. [1, 2, 4, 8]; got {self.depth_curve}."
             )
+        if not self.arc_pass_k or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.arc_pass_k):
+            raise ConfigError(f"model.run.arc_pass_k must list k >= 1, e.g. [1, 2, 5]; got {self.arc_pass_k}.")
         if self.num_pictures < 0:
             raise ConfigError(f"model.run.num_pictures must be >= 0, got {self.num_pictures}.")

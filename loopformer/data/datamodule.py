@@ -142,17 +142,35 @@ class PuzzleDataModule(L.LightningDataModule):
         }
 
     @property
-    def arc_context(self) -> Optional[tuple[list[str], dict]]:
-        """(identifier names, original test puzzles) when the data is an ARC build, for the ARC metric."""
-        root = self.data_path
-        if len(self.data_paths) != 1 or not (root / "test_puzzles.json").is_file():
-            return None
-        if not hasattr(self, "_arc_context"):
-            self._arc_context = (
-                load_json(root / "identifiers.json", DatasetError, "the ARC build's puzzle identifier names"),
-                load_json(root / "test_puzzles.json", DatasetError, "the ARC build's original test puzzles"),
-            )
-        return self._arc_context
+    def arc_sets(self) -> list:
+        """The ARC builds among the data paths (those with ``test_puzzles.json``), for the ARC metric: names,
+        original test puzzles, and where their puzzle identifiers start in the merged test split."""
+        from loopformer.arc_eval import ARCSet
+
+        if not hasattr(self, "_arc_sets"):
+            sets, offset = [], 0
+            for root in self.data_paths:
+                if (root / "test_puzzles.json").is_file():
+                    sets.append(
+                        ARCSet(
+                            root.name,
+                            load_json(
+                                root / "identifiers.json", DatasetError, "the ARC build's puzzle identifier names"
+                            ),
+                            load_json(
+                                root / "test_puzzles.json", DatasetError, "the ARC build's original test puzzles"
+                            ),
+                            offset,
+                        )
+                    )
+                test_meta = load_json(root / "test" / "dataset.json", DatasetError, "the test split's metadata")
+                offset += int(test_meta.get("num_puzzle_identifiers", 0)) if isinstance(test_meta, dict) else 0
+            names = [s.name for s in sets]
+            for i, s in enumerate(sets):  # set names label metrics: make repeated directory names distinct
+                if names.count(s.name) > 1:
+                    s.name = f"{s.name}-{i}"
+            self._arc_sets = sets
+        return self._arc_sets
 
     def setup(self, stage: str) -> None:
         meta = self.metadata

@@ -176,3 +176,93 @@ def test_validation_logs_arc_pass_at_k(tmp_path):
     metrics = cli.trainer.callback_metrics
     assert metrics["val/count"].item() == 8  # 2 test inputs x (1 + 3 augmentations)
     assert 0.0 <= metrics["val/arc/pass@1"].item() <= metrics["val/arc/pass@2"].item() <= 1.0
+
+
+def _tiny_arc_build(root, seed, num_aug=3, prefix="arc-agi"):
+    """Two training and two evaluation tasks of random 3x3 grids, built as the ARC builder builds them."""
+    rng = np.random.default_rng(seed)
+    solutions_by_task = {}
+    for subset in ("training", "evaluation"):
+        challenges, solutions = {}, {}
+        for p in range(2):
+            g = lambda: rng.integers(0, 10, size=(3, 3)).tolist()  # noqa: E731
+            name = f"{subset}{seed}{p}"
+            challenges[name] = {"train": [{"input": g(), "output": g()}], "test": [{"input": g()}, {"input": g()}]}
+            solutions[name] = [g(), g()]
+        (root / f"{prefix}_{subset}_challenges.json").write_text(json.dumps(challenges))
+        (root / f"{prefix}_{subset}_solutions.json").write_text(json.dumps(solutions))
+        if subset == "evaluation":
+            solutions_by_task = solutions
+    out = root / f"data{seed}"
+    build_arc_dataset(str(root / prefix), out, ["training", "evaluation"], "evaluation", num_aug=num_aug, seed=seed)
+    return out, solutions_by_task
+
+
+def test_labels_as_predictions_round_trip_into_a_perfect_submission(tmp_path):
+    from loopformer.arc_eval import ARCCollector, ARCSet
+
+    data, solutions = _tiny_arc_build(tmp_path, seed=3)
+    identifiers = json.loads((data / "identifiers.json").read_text())
+    test_puzzles = json.loads((data / "test_puzzles.json").read_text())
+    _, sets = load_split(data / "test")
+    s = sets["all"]
+    example_puzzle = np.repeat(np.arange(s.puzzle_identifiers.size), np.diff(s.puzzle_indices))
+    collector = ARCCollector([ARCSet("data3", identifiers, test_puzzles)], ks=(1, 2, 1000))
+    # every augmented view predicts its own label, i.e. the augmented true output
+    collector.add(
+        s.puzzle_identifiers[example_puzzle], np.asarray(s.inputs), np.asarray(s.labels), np.zeros(s.num_examples)
+    )
+    metrics, submissions = collector.compute()
+    assert metrics == {"arc/pass@1": 1.0, "arc/pass@2": 1.0, "arc/pass@1000": 1.0}
+    (submission,) = submissions.values()
+    assert set(submission) == set(solutions)
+    for task, outputs in solutions.items():
+        assert [a["attempt_1"] for a in submission[task]] == outputs  # mapped back through every augmentation
+        assert [a["attempt_2"] for a in submission[task]] == outputs  # one candidate: repeated
+    empty = ARCCollector([ARCSet("data3", identifiers, test_puzzles)], ks=(1,)).compute()[1]["data3"]
+    assert all(a == {"attempt_1": [[0]], "attempt_2": [[0]]} for attempts in empty.values() for a in attempts)
+
+
+def test_validation_scores_each_arc_set_and_writes_their_submissions(tmp_path):
+    from loopformer.cli import LoopformerCLI
+
+    first, _ = _tiny_arc_build(tmp_path, seed=1, num_aug=1)
+    second, second_solutions = _tiny_arc_build(tmp_path, seed=2, num_aug=1)
+    cli = LoopformerCLI(
+        args=[
+            "validate",
+            f"--data.data_paths=[{first}, {second}]",
+            "--data.eval_batch_size=8",
+            "--model.arch.hidden_size=32",
+            "--model.arch.num_heads=1",
+            "--model.arch.puzzle_emb_ndim=32",
+            "--model.arch.halt_max_steps=1",
+            "--model.arch.forward_dtype=float32",
+            "--model.run.arc_pass_k=[1, 3]",
+            "--trainer.accelerator=cpu",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path / 'runs'}",
+        ]
+    )
+    metrics = cli.trainer.callback_metrics
+    assert metrics["val/count"].item() == 2 * 4 * 2  # 2 sets x 4 test inputs x (1 + 1 augmentation)
+    for name in ("data1", "data2"):
+        assert 0.0 <= metrics[f"val/arc/{name}/pass@1"].item() <= metrics[f"val/arc/{name}/pass@3"].item() <= 1.0
+    assert "val/arc/pass@3" in metrics and "val/arc/pass@2" not in metrics
+    written = json.loads(next((tmp_path / "runs").rglob("submission-data2.json")).read_text())
+    assert set(written) == set(second_solutions)
+    for task, attempts in written.items():
+        assert len(attempts) == len(second_solutions[task])
+        for a in attempts:
+            assert set(a) == {"attempt_1", "attempt_2"}
+            assert all(isinstance(row, list) and all(0 <= c <= 9 for c in row) for row in a["attempt_1"])
+
+
+def test_arc_pass_k_must_list_positive_ks():
+    from loopformer.errors import ConfigError
+    from loopformer.run_options import RunOptions
+
+    with pytest.raises(ConfigError, match=r"model.run.arc_pass_k must list k >= 1"):
+        RunOptions(arc_pass_k=[0, 2])
+    assert RunOptions().arc_pass_k == [1, 2, 5, 10, 100, 1000]
