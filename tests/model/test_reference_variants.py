@@ -187,3 +187,40 @@ def test_configs_hrm_yaml_is_what_the_importer_makes_of_hrm_v1():
                   "expansion", "pos_encodings", "puzzle_emb_ndim", "prefix_len", "halt_max_steps", "no_ACT_continue",
                   "loss_type", "grad_depth", "effective_depth"):  # fmt: skip
         assert getattr(ours, field) == getattr(imported, field), field
+
+
+@pytest.mark.parametrize("variant", ["trm_singlez", "trm_hier6"])
+def test_configs_arch_files_are_what_the_importer_makes_of_trms_own(variant):
+    """configs/arch/<variant>.yaml equals `import-checkpoint --from trm` of TRM's config/arch/<variant>.yaml."""
+    from pathlib import Path
+
+    import yaml
+
+    from loopformer.convert import VARIANTS
+    from loopformer.model.config import ArchConfig
+
+    theirs = dict(
+        name=f"recursive_reasoning.{variant}@TinyRecursiveReasoningModel_ACTV1", H_cycles=3, L_cycles=6, H_layers=0,
+        L_layers=2, hidden_size=512, num_heads=8, expansion=4, puzzle_emb_ndim=512, pos_encodings="rope",
+        forward_dtype="bfloat16", halt_max_steps=16, halt_exploration_prob=0.1, mlp_t=False, puzzle_emb_len=16,
+        no_ACT_continue=True, loss={"name": "losses@ACTLossHead", "loss_type": "stablemax_cross_entropy"},
+    )  # fmt: skip
+    imported = ArchConfig(**VARIANTS[variant].arch(theirs))
+    path = Path(__file__).resolve().parents[2] / "configs" / "arch" / f"{variant}.yaml"
+    assert ArchConfig(**yaml.safe_load(path.read_text())) == imported
+
+
+def test_an_arch_file_replaces_a_recipes_architecture_on_the_command_line(capsys):
+    from pathlib import Path
+
+    import yaml
+
+    from loopformer.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(root / "configs/trm.yaml"), "--model.arch", str(root / "configs/arch/trm_hier6.yaml"),
+              "--model.arch.hidden_size=64", "--print_config"])  # fmt: skip
+    assert done.value.code in (0, None)
+    arch = yaml.safe_load(capsys.readouterr().out)["model"]["arch"]
+    assert len(arch["states"]) == 7 and arch["stages"][6]["target"] == "z_H" and arch["hidden_size"] == 64
