@@ -203,19 +203,28 @@ def arch_from_trm_hier6(arch: dict[str, Any]) -> dict[str, Any]:
 
 
 def arch_from_vrn(arch: dict[str, Any]) -> dict[str, Any]:
-    """VRN's looper: states and stages map one to one (``repeat_key`` resolved from the same YAML)."""
+    """VRN's looper: states and stages map one to one (``repeat_key`` resolved from the same YAML); ``mlp_type``
+    (swiglu, conv_swiglu), ``dropout`` and ``act_enabled`` carry over.
+
+    With ``no_ACT_continue: false`` VRN bootstraps the Q-continue target from the states *before* the step (the
+    step's own Q, recomputed); loopformer bootstraps as HRM does, from the states after it. The forward pass and
+    evaluation are the same; only that training target differs."""
     for key in ("states", "stages", "outer_cycles", "readout_state", "hidden_size", "num_heads"):
         if key not in arch:
             raise CheckpointImportError(f"VRN architecture is missing {key!r} (keys: {', '.join(sorted(arch))}).")
-    unsupported = {
-        "dis_enabled": (False, None),
-        "act_enabled": (True, None),
-        "mlp_type": ("swiglu", None),
-        "dropout": (0.0, 0, None),
-    }
-    for key, allowed in unsupported.items():
-        if key in arch and arch[key] not in allowed:
-            raise CheckpointImportError(f"VRN option {key}={arch[key]!r} is not supported by loopformer.")
+    if arch.get("mlp_type") == "metric_conv":
+        raise CheckpointImportError(
+            "VRN option mlp_type='metric_conv' needs torchvision's deform_conv2d, which loopformer does not depend on; "
+            "loopformer imports mlp_type swiglu and conv_swiglu."
+        )
+    if arch.get("dis_enabled"):
+        raise CheckpointImportError("VRN option dis_enabled=True (Deep Improvement Supervision) is not supported yet.")
+    loss = arch.get("loss") or {}
+    if isinstance(loss, dict) and "CrossEntropyLossHead" in str(loss.get("name", "")):
+        raise CheckpointImportError(
+            "VRN's CrossEntropyLossHead (loss without the Q head) is not supported yet; loopformer trains with the "
+            "ACT loss head."
+        )
     stages = []
     for i, st in enumerate(arch["stages"]):
         repeat = st.get("repeat", 1)
@@ -248,6 +257,9 @@ def arch_from_vrn(arch: dict[str, Any]) -> dict[str, Any]:
         puzzle_emb_ndim=ndim,
         puzzle_emb_len=int(arch.get("puzzle_emb_len") or 0) if ndim > 0 else 0,
         act_inference=bool(arch.get("act_inference", False)),
+        act_enabled=bool(arch.get("act_enabled", True)),
+        mlp_type=arch.get("mlp_type") or "swiglu",
+        dropout=float(arch.get("dropout") or 0.0),
         gradient_checkpointing=bool(arch.get("gradient_checkpointing", False)),
     )
     return _with_loss(out, arch)

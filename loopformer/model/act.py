@@ -83,10 +83,11 @@ class LoopTransformer(nn.Module):
             steps = steps + 1
             is_last_step = steps >= cfg.halt_max_steps
             halted = is_last_step
-            adaptive = cfg.halt_max_steps > 1 and (self.training or cfg.act_inference)
+            # act_enabled false: training runs every row to halt_max_steps, without exploration or Q bootstrapping.
+            adaptive = cfg.halt_max_steps > 1 and (cfg.act_enabled if self.training else cfg.act_inference)
             if adaptive:
                 halted = halted | ((q_halt > 0) if cfg.no_ACT_continue else (q_halt > q_continue))
-            if self.training and cfg.halt_max_steps > 1:
+            if self.training and cfg.act_enabled and cfg.halt_max_steps > 1:
                 explore = torch.rand_like(q_halt) < cfg.halt_exploration_prob
                 min_halt_steps = explore * torch.randint_like(steps, low=2, high=cfg.halt_max_steps + 1)
                 halted = halted & (steps >= min_halt_steps)

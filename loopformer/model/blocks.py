@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from loopformer.model.config import LoopTransformerConfig
-from loopformer.model.layers import Attention, CosSin, SwiGLU, rms_norm
+from loopformer.model.layers import Attention, ConvSwiGLU, CosSin, SwiGLU, rms_norm
 
 
 class Block(nn.Module):
@@ -18,20 +18,23 @@ class Block(nn.Module):
         super().__init__()
         self.mixer = config.mixer
         if config.mixer == "attention":
-            self.self_attn = Attention(config.hidden_size, config.num_heads, config.attention_backend)
+            self.self_attn = Attention(config.hidden_size, config.num_heads, config.attention_backend, config.dropout)
         else:
             self.mlp_t = SwiGLU(config.total_seq_len, config.expansion)
-        self.mlp = SwiGLU(config.hidden_size, config.expansion)
+        mlp = ConvSwiGLU if config.mlp_type == "conv_swiglu" else SwiGLU
+        self.mlp = mlp(config.hidden_size, config.expansion)
+        # On both residual branches, as VRN applies it (nn.Dropout is the identity outside training).
+        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.eps = config.rms_norm_eps
 
     def forward(self, x_BSC: torch.Tensor, cos_sin: Optional[CosSin]) -> torch.Tensor:
         if self.mixer == "attention":
-            x_BSC = rms_norm(x_BSC + self.self_attn(x_BSC, cos_sin), self.eps)
+            x_BSC = rms_norm(x_BSC + self.dropout(self.self_attn(x_BSC, cos_sin)), self.eps)
         else:
             # TRM's mlp_t: mixes along the sequence and normalises over it (transposed), as published.
             x_BCS = x_BSC.transpose(1, 2)
-            x_BSC = rms_norm(x_BCS + self.mlp_t(x_BCS), self.eps).transpose(1, 2)
-        return rms_norm(x_BSC + self.mlp(x_BSC), self.eps)
+            x_BSC = rms_norm(x_BCS + self.dropout(self.mlp_t(x_BCS)), self.eps).transpose(1, 2)
+        return rms_norm(x_BSC + self.dropout(self.mlp(x_BSC)), self.eps)
 
 
 class StateModule(nn.Module):

@@ -6,7 +6,8 @@ SwiGLU inner size I (``swiglu_inner_size``) and vocabulary V:
 
 ================================  ====================================================================
 block with attention              ``8 S C^2`` (QKV and output projections) + ``4 S^2 C`` (scores and
-                                  their product with V) + ``6 S C I`` (SwiGLU)
+                                  their product with V) + ``6 S C I`` (SwiGLU; ``conv_swiglu`` adds
+                                  ``4 S I`` for its kernel-2 depthwise convolution)
 block with the sequence MLP       ``6 C S I_S`` (SwiGLU across the sequence, ``I_S`` its inner size for
                                   width S) + ``6 S C I``
 heads, once per ACT step          ``2 S C V`` (LM head, over every token) + ``4 C`` (Q head)
@@ -46,7 +47,10 @@ class ComputeCost:
 
 def block_flops(config: LoopTransformerConfig) -> int:
     S, C = config.total_seq_len, config.hidden_size
-    mlp = 6 * S * C * swiglu_inner_size(C, config.expansion)
+    inner = swiglu_inner_size(C, config.expansion)
+    mlp = 6 * S * C * inner
+    if config.mlp_type == "conv_swiglu":
+        mlp += 2 * 2 * S * inner  # the depthwise convolution: kernel 2, one multiply-add per tap
     if config.mixer == "attention":
         return 8 * S * C * C + 4 * S * S * C + mlp
     return 6 * C * S * swiglu_inner_size(S, config.expansion) + mlp

@@ -49,6 +49,7 @@ Mixer = Literal["attention", "mlp"]
 LossType = Literal["stablemax_cross_entropy", "softmax_cross_entropy"]
 ForwardDtype = Literal["bfloat16", "float16", "float32"]
 AttentionBackend = Literal["auto", "triton", "sdpa"]
+MlpType = Literal["swiglu", "conv_swiglu"]
 
 
 def default_three_stage_states() -> list[StateSpec]:
@@ -103,12 +104,20 @@ class ArchConfig:
     """Prefix tokens holding it (0: ceil(ndim / hidden))."""
     mixer: Mixer = "attention"
     """attention, or mlp across the sequence (TRM's mlp_t)."""
+    mlp_type: MlpType = "swiglu"
+    """swiglu, or conv_swiglu (VirtualRecursiveNetwork's: a depthwise 1-D convolution, kernel 2, between the gated
+    product and the down projection)."""
+    dropout: float = 0.0
+    """Dropout on the attention weights and on both residual branches of every block, in training only (VRN)."""
     forward_dtype: ForwardDtype = "bfloat16"
     """Activation dtype of the forward pass."""
     halt_max_steps: int = 16
     """ACT steps before a sequence is forced to halt."""
     halt_exploration_prob: float = 0.1
     """Probability of a random minimum number of steps in training."""
+    act_enabled: bool = True
+    """Halt on the Q head in training (false: every row runs halt_max_steps, without exploration; the Q head is
+    still trained to predict correctness, as in VRN)."""
     act_inference: bool = False
     """Halt on the Q head during evaluation too (otherwise run halt_max_steps)."""
     no_ACT_continue: bool = True
@@ -189,6 +198,8 @@ class ArchConfig:
                 raise ConfigError(f"model.arch.{key}={value!r} is not a state (states: {names}).")
         if self.halt_max_steps < 1:
             raise ConfigError(f"model.arch.halt_max_steps must be >= 1, got {self.halt_max_steps}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.arch.dropout must lie in [0, 1), got {self.dropout}.")
         if not 0.0 <= self.halt_exploration_prob <= 1.0:
             raise ConfigError(f"model.arch.halt_exploration_prob must lie in [0, 1], got {self.halt_exploration_prob}.")
         if self.puzzle_emb_ndim < 0 or self.puzzle_emb_len < 0:
@@ -209,6 +220,7 @@ class ArchConfig:
             ("loss_type", LossType),
             ("forward_dtype", ForwardDtype),
             ("attention_backend", AttentionBackend),
+            ("mlp_type", MlpType),
         ):
             if getattr(self, key) not in get_args(kind):
                 raise ConfigError(

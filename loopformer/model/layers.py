@@ -111,8 +111,9 @@ class Attention(nn.Module):
     kernel (loopformer.kernels.attention), or the PyTorch path (RoPE, transposes, scaled_dot_product_attention).
     """
 
-    def __init__(self, hidden: int, num_heads: int, backend: str = "auto") -> None:
+    def __init__(self, hidden: int, num_heads: int, backend: str = "auto", dropout: float = 0.0) -> None:
         super().__init__()
+        self.dropout = dropout  # on the attention weights, in training (the PyTorch path: the kernel has none)
         self.num_heads = num_heads
         self.head_dim = hidden // num_heads
         self.backend = backend
@@ -122,14 +123,17 @@ class Attention(nn.Module):
     def forward(self, x_BSC: torch.Tensor, cos_sin: Optional[CosSin]) -> torch.Tensor:
         B, S, C = x_BSC.shape
         qkv_BS3HD = self.qkv_proj(x_BSC).view(B, S, 3 * self.num_heads, self.head_dim)
-        if attention_implementation(self.backend, x_BSC.device, self.head_dim) == "triton":
+        dropout = self.dropout if self.training else 0.0
+        if not dropout and attention_implementation(self.backend, x_BSC.device, self.head_dim) == "triton":
             cos, sin = cos_sin if cos_sin is not None else (None, None)
             return self.o_proj(packed_attention(qkv_BS3HD, cos, sin, self.num_heads).reshape(B, S, C))
         q, k, v = qkv_BS3HD.split(self.num_heads, dim=2)
         if cos_sin is not None:
             cos, sin = cos_sin
             q, k = apply_rope(q, cos[:S], sin[:S]), apply_rope(k, cos[:S], sin[:S])
-        o_BHSD = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        o_BHSD = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=dropout
+        )
         return self.o_proj(o_BHSD.transpose(1, 2).reshape(B, S, C))
 
 
@@ -150,3 +154,27 @@ class SwiGLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
         return self.down_proj(F.silu(gate) * up)
+
+
+class ConvSwiGLU(nn.Module):
+    """VirtualRecursiveNetwork's SwiGLU with local mixing: ``down(silu(dwconv(silu(gate) * up)))``, the depthwise
+    1-D convolution (kernel 2, padding 1, bias, its output cut to the sequence length) run along the sequence.
+
+    VRN runs the convolution in its weight's dtype (float32) and keeps that dtype for the rest of the block; here
+    its output returns to the input dtype, so with bfloat16 activations the numbers differ by rounding (equal in
+    float32)."""
+
+    KERNEL = 2
+
+    def __init__(self, hidden: int, expansion: float) -> None:
+        super().__init__()
+        inner = swiglu_inner_size(hidden, expansion)
+        self.gate_up_proj = CastedLinear(hidden, 2 * inner)
+        self.dwconv = nn.Conv1d(inner, inner, self.KERNEL, padding=self.KERNEL // 2, groups=inner, bias=True)
+        self.down_proj = CastedLinear(inner, hidden)
+
+    def forward(self, x_BSC: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x_BSC).chunk(2, dim=-1)
+        h_BIS = (F.silu(gate) * up).transpose(1, 2).to(self.dwconv.weight.dtype)
+        h_BIS = F.silu(self.dwconv(h_BIS)[..., : x_BSC.shape[1]])
+        return self.down_proj(h_BIS.transpose(1, 2).to(x_BSC.dtype))

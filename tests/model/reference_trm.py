@@ -29,7 +29,22 @@ def rotate(x, cos, sin):
     return x * cos[:, None, :] + rot * sin[:, None, :]
 
 
-def block(sd, prefix, x, heads, cos_sin, eps):
+def swiglu(sd, prefix, x):
+    gate, up = (x @ sd[f"{prefix}.gate_up_proj.weight"].T).chunk(2, -1)
+    return (F.silu(gate) * up) @ sd[f"{prefix}.down_proj.weight"].T
+
+
+def conv_swiglu(sd, prefix, x):
+    """VRN's ConvSwiGLU: the gated product, a depthwise convolution along the sequence (kernel 2, padding 1, cut
+    back to the length), SiLU, then the down projection."""
+    gate, up = (x @ sd[f"{prefix}.gate_up_proj.weight"].T).chunk(2, -1)
+    h = (F.silu(gate) * up).transpose(1, 2)
+    weight, bias = sd[f"{prefix}.dwconv.weight"], sd[f"{prefix}.dwconv.bias"]
+    h = F.conv1d(h, weight, bias, padding=1, groups=h.shape[1])[..., : x.shape[1]]
+    return F.silu(h).transpose(1, 2) @ sd[f"{prefix}.down_proj.weight"].T
+
+
+def block(sd, prefix, x, heads, cos_sin, eps, mlp=swiglu):
     B, S, C = x.shape
     d = C // heads
     qkv = x @ sd[f"{prefix}.self_attn.qkv_proj.weight"].T
@@ -39,13 +54,12 @@ def block(sd, prefix, x, heads, cos_sin, eps):
     scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d)
     attn = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v).reshape(B, S, C)
     x = rms(x + attn @ sd[f"{prefix}.self_attn.o_proj.weight"].T, eps)
-    gate, up = (x @ sd[f"{prefix}.mlp.gate_up_proj.weight"].T).chunk(2, -1)
-    return rms(x + (F.silu(gate) * up) @ sd[f"{prefix}.mlp.down_proj.weight"].T, eps)
+    return rms(x + mlp(sd, f"{prefix}.mlp", x), eps)
 
 
-def module(sd, prefix, layers, x, heads, cos_sin, eps):
+def module(sd, prefix, layers, x, heads, cos_sin, eps, mlp=swiglu):
     for i in range(layers):
-        x = block(sd, f"{prefix}.layers.{i}", x, heads, cos_sin, eps)
+        x = block(sd, f"{prefix}.layers.{i}", x, heads, cos_sin, eps, mlp)
     return x
 
 
@@ -156,7 +170,8 @@ def vrn_step(sd, arch, states, inputs, puzzle_ids, prefix_len):
                 for s in stage.get("sources", []):
                     inj = inj + states[s]
                 t = stage["target"]
+                mlp = conv_swiglu if arch.get("mlp_type") == "conv_swiglu" else swiglu
                 states[t] = module(
-                    sd, f"{core}.state_modules.{owner[t]}", layers[t], states[t] + inj, heads, cos_sin, 1e-5
+                    sd, f"{core}.state_modules.{owner[t]}", layers[t], states[t] + inj, heads, cos_sin, 1e-5, mlp
                 )
     return states, heads_out(sd, core, states[arch["readout_state"]], prefix_len)
