@@ -254,11 +254,17 @@ def model_flags(args: list[str]) -> dict[str, Any]:
                 i += 1
             else:
                 break
+            parsed = parse_scalar(value)
+            if isinstance(parsed, str) and parsed.endswith((".yaml", ".yml")) and Path(parsed).is_file():
+                # a whole group from a file (`--model.arch configs/arch/x.yaml`): later flags edit inside it
+                parsed = load_yaml(parsed, ConfigError, f"the settings of --model.{key}")
             node = out
             *parents, leaf = key.split(".")
             for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = parse_scalar(value)
+                if not isinstance(node.get(part), dict):
+                    node[part] = {}
+                node = node[part]
+            node[leaf] = parsed
         i += 1
     return out
 

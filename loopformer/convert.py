@@ -206,6 +206,9 @@ def arch_from_vrn(arch: dict[str, Any]) -> dict[str, Any]:
     """VRN's looper: states and stages map one to one (``repeat_key`` resolved from the same YAML); ``mlp_type``
     (swiglu, conv_swiglu), ``dropout`` and ``act_enabled`` carry over.
 
+    DIS (``dis_enabled``) and the cross-entropy loss head carry over as well (``dis_max_steps``, ``dis_loss_method``,
+    ``dis_step_weighting``, ``mask_penalty_weight``); the token table then has one more row, the mask token.
+
     With ``no_ACT_continue: false`` VRN bootstraps the Q-continue target from the states *before* the step (the
     step's own Q, recomputed); loopformer bootstraps as HRM does, from the states after it. The forward pass and
     evaluation are the same; only that training target differs."""
@@ -217,14 +220,10 @@ def arch_from_vrn(arch: dict[str, Any]) -> dict[str, Any]:
             "VRN option mlp_type='metric_conv' needs torchvision's deform_conv2d, which loopformer does not depend on; "
             "loopformer imports mlp_type swiglu and conv_swiglu."
         )
-    if arch.get("dis_enabled"):
-        raise CheckpointImportError("VRN option dis_enabled=True (Deep Improvement Supervision) is not supported yet.")
+    if arch.get("dis_schedule", "linear") != "linear":
+        raise CheckpointImportError(f"VRN dis_schedule={arch['dis_schedule']!r}: loopformer has VRN's linear schedule.")
     loss = arch.get("loss") or {}
-    if isinstance(loss, dict) and "CrossEntropyLossHead" in str(loss.get("name", "")):
-        raise CheckpointImportError(
-            "VRN's CrossEntropyLossHead (loss without the Q head) is not supported yet; loopformer trains with the "
-            "ACT loss head."
-        )
+    cross_entropy = isinstance(loss, dict) and "CrossEntropyLossHead" in str(loss.get("name", ""))
     stages = []
     for i, st in enumerate(arch["stages"]):
         repeat = st.get("repeat", 1)
@@ -260,6 +259,12 @@ def arch_from_vrn(arch: dict[str, Any]) -> dict[str, Any]:
         act_enabled=bool(arch.get("act_enabled", True)),
         mlp_type=arch.get("mlp_type") or "swiglu",
         dropout=float(arch.get("dropout") or 0.0),
+        loss_head="cross_entropy" if cross_entropy else "act",
+        mask_penalty_weight=float(loss.get("mask_penalty_weight", 0.0) or 0.0) if cross_entropy else 0.0,
+        dis_enabled=bool(arch.get("dis_enabled", False)),
+        dis_max_steps=int(arch.get("dis_max_steps", 6)),
+        dis_loss_method=arch.get("dis_loss_method", "mask"),
+        dis_step_weighting=bool(arch.get("dis_step_weighting", False)),
         gradient_checkpointing=bool(arch.get("gradient_checkpointing", False)),
     )
     return _with_loss(out, arch)
@@ -346,8 +351,9 @@ _LEAF_RENAMES = (
     (re.compile(r"^embed_pos\.embedding_weight$"), "embed_pos.weight"),
     (re.compile(r"^puzzle_emb\.weights$"), "puzzle_emb.weights"),
     (re.compile(r"^(lm_head|q_head)\.(weight|bias)$"), r"\1.\2"),
+    (re.compile(r"^step_emb\.weight$"), "step_emb.weight"),  # VRN's DIS step embedding
 )
-_SKIP = re.compile(r"(^|\.)(local_weights|local_ids|cos_cached|sin_cached|step_emb\..*)$")
+_SKIP = re.compile(r"(^|\.)(local_weights|local_ids|cos_cached|sin_cached)$")
 
 
 def _our_key(key: str, variant: Variant) -> Optional[str]:
@@ -391,7 +397,7 @@ def _arch_config(arch: dict[str, Any], arch_yaml: str | Path) -> ArchConfig:
 
 
 def dims_from_state_dict(sd: dict[str, torch.Tensor], arch: ArchConfig, seq_len: Optional[int]) -> dict:
-    vocab = sd["inner.embed_tokens.weight"].shape[0]
+    vocab = sd["inner.embed_tokens.weight"].shape[0] - (1 if arch.dis_enabled else 0)  # DIS: + the mask token
     puzzles = sd[PUZZLE_TABLE_KEY].shape[0] if PUZZLE_TABLE_KEY in sd else 1
     if seq_len is None and "inner.embed_pos.weight" in sd:
         prefix = arch.prefix_len

@@ -20,6 +20,7 @@ from loopformer.ema import EMA
 from loopformer.evaluation import ACTMetrics, ARCVoting, Evaluator, PredictionPictures, eval_summary, run_to_halt
 from loopformer.list_overrides import to_plain
 from loopformer.model import PUZZLE_TABLE_KEY, ACTCarry, ArchConfig, LoopTransformer, LoopTransformerConfig, act_loss
+from loopformer.model.losses import cross_entropy_loss, dis_improvement_loss, dis_target
 from loopformer.model.summary import describe
 from loopformer.optim import OptimConfig, configure_optimizers, puzzle_embedding_step
 from loopformer.predictions import PredictionWriter
@@ -74,6 +75,8 @@ class LoopformerModule(L.LightningModule):
         self.init_from, self.frozen_patterns = init_from, list(freeze or [])
         self._initialised_from: Optional[str] = None  # what init_from loaded, reported at the start of fit
         self._puzzle_table_frozen = False
+        # DIS takes several optimizer steps per batch (one per supervision step): it steps the optimizer itself.
+        self.automatic_optimization = not self.arch.dis_enabled
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> LoopformerModule:  # type: ignore[override]
@@ -137,21 +140,30 @@ class LoopformerModule(L.LightningModule):
     def forward(self, carry: ACTCarry, batch: Batch):
         return self.net(carry, batch)
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> Optional[torch.Tensor]:
+        if self.arch.dis_enabled:
+            self._dis_training_step(batch)
+            return None
         if self.carry is None or self.carry.steps.shape[0] != batch["inputs"].shape[0]:
             self.carry = self.net.initial_carry(batch)
         elif self.carry.steps.device != batch["inputs"].device:  # restored from a checkpoint on the CPU
             self.carry = ACTCarry.from_dict(self.carry.to_dict(), device=batch["inputs"].device)
         self.carry, outputs = self.net(self.carry, batch)
-        loss_sum, sums = act_loss(
-            outputs, self.carry.current_data["labels"], self.carry.halted, self.carry.steps, self.arch.loss_type
-        )
-        # Summed over rows, divided by the batch size; DDP's gradient mean makes it the global batch size.
         batch_size = batch["inputs"].shape[0]
+        if self.arch.loss_head == "cross_entropy":
+            # VRN's head: the batch's token-mean loss, scaled by 1 / batch size as its trainer scales every loss.
+            loss_sum, sums = cross_entropy_loss(outputs, self.carry.current_data["labels"], self.arch.loss_type)
+            sums["steps"] = self.carry.steps.sum()
+        else:
+            loss_sum, sums = act_loss(
+                outputs, self.carry.current_data["labels"], self.carry.halted, self.carry.steps, self.arch.loss_type
+            )
+        # Summed over rows, divided by the batch size; DDP's gradient mean makes it the global batch size.
         loss = loss_sum / batch_size
         self._stop_if_not_finite({"train/loss": loss.detach()})
         # The losses are averaged over ranks (equal batch sizes): the global batch's loss, whatever the rank count.
-        losses = {"train/loss": loss.detach(), "train/lm_loss": sums["lm_loss"] / batch_size}
+        lm_loss = sums["lm_loss"] if self.arch.loss_head == "cross_entropy" else sums["lm_loss"] / batch_size
+        losses = {"train/loss": loss.detach(), "train/lm_loss": lm_loss}
         self.log_dict(losses, on_step=True, on_epoch=False, sync_dist=True, batch_size=batch_size)
         log = {}
         if sums["count"] > 0:
@@ -159,10 +171,61 @@ class LoopformerModule(L.LightningModule):
             log = {
                 f"train/{k}": sums[k].float() / count
                 for k in ("exact_accuracy", "accuracy", "q_halt_accuracy", "steps")
+                if k in sums
             }
             self.log_dict(log, prog_bar=False, on_step=True, on_epoch=False, batch_size=batch_size)
         self.log("train/exact", log.get("train/exact_accuracy", torch.tensor(0.0)), prog_bar=True, logger=False)
         return loss.float()
+
+    def _dis_training_step(self, batch: Batch) -> None:
+        """Deep Improvement Supervision: ``dis_max_steps`` steps from the initial states (VRN's own loop starts from
+        ``torch.empty`` states it never resets, an upstream bug not reproduced here), step s toward its target."""
+        cfg = self.net.config
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        steps, batch_size = cfg.dis_max_steps, batch["inputs"].shape[0]
+        labels = batch["labels"]
+        mask_method = cfg.dis_loss_method == "mask"
+        noise = torch.rand(labels.shape, device=labels.device) if mask_method else None  # one draw per batch
+        carry = self.net.initial_carry(batch)
+        losses, totals = [], {}
+        for s in range(steps):
+            target = dis_target(labels, batch["inputs"], s, steps, cfg.mask_token_id, noise) if mask_method else labels
+            carry, outputs = self.net(carry, {**batch, "labels": target})
+            loss, sums = cross_entropy_loss(outputs, target, cfg.loss_type, cfg.mask_penalty_weight, cfg.mask_token_id)
+            for k, v in sums.items():
+                totals[k] = totals.get(k, 0) + v.float()
+            if mask_method:
+                weight = (s + 1) / steps if cfg.dis_step_weighting else 1.0
+                self._manual_step(optimizer, scheduler, loss * weight / batch_size)
+            else:
+                losses.append(loss)
+        if not mask_method:
+            self._manual_step(optimizer, scheduler, dis_improvement_loss(losses) / batch_size)
+        count = sums["count"].clamp_min(1).float()  # the last step's target is the labels: its scores are the run's
+        log = {
+            "train/loss": totals["lm_loss"] / steps,
+            "train/lm_loss": totals["lm_loss"] / steps,
+            "train/mask_penalty": totals["mask_penalty"] / steps,
+        }
+        self.log_dict(log, on_step=True, on_epoch=False, sync_dist=True, batch_size=batch_size)
+        scores = {"train/exact_accuracy": sums["exact_accuracy"] / count, "train/accuracy": sums["accuracy"] / count}
+        self.log_dict(scores, on_step=True, on_epoch=False, batch_size=batch_size)
+        self.log("train/exact", scores["train/exact_accuracy"], prog_bar=True, logger=False)
+
+    def _manual_step(self, optimizer: Any, scheduler: Any, loss: torch.Tensor) -> None:
+        self._stop_if_not_finite({"train/loss": loss.detach()})
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()  # runs on_before_optimizer_step (the gradient check) and counts one global step
+        scheduler.step()
+        self._puzzle_table_step(optimizer.optimizer, self.all_gather if self.trainer.world_size > 1 else None)
+
+    def _puzzle_table_step(self, optimizer: torch.optim.Optimizer, gather: Any) -> None:
+        table = getattr(self.net.inner, "puzzle_emb", None)
+        if self._puzzle_table_frozen and table is not None:
+            table.used.clear()  # frozen: the rows' gradients are not wanted
+        else:
+            puzzle_embedding_step(self.net, optimizer, self.optim, gather)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         norms = [p.grad.detach().float().norm() for p in self.parameters() if p.grad is not None]
@@ -187,8 +250,7 @@ class LoopformerModule(L.LightningModule):
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         gather = self.all_gather if self.trainer.world_size > 1 else None
-        if not self._puzzle_table_frozen:  # in the same optimizer step (one global_step)
-            puzzle_embedding_step(self.net, optimizer, self.optim, gather)
+        self._puzzle_table_step(optimizer, gather)  # in the same optimizer step (one global_step)
 
     def configure_optimizers(self) -> Any:
         total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches

@@ -30,8 +30,9 @@ def _ema(cli):
 
 
 def _fit(
-    data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None, ema=False, workers=0, prefetch=2, optimizer="adamw"
-):
+    data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None, ema=False, workers=0, prefetch=2, optimizer="adamw",
+    arch_file=None, extra=(),
+):  # fmt: skip
     callbacks = []
     if stop_at:
         ckpt = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=stop_at, save_top_k=-1)
@@ -40,6 +41,7 @@ def _fit(
         "fit",
         "--config",
         str(ROOT / "configs/quickstart.yaml"),
+        *(["--model.arch", str(arch_file)] if arch_file else []),
         f"--data.data_paths={data_dir}",
         f"--data.global_batch_size={batch}",
         f"--data.num_workers={workers}",
@@ -58,6 +60,7 @@ def _fit(
         f"--model.run.ema={ema}",
         f"--trainer.default_root_dir={root}",
     ]
+    args += list(extra)
     if ckpt_path:
         args.append(f"--ckpt_path={ckpt_path}")
     return LoopformerCLI(args=args, trainer_defaults={"callbacks": callbacks})
@@ -88,3 +91,29 @@ def test_resumed_run_matches_an_uninterrupted_one_bitwise(sudoku4_dir, tmp_path,
             assert torch.equal(v, _ema(resumed).shadow[k]), k
     assert torch.equal(straight.model.carry.steps, resumed.model.carry.steps)
     assert torch.equal(straight.model.carry.current_data["inputs"], resumed.model.carry.current_data["inputs"])
+
+
+def test_dis_run_resumes_bitwise_with_its_optimizer_steps_counted():
+    """DIS (VRN's mask method): 2 supervision steps and 2 optimizer steps per batch; 6 steps straight equal 2 (one
+    batch), a checkpoint, and 4 more."""
+    import tempfile
+
+    arch = ROOT / "configs/vrn/loop_transformer_dis.yaml"
+    extra = ["--model.arch.puzzle_emb_len=1", "--model.arch.num_heads=2", "--model.arch.dis_max_steps=2",
+             "--model.arch.forward_dtype=float32"]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        from loopformer.data.generators.sudoku import build_sudoku_dataset
+
+        data = tmp_path / "data"
+        build_sudoku_dataset(data, n=4, clues=6, num_train=96, num_test=40, seed=1)
+        straight = _fit(data, tmp_path / "straight", 6, 16, prefetch=0, arch_file=arch, extra=extra)
+        assert straight.trainer.global_step == 6
+        first = _fit(data, tmp_path / "first", 6, 16, stop_at=2, arch_file=arch, extra=extra)
+        assert first.trainer.global_step == 2
+        ckpt = next((tmp_path / "first" / "ckpt").glob("*.ckpt"))
+        resumed = _fit(data, tmp_path / "second", 6, 16, ckpt_path=ckpt, arch_file=arch, extra=extra)
+        assert resumed.trainer.global_step == 6
+        a, b = straight.model.state_dict(), resumed.model.state_dict()
+        for k in a:
+            assert torch.equal(a[k], b[k]), k

@@ -170,6 +170,7 @@ def save_prediction_png(
     if kind == "sequence":
         return False
     labels = np.where(labels < 0, meta.pad_id, labels)
+    preds = np.where(preds >= meta.vocab_size, meta.pad_id, preds)  # DIS's mask token is no cell: drawn as padding
     preds = np.where(labels == meta.pad_id, meta.pad_id, preds)
     panels = []
     for i in range(inputs.shape[0]):

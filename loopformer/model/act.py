@@ -76,7 +76,10 @@ class LoopTransformer(nn.Module):
             k: torch.where(carry.halted.view((-1,) + (1,) * (batch[k].ndim - 1)), batch[k], v)
             for k, v in carry.current_data.items()
         }
-        new_states, logits, q_halt, q_continue = self.inner(states, data["inputs"], data["puzzle_identifiers"])
+        step_ids = steps if cfg.dis_enabled else None  # DIS: a step's id is its ACT step count, from 0
+        new_states, logits, q_halt, q_continue = self.inner(
+            states, data["inputs"], data["puzzle_identifiers"], step_ids
+        )
         outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
 
         with torch.no_grad():

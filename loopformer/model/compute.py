@@ -58,7 +58,7 @@ def block_flops(config: LoopTransformerConfig) -> int:
 
 def compute_cost(config: LoopTransformerConfig) -> ComputeCost:
     blocks = block_flops(config)
-    heads = 2 * config.total_seq_len * config.hidden_size * config.vocab_size + 4 * config.hidden_size
+    heads = 2 * config.total_seq_len * config.hidden_size * config.model_vocab_size + 4 * config.hidden_size
     return ComputeCost(
         block_flops=blocks,
         blocks_per_act_step=config.effective_depth,

@@ -50,6 +50,8 @@ LossType = Literal["stablemax_cross_entropy", "softmax_cross_entropy"]
 ForwardDtype = Literal["bfloat16", "float16", "float32"]
 AttentionBackend = Literal["auto", "triton", "sdpa"]
 MlpType = Literal["swiglu", "conv_swiglu"]
+LossHead = Literal["act", "cross_entropy"]
+DisLossMethod = Literal["mask", "loss"]
 
 
 def default_three_stage_states() -> list[StateSpec]:
@@ -124,6 +126,21 @@ class ArchConfig:
     """Halt when q_halt > 0 and skip the Q-continue loss (TRM); else q_halt > q_continue."""
     loss_type: LossType = "stablemax_cross_entropy"
     """stablemax_cross_entropy or softmax_cross_entropy."""
+    loss_head: LossHead = "act"
+    """act (the LM loss per sequence plus the halting losses, HRM/TRM's ACTLossHead) or cross_entropy (VRN's
+    CrossEntropyLossHead: the token-mean LM loss, no Q loss)."""
+    mask_penalty_weight: float = 0.0
+    """cross_entropy head with DIS: penalty on the probability of the mask token where the target is a token."""
+    dis_enabled: bool = False
+    """Deep Improvement Supervision (VRN): dis_max_steps supervision steps per batch from the initial states, step
+    s adding a learned step embedding and trained toward the labels with a fraction 1 - (s+1)/N masked."""
+    dis_max_steps: int = 6
+    """DIS supervision steps per batch; with DIS, halt_max_steps follows it (as VRN's ``${.dis_max_steps}``)."""
+    dis_loss_method: DisLossMethod = "mask"
+    """mask: an optimizer step after every supervision step, toward its masked target; loss: one optimizer step on
+    the last step's loss plus the penalties relu(L_s - L_(s-1)) toward the full labels."""
+    dis_step_weighting: bool = False
+    """mask method: weight step s's loss by (s+1)/N."""
     gradient_checkpointing: bool = False
     """Recompute block activations in backward to save memory."""
     attention_backend: AttentionBackend = "auto"
@@ -132,6 +149,8 @@ class ArchConfig:
     def __post_init__(self) -> None:
         self.states = [s if isinstance(s, StateSpec) else StateSpec(**s) for s in self.states]
         self.stages = [s if isinstance(s, StageSpec) else StageSpec(**s) for s in self.stages]
+        if self.dis_enabled:
+            self.halt_max_steps = self.dis_max_steps  # one ACT step per supervision step
         self._validate()
 
     # ----------------------------------------------------------------------------------------------
@@ -198,6 +217,8 @@ class ArchConfig:
                 raise ConfigError(f"model.arch.{key}={value!r} is not a state (states: {names}).")
         if self.halt_max_steps < 1:
             raise ConfigError(f"model.arch.halt_max_steps must be >= 1, got {self.halt_max_steps}.")
+        if self.dis_enabled:
+            self._validate_dis()
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.arch.dropout must lie in [0, 1), got {self.dropout}.")
         if not 0.0 <= self.halt_exploration_prob <= 1.0:
@@ -221,12 +242,27 @@ class ArchConfig:
             ("forward_dtype", ForwardDtype),
             ("attention_backend", AttentionBackend),
             ("mlp_type", MlpType),
+            ("loss_head", LossHead),
+            ("dis_loss_method", DisLossMethod),
         ):
             if getattr(self, key) not in get_args(kind):
                 raise ConfigError(
                     f"model.arch.{key}={getattr(self, key)!r}; expected one of {', '.join(get_args(kind))}."
                 )
         check_attention_backend(self.attention_backend, self.head_dim if self.mixer == "attention" else None)
+
+    def _validate_dis(self) -> None:
+        wrong = []
+        if self.dis_max_steps < 1:
+            wrong.append(f"dis_max_steps >= 1 (got {self.dis_max_steps})")
+        if self.act_enabled:
+            wrong.append("act_enabled: false (every supervision step runs; none halts early)")
+        if self.resolved_no_grad_cycles != 0:
+            wrong.append(f"no_grad_cycles: 0 (every cycle trains; got {self.resolved_no_grad_cycles})")
+        if self.loss_head != "cross_entropy":
+            wrong.append("loss_head: cross_entropy (the targets hold mask tokens; there is no halting to learn)")
+        if wrong:
+            raise ConfigError("model.arch.dis_enabled: true needs " + "; ".join(wrong) + ".")
 
     # ----------------------------------------------------------------------------------------------
     @property
@@ -290,6 +326,16 @@ class LoopTransformerConfig(ArchConfig):
     """Tokens per puzzle, without the puzzle-embedding prefix (from the dataset)."""
     num_puzzle_identifiers: int = field(default=1, kw_only=True)
     """Rows of the puzzle-embedding table (from the dataset)."""
+
+    @property
+    def model_vocab_size(self) -> int:
+        """Rows of the token embedding and the LM head: the dataset's vocabulary, plus DIS's mask token."""
+        return self.vocab_size + (1 if self.dis_enabled else 0)
+
+    @property
+    def mask_token_id(self) -> int:
+        """DIS: the token its intermediate targets hold where a label is still hidden (the last row)."""
+        return self.vocab_size
 
     @classmethod
     def from_arch(cls, arch: ArchConfig, **dims: int) -> LoopTransformerConfig:

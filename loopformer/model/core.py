@@ -35,8 +35,11 @@ class LoopedCore(nn.Module):
         self.embed_scale = math.sqrt(C)
         embed_init_std = 1.0 / self.embed_scale
 
-        self.embed_tokens = CastedEmbedding(config.vocab_size, C, embed_init_std, self.forward_dtype)
-        self.lm_head = CastedLinear(C, config.vocab_size)
+        self.embed_tokens = CastedEmbedding(config.model_vocab_size, C, embed_init_std, self.forward_dtype)
+        self.lm_head = CastedLinear(C, config.model_vocab_size)
+        if config.dis_enabled:
+            # DIS: one learned embedding per supervision step, added to every token's input (N(0, 1) init, as VRN).
+            self.step_emb = nn.Embedding(config.dis_max_steps, C)
         self.q_head = CastedLinear(C, 2, bias=True)
         if config.puzzle_emb_ndim > 0:
             # Zero-initialised, one row per puzzle identifier, updated by sign-SGD (not AdamW).
@@ -131,11 +134,19 @@ class LoopedCore(nn.Module):
                         states[stage.target] = module(states[stage.target], injection, cos_sin)
 
     def forward(
-        self, states: States, inputs_BL: torch.Tensor, puzzle_ids_B: torch.Tensor
+        self,
+        states: States,
+        inputs_BL: torch.Tensor,
+        puzzle_ids_B: torch.Tensor,
+        step_ids_B: Optional[torch.Tensor] = None,
     ) -> tuple[States, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (detached new states, logits [B, L, V], q_halt [B], q_continue [B]); Q in float32."""
+        """Returns (detached new states, logits [B, L, V], q_halt [B], q_continue [B]); Q in float32.
+        ``step_ids_B``: DIS's supervision step of each row (its ACT step count before this step)."""
         cos_sin = self.rotary_emb() if self.config.pos_encodings == "rope" else None
         x_BSC = self.input_embeddings(inputs_BL, puzzle_ids_B)
+        if self.config.dis_enabled and step_ids_B is not None:
+            # VRN adds the float32 embedding (promoting bfloat16 activations); here it joins in the forward dtype.
+            x_BSC = x_BSC + self.step_emb(step_ids_B.long()).to(x_BSC.dtype).unsqueeze(1)
         states = dict(states)
         no_grad_cycles = self.config.resolved_no_grad_cycles
         last = self.config.outer_cycles - 1

@@ -7,6 +7,8 @@ divided by ``count`` at the end.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -85,3 +87,65 @@ def act_loss(
         )
         metrics["q_continue_loss"] = q_continue_loss.detach()
     return lm_loss + 0.5 * (q_halt_loss + q_continue_loss), metrics
+
+
+def cross_entropy_loss(
+    outputs: dict[str, torch.Tensor],
+    labels_BL: torch.Tensor,
+    loss_type: str,
+    mask_penalty_weight: float = 0.0,
+    mask_token_id: Optional[int] = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """VRN's CrossEntropyLossHead: (token-mean LM loss over the batch's labelled tokens, metric sums over rows with
+    labels). With ``mask_penalty_weight``, the probability given to the mask token where the target is a real
+    token is added (summed, then averaged over the tokens with the LM loss)."""
+    logits = outputs["logits"]
+    valid_BL = labels_BL != IGNORE_LABEL_ID
+    counts_B = valid_BL.sum(-1)
+    with torch.no_grad():
+        seq_correct_B, accuracy_B = row_scores(logits, labels_BL)
+        counted_B = counts_B > 0
+        metrics = {
+            "count": counted_B.sum(),
+            "accuracy": torch.where(counted_B, accuracy_B, 0).sum(),
+            "exact_accuracy": (counted_B & seq_correct_B).sum(),
+        }
+    total = LOSSES[loss_type](logits, labels_BL, valid_BL).sum()
+    penalty = torch.zeros((), device=logits.device)
+    if mask_penalty_weight and mask_token_id is not None:
+        not_mask_BL = valid_BL & (labels_BL != mask_token_id)
+        mask_prob_BL = F.softmax(logits.to(torch.float32), dim=-1)[..., mask_token_id]
+        penalty = (mask_prob_BL * not_mask_BL.float()).sum() * mask_penalty_weight
+    tokens = valid_BL.sum().clamp_min(1).float()
+    loss = (total + penalty) / tokens
+    metrics["lm_loss"] = loss.detach()
+    metrics["mask_penalty"] = penalty.detach() / tokens
+    return loss, metrics
+
+
+def dis_target(
+    labels_BL: torch.Tensor,
+    inputs_BL: torch.Tensor,
+    step: int,
+    total_steps: int,
+    mask_token_id: int,
+    noise_BL: torch.Tensor,
+) -> torch.Tensor:
+    """DIS's intermediate target for supervision step ``step`` (0-based) of ``total_steps``: the labels with the
+    tokens whose noise is below ``1 - (step + 1) / total_steps`` replaced by the mask token (linear schedule; one
+    noise draw per batch, so the masks shrink monotonically and the last step's target is the labels). Labels
+    that are ignored, and clues (where the input already equals the label), are never masked."""
+    rate = 1.0 - (step + 1) / total_steps
+    hidden_BL = (noise_BL < rate) & (labels_BL != IGNORE_LABEL_ID)
+    if inputs_BL.shape == labels_BL.shape:
+        hidden_BL = hidden_BL & (inputs_BL.to(labels_BL.dtype) != labels_BL)
+    return torch.where(hidden_BL, torch.full_like(labels_BL, mask_token_id), labels_BL)
+
+
+def dis_improvement_loss(step_losses: list[torch.Tensor]) -> torch.Tensor:
+    """DIS's "loss" method: the last step's loss plus ``relu(L_s - L_(s-1))`` for every step that got worse (the
+    earlier loss held fixed)."""
+    total = step_losses[-1]
+    for before, after in zip(step_losses[:-1], step_losses[1:], strict=True):
+        total = total + torch.relu(after - before.detach())
+    return total

@@ -23,8 +23,9 @@ class SparsePuzzleEmbedding(nn.Module):
         super().__init__()
         self.cast_to = cast_to
         self.weights = torch.zeros(num_embeddings, dim)  # zero-initialised, as the reference models
-        self.local: Optional[torch.Tensor] = None  # rows used by the last training forward (a grad leaf)
-        self.local_ids: Optional[torch.Tensor] = None
+        # Rows used by each training forward since the last update (grad leaves), and their identifiers: several
+        # when one optimizer step follows several forwards (DIS's loss method, gradient accumulation).
+        self.used: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     @property
     def num_embeddings(self) -> int:
@@ -33,9 +34,18 @@ class SparsePuzzleEmbedding(nn.Module):
     def forward(self, ids_B: torch.Tensor) -> torch.Tensor:
         if not (self.training and torch.is_grad_enabled()):
             return self.weights[ids_B].to(self.cast_to)
-        self.local = self.weights[ids_B].detach().clone().requires_grad_(True)
-        self.local_ids = ids_B.detach().clone()
-        return self.local.to(self.cast_to)
+        local = self.weights[ids_B].detach().clone().requires_grad_(True)
+        self.used.append((local, ids_B.detach().clone()))
+        return local.to(self.cast_to)
+
+    @property
+    def local(self) -> Optional[torch.Tensor]:
+        """The rows of the last training forward (a grad leaf), or None."""
+        return self.used[-1][0] if self.used else None
+
+    @property
+    def local_ids(self) -> Optional[torch.Tensor]:
+        return self.used[-1][1] if self.used else None
 
     # -- the table follows the module (devices) and is saved with it, without being a buffer ----------------
     def _apply(self, fn: Callable, recurse: bool = True):  # noqa: ANN202 (nn.Module's signature)
@@ -72,9 +82,12 @@ class SparsePuzzleEmbedding(nn.Module):
     @torch.no_grad()
     def sign_sgd_step(self, lr: float, weight_decay: float, all_gather: Optional[Callable] = None) -> None:
         """Update the rows used since the last step; ``all_gather(t)`` stacks ``t`` from every rank."""
-        if self.local is None or self.local.grad is None:
+        used = [(local.grad, ids) for local, ids in self.used if local.grad is not None]
+        self.used = []
+        if not used:
             return
-        grad_BE, ids_B = self.local.grad, self.local_ids
+        grad_BE = used[0][0] if len(used) == 1 else torch.cat([g for g, _ in used])
+        ids_B = used[0][1] if len(used) == 1 else torch.cat([i for _, i in used])
         if all_gather is not None:
             grad_BE = all_gather(grad_BE).reshape(-1, grad_BE.shape[-1])
             ids_B = all_gather(ids_B).reshape(-1)
@@ -83,4 +96,3 @@ class SparsePuzzleEmbedding(nn.Module):
         grad_RE.index_add_(0, inverse, grad_BE)
         updated = self.weights[rows] * (1.0 - lr * weight_decay) - lr * torch.sign(grad_RE).to(self.weights.dtype)
         self.weights[rows] = updated
-        self.local = self.local_ids = None

@@ -149,13 +149,15 @@ def hier6_step(sd, arch, z_H, z_Ls, inputs, puzzle_ids, prefix_len):
     return (z_H, z_Ls), heads_out(sd, core, z_H, prefix_len)
 
 
-def vrn_step(sd, arch, states, inputs, puzzle_ids, prefix_len):
-    """One VRN looper step from a dict of states."""
+def vrn_step(sd, arch, states, inputs, puzzle_ids, prefix_len, dis_step=None):
+    """One VRN looper step from a dict of states (DIS: ``dis_step`` adds that step's embedding to the input)."""
     core = "_orig_mod.model.core"
     C, heads = arch["hidden_size"], arch["num_heads"]
     S = inputs.shape[1] + prefix_len
     cos_sin = rope_tables(C // heads, S) if arch["pos_encodings"] == "rope" else None
     x = embed(sd, core, inputs, puzzle_ids, C, prefix_len, arch["pos_encodings"])
+    if dis_step is not None:
+        x = x + sd[f"{core}.step_emb.weight"][dis_step]
     owner, layers = {}, {}
     for st in arch["states"]:
         owner[st["name"]] = owner[st["share_weights_with"]] if st.get("share_weights_with") else st["name"]

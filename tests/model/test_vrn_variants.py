@@ -117,10 +117,8 @@ def test_act_disabled_trains_every_row_to_halt_max_steps():
 def test_import_refuses_what_it_cannot_build_with_the_reason():
     with pytest.raises(CheckpointImportError, match="deform_conv2d"):
         arch_from_vrn(_vrn_yaml(mlp_type="metric_conv"))
-    with pytest.raises(CheckpointImportError, match="Deep Improvement Supervision"):
-        arch_from_vrn(_vrn_yaml(dis_enabled=True))
-    with pytest.raises(CheckpointImportError, match="CrossEntropyLossHead"):
-        arch_from_vrn(_vrn_yaml(loss={"name": "losses@CrossEntropyLossHead", "loss_type": "stablemax_cross_entropy"}))
+    with pytest.raises(CheckpointImportError, match="dis_schedule='cosine'"):
+        arch_from_vrn(_vrn_yaml(dis_enabled=True, dis_schedule="cosine"))
 
 
 VRN_ARCH_FILES = {
@@ -135,6 +133,32 @@ VRN_ARCH_FILES = {
     "loop_transformer-3stage": dict(gradient_checkpointing=True),
     "loop_transformer_conv": dict(mlp_type="conv_swiglu", gradient_checkpointing=True),
 }
+_CE = {"name": "losses@CrossEntropyLossHead", "loss_type": "softmax_cross_entropy", "mask_penalty_weight": 0.0}
+_DIS = dict(halt_exploration_prob=0.0, act_enabled=False, dis_enabled=True, dis_schedule="linear", outer_cycles=1,
+            no_grad_cycles=0, gradient_checkpointing=False)  # fmt: skip
+_ONE_STATE = dict(states=[{"name": "z", "layers": 1}], stages=[{"target": "z", "include_inputs": True, "repeat": 2}],
+                  readout_state="z", halt_state="z")  # fmt: skip
+DIS_FILES = {
+    # configs/vrn/<name>.yaml -> what VRN's config/arch/<name>.yaml sets beyond the 3-stage looper's fields
+    "loop_transformer_dis": dict(loss=_CE, halt_max_steps=6, dis_max_steps=6, dis_loss_method="mask",
+                                 dis_step_weighting=True, **_DIS, **_ONE_STATE),
+    "loop_transformer_dis_3s": dict(
+        loss=_CE, halt_max_steps=6, dis_max_steps=6, dis_loss_method="mask", dis_step_weighting=False, **_DIS,
+        stages=[{"target": "z_L", "sources": ["z_H"], "include_inputs": True, "repeat": 3},
+                {"target": "z_M", "sources": ["z_L"], "repeat": 2}, {"target": "z_H", "sources": ["z_M"], "repeat": 1}],
+    ),
+    "loop_transformer_dis_loss": dict(
+        loss={"name": "losses@CrossEntropyLossHead", "mask_penalty_weight": 0}, halt_max_steps=16, dis_max_steps=16,
+        dis_loss_method="loss", dis_step_weighting=False, **{**_DIS, "gradient_checkpointing": True}, **_ONE_STATE,
+    ),
+    "loop_transformer_baseline": dict(
+        loss={**_CE, "loss_type": "stablemax_cross_entropy"}, halt_exploration_prob=0.0, halt_max_steps=1,
+        act_enabled=False, no_ACT_continue=False, dis_enabled=False, no_grad_cycles=0,
+        states=[{"name": "z_H", "layers": 1}, {"name": "z_L", "layers": 1, "share_weights_with": "z_H"}],
+        stages=[{"target": "z_L", "sources": ["z_H"], "include_inputs": True, "repeat": 6},
+                {"target": "z_H", "sources": ["z_L"], "repeat": 3}],
+    ),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(VRN_ARCH_FILES))
@@ -145,7 +169,15 @@ def test_configs_vrn_files_are_what_the_importer_makes_of_vrns_own(name):
     assert ours == ArchConfig(**arch_from_vrn(theirs))
 
 
-@pytest.mark.parametrize("name", list(VRN_ARCH_FILES))
+@pytest.mark.parametrize("name", list(DIS_FILES))
+def test_configs_vrn_dis_files_are_what_the_importer_makes_of_vrns_own(name):
+    theirs = _vrn_yaml(hidden_size=512, num_heads=8, puzzle_emb_ndim=512, puzzle_emb_len=16, forward_dtype="bfloat16")
+    theirs.update(DIS_FILES[name])
+    ours = ArchConfig(**yaml.safe_load((ROOT / "configs" / "vrn" / f"{name}.yaml").read_text()))
+    assert ours == ArchConfig(**arch_from_vrn(theirs))
+
+
+@pytest.mark.parametrize("name", list(VRN_ARCH_FILES) + list(DIS_FILES))
 def test_every_vrn_architecture_trains_fast_dev_run(name, sudoku4_dir, tmp_path):
     from loopformer.cli import LoopformerCLI
     from tests.helpers import tiny_fit_args
@@ -165,4 +197,84 @@ def test_every_vrn_architecture_trains_fast_dev_run(name, sudoku4_dir, tmp_path)
             "--trainer.fast_dev_run=true",
         )  # fmt: skip
     )
-    assert cli.trainer.global_step == 1 and torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    arch = cli.model.net.config
+    # one batch: DIS's mask method takes an optimizer step per supervision step, its loss method one
+    per_batch = arch.dis_max_steps if arch.dis_enabled and arch.dis_loss_method == "mask" else 1
+    assert cli.trainer.global_step == per_batch and torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+
+
+# -- Deep Improvement Supervision ------------------------------------------------------------------------------------
+def test_dis_targets_reveal_monotonically_keep_clues_and_end_at_the_labels():
+    from loopformer.model.losses import dis_target
+
+    labels = torch.tensor([[3, 4, 5, 6, -100]])
+    inputs = torch.tensor([[3, 1, 1, 1, 0]])  # position 0 is a clue (input = label)
+    noise = torch.tensor([[0.1, 0.5, 0.9, 0.3, 0.2]])
+    M = 9
+    expected = [  # rate 1 - (s+1)/4: 0.75, 0.5, 0.25, 0
+        [[3, M, 5, M, -100]],  # noise < 0.75 hidden: positions 1, 3 (0 is a clue, 4 is ignored)
+        [[3, 4, 5, M, -100]],  # noise < 0.5: position 3
+        [[3, 4, 5, 6, -100]],  # noise < 0.25: none left but position 0 (a clue)
+        [[3, 4, 5, 6, -100]],
+    ]
+    for s, want in enumerate(expected):
+        assert dis_target(labels, inputs, s, 4, M, noise).tolist() == want, s
+
+
+def test_cross_entropy_head_and_the_improvement_loss_by_hand():
+    from loopformer.model.losses import cross_entropy_loss, dis_improvement_loss
+
+    logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])  # 1 row, 2 tokens, vocabulary 2 + mask token (id 2)
+    labels = torch.tensor([[0, 2]])  # the second target is the mask token
+    loss, metrics = cross_entropy_loss({"logits": logits}, labels, "softmax_cross_entropy", 0.5, mask_token_id=2)
+    ce0 = -torch.log_softmax(logits[0, 0], -1)[0]
+    ce1 = -torch.log_softmax(logits[0, 1], -1)[2]
+    penalty = 0.5 * torch.softmax(logits[0, 0], -1)[2]  # only where the target is a real token
+    assert loss.item() == pytest.approx(((ce0 + ce1 + penalty) / 2).item(), rel=1e-6)
+    assert metrics["count"].item() == 1 and metrics["exact_accuracy"].item() == 0  # argmax of token 1 is 1, not 2
+    steps = [torch.tensor(3.0), torch.tensor(2.0), torch.tensor(2.5), torch.tensor(1.0)]
+    assert dis_improvement_loss(steps).item() == pytest.approx(1.0 + 0.5)  # the last, plus the one step that rose
+
+
+def test_dis_checkpoint_matches_the_reference_with_step_embeddings(tmp_path):
+    gen = torch.Generator().manual_seed(5)
+    arch = _vrn_yaml(
+        loss={"name": "losses@CrossEntropyLossHead", "loss_type": "softmax_cross_entropy", "mask_penalty_weight": 0.1},
+        halt_exploration_prob=0.0, halt_max_steps=4, act_enabled=False, dis_enabled=True, dis_max_steps=4,
+        dis_loss_method="mask", dis_step_weighting=True, outer_cycles=1, no_grad_cycles=0,
+    )  # fmt: skip
+    (tmp_path / "arch.yaml").write_text(yaml.safe_dump(arch))
+    sd = _random_weights(CORE, {"state_modules.z_H": 1}, ["z_H_init", "z_M_init", "z_L_init"], "rope", 2, gen)
+    V = sd[f"{CORE}.embed_tokens.embedding_weight"].shape[0]
+    sd[f"{CORE}.embed_tokens.embedding_weight"] = torch.cat(
+        [sd[f"{CORE}.embed_tokens.embedding_weight"], torch.randn(1, C, generator=gen) * C**-0.5]
+    )
+    sd[f"{CORE}.lm_head.weight"] = torch.cat([sd[f"{CORE}.lm_head.weight"], torch.randn(1, C, generator=gen) * C**-0.5])
+    sd[f"{CORE}.step_emb.weight"] = torch.randn(4, C, generator=gen)
+    torch.save(sd, tmp_path / "vrn.pt")
+    import_checkpoint("vrn", tmp_path / "vrn.pt", tmp_path / "arch.yaml", tmp_path / "ours.ckpt", seq_len=16)
+    module = LoopformerModule.load_from_checkpoint(tmp_path / "ours.ckpt", weights_only=True)
+    assert module.net.config.vocab_size == V and module.net.config.mask_token_id == V  # the last row is the mask
+    hp = module.hparams.arch
+    assert hp["dis_enabled"] and hp["loss_head"] == "cross_entropy" and hp["mask_penalty_weight"] == 0.1
+    batch = _batch(gen, 2)
+    states = {n: sd[f"{CORE}.{n}_init"].expand(32, 18, C) for n in ("z_H", "z_M", "z_L")}
+    steps = []
+    for s in range(4):  # DIS step s = the ACT step count, from the initial states
+        states, outs = ref.vrn_step(
+            sd, {**arch, "outer_cycles": 1}, states, batch["inputs"].long(), batch["puzzle_identifiers"].long(), 2, s
+        )
+        steps.append(outs)
+    _assert_close_steps(module.net, batch, steps)
+
+
+def test_dis_settings_that_cannot_work_are_refused_together():
+    from loopformer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"dis_enabled: true needs act_enabled: false .*; no_grad_cycles: 0"):
+        ArchConfig(dis_enabled=True, dis_max_steps=4, loss_head="cross_entropy", outer_cycles=2)
+    with_dis = ArchConfig(dis_enabled=True, dis_max_steps=4, halt_max_steps=16, act_enabled=False, outer_cycles=1,
+                          loss_head="cross_entropy")  # fmt: skip
+    assert with_dis.halt_max_steps == 4  # follows dis_max_steps
+    with pytest.raises(ConfigError, match="loss_head: cross_entropy"):
+        ArchConfig(dis_enabled=True, dis_max_steps=4, halt_max_steps=4, act_enabled=False, outer_cycles=1)

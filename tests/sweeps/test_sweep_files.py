@@ -23,7 +23,7 @@ def test_sweep_files_are_valid_and_follow_the_recipe(path):
     assert config["early_terminate"] == {"type": "hyperband", "min_iter": 3, "max_iter": 10, "s": 2, "eta": 3}
     assert config["command"][:3] == ["${env}", "loopformer", "fit"] and config["command"][-1] == "${args}"
     middle = config["command"][3:-1]
-    configs = [middle[i + 1] for i, arg in enumerate(middle) if arg == "--config"]
+    configs = [middle[i + 1] for i, arg in enumerate(middle) if arg in ("--config", "--model.arch")]
     assert configs and all((ROOT / c).is_file() for c in configs), configs
     assert all(name.startswith("model.arch.stages.") for name in config["parameters"])
 
@@ -70,9 +70,12 @@ def test_the_agents_command_line_reaches_the_model(path, sudoku4_dir, tmp_path):
     for key, value in run.config.items():
         _, _, _, index, field = key.split(".")
         assert stages[int(index)][field] == value["value"], key
-    assert cli.trainer.global_step == 1
-    expected_depth = 3 * sum(s["repeat"] for s in stages)
-    assert cli.model.net.config.effective_depth == expected_depth
+    net_config = cli.model.net.config
+    # one batch: one optimizer step, or with DIS's mask method one per supervision step
+    per_batch = net_config.dis_max_steps if net_config.dis_enabled and net_config.dis_loss_method == "mask" else 1
+    assert cli.trainer.global_step == per_batch
+    expected_depth = net_config.outer_cycles * sum(s["repeat"] for s in stages)
+    assert net_config.effective_depth == expected_depth
 
 
 def test_invalid_sweep_file_is_a_clear_error(tmp_path):
