@@ -91,8 +91,24 @@ class SparsePuzzleEmbedding(nn.Module):
         if all_gather is not None:
             grad_BE = all_gather(grad_BE).reshape(-1, grad_BE.shape[-1])
             ids_B = all_gather(ids_B).reshape(-1)
-        rows, inverse = ids_B.unique(return_inverse=True)
-        grad_RE = torch.zeros(rows.shape[0], grad_BE.shape[-1], dtype=grad_BE.dtype, device=grad_BE.device)
-        grad_RE.index_add_(0, inverse, grad_BE)
-        updated = self.weights[rows] * (1.0 - lr * weight_decay) - lr * torch.sign(grad_RE).to(self.weights.dtype)
-        self.weights[rows] = updated
+        rows_B, grad_BE = sum_rows_by_id(ids_B.long(), grad_BE)
+        updated = self.weights[rows_B] * (1.0 - lr * weight_decay) - lr * torch.sign(grad_BE).to(self.weights.dtype)
+        self.weights.index_copy_(0, rows_B, updated)
+
+
+def sum_rows_by_id(ids_B: torch.Tensor, grad_BE: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row ids, summed gradients), as ``ids.unique()`` and an index_add over its inverse give them, in the same
+    order and summation order, but in tensors of the batch's fixed size ``B``: ``unique`` has a data-dependent
+    size, which forces a device-to-host sync. Slots past the number of distinct ids repeat the last distinct row
+    (its id and its summed gradient), so writing all ``B`` rows back writes each row once with one value."""
+    B = ids_B.shape[0]
+    sorted_B, order_B = ids_B.sort()
+    first_B = torch.ones_like(sorted_B, dtype=torch.bool)
+    first_B[1:] = sorted_B[1:] != sorted_B[:-1]
+    slot_sorted_B = first_B.long().cumsum(0) - 1  # each sorted entry's distinct-id slot
+    inverse_B = torch.empty_like(slot_sorted_B).scatter_(0, order_B, slot_sorted_B)
+    summed_BE = torch.zeros_like(grad_BE).index_add_(0, inverse_B, grad_BE)
+    rows_B = torch.zeros_like(sorted_B).scatter_(0, slot_sorted_B, sorted_B)
+    last = slot_sorted_B[-1:]  # distinct ids - 1, kept on the device
+    slots_B = torch.minimum(torch.arange(B, device=ids_B.device), last)
+    return rows_B[slots_B], summed_BE[slots_B]
