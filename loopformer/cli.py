@@ -26,7 +26,8 @@ from loopformer.list_overrides import (
     parse_scalar,
     split_list_item_overrides,
 )
-from loopformer.module import LoopformerModule, NonFiniteError
+from loopformer.module import LoopformerModule
+from loopformer.nonfinite import NonFiniteError
 from loopformer.run_dir import run_directory
 from loopformer.terminal import ParameterSummary, quiet_third_party_noise
 from loopformer.termination import STOPPED_EXIT_CODE, ExitPromptlyOnSigterm, finish_stopped_run, stop_requested

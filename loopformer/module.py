@@ -22,16 +22,13 @@ from loopformer.list_overrides import to_plain
 from loopformer.model import PUZZLE_TABLE_KEY, ACTCarry, ArchConfig, LoopTransformer, LoopTransformerConfig, act_loss
 from loopformer.model.losses import cross_entropy_loss, dis_improvement_loss, dis_target
 from loopformer.model.summary import describe
+from loopformer.nonfinite import NonFiniteWatch
 from loopformer.optim import OptimConfig, configure_optimizers, puzzle_embedding_step
 from loopformer.predictions import PredictionWriter
 from loopformer.run_dir import run_directory
 from loopformer.run_options import RunOptions
 
 Config = TypeVar("Config")
-
-
-class NonFiniteError(RuntimeError):
-    """A non-finite loss or gradient: training stops at that step."""
 
 
 def _typed(cls: type[Config], value: Any) -> Config:
@@ -77,6 +74,8 @@ class LoopformerModule(L.LightningModule):
         self._puzzle_table_frozen = False
         # DIS takes several optimizer steps per batch (one per supervision step): it steps the optimizer itself.
         self.automatic_optimization = not self.arch.dis_enabled
+        self.nonfinite = NonFiniteWatch()
+        self._train_sums: dict[str, torch.Tensor] = {}  # metric sums since the last logging interval
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> LoopformerModule:  # type: ignore[override]
@@ -160,22 +159,32 @@ class LoopformerModule(L.LightningModule):
             )
         # Summed over rows, divided by the batch size; DDP's gradient mean makes it the global batch size.
         loss = loss_sum / batch_size
-        self._stop_if_not_finite({"train/loss": loss.detach()})
+        self.nonfinite.observe(self.global_step, "train/loss", loss)
         # The losses are averaged over ranks (equal batch sizes): the global batch's loss, whatever the rank count.
         lm_loss = sums["lm_loss"] if self.arch.loss_head == "cross_entropy" else sums["lm_loss"] / batch_size
         losses = {"train/loss": loss.detach(), "train/lm_loss": lm_loss}
         self.log_dict(losses, on_step=True, on_epoch=False, sync_dist=True, batch_size=batch_size)
-        log = {}
-        if sums["count"] > 0:
-            count = sums["count"].clamp_min(1)
-            log = {
-                f"train/{k}": sums[k].float() / count
-                for k in ("exact_accuracy", "accuracy", "q_halt_accuracy", "steps")
-                if k in sums
-            }
-            self.log_dict(log, prog_bar=False, on_step=True, on_epoch=False, batch_size=batch_size)
-        self.log("train/exact", log.get("train/exact_accuracy", torch.tensor(0.0)), prog_bar=True, logger=False)
+        self._log_scores(sums, batch_size)
         return loss.float()
+
+    def _log_scores(self, sums: dict[str, torch.Tensor], batch_size: int) -> None:
+        """Scores over the rows that halted since the last logging interval: summed on the device, so no step
+        waits to learn whether any row halted."""
+        for k in ("count", "exact_accuracy", "accuracy", "q_halt_accuracy", "steps"):
+            if k in sums:
+                self._train_sums[k] = self._train_sums.get(k, 0) + sums[k].detach().float()
+        count = self._train_sums["count"].clamp_min(1)
+        log = {f"train/{k}": v / count for k, v in self._train_sums.items() if k != "count"}
+        self.log_dict(log, prog_bar=False, on_step=True, on_epoch=False, batch_size=batch_size)
+        self.log("train/exact", log["train/exact_accuracy"], prog_bar=True, logger=False)
+
+    def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
+        if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+            self._train_sums = {}
+            self.nonfinite.check(self.trainer.strategy, self.trainer.world_size)  # where logging syncs anyway
+
+    def on_train_end(self) -> None:
+        self.nonfinite.check(self.trainer.strategy, self.trainer.world_size)
 
     def _dis_training_step(self, batch: Batch) -> None:
         """Deep Improvement Supervision: ``dis_max_steps`` steps from the initial states (VRN's own loop starts from
@@ -201,19 +210,16 @@ class LoopformerModule(L.LightningModule):
                 losses.append(loss)
         if not mask_method:
             self._manual_step(optimizer, scheduler, dis_improvement_loss(losses) / batch_size)
-        count = sums["count"].clamp_min(1).float()  # the last step's target is the labels: its scores are the run's
         log = {
             "train/loss": totals["lm_loss"] / steps,
             "train/lm_loss": totals["lm_loss"] / steps,
             "train/mask_penalty": totals["mask_penalty"] / steps,
         }
         self.log_dict(log, on_step=True, on_epoch=False, sync_dist=True, batch_size=batch_size)
-        scores = {"train/exact_accuracy": sums["exact_accuracy"] / count, "train/accuracy": sums["accuracy"] / count}
-        self.log_dict(scores, on_step=True, on_epoch=False, batch_size=batch_size)
-        self.log("train/exact", scores["train/exact_accuracy"], prog_bar=True, logger=False)
+        self._log_scores(sums, batch_size)  # the last step's target is the labels: its scores are the run's
 
     def _manual_step(self, optimizer: Any, scheduler: Any, loss: torch.Tensor) -> None:
-        self._stop_if_not_finite({"train/loss": loss.detach()})
+        self.nonfinite.observe(self.global_step, "train/loss", loss)
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()  # runs on_before_optimizer_step (the gradient check) and counts one global step
@@ -230,22 +236,7 @@ class LoopformerModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         norms = [p.grad.detach().float().norm() for p in self.parameters() if p.grad is not None]
         if norms:
-            self._stop_if_not_finite({"train/grad_norm": torch.stack(norms).norm()})
-
-    def _stop_if_not_finite(self, values: dict[str, torch.Tensor]) -> None:
-        """Every rank takes the same decision (a min-reduce), so none is left waiting in a collective."""
-        finite = torch.stack([torch.isfinite(v).all() for v in values.values()]).all().to(torch.float32)
-        if self.trainer.world_size > 1:
-            finite = self.trainer.strategy.reduce(finite, reduce_op="min")
-        if finite.item() < 1:
-            bad = (
-                ", ".join(f"{k} = {v.item()}" for k, v in values.items() if not torch.isfinite(v).all())
-                or "another rank"
-            )
-            raise NonFiniteError(
-                f"training stopped at step {self.global_step}: {bad} is not finite. The last checkpoint written "
-                "before this step is intact; lower model.optim.lr, check the data, or resume from it with --ckpt_path."
-            )
+            self.nonfinite.observe(self.global_step, "train/grad_norm", torch.stack(norms).norm())
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
@@ -332,6 +323,8 @@ class LoopformerModule(L.LightningModule):
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            self.nonfinite.check(self.trainer.strategy, self.trainer.world_size)  # before anything is written
         carry = self.carry.to_dict() if self.carry is not None else None
         rank_states = ckpt_format.gather_rank_states(ckpt_format.rank_training_state(carry))
         ckpt_format.write_training_state(checkpoint, self.dataset_dims, rank_states)
