@@ -278,3 +278,50 @@ def test_dis_settings_that_cannot_work_are_refused_together():
     assert with_dis.halt_max_steps == 4  # follows dis_max_steps
     with pytest.raises(ConfigError, match="loss_head: cross_entropy"):
         ArchConfig(dis_enabled=True, dis_max_steps=4, halt_max_steps=4, act_enabled=False, outer_cycles=1)
+
+
+def test_one_dis_training_batch_logs_the_hand_computed_loss(sudoku4_dir, tmp_path, monkeypatch):
+    """With lr 0 the weights stay put, so each supervision step's loss can be recomputed by hand: the network from
+    the initial states, step s's target from the batch's noise, the token-mean cross-entropy, averaged over steps."""
+    import lightning as L
+
+    from loopformer.cli import LoopformerCLI
+    from loopformer.model.losses import dis_target
+    from tests.helpers import tiny_fit_args
+
+    noise = {}
+    real_rand = torch.rand
+
+    def recording_rand(*shape, **kwargs):
+        out = real_rand(*shape, **kwargs)
+        noise.setdefault("first", out.clone())
+        return out
+
+    class KeepBatch(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.batch = {k: v.clone() for k, v in batch.items()}
+            monkeypatch.setattr(torch, "rand", recording_rand)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            monkeypatch.setattr(torch, "rand", real_rand)
+            self.logged = float(trainer.callback_metrics["train/loss"])
+
+    keep = KeepBatch()
+    args = tiny_fit_args(sudoku4_dir, tmp_path, "--model.arch", str(ROOT / "configs/vrn/loop_transformer_dis.yaml"),
+                         "--model.arch.hidden_size=32", "--model.arch.num_heads=2", "--model.arch.puzzle_emb_ndim=32",
+                         "--model.arch.puzzle_emb_len=1", "--model.arch.forward_dtype=float32",
+                         "--model.arch.dis_max_steps=3", "--model.optim.lr=0", "--model.optim.puzzle_emb_lr=0",
+                         "--trainer.max_steps=3", "--trainer.limit_val_batches=0")  # fmt: skip
+    cli = LoopformerCLI(args=args, trainer_defaults={"callbacks": [keep]})
+    assert cli.trainer.global_step == 3  # one batch, one optimizer step per supervision step
+    net, batch = cli.model.net.train(), keep.batch
+    cfg = net.config
+    carry, losses = net.initial_carry(batch), []
+    with torch.no_grad():
+        for s in range(3):
+            target = dis_target(batch["labels"], batch["inputs"], s, 3, cfg.mask_token_id, noise["first"])
+            carry, out = net(carry, batch)
+            valid = target != -100
+            logits = out["logits"][valid].float()
+            losses.append(torch.nn.functional.cross_entropy(logits, target[valid]).item())  # softmax, token mean
+    assert keep.logged == pytest.approx(sum(losses) / 3, rel=1e-5)
