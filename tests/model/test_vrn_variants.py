@@ -177,7 +177,14 @@ def test_configs_vrn_dis_files_are_what_the_importer_makes_of_vrns_own(name):
     assert ours == ArchConfig(**arch_from_vrn(theirs))
 
 
-@pytest.mark.parametrize("name", list(VRN_ARCH_FILES) + list(DIS_FILES))
+# conv and DIS in the default run; the others (the same blocks and stages as configs already run) under -m slow
+QUICK = {"loop_transformer_conv", "loop_transformer_dis"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in list(VRN_ARCH_FILES) + list(DIS_FILES)],
+)
 def test_every_vrn_architecture_trains_fast_dev_run(name, sudoku4_dir, tmp_path):
     from loopformer.cli import LoopformerCLI
     from tests.helpers import tiny_fit_args
