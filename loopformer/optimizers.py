@@ -23,6 +23,14 @@ from typing import Any, Optional
 import torch
 
 
+def _evaluate(closure: Optional[Callable[[], Any]]) -> Any:
+    """The loss of an optimizer's closure (forward and backward, with gradients on), or None."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class AdamAtan2(torch.optim.Optimizer):
     def __init__(
         self,
@@ -37,10 +45,7 @@ class AdamAtan2(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _evaluate(closure)
         for group in self.param_groups:
             lr, weight_decay = group["lr"], group["weight_decay"]
             beta1, beta2 = group["betas"]
@@ -73,10 +78,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _evaluate(closure)
         for optimizer in (self.muon, self.adamw):
             if optimizer is not None:
                 optimizer.step()
