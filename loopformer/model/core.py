@@ -146,7 +146,9 @@ class LoopedCore(nn.Module):
         x_BSC = self.input_embeddings(inputs_BL, puzzle_ids_B)
         if self.config.dis_enabled and step_ids_B is not None:
             # VRN adds the float32 embedding (promoting bfloat16 activations); here it joins in the forward dtype.
-            x_BSC = x_BSC + self.step_emb(step_ids_B.long()).to(x_BSC.dtype).unsqueeze(1)
+            # Steps past the trained ones (a deeper evaluation, e.g. a depth curve) reuse the last step's embedding.
+            ids_B = step_ids_B.long().clamp_max(self.config.dis_max_steps - 1)
+            x_BSC = x_BSC + self.step_emb(ids_B).to(x_BSC.dtype).unsqueeze(1)
         states = dict(states)
         no_grad_cycles = self.config.resolved_no_grad_cycles
         last = self.config.outer_cycles - 1

@@ -332,3 +332,14 @@ def test_one_dis_training_batch_logs_the_hand_computed_loss(sudoku4_dir, tmp_pat
             logits = out["logits"][valid].float()
             losses.append(torch.nn.functional.cross_entropy(logits, target[valid]).item())  # softmax, token mean
     assert keep.logged == pytest.approx(sum(losses) / 3, rel=1e-5)
+
+
+def test_a_dis_model_evaluated_deeper_than_it_trained_reuses_the_last_step_embedding():
+    from loopformer.evaluation import run_to_halt
+
+    net = _net(dis_enabled=True, dis_max_steps=2, act_enabled=False, outer_cycles=1, loss_head="cross_entropy").eval()
+    batch = _batch_small()
+    net.config.halt_max_steps = 5  # as the depth curve sets it
+    with torch.no_grad():
+        outputs, steps = run_to_halt(net, batch)
+    assert steps.tolist() == [5] * 16 and torch.isfinite(outputs["logits"]).all()
