@@ -228,6 +228,11 @@ class PuzzleDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.eval_batches)
 
+    def teardown(self, stage: str) -> None:
+        from loopformer.data.prefetch import stop_all
+
+        stop_all()  # no batch-preparing thread outlives the run
+
     def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """A training batch about to be trained on: its position becomes the sampler's resume point."""
         position = batch.pop(SAMPLER_POSITION, None)

@@ -7,6 +7,7 @@ prepared). numpy's gathers and torch's pinning release the GIL, so preparation o
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 import time
@@ -51,6 +52,20 @@ def _wait_for_room(out: queue.Queue, stop: threading.Event) -> bool:
     return not stop.is_set()
 
 
+_PRODUCERS: list[tuple[threading.Thread, threading.Event]] = []  # every producer started, until it has ended
+
+
+@atexit.register
+def stop_all(timeout: float = 5.0) -> None:
+    """Stop and join every producer. Runs at exit too: a daemon thread killed in the middle of a torch call while
+    the interpreter shuts down aborts the process ("terminate called without an active exception")."""
+    for thread, stop in list(_PRODUCERS):
+        stop.set()
+        if thread is not threading.current_thread():
+            thread.join(timeout)
+    _PRODUCERS[:] = [(t, e) for t, e in _PRODUCERS if t.is_alive()]
+
+
 class Prefetcher:
     """An iterator over ``batches`` that keeps up to ``depth`` of them ready."""
 
@@ -65,6 +80,7 @@ class Prefetcher:
             name="loopformer-prefetch",
         )
         self._thread.start()
+        _PRODUCERS[:] = [(t, e) for t, e in _PRODUCERS if t.is_alive()] + [(self._thread, self._stop)]
 
     def __iter__(self) -> Prefetcher:
         return self
@@ -72,7 +88,14 @@ class Prefetcher:
     def __next__(self) -> Any:
         if self._finished:
             raise StopIteration
-        item = self._queue.get()
+        while True:
+            try:
+                item = self._queue.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if self._stop.is_set() and not self._thread.is_alive():  # stopped (stop_all): nothing more comes
+                    self._finished = True
+                    raise StopIteration from None
         if item is _DONE:
             self._finished = True
             raise StopIteration
@@ -81,8 +104,11 @@ class Prefetcher:
             raise item.error
         return item
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the producer and wait for it (it finishes the batch in hand, then sees the flag)."""
         self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     def __del__(self) -> None:
         self._stop.set()

@@ -175,3 +175,19 @@ def test_a_negative_prefetch_is_a_clear_error(sudoku4_dir):
 
     with pytest.raises(DatasetError, match=r"data.prefetch must be >= 0 \(batches prepared ahead\), got -1"):
         PuzzleDataModule(str(sudoku4_dir), prefetch=-1)
+
+
+def test_stop_all_joins_every_producer_and_a_stopped_prefetcher_ends():
+    from loopformer.data.prefetch import stop_all
+
+    def endless():
+        while True:
+            yield {"x": torch.zeros(1)}
+
+    it = Prefetcher(endless(), depth=2)
+    next(it)
+    stop_all()  # what the data module's teardown and the interpreter's exit do
+    assert not it._thread.is_alive()
+    with pytest.raises(StopIteration):
+        while True:  # what was prepared can still be taken, then the iterator ends instead of waiting forever
+            next(it)
