@@ -35,11 +35,9 @@ def run_to_halt(net: LoopTransformer, batch: Batch) -> tuple[Outputs, torch.Tens
     Returns (outputs, steps) with outputs holding logits, q_halt_logits, q_continue_logits.
     """
     carry = net.initial_carry(batch)
-    cfg = net.config
-    adaptive = cfg.halt_max_steps > 1 and (cfg.act_enabled if net.training else cfg.act_inference)
-    if not adaptive:
+    if not net.halts_adaptively:
         # Every row halts at halt_max_steps: a fixed number of steps, and no device-to-host sync to find out.
-        for _ in range(cfg.halt_max_steps):
+        for _ in range(net.config.halt_max_steps):
             carry, outputs = net(carry, batch)
         return outputs, carry.steps
     final: Optional[Outputs] = None

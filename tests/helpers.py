@@ -1,6 +1,11 @@
 """Command lines shared by tests: the quickstart config shrunk to a model and batch that train in seconds."""
 
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,3 +39,31 @@ def quickstart_fit_args(tmp_path, *extra: str) -> list[str]:
         "--trainer.enable_progress_bar=false",
         *extra,
     ]
+
+
+SYNC_METHODS = ("item", "tolist", "__bool__", "nonzero", "unique")  # Tensor methods that wait for the device
+
+
+@contextmanager
+def recorded_syncs(keep: Callable[[traceback.FrameSummary], bool] = lambda caller: True) -> Iterator[list]:
+    """The calls of ``SYNC_METHODS`` made while the block runs, as ``(method, caller frame)``, for the callers
+    ``keep`` accepts (the caller: the code that asked, the frame above the call)."""
+    calls: list[tuple[str, traceback.FrameSummary]] = []
+    originals = {name: getattr(torch.Tensor, name) for name in SYNC_METHODS}
+
+    def wrapper(name: str, original: Callable) -> Callable:
+        def wrapped(self, *args, **kwargs):  # noqa: ANN001, ANN202
+            caller = traceback.extract_stack()[-2]
+            if keep(caller):
+                calls.append((name, caller))
+            return original(self, *args, **kwargs)
+
+        return wrapped
+
+    for name, original in originals.items():
+        setattr(torch.Tensor, name, wrapper(name, original))
+    try:
+        yield calls
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)

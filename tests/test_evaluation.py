@@ -4,6 +4,7 @@ import torch
 
 from loopformer.evaluation import run_to_halt
 from loopformer.model import LoopTransformer, LoopTransformerConfig
+from tests.helpers import recorded_syncs
 
 
 def _net(**over):
@@ -22,20 +23,14 @@ def _batch():
     }
 
 
-def test_a_fixed_number_of_steps_runs_without_syncs_and_gives_the_last_steps_outputs(monkeypatch):
+def test_a_fixed_number_of_steps_runs_without_syncs_and_gives_the_last_steps_outputs():
     net, batch = _net(), _batch()
     with torch.no_grad():
         carry = net.initial_carry(batch)
         for _ in range(3):
             carry, expected = net(carry, batch)
-        syncs = []
-        for name in ("__bool__", "item", "tolist"):
-            original = getattr(torch.Tensor, name)
-            monkeypatch.setattr(
-                torch.Tensor, name, lambda self, *a, _o=original, _n=name: syncs.append(_n) or _o(self, *a)
-            )
-        outputs, steps = run_to_halt(net, batch)
-        monkeypatch.undo()
+        with recorded_syncs() as syncs:
+            outputs, steps = run_to_halt(net, batch)
     assert syncs == []
     assert torch.equal(outputs["logits"], expected["logits"]) and steps.tolist() == [3] * 5
 

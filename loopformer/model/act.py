@@ -68,6 +68,13 @@ class LoopTransformer(nn.Module):
             current_data={k: torch.zeros_like(v) for k, v in batch.items()},
         )
 
+    @property
+    def halts_adaptively(self) -> bool:
+        """Whether a row may halt before ``halt_max_steps`` (on its Q head) in the current mode: in training unless
+        ``act_enabled`` is false, in evaluation only with ``act_inference``."""
+        cfg = self.config
+        return cfg.halt_max_steps > 1 and (cfg.act_enabled if self.training else cfg.act_inference)
+
     def forward(self, carry: ACTCarry, batch: Batch) -> tuple[ACTCarry, dict[str, torch.Tensor]]:
         cfg = self.config
         states = self.inner.reset_states(carry.halted, carry.states)
@@ -87,8 +94,7 @@ class LoopTransformer(nn.Module):
             is_last_step = steps >= cfg.halt_max_steps
             halted = is_last_step
             # act_enabled false: training runs every row to halt_max_steps, without exploration or Q bootstrapping.
-            adaptive = cfg.halt_max_steps > 1 and (cfg.act_enabled if self.training else cfg.act_inference)
-            if adaptive:
+            if self.halts_adaptively:
                 halted = halted | ((q_halt > 0) if cfg.no_ACT_continue else (q_halt > q_continue))
             if self.training and cfg.act_enabled and cfg.halt_max_steps > 1:
                 explore = torch.rand_like(q_halt) < cfg.halt_exploration_prob

@@ -164,8 +164,9 @@ def test_act_loss_metrics_on_a_constructed_case():
     assert torch.isfinite(loss)
 
 
-def test_rows_summed_by_id_equal_unique_and_index_add_without_a_sync(monkeypatch):
+def test_rows_summed_by_id_equal_unique_and_index_add_without_a_sync():
     from loopformer.model.puzzle_embedding import sum_rows_by_id
+    from tests.helpers import recorded_syncs
 
     gen = torch.Generator().manual_seed(0)
     for ids in ([3, 1, 3, 0, 1, 3], [5], [2, 2, 2], list(torch.randint(0, 40, (97,), generator=gen))):
@@ -173,14 +174,8 @@ def test_rows_summed_by_id_equal_unique_and_index_add_without_a_sync(monkeypatch
         grad_BE = torch.randn(len(ids), 7, generator=gen)
         rows, inverse = ids_B.unique(return_inverse=True)
         expected = torch.zeros(rows.shape[0], 7).index_add_(0, inverse, grad_BE)
-        syncs = []
-        for name in ("__bool__", "item", "tolist", "nonzero"):
-            original = getattr(torch.Tensor, name)
-            monkeypatch.setattr(
-                torch.Tensor, name, lambda self, *a, _o=original, _n=name, _s=syncs: _s.append(_n) or _o(self, *a)
-            )
-        got_rows, got = sum_rows_by_id(ids_B, grad_BE)
-        monkeypatch.undo()
+        with recorded_syncs() as syncs:
+            got_rows, got = sum_rows_by_id(ids_B, grad_BE)
         assert syncs == []
         n = rows.shape[0]
         assert torch.equal(got_rows[:n], rows) and torch.equal(got[:n], expected)  # bitwise: same summation order
