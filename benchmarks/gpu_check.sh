@@ -20,7 +20,7 @@ PY
 start=$(date +%s)
 # Compiling the kernels dominates the tests' time: spread it over 4 processes where pytest-xdist is there.
 parallel=$("$PYTHON" -c "import xdist" 2>/dev/null && echo "-n 4" || true)
-timeout 110 "$PYTHON" -m pytest -q -rfE -m gpu -p no:warnings -p no:cacheprovider ${parallel} tests/kernels 2>&1 | tail -n 30
+timeout 110 "$PYTHON" -m pytest -q -rfE -m gpu -p no:warnings -p no:cacheprovider ${parallel} tests/kernels tests/model/test_cuda_graphs.py 2>&1 | tail -n 30
 tests_rc=${PIPESTATUS[0]}
 timeout 90 "$PYTHON" benchmarks/bench_attention.py > /tmp/loopformer_bench.txt 2>&1
 bench_rc=$?

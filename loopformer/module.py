@@ -19,9 +19,10 @@ from loopformer.depth_curve import DepthCurve
 from loopformer.ema import EMA
 from loopformer.evaluation import ACTMetrics, ARCVoting, Evaluator, PredictionPictures, eval_summary, run_to_halt
 from loopformer.list_overrides import to_plain
-from loopformer.model import PUZZLE_TABLE_KEY, ACTCarry, ArchConfig, LoopTransformer, LoopTransformerConfig, act_loss
+from loopformer.model import PUZZLE_TABLE_KEY, ACTCarry, ArchConfig, LoopTransformer, LoopTransformerConfig
 from loopformer.model.losses import cross_entropy_loss, dis_improvement_loss, dis_target
 from loopformer.model.summary import describe
+from loopformer.model.training_step import ACTTrainingStep
 from loopformer.nonfinite import NonFiniteWatch
 from loopformer.optim import OptimConfig, configure_optimizers, puzzle_embedding_step
 from loopformer.predictions import PredictionWriter
@@ -61,6 +62,7 @@ class LoopformerModule(L.LightningModule):
         arch, optim, run = to_plain(self.arch), to_plain(self.optim), to_plain(self.run)
         self.save_hyperparameters()
         self.net: Optional[LoopTransformer] = None
+        self.train_step: Optional[ACTTrainingStep] = None  # the ACT step with its loss, compiled with run.compile
         self.carry: Optional[ACTCarry] = None
         self.dataset_dims: Optional[dict[str, int]] = None
         self.evaluators: list[Evaluator] = []
@@ -100,8 +102,10 @@ class LoopformerModule(L.LightningModule):
             rank_zero_info(
                 f"model.freeze: {frozen} parameter tensor(s){table} kept fixed ({', '.join(self.frozen_patterns)})"
             )
+        self.train_step = ACTTrainingStep(self.net)
         if self.run.compile:
-            self.net.inner.compile()
+            self.net.compile_step(self.run.compile_mode)
+            self.train_step.compile(self.run.compile_mode)
 
     def configure_model(self) -> None:
         if self.net is None and self._trainer is None:
@@ -147,16 +151,8 @@ class LoopformerModule(L.LightningModule):
             self.carry = self.net.initial_carry(batch)
         elif self.carry.steps.device != batch["inputs"].device:  # restored from a checkpoint on the CPU
             self.carry = ACTCarry.from_dict(self.carry.to_dict(), device=batch["inputs"].device)
-        self.carry, outputs = self.net(self.carry, batch)
+        self.carry, loss_sum, sums = self.train_step(self.carry, batch)
         batch_size = batch["inputs"].shape[0]
-        if self.arch.loss_head == "cross_entropy":
-            # VRN's head: the batch's token-mean loss, scaled by 1 / batch size as its trainer scales every loss.
-            loss_sum, sums = cross_entropy_loss(outputs, self.carry.current_data["labels"], self.arch.loss_type)
-            sums["steps"] = self.carry.steps.sum()
-        else:
-            loss_sum, sums = act_loss(
-                outputs, self.carry.current_data["labels"], self.carry.halted, self.carry.steps, self.arch.loss_type
-            )
         # Summed over rows, divided by the batch size; DDP's gradient mean makes it the global batch size.
         loss = loss_sum / batch_size
         self.nonfinite.observe(self.global_step, "train/loss", loss)

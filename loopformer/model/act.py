@@ -3,11 +3,18 @@
 A carry holds, for every row of the batch, the latent states, the number of ACT steps taken, whether the
 row halted at the last step, and the example it is working on. Each call takes one ACT step: rows that
 halted last time take the incoming example and restart from the initial states.
+
+A step is split in two so that the second part compiles whole (``compile_step``): ``step_controls`` does, eagerly,
+what would break a graph or vary within a run (the puzzle-table rows, a grad leaf in training; exploration's random
+draws; ``halt_max_steps`` and the halting mode, as device tensors), and ``act_step`` is the rest: tensor operations
+only, the same graph at every step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -19,6 +26,9 @@ Batch = dict[str, torch.Tensor]
 # Where the sign-SGD puzzle-embedding table sits in the state dict of LoopTransformer (``inner.puzzle_emb``).
 PUZZLE_TABLE_KEY = "inner.puzzle_emb.weights"
 PUZZLE_EMB_PREFIX = "inner.puzzle_emb."
+# torch.compile's backend for compile_step: inductor generates the kernels; tests swap in "aot_eager" where only
+# dynamo's verdicts (graphs, breaks, recompilations) matter, which do not depend on the backend.
+COMPILE_BACKEND = "inductor"
 
 
 @dataclass
@@ -49,6 +59,16 @@ class ACTCarry:
         )
 
 
+@dataclass
+class StepControls:
+    """What an ACT step takes from outside the compilable part."""
+
+    puzzle_rows: Optional[torch.Tensor]  # [B, E] float32: the puzzle table's rows of the step's examples
+    min_halt_steps: Optional[torch.Tensor]  # [B] int32, training with ACT: exploration's minimum steps (0: none)
+    halt_max_steps: torch.Tensor  # [] int32 on the device
+    halts_adaptively: torch.Tensor  # [] bool on the device: a row may halt on its Q head
+
+
 class LoopTransformer(nn.Module):
     """The looped transformer with ACT halting: ``carry, outputs = model(carry, batch)``."""
 
@@ -56,11 +76,20 @@ class LoopTransformer(nn.Module):
         super().__init__()
         self.config = config
         self.inner = LoopedCore(config)
+        self._limits: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # device tensors of the halting limits
+        self._step: Callable[..., Any] = self.act_step  # compile_step replaces it
+
+    def compile_step(self, mode: Optional[str] = None, backend: Optional[str] = None) -> None:
+        """Compile ``act_step`` (the core, heads and carry update) with ``torch.compile``; the weights stay where
+        they are, so checkpoints keep their keys. ``mode="reduce-overhead"`` replays CUDA graphs."""
+        self._step = CompiledStep(self.act_step, mode, backend)
 
     def initial_carry(self, batch: Batch) -> ACTCarry:
         """Every row starts halted, so the first step loads the batch and the initial states."""
         B = batch["inputs"].shape[0]
         device = batch["inputs"].device
+        if not self.training and self.config.puzzle_emb_ndim > 0:
+            self.inner.puzzle_emb.warn_unknown(batch["puzzle_identifiers"])  # once per batch, not per step
         return ACTCarry(
             states=self.inner.empty_states(B, device),
             steps=torch.zeros(B, dtype=torch.int32, device=device),
@@ -76,6 +105,35 @@ class LoopTransformer(nn.Module):
         return cfg.halt_max_steps > 1 and (cfg.act_enabled if self.training else cfg.act_inference)
 
     def forward(self, carry: ACTCarry, batch: Batch) -> tuple[ACTCarry, dict[str, torch.Tensor]]:
+        return self._step(carry, batch, self.step_controls(carry, batch))
+
+    def step_controls(self, carry: ACTCarry, batch: Batch) -> StepControls:
+        """The eager part of a step: table rows (a grad leaf in training), exploration's draws, the limits."""
+        cfg = self.config
+        halted_B = carry.halted
+        rows = None
+        if cfg.puzzle_emb_ndim > 0:
+            ids_B = torch.where(halted_B, batch["puzzle_identifiers"], carry.current_data["puzzle_identifiers"])
+            rows = self.inner.puzzle_emb.rows(ids_B)
+        min_halt_steps = None
+        if self.training and cfg.act_enabled and cfg.halt_max_steps > 1:
+            explore_B = torch.rand(halted_B.shape, device=halted_B.device) < cfg.halt_exploration_prob
+            drawn_B = torch.randint(
+                2, cfg.halt_max_steps + 1, halted_B.shape, dtype=torch.int32, device=halted_B.device
+            )
+            min_halt_steps = explore_B * drawn_B
+        key = (cfg.halt_max_steps, self.halts_adaptively, halted_B.device)
+        if key not in self._limits:
+            self._limits[key] = (
+                torch.full((), cfg.halt_max_steps, dtype=torch.int32, device=halted_B.device),
+                torch.full((), self.halts_adaptively, dtype=torch.bool, device=halted_B.device),
+            )
+        return StepControls(rows, min_halt_steps, *self._limits[key])
+
+    def act_step(
+        self, carry: ACTCarry, batch: Batch, controls: StepControls
+    ) -> tuple[ACTCarry, dict[str, torch.Tensor]]:
+        """The compilable part of a step: tensor operations only, whatever rows halt or which limits apply."""
         cfg = self.config
         states = self.inner.reset_states(carry.halted, carry.states)
         steps = torch.where(carry.halted, 0, carry.steps)
@@ -84,26 +142,53 @@ class LoopTransformer(nn.Module):
             for k, v in carry.current_data.items()
         }
         step_ids = steps if cfg.dis_enabled else None  # DIS: a step's id is its ACT step count, from 0
+        rows = controls.puzzle_rows
         new_states, logits, q_halt, q_continue = self.inner(
-            states, data["inputs"], data["puzzle_identifiers"], step_ids
+            states, data["inputs"], data["puzzle_identifiers"], step_ids, rows
         )
         outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
 
         with torch.no_grad():
             steps = steps + 1
-            is_last_step = steps >= cfg.halt_max_steps
-            halted = is_last_step
-            # act_enabled false: training runs every row to halt_max_steps, without exploration or Q bootstrapping.
-            if self.halts_adaptively:
-                halted = halted | ((q_halt > 0) if cfg.no_ACT_continue else (q_halt > q_continue))
-            if self.training and cfg.act_enabled and cfg.halt_max_steps > 1:
-                explore = torch.rand_like(q_halt) < cfg.halt_exploration_prob
-                min_halt_steps = explore * torch.randint_like(steps, low=2, high=cfg.halt_max_steps + 1)
-                halted = halted & (steps >= min_halt_steps)
+            is_last_step = steps >= controls.halt_max_steps
+            wants_halt = (q_halt > 0) if cfg.no_ACT_continue else (q_halt > q_continue)
+            halted = is_last_step | (controls.halts_adaptively & wants_halt)
+            if controls.min_halt_steps is not None:  # training with ACT: exploration and Q bootstrapping
+                halted = halted & (steps >= controls.min_halt_steps)
                 if not cfg.no_ACT_continue:
                     # Bootstrapped target from the next step's Q, taken from the new carry (as in HRM).
-                    _, _, next_halt, next_continue = self.inner(new_states, data["inputs"], data["puzzle_identifiers"])
+                    _, _, next_halt, next_continue = self.inner(
+                        new_states, data["inputs"], data["puzzle_identifiers"], None, rows
+                    )
                     outputs["target_q_continue"] = torch.sigmoid(
                         torch.where(is_last_step, next_halt, torch.maximum(next_halt, next_continue))
                     )
         return ACTCarry(new_states, steps, halted, data), outputs
+
+
+class CompiledStep:
+    """``torch.compile`` of a step function. With CUDA graphs (``reduce-overhead``) each call starts a new graph
+    step and returns copies: a replay overwrites the previous call's outputs, which the carry and the metrics
+    still hold."""
+
+    def __init__(self, fn: Callable[..., Any], mode: Optional[str], backend: Optional[str] = None) -> None:
+        self.cudagraphs = mode == "reduce-overhead"
+        self.fn = torch.compile(fn, backend=backend or COMPILE_BACKEND, mode=None if mode == "default" else mode)
+
+    def __call__(self, *args: Any) -> Any:
+        if self.cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+            return clone_tensors(self.fn(*args))
+        return self.fn(*args)
+
+
+def clone_tensors(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, ACTCarry):
+        return ACTCarry.from_dict(clone_tensors(value.to_dict()))
+    if isinstance(value, dict):
+        return {k: clone_tensors(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(clone_tensors(v) for v in value)
+    return value

@@ -6,7 +6,6 @@ Shape legend: B batch, L tokens, P puzzle-prefix tokens, S = P + L, C hidden siz
 from __future__ import annotations
 
 import math
-import warnings
 from contextlib import nullcontext
 from typing import Optional
 
@@ -82,19 +81,16 @@ class LoopedCore(nn.Module):
         mask = reset_B.view(-1, 1, 1)
         return {name: torch.where(mask, self.initial_state(name), z) for name, z in states.items()}
 
-    def input_embeddings(self, inputs_BL: torch.Tensor, puzzle_ids_B: torch.Tensor) -> torch.Tensor:
+    def input_embeddings(
+        self, inputs_BL: torch.Tensor, puzzle_ids_B: torch.Tensor, puzzle_rows_BE: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """``puzzle_rows_BE``: the table's rows of ``puzzle_ids_B`` when already looked up (the ACT step does, outside
+        its compiled part); read from the table otherwise."""
         emb_BSC = self.embed_tokens(inputs_BL.to(torch.int32))
         if self.config.puzzle_emb_ndim > 0:
-            rows = self.puzzle_emb.num_embeddings
-            if not self.training and bool((puzzle_ids_B >= rows).any()):
-                unknown = sorted(set(puzzle_ids_B[puzzle_ids_B >= rows].tolist()))[:5]
-                warnings.warn(
-                    f"puzzle identifiers {unknown} are not in the {rows}-row embedding table; they use the blank "
-                    "identifier 0.",
-                    stacklevel=2,
-                )
-                puzzle_ids_B = torch.where(puzzle_ids_B >= rows, 0, puzzle_ids_B)
-            puzzle_BE = self.puzzle_emb(puzzle_ids_B.to(torch.int32))
+            if puzzle_rows_BE is None:
+                puzzle_rows_BE = self.puzzle_emb.rows(puzzle_ids_B.to(torch.int32))
+            puzzle_BE = puzzle_rows_BE.to(self.forward_dtype)
             pad = self.prefix_len * self.config.hidden_size - puzzle_BE.shape[-1]
             if pad > 0:
                 puzzle_BE = F.pad(puzzle_BE, (0, pad))
@@ -139,11 +135,13 @@ class LoopedCore(nn.Module):
         inputs_BL: torch.Tensor,
         puzzle_ids_B: torch.Tensor,
         step_ids_B: Optional[torch.Tensor] = None,
+        puzzle_rows_BE: Optional[torch.Tensor] = None,
     ) -> tuple[States, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (detached new states, logits [B, L, V], q_halt [B], q_continue [B]); Q in float32.
-        ``step_ids_B``: DIS's supervision step of each row (its ACT step count before this step)."""
+        ``step_ids_B``: DIS's supervision step of each row (its ACT step count before this step).
+        ``puzzle_rows_BE``: the puzzle table's rows of ``puzzle_ids_B``, if already looked up."""
         cos_sin = self.rotary_emb() if self.config.pos_encodings == "rope" else None
-        x_BSC = self.input_embeddings(inputs_BL, puzzle_ids_B)
+        x_BSC = self.input_embeddings(inputs_BL, puzzle_ids_B, puzzle_rows_BE)
         if self.config.dis_enabled and step_ids_B is not None:
             # VRN adds the float32 embedding (promoting bfloat16 activations); here it joins in the forward dtype.
             # Steps past the trained ones (a deeper evaluation, e.g. a depth curve) reuse the last step's embedding.

@@ -11,6 +11,7 @@ The table is kept out of the module's registered buffers (it still is in ``state
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Optional
 
@@ -31,12 +32,29 @@ class SparsePuzzleEmbedding(nn.Module):
     def num_embeddings(self) -> int:
         return self.weights.shape[0]
 
-    def forward(self, ids_B: torch.Tensor) -> torch.Tensor:
+    def rows(self, ids_B: torch.Tensor) -> torch.Tensor:
+        """The rows of ``ids_B`` in float32 (identifiers past the table read the blank row 0). In a training forward
+        they are a fresh grad leaf, kept for ``sign_sgd_step``; the forward pass takes them as an input, so the
+        compiled step never creates a leaf of its own."""
+        ids_B = torch.where(ids_B >= self.num_embeddings, 0, ids_B)
         if not (self.training and torch.is_grad_enabled()):
-            return self.weights[ids_B].to(self.cast_to)
+            return self.weights[ids_B]
         local = self.weights[ids_B].detach().clone().requires_grad_(True)
         self.used.append((local, ids_B.detach().clone()))
-        return local.to(self.cast_to)
+        return local
+
+    def forward(self, ids_B: torch.Tensor) -> torch.Tensor:
+        return self.rows(ids_B).to(self.cast_to)
+
+    def warn_unknown(self, ids_B: torch.Tensor) -> None:
+        """Warn about identifiers past the table (an evaluation on data built after the model; a sync)."""
+        if bool((ids_B >= self.num_embeddings).any()):
+            unknown = sorted(set(ids_B[ids_B >= self.num_embeddings].tolist()))[:5]
+            warnings.warn(
+                f"puzzle identifiers {unknown} are not in the {self.num_embeddings}-row embedding table; they use the "
+                "blank identifier 0.",
+                stacklevel=3,
+            )
 
     @property
     def local(self) -> Optional[torch.Tensor]:
