@@ -1,13 +1,19 @@
-"""The 3-stage training step, side by side: attention triton vs sdpa, eager vs compiled (``model.run.compile``).
+"""The training step, eager against compiled (``model.run.compile``), side by side in one process.
 
-    python benchmarks/bench_step.py                 # on a CUDA GPU: the recipe size, 200 steps per variant
-    python benchmarks/bench_step.py --smoke         # tiny shapes on any machine, to exercise the code only
+    python benchmarks/bench_step.py             # CPU: the quickstart (4x4 Sudoku, hidden 64, batch 128, float32)
+                                                # CUDA: the 3-stage recipe (9x9 Sudoku, hidden 512, batch 192, bf16)
+    python benchmarks/bench_step.py --smoke     # tiny shapes, to exercise the code only
 
-Each variant trains the same model from the same seed on the same batches (generated 9x9 Sudoku, 16 puzzle
-prefix tokens: sequence 97) for ``--steps`` ACT steps, as a `loopformer fit` step does (forward under bf16
-autocast, ACT loss, backward, AdamW, the puzzle embeddings' sign-SGD step) but without Lightning, so that it runs
-where only torch and triton are installed. It prints samples/s over the steps after ``--warmup`` (compilation
-excluded), peak memory, and the loss at the last step: the losses of all variants must agree to bf16 tolerance.
+Every variant trains its own copy of the same model from the same seed on the same batches, as a `loopformer
+fit` step does (the ACT step with its loss, under bf16 autocast on CUDA, backward, AdamW, the puzzle table's
+sign-SGD step), without Lightning, so that it runs where only torch and triton are installed. After a warm-up
+(compilation), rounds of ``--steps-per-round`` steps alternate between the variants, so that a machine's drift
+falls on all of them alike; a round's time per step is one sample. It prints the median and the spread (lowest
+to highest round) per variant, samples/s, peak memory, the last loss, and each compiled variant's speed-up over
+the eager one with the same attention.
+
+On CUDA the variants are attention triton and sdpa, each eager, compiled, and compiled with CUDA graphs
+(``compile_mode: reduce-overhead``); on the CPU, sdpa eager and compiled.
 """
 
 from __future__ import annotations
@@ -15,20 +21,48 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from loopformer.model import LoopTransformer, LoopTransformerConfig, act_loss
+from loopformer.model import LoopTransformer, LoopTransformerConfig, StageSpec, StateSpec
+from loopformer.model.training_step import ACTTrainingStep
 from loopformer.optim import OptimConfig, configure_optimizers, puzzle_embedding_step
 
+QUICKSTART_SCHEDULE = {  # configs/quickstart.yaml: three states sharing one block, 3 outer cycles
+    "states": [StateSpec("z_H", 1), StateSpec("z_M", 1, share_weights_with="z_H"),
+               StateSpec("z_L", 1, share_weights_with="z_H")],
+    "stages": [StageSpec("z_L", ["z_H"], True, 3), StageSpec("z_M", ["z_L"], True, 2),
+               StageSpec("z_H", ["z_M"], False, 1)],
+    "outer_cycles": 3, "no_grad_cycles": 2,
+}  # fmt: skip
 
-def sudoku_batches(count: int, batch: int, seed: int, smoke: bool) -> list[dict[str, torch.Tensor]]:
-    """``count`` batches of generated 9x9 Sudoku (4x4 with --smoke), tokens as the dataset stores them; random
-    tokens where the generator's own imports (tqdm, PyYAML) are missing."""
-    n, clues = (4, 6) if smoke else (9, 30)
+
+@dataclass(frozen=True)
+class Shape:
+    side: int  # Sudoku side: 4 or 9
+    batch: int
+    hidden: int
+    heads: int
+    dtype: str
+    prefix: int  # puzzle-embedding prefix tokens
+
+
+SHAPES = {
+    "quickstart": Shape(side=4, batch=128, hidden=64, heads=4, dtype="float32", prefix=1),
+    "recipe": Shape(side=9, batch=192, hidden=512, heads=8, dtype="bfloat16", prefix=16),
+    "smoke": Shape(side=4, batch=8, hidden=32, heads=1, dtype="float32", prefix=1),
+}
+
+
+def sudoku_batches(count: int, shape: Shape, seed: int) -> list[dict[str, torch.Tensor]]:
+    """``count`` batches of generated Sudoku, tokens as the dataset stores them; random tokens where the
+    generator's own imports (tqdm, PyYAML) are missing."""
+    n, clues = (4, 6) if shape.side == 4 else (9, 30)
     rng = np.random.default_rng(seed)
-    size = min(count * batch, 64 if smoke else 512)
+    size = min(count * shape.batch, 512)
     try:
         from loopformer.data.generators.sudoku import generate_sudoku
 
@@ -41,100 +75,119 @@ def sudoku_batches(count: int, batch: int, seed: int, smoke: bool) -> list[dict[
         inputs = np.where(rng.random((size, n * n)) < 0.4, labels, 1)
     batches = []
     for b in range(count):
-        rows = (np.arange(batch) + b * batch) % len(pool)
+        rows = (np.arange(shape.batch) + b * shape.batch) % size
         batches.append(
             {
                 "inputs": torch.from_numpy(inputs[rows]),
                 "labels": torch.from_numpy(labels[rows]),
-                "puzzle_identifiers": torch.zeros(batch, dtype=torch.int32),
+                "puzzle_identifiers": torch.zeros(shape.batch, dtype=torch.int32),
             }
         )
     return batches
 
 
-def run_variant(args, backend: str, compiled: bool, batches, device: torch.device) -> dict:  # noqa: ANN001
-    torch.manual_seed(0)
-    side = 4 if args.smoke else 9
-    cfg = LoopTransformerConfig(
-        vocab_size=side + 2,
-        seq_len=side * side,
-        hidden_size=args.hidden,
-        num_heads=args.heads,
-        puzzle_emb_ndim=args.hidden,
-        puzzle_emb_len=16,
-        forward_dtype=args.dtype,
-        attention_backend=backend,
-        halt_max_steps=16,
-    )  # fmt: skip  -- the 3-stage recipe's schedule (the ArchConfig defaults)
-    net = LoopTransformer(cfg).to(device).train()
-    if compiled:
-        net.inner.compile()
-    optim = OptimConfig(lr=1e-4, lr_warmup_steps=0, weight_decay=1.0, puzzle_emb_lr=1e-4, puzzle_emb_weight_decay=1.0)
-    optimizer = configure_optimizers(net, optim, total_steps=args.steps)["optimizer"]
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    carry, times, loss = None, [], float("nan")
-    for step in range(args.steps):
-        batch = {k: v.to(device, non_blocking=True) for k, v in batches[step % len(batches)].items()}
+def model_config(shape: Shape, backend: str) -> LoopTransformerConfig:
+    sizes = dict(vocab_size=shape.side + 2, seq_len=shape.side**2, hidden_size=shape.hidden, num_heads=shape.heads,
+                 puzzle_emb_ndim=shape.hidden, puzzle_emb_len=shape.prefix, forward_dtype=shape.dtype,
+                 attention_backend=backend)  # fmt: skip
+    if shape.side == 4:  # the quickstart's model
+        return LoopTransformerConfig(**sizes, **QUICKSTART_SCHEDULE, expansion=2.0, pos_encodings="learned",
+                                     halt_max_steps=8, loss_type="softmax_cross_entropy")  # fmt: skip
+    return LoopTransformerConfig(**sizes, halt_max_steps=16)  # the 3-stage recipe's schedule: ArchConfig defaults
+
+
+MODE_NAMES = {None: "eager", "default": "compiled", "reduce-overhead": "compiled + CUDA graphs"}
+
+
+class Variant:
+    """One way of running the step, with its own model, optimizer and carry."""
+
+    def __init__(self, shape: Shape, backend: str, mode: Optional[str], device: torch.device,
+                 compile_backend: Optional[str]) -> None:  # fmt: skip
+        self.backend, self.mode, self.shape, self.device = backend, mode, shape, device
+        self.name = f"{backend}, {MODE_NAMES[mode]}"
+        torch.manual_seed(0)
+        self.net = LoopTransformer(model_config(shape, backend)).to(device).train()
+        self.step = ACTTrainingStep(self.net)
+        if mode is not None:
+            self.step.compile(mode, compile_backend)
+        self.optim = OptimConfig(lr=1e-4, lr_warmup_steps=0, weight_decay=1.0, puzzle_emb_lr=1e-4,
+                                 puzzle_emb_weight_decay=1.0)  # fmt: skip
+        self.optimizer = configure_optimizers(self.net, self.optim, total_steps=10**6)["optimizer"]
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=shape.dtype == "bfloat16")
+        self.carry: Any = None
+        self.taken = 0
+        self.loss = float("nan")
+        self.samples: list[float] = []  # seconds per step, one per round
+
+    def run(self, steps: int, batches: list[dict[str, torch.Tensor]]) -> float:
+        """``steps`` training steps; seconds per step (the device synchronised at the end)."""
         start = time.perf_counter()
-        if carry is None:
-            carry = net.initial_carry(batch)
-        with autocast:
-            carry, outputs = net(carry, batch)
-            loss_sum, _ = act_loss(outputs, carry.current_data["labels"], carry.halted, carry.steps, cfg.loss_type)
-        (loss_sum / batch["inputs"].shape[0]).backward()
-        optimizer.step()
-        puzzle_embedding_step(net, optimizer, optim, None)
-        optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-        loss = float(loss_sum.detach()) / batch["inputs"].shape[0]
-    timed = times[args.warmup :] or times
-    seconds = statistics.median(timed)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return {
-        "variant": f"{backend}, {'compiled' if compiled else 'eager'}",
-        "samples_per_s": args.batch / seconds,
-        "ms_per_step": 1e3 * seconds,
-        "spread_ms": 1e3 * (max(timed) - min(timed)),
-        "peak_gb": peak,
-        "loss": loss,
-    }
+        for _ in range(steps):
+            batch = batches[self.taken % len(batches)]
+            if self.carry is None:
+                self.carry = self.net.initial_carry(batch)
+            with self.autocast:
+                self.carry, loss_sum, _ = self.step(self.carry, batch)
+            loss = loss_sum / self.shape.batch
+            loss.backward()
+            self.optimizer.step()
+            puzzle_embedding_step(self.net, self.optimizer, self.optim, None)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.taken += 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.loss = float(loss.detach())
+        return (time.perf_counter() - start) / steps
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--smoke", action="store_true", help="tiny shapes, CPU, SDPA eager only: exercise the code")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--warmup", type=int, default=20, help="first steps left out of the timing (compilation)")
-    p.add_argument("--batch", type=int, default=192, help="rows per step (the recipe's batch per GPU)")
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
+    p.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU (compiled with aot_eager)")
+    p.add_argument("--shape", choices=sorted(SHAPES), help="default: recipe on CUDA, quickstart on the CPU")
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--steps-per-round", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=5, help="steps per variant before timing (compilation)")
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    shape = SHAPES["smoke" if args.smoke else args.shape or ("recipe" if device.type == "cuda" else "quickstart")]
+    compile_backend = "aot_eager" if args.smoke else None
     if args.smoke:
-        args.steps, args.warmup, args.batch, args.hidden, args.heads, args.dtype = 4, 1, 8, 32, 1, "float32"
-    variants = [("sdpa", False)] if args.smoke else [(b, c) for b in ("triton", "sdpa") for c in (False, True)]
-    batches = sudoku_batches(8, args.batch, seed=0, smoke=args.smoke)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device: {name}; torch {torch.__version__}; batch {args.batch}, hidden {args.hidden}, {args.steps} steps")
-    rows = [run_variant(args, backend, compiled, batches, device) for backend, compiled in variants]
-    print("| variant | samples/s | ms/step (median) | spread ms | peak GB | loss at last step |")
+        args.rounds, args.steps_per_round, args.warmup = 2, 2, 1
+    if device.type == "cuda":
+        plan = [(b, m) for b in ("triton", "sdpa") for m in (None, "default", "reduce-overhead")]
+    else:
+        plan = [("sdpa", None), ("sdpa", "default")]
+    batches = [{k: v.to(device) for k, v in b.items()} for b in sudoku_batches(8, shape, seed=0)]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device: {name}; torch {torch.__version__}; {shape}")
+    print(f"{args.rounds} interleaved rounds of {args.steps_per_round} steps per variant after {args.warmup} warm-up")
+    variants = [Variant(shape, b, m, device, compile_backend) for b, m in plan]
+    for v in variants:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        start = time.perf_counter()
+        v.run(args.warmup, batches)
+        v.peak_gb = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+        print(f"  {v.name}: warm-up (compilation) {time.perf_counter() - start:.1f} s")
+    for _ in range(args.rounds):
+        for v in variants:
+            v.samples.append(v.run(args.steps_per_round, batches))
+    print("| variant (attention, compile mode) | ms/step (median) | spread ms (min-max) | samples/s | peak GB | "
+          "last loss |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|")
-    for r in rows:
+    for v in variants:
+        med = statistics.median(v.samples)
         print(
-            f"| {r['variant']} | {r['samples_per_s']:.0f} | {r['ms_per_step']:.2f} | {r['spread_ms']:.2f} | "
-            f"{r['peak_gb']:.2f} | {r['loss']:.4f} |"
+            f"| {v.name} | {1e3 * med:.2f} | {1e3 * min(v.samples):.2f}-{1e3 * max(v.samples):.2f} | "
+            f"{shape.batch / med:.0f} | {v.peak_gb:.2f} | {v.loss:.4f} |"
         )
-    losses = [r["loss"] for r in rows]
-    spread = (max(losses) - min(losses)) / max(abs(statistics.mean(losses)), 1e-12)
-    print(f"losses agree within {spread:.2%} (bf16 tolerance: a few percent after {args.steps} steps)")
-    eager = {r["variant"].split(",")[0]: r for r in rows if r["variant"].endswith("eager")}
-    if "triton" in eager and "sdpa" in eager:
-        print(f"fused kernel vs SDPA, eager step: {eager['sdpa']['ms_per_step'] / eager['triton']['ms_per_step']:.2f}x")
+    median = {(v.backend, v.mode): statistics.median(v.samples) for v in variants}
+    for v in variants:
+        if v.mode is not None:
+            print(f"{v.name} vs {v.backend}, eager: {median[v.backend, None] / median[v.backend, v.mode]:.2f}x")
+    if ("triton", None) in median:
+        print(f"triton vs sdpa, eager: {median['sdpa', None] / median['triton', None]:.2f}x")
 
 
 if __name__ == "__main__":

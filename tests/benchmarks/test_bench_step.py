@@ -1,4 +1,4 @@
-"""benchmarks/bench_step.py --smoke: the table it prints, on any machine."""
+"""benchmarks/bench_step.py --smoke: eager and compiled side by side, the table and the ratio it prints."""
 
 import re
 import subprocess
@@ -6,13 +6,21 @@ import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_step.py"
+ROW = r"\| sdpa, {} \| ([\d.]+) \| ([\d.]+)-([\d.]+) \| (\d+) \| nan \| ([\d.]+) \|"
 
 
-def test_smoke_run_prints_the_table():
+def test_smoke_run_prints_both_sides_and_the_ratio():
     proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| variant | samples/s | ms/step (median) | spread ms | peak GB | loss at last step |" in proc.stdout
-    row = re.search(r"\| sdpa, eager \| (\d+) \| ([\d.]+) \| ([\d.]+) \| nan \| ([\d.]+) \|", proc.stdout)
-    assert row, proc.stdout
-    assert int(row.group(1)) > 0 and float(row.group(2)) > 0 and 0 < float(row.group(4)) < 10
-    assert "losses agree within 0.00%" in proc.stdout  # one variant: trivially
+    out = proc.stdout
+    assert "2 interleaved rounds of 2 steps per variant after 1 warm-up" in out
+    assert "| variant (attention, compile mode) | ms/step (median) | spread ms (min-max) |" in out
+    rows = {mode: re.search(ROW.format(mode), out) for mode in ("eager", "compiled")}
+    assert all(rows.values()), out
+    for row in rows.values():
+        median, low, high, samples = float(row.group(1)), float(row.group(2)), float(row.group(3)), int(row.group(4))
+        assert 0 < low <= median <= high and samples > 0
+    # the same model, seed and batches: the same last loss, and the ratio is of the two medians printed
+    assert rows["eager"].group(5) == rows["compiled"].group(5) and 0 < float(rows["eager"].group(5)) < 10
+    ratio = float(re.search(r"sdpa, compiled vs sdpa, eager: ([\d.]+)x", out).group(1))
+    assert abs(ratio - float(rows["eager"].group(1)) / float(rows["compiled"].group(1))) < 0.02
