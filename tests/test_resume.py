@@ -117,3 +117,18 @@ def test_dis_run_resumes_bitwise_with_its_optimizer_steps_counted():
         a, b = straight.model.state_dict(), resumed.model.state_dict()
         for k in a:
             assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.slow
+def test_a_compiled_run_with_deterministic_algorithms_resumes_bitwise(sudoku4_dir, tmp_path):
+    """With ``trainer.deterministic`` the compiled step sums the token embedding's gradient without atomics, so a
+    compiled run is reproducible and resumes exactly too (without it, two compiled CPU runs drift apart)."""
+    extra = ["--model.run.compile=true", "--trainer.deterministic=true"]
+    straight = _fit(sudoku4_dir, tmp_path / "straight", 6, 16, prefetch=0, extra=extra)
+    _fit(sudoku4_dir, tmp_path / "first", 6, 16, stop_at=3, extra=extra)
+    ckpt = next((tmp_path / "first" / "ckpt").glob("*.ckpt"))
+    resumed = _fit(sudoku4_dir, tmp_path / "second", 6, 16, ckpt_path=ckpt, extra=extra)
+    assert resumed.trainer.global_step == straight.trainer.global_step == 6
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
