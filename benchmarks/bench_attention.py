@@ -1,4 +1,4 @@
-"""Fused packed-QKV attention vs the reference path, and a full 3-stage training step, triton vs sdpa.
+"""Fused packed-QKV attention vs the reference path, and the kernel's two backward paths.
 
     python benchmarks/bench_attention.py            # on a CUDA GPU: medians from triton.testing.do_bench
     python benchmarks/bench_attention.py --smoke    # tiny shapes on any machine, to exercise the code only
@@ -7,6 +7,7 @@ Segment measured: "packed QKV -> attention output [B, S, H, D]".
   fused:      loopformer.kernels.attention.packed_attention (one kernel, RoPE inside)
   reference:  RoPE in float32 in PyTorch + transposes + scaled_dot_product_attention (best backend) + transpose
 Both sides run in this process on the same inputs; results go to BENCHMARKS.md with the GPU's name.
+The whole training step with each attention backend, eager and compiled: benchmarks/bench_step.py.
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ PEAK_GBPS = {"H100": 3350.0, "H200": 4800.0, "A100": 2039.0}
 
 
 def bench(fn, smoke: bool) -> float:
-    """Median milliseconds."""
+    """Median milliseconds (with --smoke: one call's, to exercise the code only)."""
     if smoke:
-        fn()
         start = time.perf_counter()
         fn()
         return (time.perf_counter() - start) * 1e3
@@ -51,7 +51,7 @@ def peak_extra_mib(fn, device: str) -> float:
 
 def segment_rows(device: str, smoke: bool, dtype: torch.dtype) -> list[dict]:
     H, D = 8, 64
-    shapes = [(97, 2), (256, 2)] if smoke else [(97, 192 * 8), (256, 512), (916, 128), (2048, 64)]
+    shapes = [(97, 1), (144, 1)] if smoke else [(97, 192 * 8), (256, 512), (916, 128), (2048, 64)]
     rows = []
     for S, B in shapes:
         qkv = torch.randn(B, S, 3 * H, D, device=device, dtype=dtype, requires_grad=True)
@@ -89,7 +89,7 @@ def backward_path_rows(device: str, smoke: bool, dtype: torch.dtype) -> list[dic
     family = attn.gpu_family(torch.device(device))
     dtype = torch.float16 if smoke else dtype  # the smoke run's float32 has no one-pass tile
     rows = []
-    for S, B in [(97, 2)] if smoke else [(97, 192 * 8), (128, 1024)]:
+    for S, B in [(97, 1)] if smoke else [(97, 192 * 8), (128, 1024)]:
         if attn.one_pass_tiles(S, D, dtype, family) is None:
             continue
         qkv = torch.randn(B, S, 3 * H, D, device=device, dtype=dtype)
@@ -107,45 +107,6 @@ def backward_path_rows(device: str, smoke: bool, dtype: torch.dtype) -> list[dic
             for one_pass in (True, False)
         }
         rows.append(dict(S=S, B=B, one_pass_ms=ms[True], three_kernels_ms=ms[False]))
-    return rows
-
-
-def training_step_rows(device: str, smoke: bool) -> list[dict]:
-    """One ACT training step (forward + backward + AdamW) of the 3-stage Sudoku model, per backend."""
-    from loopformer.model import LoopTransformer, LoopTransformerConfig, act_loss
-
-    rows = []
-    B = 4 if smoke else 192  # rows per GPU of the 4-GPU recipe (global batch 768)
-    hidden = 64 if smoke else 512
-    for backend in ("triton", "sdpa"):
-        for compiled in (False, True):
-            if smoke and compiled:
-                continue
-            torch.manual_seed(0)
-            cfg = LoopTransformerConfig(
-                vocab_size=11, seq_len=81, hidden_size=hidden, num_heads=hidden // 64, puzzle_emb_ndim=hidden,
-                puzzle_emb_len=16, forward_dtype="float32" if smoke else "bfloat16", attention_backend=backend,
-            )  # fmt: skip
-            net = LoopTransformer(cfg).to(device).train()
-            if compiled:
-                net.inner = torch.compile(net.inner)
-            opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-            batch = {
-                "inputs": torch.randint(1, 11, (B, 81), device=device),
-                "labels": torch.randint(1, 11, (B, 81), device=device),
-                "puzzle_identifiers": torch.zeros(B, dtype=torch.int32, device=device),
-            }
-            carry = net.initial_carry(batch)
-
-            def step():
-                nonlocal carry
-                carry, out = net(carry, batch)
-                loss, _ = act_loss(out, carry.current_data["labels"], carry.halted, carry.steps, cfg.loss_type)
-                (loss / B).backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-
-            rows.append(dict(backend=backend, compiled=compiled, ms=bench(step, smoke)))
     return rows
 
 
@@ -190,14 +151,6 @@ def main() -> None:
             f"| {r['S']} | {r['B']}x8 | {r['one_pass_ms']:.3f} | {r['three_kernels_ms']:.3f} | "
             f"{r['three_kernels_ms'] / r['one_pass_ms']:.2f}x |"
         )
-
-    steps = training_step_rows(device, args.smoke)
-    print("\n| 3-stage Sudoku training step | eager ms | compiled ms |")
-    print("|---|---:|---:|")
-    for backend in ("triton", "sdpa"):
-        eager = next(r["ms"] for r in steps if r["backend"] == backend and not r["compiled"])
-        comp = next((r["ms"] for r in steps if r["backend"] == backend and r["compiled"]), float("nan"))
-        print(f"| {backend} | {eager:.2f} | {comp:.2f} |")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ falls on all of them alike; a round's time per step is one sample. It prints the
 to highest round) per variant, samples/s, peak memory, the last loss, and each compiled variant's speed-up over
 the eager one with the same attention.
 
-On CUDA the variants are attention triton and sdpa, each eager, compiled, and compiled with CUDA graphs
-(``compile_mode: reduce-overhead``); on the CPU, sdpa eager and compiled.
+On CUDA the variants are attention triton eager, compiled, and compiled with CUDA graphs (``compile_mode:
+reduce-overhead``), and sdpa eager and compiled; on the CPU, sdpa eager and compiled.
 """
 
 from __future__ import annotations
@@ -148,6 +148,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--steps-per-round", type=int, default=10)
     p.add_argument("--warmup", type=int, default=5, help="steps per variant before timing (compilation)")
+    p.add_argument("--budget-s", type=float, help="start no round after this many seconds (at least one runs)")
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     shape = SHAPES["smoke" if args.smoke else args.shape or ("recipe" if device.type == "cuda" else "quickstart")]
@@ -155,7 +156,13 @@ def main() -> None:
     if args.smoke:
         args.rounds, args.steps_per_round, args.warmup = 2, 2, 1
     if device.type == "cuda":
-        plan = [(b, m) for b in ("triton", "sdpa") for m in (None, "default", "reduce-overhead")]
+        plan = [
+            ("triton", None),
+            ("triton", "default"),
+            ("triton", "reduce-overhead"),
+            ("sdpa", None),
+            ("sdpa", "default"),
+        ]
     else:
         plan = [("sdpa", None), ("sdpa", "default")]
     batches = [{k: v.to(device) for k, v in b.items()} for b in sudoku_batches(8, shape, seed=0)]
@@ -170,7 +177,11 @@ def main() -> None:
         v.run(args.warmup, batches)
         v.peak_gb = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
         print(f"  {v.name}: warm-up (compilation) {time.perf_counter() - start:.1f} s")
-    for _ in range(args.rounds):
+    started = time.perf_counter()
+    for r in range(args.rounds):
+        if r and args.budget_s and time.perf_counter() - started > args.budget_s:
+            print(f"budget of {args.budget_s:.0f} s spent: {r} rounds")
+            break
         for v in variants:
             v.samples.append(v.run(args.steps_per_round, batches))
     print("| variant (attention, compile mode) | ms/step (median) | spread ms (min-max) | samples/s | peak GB | "
