@@ -20,8 +20,9 @@ class RunOptions:
     """Compile the whole ACT step (core, heads, carry update, and in training the loss) with torch.compile, one
     graph without breaks; the weights stay in place, so checkpoints keep their keys."""
     compile_mode: CompileMode = "default"
-    """torch.compile's mode with ``compile``: ``reduce-overhead`` replays CUDA graphs (on a CUDA device; launch
-    overhead is most of a small model's step), ``max-autotune`` also tunes the matrix products."""
+    """torch.compile's mode with ``compile``: ``reduce-overhead`` replays the step as CUDA graphs (on a CUDA device;
+    launch overhead is most of a small model's step), ``max-autotune`` also tunes the matrix products (and uses CUDA
+    graphs), ``max-autotune-no-cudagraphs`` tunes without them."""
     num_pictures: int = 4
     """Predictions drawn next to their labels at each validation (0: none)."""
     arc_pass_k: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 100, 1000])

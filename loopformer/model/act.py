@@ -167,12 +167,12 @@ class LoopTransformer(nn.Module):
 
 
 class CompiledStep:
-    """``torch.compile`` of a step function. With CUDA graphs (``reduce-overhead``) each call starts a new graph
-    step and returns copies: a replay overwrites the previous call's outputs, which the carry and the metrics
-    still hold."""
+    """``torch.compile`` of a step function. With CUDA graphs (modes ``reduce-overhead`` and ``max-autotune``) each
+    call starts a new graph step and returns copies: a replay overwrites the previous call's outputs, which the
+    carry and the metrics still hold."""
 
     def __init__(self, fn: Callable[..., Any], mode: Optional[str], backend: Optional[str] = None) -> None:
-        self.cudagraphs = mode == "reduce-overhead"
+        self.cudagraphs = mode in ("reduce-overhead", "max-autotune")
         self.fn = torch.compile(fn, backend=backend or COMPILE_BACKEND, mode=None if mode == "default" else mode)
 
     def __call__(self, *args: Any) -> Any:

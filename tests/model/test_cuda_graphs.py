@@ -2,9 +2,12 @@
 
 On the CPU: what the wrapper does around a graph replay (a new graph step per call, outputs copied out of the
 graph's memory, which the next replay overwrites). On a GPU (``-m gpu``, run by benchmarks/gpu_check.sh): the
-recipe's step in bfloat16 under CUDA graphs, with none skipped, agrees with the eager step for 20 steps.
-Imports only torch and loopformer.model/optim, as the lent GPU machines have no Lightning.
+recipe's step in bfloat16 under CUDA graphs, with none skipped, agrees with the eager step for 20 steps, and
+neither makes a device-to-host synchronisation (``torch.cuda.set_sync_debug_mode("error")``) after compiling.
+Imports only torch and loopformer (not Lightning), as the lent GPU machines have no Lightning.
 """
+
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -64,6 +67,17 @@ def test_default_mode_neither_marks_steps_nor_copies(monkeypatch):
     assert marks == []
 
 
+@contextmanager
+def no_sync_after(step: int, warmup: int):
+    """From step ``warmup`` on (compilation done), any device-to-host synchronisation raises."""
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error" if step >= warmup else previous)
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_graph_training_steps_agree_with_eager_ones_and_none_is_skipped():
@@ -79,20 +93,31 @@ def test_cuda_graph_training_steps_agree_with_eager_ones_and_none_is_skipped():
     for i in range(20):
         batch = _batch(i, 64, "cuda")
         rng = torch.cuda.get_rng_state()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with no_sync_after(i, warmup=2), torch.autocast("cuda", dtype=torch.bfloat16):
             got, loss, _ = graphs(carry, batch)
-        (loss / 64).backward()
+            (loss / 64).backward()
         got_grad = net.inner.lm_head.weight.grad.clone()
         net.zero_grad(set_to_none=True)
         net.inner.puzzle_emb.used.pop()
         torch.cuda.set_rng_state(rng)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with no_sync_after(i, warmup=2), torch.autocast("cuda", dtype=torch.bfloat16):
             carry, expected, _ = eager(carry, batch)
-        (expected / 64).backward()
+            (expected / 64).backward()
         torch.testing.assert_close(loss, expected, rtol=2e-2, atol=1e-3, msg=f"step {i}")
         assert torch.equal(got.steps, carry.steps), f"step {i}"
         torch.testing.assert_close(got_grad, net.inner.lm_head.weight.grad, rtol=5e-2, atol=1e-3, msg=f"step {i}")
-        optimizer.step()
-        puzzle_embedding_step(net, optimizer, optim, None)
-        optimizer.zero_grad(set_to_none=True)
+        with no_sync_after(i, warmup=2):
+            optimizer.step()
+            puzzle_embedding_step(net, optimizer, optim, None)
+            optimizer.zero_grad(set_to_none=True)
     assert counters["inductor"]["cudagraph_skips"] == 0
+
+
+def test_max_autotune_uses_cuda_graphs_too_and_a_bad_mode_is_named():
+    from loopformer.errors import ConfigError
+    from loopformer.run_options import RunOptions
+
+    assert act.CompiledStep(lambda: None, "max-autotune").cudagraphs
+    assert not act.CompiledStep(lambda: None, "max-autotune-no-cudagraphs").cudagraphs
+    with pytest.raises(ConfigError, match=r"model.run.compile_mode must be one of default, reduce-overhead, .*'fast'"):
+        RunOptions(compile_mode="fast")
