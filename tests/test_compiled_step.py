@@ -32,8 +32,6 @@ VARIANTS = {
     "quickstart": [],
     "dis": ["--model.arch", str(ROOT / "configs/vrn/loop_transformer_dis.yaml"), "--model.arch.puzzle_emb_len=1",
             "--model.arch.num_heads=2", "--model.arch.dis_max_steps=2", "--model.arch.forward_dtype=float32"],
-    "rope-checkpointing-q-bootstrap": ["--model.arch.pos_encodings=rope", "--model.arch.gradient_checkpointing=true",
-                                       "--model.arch.no_ACT_continue=false"],
 }  # fmt: skip
 
 
@@ -121,9 +119,17 @@ def _batch(seed: int, rows: int = 6, width: int = 8) -> dict[str, torch.Tensor]:
     }
 
 
-@pytest.mark.parametrize("loss_head", ["act", "cross_entropy"])
-def test_twenty_training_steps_with_halting_rows_compile_once_without_breaks(loss_head):
-    net = _net(halt_exploration_prob=0.5, loss_head=loss_head).train()
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {},
+        {"loss_head": "cross_entropy", "act_enabled": False},
+        {"no_ACT_continue": False, "gradient_checkpointing": True},
+    ],
+    ids=["act-rope", "cross-entropy-no-act", "q-bootstrap-checkpointing"],
+)
+def test_twenty_training_steps_with_halting_rows_compile_once_without_breaks(variant):
+    net = _net(halt_exploration_prob=0.5, **variant).train()
     step = ACTTrainingStep(net)
     step.compile(backend="aot_eager")  # dynamo's verdicts do not depend on the backend; this one compiles fast
     torch._dynamo.reset()
@@ -136,6 +142,8 @@ def test_twenty_training_steps_with_halting_rows_compile_once_without_breaks(los
         halted.append(carry.halted.clone())
     halted = torch.stack(halted)
     assert halted.any() and not halted.all()  # some rows halted and took new puzzles, others went on
+    if not variant.get("no_ACT_continue", True):
+        assert "target_q_continue" in step.net.act_step(carry, _batch(0), net.step_controls(carry, _batch(0)))[1]
     assert dict(counters["graph_break"]) == {}
     assert counters["stats"]["unique_graphs"] == 1 and counters["frames"]["total"] == 1
 
