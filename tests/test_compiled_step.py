@@ -73,6 +73,8 @@ def test_fifty_compiled_training_steps_compute_what_eager_ones_do():
     carry: loss, halting and every gradient agree to float32 tolerance. Training then goes on with the eager step's
     update, so the comparison stays one of arithmetic (two runs left to themselves drift apart at lr 3e-3 from any
     rounding difference, compiled or not: a 1e-7 nudge to one weight changes the loss by 3% within 50 steps)."""
+    torch._dynamo.reset()  # a fresh cache: never past dynamo's recompile limit, which would fall back to eager
+    counters.clear()
     net = _quickstart_net().train()
     eager, compiled = ACTTrainingStep(net), ACTTrainingStep(net)
     compiled.compile()
@@ -101,6 +103,7 @@ def test_fifty_compiled_training_steps_compute_what_eager_ones_do():
         optimizer.zero_grad(set_to_none=True)
         halted_rows += int(carry.halted.sum())
     assert halted_rows > 16  # rows halted and new puzzles came in
+    assert counters["stats"]["unique_graphs"] == 1  # the compiled side ran compiled, every step
 
 
 def _net(**over) -> LoopTransformer:

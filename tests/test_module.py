@@ -123,6 +123,8 @@ def test_a_non_finite_loss_stops_training_at_that_step_naming_it(sudoku4_dir, tm
     assert torch.isfinite(state["state_dict"]["net.inner.lm_head.weight"]).all()
 
 
+@pytest.mark.slow  # inductor's evaluation graph (~30 s to compile on 2 cores); tests/test_compiled_step.py checks
+# the training graph's numerics with inductor and the evaluation graph's with aot_eager in the default suite
 def test_compile_true_gives_the_same_outputs_as_eager(sudoku4_dir):
     from loopformer.module import LoopformerModule
 
