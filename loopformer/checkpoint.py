@@ -172,9 +172,10 @@ class CheckpointFileError(ConfigError):
 CHECKPOINT_EXPECTED = "a loopformer checkpoint (written by `loopformer fit` or `loopformer import-checkpoint`)"
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint file read on the CPU (weights only), or ``CheckpointFileError`` in one line."""
-    checkpoint = load_torch(path, CheckpointFileError, CHECKPOINT_EXPECTED)
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint file read on the CPU (weights only), or ``CheckpointFileError`` in one line; ``mmap``: its
+    tensors mapped rather than read (see ``files.load_torch``)."""
+    checkpoint = load_torch(path, CheckpointFileError, CHECKPOINT_EXPECTED, mmap=mmap)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         kind = "a dict without a state_dict" if isinstance(checkpoint, dict) else f"a {type(checkpoint).__name__}"
         raise CheckpointFileError(
@@ -185,8 +186,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def read_hyperparameters(path: str | Path) -> dict[str, Any]:
-    """The module arguments stored in a checkpoint, grouped (old flat ones migrated, with a one-line notice)."""
-    checkpoint = load_checkpoint(path)
+    """The module arguments stored in a checkpoint, grouped (old flat ones migrated, with a one-line notice). The
+    weights are mapped, not read: Lightning reads them once, when it restores the checkpoint."""
+    checkpoint = load_checkpoint(path, mmap=True)
     hparams = dict(checkpoint.get("hyper_parameters", {}))
     hparams.pop("_instantiator", None)
     hparams, migrated = migrate_hyperparameters(hparams)

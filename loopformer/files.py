@@ -48,11 +48,19 @@ def load_json(path: str | Path, error: type[Exception], expected: str) -> Any:
         raise error(f"{path}: not valid JSON ({e}); expected {expected}.") from None
 
 
-def load_torch(path: str | Path, error: type[Exception], expected: str) -> Any:
-    """``torch.load(weights_only=True)`` on the CPU: never unpickles arbitrary objects."""
+def load_torch(path: str | Path, error: type[Exception], expected: str, mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` on the CPU: never unpickles arbitrary objects. ``mmap``: tensors are mapped,
+    not read, until used (for a look at a large checkpoint's metadata); files torch cannot map are read whole."""
     path = Path(path)
     if path.is_file() and path.stat().st_size == 0:
         raise error(f"{path}: empty file; expected {expected}.")
+    if mmap:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # noqa: BLE001 - the plain read below names the problem, if there is one
+            pass
     try:
         with warnings.catch_warnings():  # torch's own advice on unusual pickles would follow our one line
             warnings.simplefilter("ignore")

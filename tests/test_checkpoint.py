@@ -83,3 +83,29 @@ def test_each_rank_resumes_its_own_carry_and_a_changed_world_size_starts_the_oth
     assert single["loopformer"]["per_rank"] is None
     assert read_rank_state(single, 0, 1)["torch_rng"] == "rng0"
     assert read_rank_state(single, 1, 2)["act_carry"] is None  # kept rank 0's only: never another rank's rows
+
+
+def test_reading_hyperparameters_maps_the_weights_and_reads_old_format_files_whole(tmp_path, monkeypatch):
+    """``--ckpt_path`` reads a checkpoint's hyperparameters before Lightning restores it: the weights (2 GB of puzzle
+    table at ARC scale) are mapped, not read twice; a file torch cannot map (the pre-zip format) is read whole."""
+    checkpoint = {"state_dict": {"w": torch.ones(3, 2)}, "hyper_parameters": {"arch": {"hidden_size": 48}}}
+    torch.save(checkpoint, tmp_path / "zip.ckpt")
+    torch.save(checkpoint, tmp_path / "legacy.ckpt", _use_new_zipfile_serialization=False)
+    calls = []
+    original = torch.load
+
+    def spy(*args, **kwargs):
+        try:
+            result = original(*args, **kwargs)
+        except Exception:
+            calls.append((kwargs.get("mmap", False), "failed"))
+            raise
+        calls.append((kwargs.get("mmap", False), "read"))
+        return result
+
+    monkeypatch.setattr(torch, "load", spy)
+    assert read_hyperparameters(tmp_path / "zip.ckpt") == {"arch": {"hidden_size": 48}}
+    assert calls == [(True, "read")]
+    calls.clear()
+    assert read_hyperparameters(tmp_path / "legacy.ckpt") == {"arch": {"hidden_size": 48}}
+    assert calls == [(True, "failed"), (False, "read")]
