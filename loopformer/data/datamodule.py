@@ -231,7 +231,8 @@ class PuzzleDataModule(L.LightningDataModule):
     def teardown(self, stage: str) -> None:
         from loopformer.data.prefetch import stop_all
 
-        stop_all()  # no batch-preparing thread outlives the run
+        if self.train_batches is not None:
+            stop_all(owner=self.train_batches)  # no batch-preparing thread outlives the run; other runs' go on
 
     def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """A training batch about to be trained on: its position becomes the sampler's resume point."""

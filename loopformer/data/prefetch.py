@@ -52,24 +52,27 @@ def _wait_for_room(out: queue.Queue, stop: threading.Event) -> bool:
     return not stop.is_set()
 
 
-_PRODUCERS: list[tuple[threading.Thread, threading.Event]] = []  # every producer started, until it has ended
+# Every producer started, until it has ended: (thread, its stop flag, the object that started it).
+_PRODUCERS: list[tuple[threading.Thread, threading.Event, object]] = []
 
 
 @atexit.register
-def stop_all(timeout: float = 5.0) -> None:
-    """Stop and join every producer. Runs at exit too: a daemon thread killed in the middle of a torch call while
-    the interpreter shuts down aborts the process ("terminate called without an active exception")."""
-    for thread, stop in list(_PRODUCERS):
-        stop.set()
-        if thread is not threading.current_thread():
-            thread.join(timeout)
-    _PRODUCERS[:] = [(t, e) for t, e in _PRODUCERS if t.is_alive()]
+def stop_all(owner: object = None, timeout: float = 5.0) -> None:
+    """Stop and join the producers started for ``owner`` (a data module's batches at its teardown), or every one
+    (at exit: a daemon thread killed in the middle of a torch call while the interpreter shuts down aborts the
+    process, "terminate called without an active exception")."""
+    for thread, stop, started_for in list(_PRODUCERS):
+        if owner is None or started_for is owner:
+            stop.set()
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+    _PRODUCERS[:] = [entry for entry in _PRODUCERS if entry[0].is_alive()]
 
 
 class Prefetcher:
     """An iterator over ``batches`` that keeps up to ``depth`` of them ready."""
 
-    def __init__(self, batches: Iterator, depth: int, pin_memory: bool = False) -> None:
+    def __init__(self, batches: Iterator, depth: int, pin_memory: bool = False, owner: object = None) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._finished = False
@@ -80,7 +83,7 @@ class Prefetcher:
             name="loopformer-prefetch",
         )
         self._thread.start()
-        _PRODUCERS[:] = [(t, e) for t, e in _PRODUCERS if t.is_alive()] + [(self._thread, self._stop)]
+        _PRODUCERS[:] = [entry for entry in _PRODUCERS if entry[0].is_alive()] + [(self._thread, self._stop, owner)]
 
     def __iter__(self) -> Prefetcher:
         return self

@@ -156,7 +156,7 @@ class TrainBatches(torch.utils.data.IterableDataset):
         worker, workers = this_worker()
         batches = self._batches(worker, workers)
         if workers == 1 and self.prefetch > 0:
-            return Prefetcher(batches, self.prefetch, self.pin_memory)
+            return Prefetcher(batches, self.prefetch, self.pin_memory, owner=self)
         return batches
 
     def _batches(self, worker: int, workers: int) -> Iterator[Batch]:

@@ -177,17 +177,22 @@ def test_a_negative_prefetch_is_a_clear_error(sudoku4_dir):
         PuzzleDataModule(str(sudoku4_dir), prefetch=-1)
 
 
-def test_stop_all_joins_every_producer_and_a_stopped_prefetcher_ends():
+def test_stop_all_joins_the_owners_producers_and_a_stopped_prefetcher_ends():
     from loopformer.data.prefetch import stop_all
 
     def endless():
         while True:
             yield {"x": torch.zeros(1)}
 
-    it = Prefetcher(endless(), depth=2)
+    mine, other = object(), object()
+    it = Prefetcher(endless(), depth=2, owner=mine)
+    another_runs = Prefetcher(endless(), depth=2, owner=other)
     next(it)
-    stop_all()  # what the data module's teardown and the interpreter's exit do
-    assert not it._thread.is_alive()
+    stop_all(owner=mine)  # what the data module's teardown does
+    assert not it._thread.is_alive() and another_runs._thread.is_alive()
     with pytest.raises(StopIteration):
         while True:  # what was prepared can still be taken, then the iterator ends instead of waiting forever
             next(it)
+    assert torch.equal(next(another_runs)["x"], torch.zeros(1))
+    stop_all()  # what the interpreter's exit does: every producer
+    assert not another_runs._thread.is_alive()
