@@ -52,6 +52,15 @@ def triton_usable(device: torch.device) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------
+def rope_tables(head_dim: int, positions: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE's cos/sin tables ``[positions, head_dim]`` in float32, in the half-split layout of the reference models
+    (what the kernel and the reference path take)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    freqs_SD2 = torch.outer(torch.arange(positions, dtype=torch.float32), inv_freq)
+    emb_SD = torch.cat((freqs_SD2, freqs_SD2), dim=-1)
+    return emb_SD.cos(), emb_SD.sin()
+
+
 def packed_attention_reference(
     qkv_BS3HD: torch.Tensor, cos_SD: Optional[torch.Tensor], sin_SD: Optional[torch.Tensor], num_heads: int
 ) -> torch.Tensor:

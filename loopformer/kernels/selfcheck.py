@@ -81,9 +81,7 @@ def run_check(
     grad_o = torch.randn(CHECK_BATCH, S, H, D, generator=g).to(device=device, dtype=dtype)
     cos = sin = None
     if rope:
-        inv_freq = 1.0 / (10000.0 ** (torch.arange(0, D, 2, dtype=torch.float32) / D))
-        freqs = torch.outer(torch.arange(S, dtype=torch.float32), inv_freq)
-        cos, sin = (torch.cat((freqs, freqs), -1).cos().to(device), torch.cat((freqs, freqs), -1).sin().to(device))
+        cos, sin = (t.to(device) for t in attn.rope_tables(D, S, 10000.0))
     try:
         o, lse = forward(qkv, cos, sin, H)
         dqkv = backward(grad_o, qkv, cos, sin, o, lse, H)

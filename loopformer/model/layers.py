@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from loopformer.kernels.attention import packed_attention
+from loopformer.kernels.attention import packed_attention, rope_tables
 from loopformer.kernels.dispatch import attention_implementation
 
 CosSin = tuple[torch.Tensor, torch.Tensor]
@@ -82,11 +82,9 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_dim: int, max_positions: int, theta: float) -> None:
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-        freqs_SD2 = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)
-        emb_SD = torch.cat((freqs_SD2, freqs_SD2), dim=-1)
-        self.register_buffer("cos", emb_SD.cos(), persistent=False)
-        self.register_buffer("sin", emb_SD.sin(), persistent=False)
+        cos_SD, sin_SD = rope_tables(head_dim, max_positions, theta)
+        self.register_buffer("cos", cos_SD, persistent=False)
+        self.register_buffer("sin", sin_SD, persistent=False)
 
     def forward(self) -> CosSin:
         return self.cos, self.sin
