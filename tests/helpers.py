@@ -41,16 +41,8 @@ def quickstart_fit_args(tmp_path, *extra: str) -> list[str]:
     ]
 
 
-SYNC_METHODS = (
-    "item",
-    "tolist",
-    "__bool__",
-    "__float__",
-    "__int__",
-    "__index__",
-    "nonzero",
-    "unique",
-)  # Tensor methods that wait for the device
+# Tensor methods that wait for the device
+SYNC_METHODS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "nonzero", "unique")
 
 
 @contextmanager
