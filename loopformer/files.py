@@ -56,19 +56,21 @@ def load_torch(path: str | Path, error: type[Exception], expected: str, mmap: bo
         raise error(f"{path}: empty file; expected {expected}.")
     if mmap:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return _quiet_torch_load(path, mmap=True)
         except Exception:  # noqa: BLE001 - the plain read below names the problem, if there is one
             pass
     try:
-        with warnings.catch_warnings():  # torch's own advice on unusual pickles would follow our one line
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+        return _quiet_torch_load(path, mmap=False)
     except FileNotFoundError:
         raise error(f"{path}: does not exist; expected {expected}.") from None
     except Exception as e:  # noqa: BLE001 - whatever torch's readers raise, the user gets one line
         raise error(f"{path}: cannot be read as {expected}: {_torch_file_problem(path, e)}.") from None
+
+
+def _quiet_torch_load(path: Path, mmap: bool) -> Any:
+    with warnings.catch_warnings():  # torch's own advice on unusual pickles would follow our one line
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def _torch_file_problem(path: Path, e: Exception) -> str:

@@ -62,7 +62,7 @@ class LoopformerModule(L.LightningModule):
         arch, optim, run = to_plain(self.arch), to_plain(self.optim), to_plain(self.run)
         self.save_hyperparameters()
         self.net: Optional[LoopTransformer] = None
-        self.train_step: Optional[ACTTrainingStep] = None  # the ACT step with its loss, compiled with run.compile
+        self.act_training_step: Optional[ACTTrainingStep] = None  # the ACT step with its loss (run.compile: compiled)
         self.carry: Optional[ACTCarry] = None
         self.dataset_dims: Optional[dict[str, int]] = None
         self.evaluators: list[Evaluator] = []
@@ -102,10 +102,10 @@ class LoopformerModule(L.LightningModule):
             rank_zero_info(
                 f"model.freeze: {frozen} parameter tensor(s){table} kept fixed ({', '.join(self.frozen_patterns)})"
             )
-        self.train_step = ACTTrainingStep(self.net)
+        self.act_training_step = ACTTrainingStep(self.net)
         if self.run.compile:
             self.net.compile_step(self.run.compile_mode)
-            self.train_step.compile(self.run.compile_mode)
+            self.act_training_step.compile(self.run.compile_mode)
 
     def configure_model(self) -> None:
         if self.net is None and self._trainer is None:
@@ -151,7 +151,7 @@ class LoopformerModule(L.LightningModule):
             self.carry = self.net.initial_carry(batch)
         elif self.carry.steps.device != batch["inputs"].device:  # restored from a checkpoint on the CPU
             self.carry = ACTCarry.from_dict(self.carry.to_dict(), device=batch["inputs"].device)
-        self.carry, loss_sum, sums = self.train_step(self.carry, batch)
+        self.carry, loss_sum, sums = self.act_training_step(self.carry, batch)
         batch_size = batch["inputs"].shape[0]
         # Summed over rows, divided by the batch size; DDP's gradient mean makes it the global batch size.
         loss = loss_sum / batch_size

@@ -80,10 +80,10 @@ def test_adamw_for_the_network_and_sign_sgd_for_the_puzzle_table(sudoku4_dir, tm
 def test_sign_sgd_update_gathers_rows_and_decays():
     from loopformer.model.puzzle_embedding import SparsePuzzleEmbedding
 
-    emb = SparsePuzzleEmbedding(4, 3, torch.float32)
+    emb = SparsePuzzleEmbedding(4, 3)
     emb.weights.fill_(1.0)
     emb.train()
-    out = emb(torch.tensor([2, 0, 2]))
+    out = emb.rows(torch.tensor([2, 0, 2]))
     (out * torch.tensor([[1.0, -1.0, 0.0], [2.0, 2.0, 2.0], [1.0, 3.0, 0.0]])).sum().backward()
     emb.sign_sgd_step(lr=0.1, weight_decay=0.5)
     # row 2: gradients of its two uses summed (2, 2, 0); row 0: (2, 2, 2); rows 1 and 3 untouched

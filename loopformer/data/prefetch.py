@@ -66,6 +66,10 @@ def stop_all(owner: object = None, timeout: float = 5.0) -> None:
             stop.set()
             if thread is not threading.current_thread():
                 thread.join(timeout)
+    _forget_ended()
+
+
+def _forget_ended() -> None:
     _PRODUCERS[:] = [entry for entry in _PRODUCERS if entry[0].is_alive()]
 
 
@@ -83,7 +87,8 @@ class Prefetcher:
             name="loopformer-prefetch",
         )
         self._thread.start()
-        _PRODUCERS[:] = [entry for entry in _PRODUCERS if entry[0].is_alive()] + [(self._thread, self._stop, owner)]
+        _forget_ended()
+        _PRODUCERS.append((self._thread, self._stop, owner))
 
     def __iter__(self) -> Prefetcher:
         return self

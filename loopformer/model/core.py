@@ -42,9 +42,7 @@ class LoopedCore(nn.Module):
         self.q_head = CastedLinear(C, 2, bias=True)
         if config.puzzle_emb_ndim > 0:
             # Zero-initialised, one row per puzzle identifier, updated by sign-SGD (not AdamW).
-            self.puzzle_emb = SparsePuzzleEmbedding(
-                config.num_puzzle_identifiers, config.puzzle_emb_ndim, self.forward_dtype
-            )
+            self.puzzle_emb = SparsePuzzleEmbedding(config.num_puzzle_identifiers, config.puzzle_emb_ndim)
         if config.pos_encodings == "rope":
             self.rotary_emb = RotaryEmbedding(config.head_dim, config.total_seq_len, config.rope_theta)
         elif config.pos_encodings == "learned":

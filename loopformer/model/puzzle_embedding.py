@@ -20,9 +20,8 @@ from torch import nn
 
 
 class SparsePuzzleEmbedding(nn.Module):
-    def __init__(self, num_embeddings: int, dim: int, cast_to: torch.dtype) -> None:
+    def __init__(self, num_embeddings: int, dim: int) -> None:
         super().__init__()
-        self.cast_to = cast_to
         self.weights = torch.zeros(num_embeddings, dim)  # zero-initialised, as the reference models
         # Rows used by each training forward since the last update (grad leaves), and their identifiers: several
         # when one optimizer step follows several forwards (DIS's loss method, gradient accumulation).
@@ -42,9 +41,6 @@ class SparsePuzzleEmbedding(nn.Module):
         local = self.weights[ids_B].detach().clone().requires_grad_(True)
         self.used.append((local, ids_B.detach().clone()))
         return local
-
-    def forward(self, ids_B: torch.Tensor) -> torch.Tensor:
-        return self.rows(ids_B).to(self.cast_to)
 
     def warn_unknown(self, ids_B: torch.Tensor) -> None:
         """Warn about identifiers past the table (an evaluation on data built after the model; a sync)."""
