@@ -12,9 +12,12 @@ import yaml
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from loopformer.checkpoint import CheckpointDirError, read_hyperparameters
+from loopformer.checkpoint import atomic
+from loopformer.checkpoint.format import CheckpointDirError, read_hyperparameters
+from loopformer.checkpoint.lightning_io import AtomicCheckpointIO
 from loopformer.data.datamodule import PuzzleDataModule
 from loopformer.data.format import DatasetError
 from loopformer.errors import ConfigError
@@ -28,9 +31,11 @@ from loopformer.list_overrides import (
 )
 from loopformer.module import LoopformerModule
 from loopformer.nonfinite import NonFiniteError
-from loopformer.run_dir import run_directory
+from loopformer.runs.directory import ClaimRunDirectory, run_directory
+from loopformer.runs.parent import die_with_parent_if_asked
+from loopformer.runs.ranks import RankWatch, lost_rank
+from loopformer.runs.stopping import LastCheckpoint, finish_stopped_run, stop_requested, stopped_exit_code
 from loopformer.terminal import ParameterSummary, quiet_third_party_noise
-from loopformer.termination import STOPPED_EXIT_CODE, ExitPromptlyOnSigterm, finish_stopped_run, stop_requested
 
 TOOL_COMMANDS = ("import-checkpoint", "sweep", "data")
 TOOLS_EPILOG = (
@@ -63,7 +68,10 @@ class SaveConfigToRun(SaveConfigCallback):
         if trainer.is_global_zero:
             get_filesystem(directory).makedirs(directory, exist_ok=True)
             path = os.path.join(directory, self.config_filename)
-            self.parser.save(self.config, path, skip_none=False, overwrite=self.overwrite, multifile=self.multifile)
+            if "://" in directory:
+                self.parser.save(self.config, path, skip_none=False, overwrite=self.overwrite, multifile=self.multifile)
+            else:
+                atomic.write_text(path, self.parser.dump(self.config, skip_none=False))
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
@@ -84,11 +92,25 @@ class LoopformerCLI(LightningCLI):
         trainer_defaults.setdefault("logger", DEFAULT_LOGGER)
         trainer_defaults.setdefault("default_root_dir", DEFAULT_ROOT_DIR)
         trainer_defaults["callbacks"] = [
-            ExitPromptlyOnSigterm(),
+            ClaimRunDirectory(),
+            RankWatch(),
             ParameterSummary(),
             *trainer_defaults.get("callbacks", []),
         ]
         super().__init__(LoopformerModule, PuzzleDataModule, *args, trainer_defaults=trainer_defaults, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (LightningCLI's signature)
+        # --last_checkpoint.every_minutes etc.: the checkpoint on SIGTERM/SIGINT and the time-based last.ckpt
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]):  # noqa: ANN202
+        """Every run writes its checkpoints atomically (AtomicCheckpointIO), unless the config names its own
+        CheckpointIO."""
+        plugins = config.get("plugins")
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())
+        return super()._instantiate_trainer({**config, "plugins": plugins}, callbacks)
 
     def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 (LightningCLI's signature)
         self._cli_args: list[str] = []
@@ -272,6 +294,7 @@ def model_flags(args: list[str]) -> dict[str, Any]:
 
 def main(argv: Optional[list[str]] = None) -> None:
     given = list(sys.argv[1:] if argv is None else argv)
+    die_with_parent_if_asked()
     quiet_third_party_noise()
     if given and given[0] in TOOL_COMMANDS:
         from loopformer.tools import run_tool
@@ -283,20 +306,23 @@ def main(argv: Optional[list[str]] = None) -> None:
         # Bad input is the user's to fix: one clear paragraph and a non-zero exit, no traceback.
         print(f"loopformer: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except NonFiniteError as e:
+    except (NonFiniteError, atomic.WriteError) as e:
         print(f"loopformer: error: {e}", file=sys.stderr)
         sys.exit(1)
     except SIGTERMException:
-        # Stopped (e.g. by a sweep agent): not a finished run.
+        # Stopped by SIGTERM or SIGINT (a sweep agent, a scheduler, Ctrl+C): not a finished run.
         finish_stopped_run()
-        sys.exit(STOPPED_EXIT_CODE)
+        sys.exit(stopped_exit_code())
     except Exception:
-        # After a SIGTERM, the other ranks leave as they stop, and a collective here can fail with "connection
-        # reset by peer" before Lightning raises SIGTERMException: that is still a stopped run, not a crash.
+        if lost_rank():  # a collective failed because a peer died: say which, not the collective's traceback
+            print(lost_rank(), file=sys.stderr)
+            sys.exit(1)
+        # After a signal, the other ranks leave as they stop, and a collective here can fail with "connection
+        # reset by peer" before the stop is agreed: that is still a stopped run, not a crash.
         if not stop_requested():
             raise
         finish_stopped_run()
-        sys.exit(STOPPED_EXIT_CODE)
+        sys.exit(stopped_exit_code())
 
 
 if __name__ == "__main__":

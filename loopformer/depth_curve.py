@@ -24,7 +24,7 @@ from loopformer.evaluation import Evaluator, Outputs, real_rows
 from loopformer.model import LoopTransformer
 from loopformer.model.compute import compute_cost
 from loopformer.model.losses import row_scores
-from loopformer.run_dir import run_directory
+from loopformer.runs.directory import run_directory
 
 COLUMNS = ("depth", "act_inference", "exact_accuracy", "accuracy", "steps", "flops_per_puzzle")
 

@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from loopformer import checkpoint as ckpt_format
+from loopformer.checkpoint import format as ckpt_format
 from loopformer.errors import ConfigError
 from loopformer.model import PUZZLE_EMB_PREFIX
 

@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import WandbLogger
 from loopformer.arc_eval import ARCCollector, ARCSet, write_json_atomically
 from loopformer.batch import IGNORE_LABEL_ID, Batch
 from loopformer.model import LoopTransformer, act_loss
-from loopformer.run_dir import run_directory
+from loopformer.runs.directory import run_directory
 
 Outputs = dict[str, torch.Tensor]
 METRIC_NAMES = ("exact_accuracy", "accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss")

@@ -10,10 +10,10 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from loopformer import checkpoint as ckpt_format
-from loopformer import warm_start
 from loopformer.attention_check import ResolveAttention
 from loopformer.batch import Batch
+from loopformer.checkpoint import format as ckpt_format
+from loopformer.checkpoint import warm_start
 from loopformer.compute_report import ComputeReport
 from loopformer.depth_curve import DepthCurve
 from loopformer.ema import EMA
@@ -26,8 +26,8 @@ from loopformer.model.training_step import ACTTrainingStep
 from loopformer.nonfinite import NonFiniteWatch
 from loopformer.optim import OptimConfig, configure_optimizers, puzzle_embedding_step
 from loopformer.predictions import PredictionWriter
-from loopformer.run_dir import run_directory
 from loopformer.run_options import RunOptions
+from loopformer.runs.directory import run_directory
 
 Config = TypeVar("Config")
 

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from loopformer.batch import IGNORE_LABEL_ID, Batch
-from loopformer.run_dir import run_directory
+from loopformer.runs.directory import run_directory
 
 TOKEN_KEYS = ("inputs", "preds", "labels")
 

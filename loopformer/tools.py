@@ -7,7 +7,7 @@ import sys
 
 
 def _import_checkpoint(argv: list[str]) -> int:
-    from loopformer.convert import CheckpointImportError, import_checkpoint
+    from loopformer.checkpoint.importer import CheckpointImportError, import_checkpoint
 
     p = argparse.ArgumentParser(
         prog="loopformer import-checkpoint",
@@ -39,7 +39,7 @@ def _import_checkpoint(argv: list[str]) -> int:
 
 
 def _sweep(argv: list[str]) -> int:
-    from loopformer.sweep import main
+    from loopformer.sweep.cli import main
 
     return main(argv)
 

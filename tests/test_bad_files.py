@@ -12,14 +12,15 @@ import pytest
 import torch
 import yaml
 
-from loopformer.checkpoint import CheckpointFileError, load_checkpoint
-from loopformer.convert import CheckpointImportError, import_checkpoint
+from loopformer.checkpoint.format import CheckpointFileError, load_checkpoint
+from loopformer.checkpoint.importer import CheckpointImportError, import_checkpoint
 from loopformer.data.builders.arc import load_arc_subset
 from loopformer.data.builders.maze import read_maze_csv
 from loopformer.data.builders.sudoku import read_sudoku_csv
 from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, load_split
 from loopformer.errors import ConfigError
-from loopformer.sweep import SweepFileError, load_state, load_sweep
+from loopformer.sweep.spec import SweepFileError, load_sweep
+from loopformer.sweep.state import load_state
 
 ROOT = Path(__file__).resolve().parents[1]
 TRM_ARCH = {"H_cycles": 2, "L_cycles": 2, "L_layers": 1, "hidden_size": 32, "num_heads": 2, "expansion": 2.0}

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from loopformer.checkpoint import migrate_hyperparameters, read_hyperparameters
+from loopformer.checkpoint.format import migrate_hyperparameters, read_hyperparameters
 from loopformer.cli import LoopformerCLI
 from loopformer.module import LoopformerModule
 from tests.helpers import tiny_fit_args
@@ -69,7 +69,7 @@ def test_a_checkpoint_with_flat_hyperparameters_still_loads(sudoku4_dir, tmp_pat
 
 
 def test_each_rank_resumes_its_own_carry_and_a_changed_world_size_starts_the_others_fresh():
-    from loopformer.checkpoint import read_rank_state, write_training_state
+    from loopformer.checkpoint.format import read_rank_state, write_training_state
 
     states = [{"act_carry": {"rank": r}, "torch_rng": f"rng{r}", "cuda_rng": None} for r in range(2)]
     ckpt: dict = {}
@@ -109,3 +109,18 @@ def test_reading_hyperparameters_maps_the_weights_and_reads_old_format_files_who
     calls.clear()
     assert read_hyperparameters(tmp_path / "legacy.ckpt") == {"arch": {"hidden_size": 48}}
     assert calls == [(True, "failed"), (False, "read")]
+
+
+def test_checkpoints_made_without_a_module_store_what_the_module_would():
+    """The importer writes hyperparameters and weights without building a LoopformerModule (checkpoint/ imports
+    nothing above it): they must be exactly the module's."""
+    from loopformer.checkpoint import format as ckpt_format
+    from loopformer.model import ArchConfig
+    from loopformer.module import LoopformerModule
+
+    arch = ArchConfig(hidden_size=32, num_heads=2, puzzle_emb_ndim=32)
+    module = LoopformerModule(arch=arch)
+    assert ckpt_format.module_hyperparameters(arch) == dict(module.hparams)
+    module.build({"vocab_size": 11, "seq_len": 16, "num_puzzle_identifiers": 3})
+    net_keys = {ckpt_format.NET_PREFIX + k for k in module.net.state_dict()}
+    assert net_keys == set(module.state_dict())

@@ -153,7 +153,7 @@ def test_compile_true_gives_the_same_outputs_as_eager(sudoku4_dir):
 
 
 def test_an_unwritable_or_full_checkpoint_directory_fails_at_the_start(sudoku4_dir, tmp_path, monkeypatch):
-    from loopformer.checkpoint import CheckpointDirError, checkpoint_dir_problem
+    from loopformer.checkpoint.format import CheckpointDirError, checkpoint_dir_problem
 
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where a directory should be")  # root ignores permissions; this still fails
@@ -195,22 +195,28 @@ def test_a_table_with_other_rows_restarts_from_the_mean_row(sudoku4_dir, tmp_pat
 
 
 def test_checkpoints_are_written_atomically(sudoku4_dir, tmp_path, monkeypatch):
-    """A write interrupted half-way leaves the previous checkpoint intact and no partial file behind."""
-    import fsspec.implementations.local as local_fs
+    """Lightning's checkpoints go through the atomic writer (AtomicCheckpointIO, installed by the CLI): a write that
+    fails half-way (a full disk) leaves the previous checkpoint intact, no partial file behind, and one line."""
+    import errno
+
+    from loopformer.checkpoint import atomic
+    from loopformer.checkpoint.lightning_io import AtomicCheckpointIO
 
     cli = LoopformerCLI(args=_args(sudoku4_dir, tmp_path, 1))
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     path = tmp_path / "model.ckpt"
     cli.trainer.save_checkpoint(path)
     before = path.read_bytes()
 
-    def crash_half_way(self, data):
-        self.f.write(data[: len(data) // 2])
-        raise OSError("disk full")
+    def disk_full(stage):
+        if stage == "written":
+            raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(local_fs.LocalFileOpener, "write", crash_half_way)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(atomic, "fault_point", disk_full)
+    with pytest.raises(atomic.WriteError, match=f"no space left on device writing {path} "):
         cli.trainer.save_checkpoint(path)
     monkeypatch.undo()
     assert path.read_bytes() == before
-    leftovers = [p.name for p in tmp_path.iterdir() if p.is_file() and p.name not in ("model.ckpt", "config.yaml")]
+    expected = ("model.ckpt", "config.yaml", "run.lock")
+    leftovers = [p.name for p in tmp_path.iterdir() if p.is_file() and p.name not in expected]
     assert leftovers == []

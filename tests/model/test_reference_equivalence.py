@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from loopformer.convert import import_checkpoint
+from loopformer.checkpoint.importer import import_checkpoint
 from loopformer.model.layers import swiglu_inner_size
 from loopformer.module import LoopformerModule
 from tests.model import reference_trm as ref
@@ -204,7 +204,7 @@ lr: 1e-4
 
 
 def test_import_rejects_weights_that_do_not_fit(tmp_path):
-    from loopformer.convert import CheckpointImportError
+    from loopformer.checkpoint.importer import CheckpointImportError
 
     gen = torch.Generator().manual_seed(0)
     sd = _random_weights("_orig_mod.model.inner", {"L_level": 1}, ["H_init", "L_init"], "rope", 0, gen)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from loopformer.convert import CheckpointImportError, arch_from_vrn, import_checkpoint
+from loopformer.checkpoint.importer import CheckpointImportError, arch_from_vrn, import_checkpoint
 from loopformer.model import LoopTransformer, LoopTransformerConfig
 from loopformer.model.config import ArchConfig
 from loopformer.model.layers import swiglu_inner_size

@@ -1,4 +1,5 @@
-"""A stand-in for `loopformer fit` in offline-runner tests: reports `--quality * k / 10` for k = 1..10."""
+"""A stand-in for `loopformer fit` in offline-runner tests: reports `--quality * k / 10` for k = 1..10, one every
+`--pause` seconds (0.15)."""
 
 import json
 import signal
@@ -7,10 +8,11 @@ import time
 
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 quality = float(next(a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--quality=")))
+pause = float(next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--pause=")), 0.15))
 callback = next(a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--trainer.callbacks+="))
 path = json.loads(callback)["init_args"]["path"]
 for k in range(1, 11):
     with open(path, "a") as f:
         report = {"_step": k, "val/exact_accuracy": quality * k / 10, "val/flops_per_puzzle": 1e6 * quality + k}
         f.write(json.dumps(report) + "\n")
-    time.sleep(0.15)
+    time.sleep(pause)

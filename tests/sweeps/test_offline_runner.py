@@ -8,7 +8,8 @@ from pathlib import Path
 import yaml
 
 import sweeps
-from loopformer.sweep import OfflineSweep, main
+from loopformer.sweep.cli import main
+from loopformer.sweep.runner import OfflineSweep
 from sweeps import RunState, SweepRun
 
 HERE = Path(__file__).resolve().parent
@@ -70,7 +71,7 @@ def test_sweep_command_rejects_a_bad_file(tmp_path, capsys):
 def test_online_sweep_creates_the_sweep_and_runs_the_wandb_agent(tmp_path, monkeypatch, capsys):
     import wandb
 
-    from loopformer import sweep as sweep_module
+    from loopformer.sweep import cli as sweep_module
 
     created = {}
 

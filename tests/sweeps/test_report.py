@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from loopformer.sweep import main as sweep_main
-from loopformer.sweep_report.analysis import pareto_front, permutation_importance
-from loopformer.sweep_report.records import RunRecord, ScoredRun, describe_schedule
-from loopformer.sweep_report.report import main as report_main
+from loopformer.sweep.cli import main as sweep_main
+from loopformer.sweep.report.analysis import pareto_front, permutation_importance
+from loopformer.sweep.report.records import RunRecord, ScoredRun, describe_schedule
+from loopformer.sweep.report.report import main as report_main
 
 ROOT = Path(__file__).resolve().parents[2]
 METRIC = "val/exact_accuracy"

@@ -7,7 +7,7 @@ import yaml
 
 import sweeps
 from loopformer.cli import LoopformerCLI
-from loopformer.sweep import agent_command, load_sweep
+from loopformer.sweep.spec import agent_command, load_sweep
 from sweeps import RunState
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +79,7 @@ def test_the_agents_command_line_reaches_the_model(path, sudoku4_dir, tmp_path):
 
 
 def test_invalid_sweep_file_is_a_clear_error(tmp_path):
-    from loopformer.sweep import SweepFileError
+    from loopformer.sweep.spec import SweepFileError
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"method": "grid", "parameters": {"model.arch.stages.0.repeat": {"valuez": [1]}}}))

@@ -1,6 +1,6 @@
 """`loopformer sweep report`: a sweep's runs ranked, compared at equal compute, and explained by parameter."""
 
-from loopformer.sweep_report.records import ReportError
-from loopformer.sweep_report.report import main, make_report
+from loopformer.sweep.report.records import ReportError
+from loopformer.sweep.report.report import main, make_report
 
 __all__ = ["ReportError", "main", "make_report"]

@@ -14,10 +14,11 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from loopformer.sweep_report.analysis import Analysis, analyse, metric_per_gflop
-from loopformer.sweep_report.plots import plot_importance, plot_parallel_coordinates, plot_pareto, short_name
-from loopformer.sweep_report.records import ReportError, ScoredRun
-from loopformer.sweep_report.sources import open_source
+from loopformer.checkpoint import atomic
+from loopformer.sweep.report.analysis import Analysis, analyse, metric_per_gflop
+from loopformer.sweep.report.plots import plot_importance, plot_parallel_coordinates, plot_pareto, short_name
+from loopformer.sweep.report.records import ReportError, ScoredRun
+from loopformer.sweep.report.sources import open_source
 
 COMPUTE_AXIS = "log10 FLOPs/puzzle"
 
@@ -95,7 +96,7 @@ def write_markdown(analysis: Analysis, path: Path) -> None:
     if analysis.importance_note:
         lines += ["", f"Not computed: {analysis.importance_note}."]
     lines += ["", "## Parallel coordinates", "", "![Parallel coordinates](parallel_coordinates.png)", ""]
-    path.write_text("\n".join(lines))
+    atomic.write_text(path, "\n".join(lines))
 
 
 def _census(analysis: Analysis) -> str:
@@ -144,7 +145,7 @@ def write_json(analysis: Analysis, path: Path) -> None:
             for t, effects in analysis.importance.items()
         },
     }
-    path.write_text(json.dumps(out, indent=1))
+    atomic.write_text(path, json.dumps(out, indent=1))
 
 
 def write_pictures(analysis: Analysis, out: Path) -> list[Path]:

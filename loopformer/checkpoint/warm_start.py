@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from loopformer import checkpoint as ckpt_format
+from loopformer.checkpoint import format as ckpt_format
 from loopformer.errors import ConfigError
 from loopformer.model import PUZZLE_TABLE_KEY
 

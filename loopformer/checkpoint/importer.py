@@ -30,7 +30,8 @@ from typing import Any, Optional
 
 import torch
 
-from loopformer import checkpoint as ckpt_format
+from loopformer.checkpoint import atomic
+from loopformer.checkpoint import format as ckpt_format
 from loopformer.files import load_torch, load_yaml
 from loopformer.model.act import PUZZLE_TABLE_KEY
 from loopformer.model.config import ArchConfig, LoopTransformerConfig
@@ -416,7 +417,6 @@ def import_checkpoint(
     """Convert ``src`` into a loopformer checkpoint at ``dest``; returns the module's hyperparameters
     (``{arch, optim, run}``)."""
     from loopformer.model import LoopTransformer
-    from loopformer.module import LoopformerModule
 
     arch_raw = load_arch_yaml(arch_yaml)
     try:
@@ -450,11 +450,8 @@ def import_checkpoint(
             )
     net.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()})
 
-    module = LoopformerModule(arch=arch_config)
-    module.build(dims)
-    module.net.load_state_dict(net.state_dict())
-    checkpoint = ckpt_format.imported_checkpoint(
-        module.state_dict(), dict(module.hparams), dims, imported_from=f"{source}:{Path(src).name}"
-    )
-    ckpt_format.save_atomically(checkpoint, dest)
+    state_dict = {ckpt_format.NET_PREFIX + k: v for k, v in net.state_dict().items()}
+    hparams = ckpt_format.module_hyperparameters(arch_config)
+    checkpoint = ckpt_format.imported_checkpoint(state_dict, hparams, dims, imported_from=f"{source}:{Path(src).name}")
+    atomic.save_torch(checkpoint, dest)
     return checkpoint["hyper_parameters"]

@@ -62,8 +62,7 @@ def score(record: RunRecord, metric: str, goal: str) -> ScoredRun:
     """The best report by the sweep's goal, and the steps, blocks and FLOPs per puzzle of that same report
     (FLOPs from the run's ``compute/flops_per_act_step`` when the report predates ``flops_per_puzzle``)."""
     prefix = metric.split("/", 1)[0]
-    values = [r for r in record.reports if isinstance(r.get(metric), (int, float))]
-    best_report = (max if goal == "maximize" else min)(values, key=lambda r: r[metric]) if values else {}
+    best_report = best_of(record.reports, metric, goal)
     steps = best_report.get(f"{prefix}/steps")
     blocks = best_report.get(f"{prefix}/blocks_per_puzzle")
     flops = best_report.get(f"{prefix}/flops_per_puzzle")
@@ -74,6 +73,13 @@ def score(record: RunRecord, metric: str, goal: str) -> ScoredRun:
     if blocks is None and steps is not None and blocks_per_step is not None:
         blocks = steps * blocks_per_step
     return ScoredRun(record, best_report.get(metric), steps, blocks, flops, describe_schedule(record.run_config))
+
+
+def best_of(reports: list[dict], metric: str, goal: str) -> dict:
+    """The report with the best value of ``metric`` by the sweep's goal (the first of equals), or {} when none
+    has it: the one ranking rule of the offline runner and the report."""
+    values = [r for r in reports if isinstance(r.get(metric), (int, float))]
+    return (max if goal == "maximize" else min)(values, key=lambda r: r[metric]) if values else {}
 
 
 def describe_schedule(run_config: dict) -> str:

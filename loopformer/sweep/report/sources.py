@@ -9,11 +9,17 @@ from pathlib import Path
 from typing import Any, Optional
 
 from loopformer.files import first_line, load_json
-from loopformer.sweep_report.records import ReportError, RunRecord, SweepRuns, nested_get
+from loopformer.sweep.report.records import ReportError, RunRecord, SweepRuns, nested_get
+from loopformer.sweep.spec import DEFAULT_METRIC
 
-DEFAULT_METRIC = {"name": "val/exact_accuracy", "goal": "maximize"}
 WANDB_SWEEP_PATH = re.compile(r"^[\w.-]+/[\w.-]+/[\w-]+$")
-OFFLINE_STATES = {"finished": "finished", "stopped": "stopped", "failed": "crashed", "running": "running"}
+OFFLINE_STATES = {
+    "finished": "finished",
+    "stopped": "stopped",
+    "failed": "crashed",
+    "crashed": "crashed",
+    "running": "running",
+}
 WANDB_STATES = {"finished": "finished", "running": "running", "pending": "running", "killed": "stopped"}
 
 
@@ -32,7 +38,7 @@ def open_source(source: str, wandb_api: Optional[Callable[[], Any]] = None) -> S
 
 # -- offline --------------------------------------------------------------------------------------------------------
 def offline_runs(directory: Path) -> SweepRuns:
-    from loopformer.sweep import SweepFileError, load_sweep
+    from loopformer.sweep.spec import SweepFileError, load_sweep
 
     state_file = directory / "state.json"
     if not directory.is_dir() or not state_file.exists():
@@ -107,7 +113,7 @@ def wandb_runs(path: str, wandb_api: Optional[Callable[[], Any]] = None) -> Swee
 
 
 def _wandb_record(run: Any, metric: str, parameters: list[str]) -> RunRecord:
-    from loopformer.termination import STOPPED_SUMMARY_KEY
+    from loopformer.runs.stopping import STOPPED_SUMMARY_KEY
 
     config = dict(getattr(run, "config", None) or {})
     summary = dict(getattr(run, "summary_metrics", None) or {})

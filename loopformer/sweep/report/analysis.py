@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from loopformer.sweep_report.records import ScoredRun, SweepRuns, score
+from loopformer.sweep.report.records import ScoredRun, SweepRuns, score
 
 PERMUTATIONS = 50  # shuffles per parameter: the importance's spread across seeds is below 0.01 at 8-30 runs
 RIDGE = 1e-2  # keeps the fit defined when runs are fewer than the features; small against standardised features

@@ -34,6 +34,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from loopformer.errors import ConfigError
 from loopformer.files import load_torch
+from loopformer.list_overrides import to_plain
 from loopformer.model.config import ArchConfig
 from loopformer.optim import OptimConfig
 from loopformer.run_options import RunOptions
@@ -125,6 +126,13 @@ def weight_tables(checkpoint: dict) -> list[dict[str, torch.Tensor]]:
     return [checkpoint.get("state_dict", {})] + ([raw] if raw is not None else [])
 
 
+def module_hyperparameters(arch: ArchConfig) -> dict[str, Any]:
+    """What ``LoopformerModule(arch=arch)`` stores as its hyperparameters: every group as a plain dict (the others at
+    their defaults), no warm start, nothing frozen. Written for checkpoints made without a module (the importer)."""
+    plain = {name: to_plain(cls() if name != "arch" else arch) for name, cls in GROUPS.items()}
+    return {**plain, "init_from": None, "freeze": None}
+
+
 def imported_checkpoint(
     state_dict: dict[str, torch.Tensor], hyper_parameters: dict[str, Any], dataset_dims: dict, imported_from: str
 ) -> dict[str, Any]:
@@ -137,15 +145,6 @@ def imported_checkpoint(
         "global_step": 0,
         "pytorch-lightning_version": L.__version__,
     }
-
-
-def save_atomically(checkpoint: dict[str, Any], dest: str | Path) -> None:
-    """Written beside ``dest`` and renamed: an interrupted save never leaves a partial file."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(dest)
 
 
 # ---------------------------------------------------------------------------------------------------

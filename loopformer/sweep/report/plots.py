@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+from loopformer.checkpoint import atomic
+
 STATE_MARKERS = {"finished": ("o", "finished"), "stopped": ("v", "stopped early"), "crashed": ("x", "crashed")}
 
 
@@ -42,7 +44,7 @@ def plot_pareto(runs: list, front: list, metric: str, path: Path) -> None:
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format=Path(path).suffix[1:] or "png"))
     plt.close(fig)
 
 
@@ -65,7 +67,7 @@ def plot_importance(importance: dict[str, list], path: Path) -> None:
         ax.set_xlabel("permutation importance (sums to 1)")
         ax.set_title(target + "  (green: r > 0, red: r < 0)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format=Path(path).suffix[1:] or "png"))
     plt.close(fig)
 
 
@@ -116,5 +118,5 @@ def plot_parallel_coordinates(lines: list[dict], axes: list[str], metric: str, p
     ax.set_title(f"{len(scored)} runs, colour = {metric} (dashed: stopped early or crashed)")
     fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(m_lo, m_hi)), ax=ax, label=metric)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format=Path(path).suffix[1:] or "png"))
     plt.close(fig)

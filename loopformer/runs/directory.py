@@ -1,0 +1,81 @@
+"""Where one run's outputs go: the directory that holds its ``checkpoints/``, beside them ``config.yaml`` and
+``predictions/``, so that runs sharing a logger's save_dir (a sweep) never overwrite each other's files; and the
+claim a run holds on it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from loopformer.checkpoint.atomic import remove_stale_temporaries, stale_notice
+from loopformer.runs.claim import Claim, ClaimedError
+
+
+def run_directory(trainer: L.Trainer) -> str:
+    """``<save_dir>/<name>/<version>`` of the first logger, as Lightning's ModelCheckpoint places
+    ``checkpoints/``; ``default_root_dir`` without a logger. A collective: every rank must call it
+    (only rank 0 knows a W&B run's id; it is broadcast)."""
+    if not trainer.loggers:
+        return trainer.default_root_dir
+    logger = trainer.loggers[0]
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    directory = os.path.join(logger.save_dir or trainer.default_root_dir, str(logger.name), version)
+    return trainer.strategy.broadcast(directory)
+
+
+RUN_LOCK = "run.lock"
+
+
+class ClaimRunDirectory(L.Callback):
+    """A run holds its directory for its lifetime (``claim.Claim`` on ``run.lock`` in it): a second run on the same
+    directory fails at once, naming the holder, instead of overwriting its checkpoints and config. A directory whose
+    holder died is taken over with a notice, and the partial files its interrupted writes left are removed."""
+
+    def __init__(self) -> None:
+        self.claim: Optional[Claim] = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        directory = run_directory(trainer)  # a collective: every rank asks
+        problem = ""
+        if trainer.is_global_zero and "://" not in directory:
+            problem = self._claim(trainer, Path(directory))
+        problem = trainer.strategy.broadcast(problem, src=0)
+        if problem:
+            raise ClaimedError(problem, None)
+
+    def _claim(self, trainer: L.Trainer, directory: Path) -> str:
+        self.claim = Claim(directory / RUN_LOCK, f"run directory {directory}")
+        try:
+            self.claim.acquire()
+        except ClaimedError as e:
+            self.claim = None
+            return (
+                f"{e} One directory holds one run's checkpoints and config: wait for that run to end, or give this "
+                "one another directory (--trainer.default_root_dir, or the logger's version / W&B id)."
+            )
+        if self.claim.previous is not None:
+            rank_zero_warn(
+                f"run directory {directory}: taken over from a run that ended without releasing it "
+                f"({self.claim.previous.describe()})."
+            )
+        places = {directory, directory / "checkpoints"}
+        places.update(Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None))
+        notice = stale_notice([p for place in sorted(places) for p in remove_stale_temporaries(place)])
+        if notice:
+            rank_zero_info(notice)
+        return ""
+
+    def _release(self) -> None:
+        if self.claim is not None:
+            self.claim.release()
+            self.claim = None
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._release()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._release()

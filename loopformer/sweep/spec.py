@@ -1,0 +1,62 @@
+"""Sweep files: reading and checking one (with W&B's own sweep engine, the `sweeps` package) and the command
+line `wandb agent` runs for a sampled run."""
+
+from __future__ import annotations
+
+import copy
+import platform
+import warnings
+from pathlib import Path
+from typing import Any
+
+from loopformer.files import load_yaml
+
+
+class SweepFileError(ValueError):
+    """A sweep file that W&B would refuse, or an offline sweep's state that cannot be read (the message names the
+    file and the problem)."""
+
+
+DEFAULT_METRIC = {"name": "val/exact_accuracy", "goal": "maximize"}
+"""The metric a sweep file without ``metric`` is ranked by."""
+
+
+def sweeps_engine():  # noqa: ANN201 (the `sweeps` module)
+    """W&B's sweep engine (the `sweeps` package), imported without the pydantic-v1 warning it prints on import."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Valid config keys have changed in V2", category=UserWarning)
+        import sweeps
+    return sweeps
+
+
+def load_sweep(path: str | Path) -> dict:
+    path = Path(path)
+    config = load_yaml(path, SweepFileError, "a W&B sweep file (method, metric, parameters, command)")
+    if not isinstance(config, dict):
+        raise SweepFileError(f"{path}: expected a mapping (method, metric, parameters, command), got {config!r}.")
+    problems = sweeps_engine().schema_violations_from_proposed_config(config)
+    if problems:
+        raise SweepFileError(f"{path}: not a valid sweep configuration: " + "; ".join(problems))
+    if "command" not in config:
+        raise SweepFileError(f"{path}: has no `command`; loopformer sweeps run `loopformer fit ... ${{args}}`.")
+    return config
+
+
+def agent_command(sweep_config: dict, run_config: dict[str, dict]) -> list[str]:
+    """The command line `wandb agent` runs for a sampled run (``{param: {"value": v}}``), built as it does."""
+    from wandb.sdk.launch.sweeps import utils as sweep_utils
+
+    command = sweep_utils.create_sweep_command(copy.deepcopy(sweep_config.get("command")))
+    sweep_vars: dict[str, Any] = sweep_utils.create_sweep_command_args({"args": run_config})
+    sweep_vars["interpreter"] = ["python"]
+    sweep_vars["program"] = [sweep_config.get("program", "")]
+    if platform.system() != "Windows":
+        sweep_vars["env"] = ["/usr/bin/env"]
+    out: list[str] = []
+    for chunk in command:
+        chunk = str(chunk)
+        if chunk.startswith("${") and chunk.endswith("}"):
+            out += sweep_vars.get(chunk[2:-1]) or []
+        else:
+            out.append(chunk)
+    return out

@@ -1,0 +1,137 @@
+"""Offline runners that survive being killed and share a sweep: several on one directory run every trial exactly
+once; a runner killed with SIGKILL leaves no trial running and its trial is run again; SIGTERM stops a runner's
+trial and writes the results."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from loopformer.sweep.runner import OfflineSweep
+from loopformer.sweep.state import TrialRecord
+
+HERE = Path(__file__).resolve().parent
+
+
+def _sweep_file(tmp_path, qualities, pause=0.15, goal="maximize"):
+    config = {
+        "method": "grid",
+        "metric": {"name": "val/exact_accuracy", "goal": goal},
+        "parameters": {"quality": {"values": qualities}, "pause": {"value": pause}},
+        "command": [sys.executable, str(HERE / "fake_trial.py"), "${args}"],
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _runner(sweep_file, out, count, log):
+    command = [sys.executable, "-m", "loopformer.cli", "sweep", str(sweep_file), "--offline", "--out", str(out)]
+    return subprocess.Popen([*command, "--count", str(count)], stdout=log, stderr=subprocess.STDOUT)
+
+
+def _state(out):
+    return json.loads((out / "state.json").read_text())["trials"]
+
+
+def _children(pid):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+def _alive(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_two_runners_on_one_sweep_run_every_trial_exactly_once(tmp_path):
+    sweep_file = _sweep_file(tmp_path, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    out = tmp_path / "out"
+    with open(tmp_path / "a.log", "w") as log_a, open(tmp_path / "b.log", "w") as log_b:
+        runners = [_runner(sweep_file, out, 6, log_a), _runner(sweep_file, out, 6, log_b)]
+        codes = [r.wait(timeout=300) for r in runners]
+    assert codes == [0, 0], (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()
+    trials = _state(out)
+    assert sorted(t["name"] for t in trials) == [f"trial-{i:03d}" for i in range(6)]
+    assert sorted(t["config"]["quality"]["value"] for t in trials) == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    assert all(t["state"] == "finished" and t["attempt"] == 1 and len(t["history"]) == 10 for t in trials)
+    for t in trials:  # each trial's history written by one process: 10 reports, not 20
+        assert len((out / f"{t['name']}.metrics.jsonl").read_text().splitlines()) == 10
+    assert len({t["runner"] for t in trials}) == 2  # both runners took trials
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 6 and all(r["state"] == "finished" for r in rows)
+
+
+def test_a_runner_killed_with_sigkill_leaves_no_trial_behind_and_its_trial_runs_again(tmp_path):
+    sweep_file = _sweep_file(tmp_path, [0.5], pause=1.0)
+    out = tmp_path / "out"
+    with open(tmp_path / "first.log", "w") as log:
+        runner = _runner(sweep_file, out, 1, log)
+        metrics = out / "trial-000.metrics.jsonl"
+        deadline = time.time() + 60
+        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+            assert runner.poll() is None and time.time() < deadline, (tmp_path / "first.log").read_text()
+            time.sleep(0.1)
+        (trial_pid,) = _children(runner.pid)
+        runner.send_signal(signal.SIGKILL)
+        runner.wait()
+    deadline = time.time() + 5
+    while _alive(trial_pid) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _alive(trial_pid), "the trial outlived its runner"
+    partial = len(metrics.read_text().splitlines())
+    assert _state(out)[0]["state"] == "running"  # as the dead runner left it
+
+    with open(tmp_path / "second.log", "w") as log:
+        assert _runner(_sweep_file(tmp_path, [0.5], pause=0.05), out, 1, log).wait(timeout=120) == 0
+    second_log = (tmp_path / "second.log").read_text()
+    assert "trial-000: its runner" in second_log and "attempt 1 is recorded as crashed" in second_log
+    (trial,) = _state(out)
+    assert trial["state"] == "finished" and trial["attempt"] == 2 and len(trial["history"]) == 10
+    assert [a["state"] for a in trial["attempts"]] == ["crashed"] and len(trial["attempts"][0]["history"]) >= 1
+    assert len(metrics.read_text().splitlines()) == partial  # the first attempt's history kept apart
+    assert len((out / "trial-000.attempt-2.metrics.jsonl").read_text().splitlines()) == 10
+
+
+def test_sigterm_to_a_runner_stops_its_trial_and_writes_the_results(tmp_path):
+    sweep_file = _sweep_file(tmp_path, [0.5, 0.6], pause=1.0)
+    out = tmp_path / "out"
+    with open(tmp_path / "runner.log", "w") as log:
+        runner = _runner(sweep_file, out, 2, log)
+        metrics = out / "trial-000.metrics.jsonl"
+        deadline = time.time() + 60
+        while not metrics.exists():
+            assert runner.poll() is None and time.time() < deadline, (tmp_path / "runner.log").read_text()
+            time.sleep(0.1)
+        runner.send_signal(signal.SIGTERM)
+        code = runner.wait(timeout=60)
+    assert code == 128 + signal.SIGTERM, (tmp_path / "runner.log").read_text()
+    trials = _state(out)
+    assert [(t["name"], t["state"]) for t in trials] == [("trial-000", "stopped")]  # and no new trial started
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [(r["trial"], r["state"]) for r in rows] == [("trial-000", "stopped")]
+    assert (out / "parallel_coordinates.png").stat().st_size > 1000
+
+
+def test_the_results_rank_by_the_sweeps_goal(tmp_path):
+    sweep = OfflineSweep(_sweep_file(tmp_path, [0.1], goal="minimize"), tmp_path / "out")
+    history = [{"val/exact_accuracy": v, "val/flops_per_puzzle": 10 * v} for v in (0.5, 0.2, 0.4)]
+    sweep.trials = [TrialRecord("trial-000", {"quality": {"value": 0.1}}, "finished", history)]
+    (row,) = sweep.table()
+    assert row["best val/exact_accuracy"] == 0.2 and row["val/flops_per_puzzle"] == 2.0
+    assert row["last val/exact_accuracy"] == 0.4
