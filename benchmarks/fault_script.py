@@ -34,6 +34,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 40
+TERM_STEPS = 600  # long enough for a SIGTERM 9-12 s after the start to land mid-training
 SHM = Path("/dev/shm")
 
 
@@ -68,6 +69,14 @@ def loads(path: Path) -> bool:
         return False
 
 
+def alive(pid: int) -> bool:
+    """Running (a zombie has ended; this machine's init may be slow to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -91,21 +100,27 @@ def kills_during_training(data: Path, out: Path, reference: dict, kills: int, rn
             continue
         leftovers = len(list((root / "checkpoints").glob(".*.partial")))
         run(fit_args(data, root, f"--ckpt_path={last}"), out / "fit.log")
-        found["partial files removed at the next start"] += leftovers - len(list((root / "checkpoints").glob(".*.partial")))
+        found["partial files removed at the next start"] += leftovers - len(
+            list((root / "checkpoints").glob(".*.partial"))
+        )
         found["resumed exactly"] += same(weights(last), reference)
     return found
 
 
-def sigterm_during_training(data: Path, out: Path, reference: dict, rounds: int, rng: random.Random) -> dict:
+def sigterm_during_training(data: Path, out: Path, rounds: int, rng: random.Random) -> dict:
+    """A longer run (so that the signal lands mid-training), stopped by SIGTERM, resumed to its end, compared with
+    the same run uninterrupted."""
+    steps = TERM_STEPS
+    whole = out / "term-whole"
+    run(fit_args(data, whole, f"--trainer.max_steps={steps}"), out / "fit.log")
+    reference = weights(whole / "checkpoints" / "last.ckpt")
     found = {"SIGTERMs": 0, "exit 143": 0, "checkpoint written": 0, "resumed exactly": 0, "slowest exit (s)": 0.0}
     for i in range(rounds):
         root = out / f"term-{i}"
+        args = fit_args(data, root, "--last_checkpoint.every_minutes=0", f"--trainer.max_steps={steps}")
         with open(out / "fit.log", "a") as log:
-            proc = subprocess.Popen(
-                fit_args(data, root, "--last_checkpoint.every_minutes=0", f"--trainer.max_steps={STEPS * 50}"),
-                env=env(), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-            )  # fmt: skip
-        time.sleep(8 + rng.uniform(0, 3))
+            proc = subprocess.Popen(args, env=env(), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        time.sleep(9 + rng.uniform(0, 3))
         start = time.time()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait()
@@ -115,13 +130,8 @@ def sigterm_during_training(data: Path, out: Path, reference: dict, rounds: int,
         last = root / "checkpoints" / "last.ckpt"
         if loads(last):
             found["checkpoint written"] += 1
-            # the stopped run continued to STEPS * 50; compare its resume with an uninterrupted run to the same end
-            step = torch.load(last, weights_only=True)["global_step"]
-            end = step + 5
-            run(fit_args(data, root, f"--ckpt_path={last}", f"--trainer.max_steps={end}"), out / "fit.log")
-            whole = out / f"term-{i}-whole"
-            run(fit_args(data, whole, f"--trainer.max_steps={end}"), out / "fit.log")
-            found["resumed exactly"] += same(weights(last), weights(whole / "checkpoints" / "last.ckpt"))
+            run(fit_args(data, root, f"--ckpt_path={last}", f"--trainer.max_steps={steps}"), out / "fit.log")
+            found["resumed exactly"] += same(weights(last), reference)
     return found
 
 
@@ -168,7 +178,11 @@ def concurrent_runs(data: Path, out: Path) -> dict:
     first_alive = first.poll() is None
     first.kill()
     first.wait()
-    return {"second run refused": int(refused), "refusal (s)": round(seconds, 1), "first run unharmed": int(first_alive)}
+    return {
+        "second run refused": int(refused),
+        "refusal (s)": round(seconds, 1),
+        "first run unharmed": int(first_alive),
+    }
 
 
 FAKE_TRIAL = """
@@ -204,7 +218,7 @@ def sweep_runners(out: Path, rng: random.Random) -> dict:
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     time.sleep(1.0)
-    orphans = sum(Path(f"/proc/{pid}").exists() for pid in trial_pids)
+    orphans = sum(alive(pid) for pid in trial_pids)
     runners.append(subprocess.Popen(command, env=env(), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
     codes = [r.wait() for r in runners[1:]]
     log.close()
@@ -244,7 +258,7 @@ def main() -> None:
         f"kill -9 during training ({STEPS} steps, last.ckpt every step)": kills_during_training(
             data, out, reference, args.kills, rng
         ),
-        "SIGTERM during training": sigterm_during_training(data, out, reference, args.sigterms, rng),
+        f"SIGTERM during training ({TERM_STEPS} steps)": sigterm_during_training(data, out, args.sigterms, rng),
         "kill -9 during 48 MB checkpoint writes": kills_during_writes(out, args.write_kills, rng),
         "two runs on one run directory": concurrent_runs(data, out),
         "offline sweep, 2 runners on one directory": sweep_runners(out, rng),

@@ -14,30 +14,17 @@ merged identifiers as the loader merges them) and is scored and submitted on its
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from loopformer.data.builders.arc import decode_grid, grid_hash, inverse_augmentation
+from loopformer.data.builders.arc import ARCSet, decode_grid, grid_hash, inverse_augmentation
 
 Prediction = tuple[int, np.ndarray, np.ndarray, float]  # (puzzle identifier, input tokens, predicted tokens, q_halt)
 DEFAULT_KS = (1, 2, 5, 10, 100, 1000)  # what TRM and VirtualRecursiveNetwork report
 EMPTY_ATTEMPT = [[0]]
-
-
-@dataclass
-class ARCSet:
-    """One ARC build among the data paths: its identifier names, original test puzzles and identifier offset."""
-
-    name: str
-    identifiers: list[str]
-    test_puzzles: dict
-    offset: int = 0
 
 
 @dataclass
@@ -107,13 +94,6 @@ def submission(ranked: Ranked, test_puzzles: dict) -> dict[str, list[dict[str, l
             attempts.append({"attempt_1": grids[0], "attempt_2": grids[1] if len(grids) > 1 else grids[0]})
         out[name] = attempts
     return out
-
-
-def write_json_atomically(data: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 class ARCCollector:

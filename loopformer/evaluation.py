@@ -13,6 +13,7 @@ LightningModule calls a list of them through this one interface:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -20,8 +21,10 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
-from loopformer.arc_eval import ARCCollector, ARCSet, write_json_atomically
+from loopformer.arc_eval import ARCCollector
 from loopformer.batch import IGNORE_LABEL_ID, Batch
+from loopformer.checkpoint import atomic
+from loopformer.data.builders.arc import ARCSet
 from loopformer.model import LoopTransformer, act_loss
 from loopformer.runs.directory import run_directory
 
@@ -128,7 +131,7 @@ class ARCVoting(Evaluator):
         if trainer.is_global_zero:
             for name, tasks in submissions.items():
                 filename = "submission.json" if len(submissions) == 1 else f"submission-{name}.json"
-                write_json_atomically(tasks, root / filename)
+                atomic.write_text(root / filename, json.dumps(tasks))
         return {f"{prefix}/{k}": torch.tensor(v) for k, v in metrics.items()}
 
 

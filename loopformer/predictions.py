@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from loopformer.batch import IGNORE_LABEL_ID, Batch
+from loopformer.checkpoint import atomic
 from loopformer.runs.directory import run_directory
 
 TOKEN_KEYS = ("inputs", "preds", "labels")
@@ -33,11 +34,8 @@ def exact_accuracy(rows: dict[str, np.ndarray]) -> Optional[float]:
 
 
 def save_predictions(path: str, rows: dict[str, np.ndarray]) -> None:
-    """Written next to the final name and renamed, so an interrupted write never leaves a partial file."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp.npz"
-    np.savez_compressed(tmp, **rows)
-    os.replace(tmp, path)
+    """Written atomically: an interrupted write never leaves a partial file."""
+    atomic.write_atomically(path, lambda f: np.savez_compressed(f, **rows))
 
 
 class PredictionWriter:

@@ -208,7 +208,7 @@ def test_checkpoints_are_written_atomically(sudoku4_dir, tmp_path, monkeypatch):
     cli.trainer.save_checkpoint(path)
     before = path.read_bytes()
 
-    def disk_full(stage):
+    def disk_full(stage, dest):
         if stage == "written":
             raise OSError(errno.ENOSPC, "No space left on device")
 

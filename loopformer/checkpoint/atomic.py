@@ -27,9 +27,9 @@ import torch
 PARTIAL_SUFFIX = ".partial"
 SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, over quota, over the file-size limit
 
-# Test seam: called with a stage name ("written", "synced", "replaced") inside every write, so that a fault-injection
-# test can kill the process at that point. None in normal use.
-fault_point: Optional[Callable[[str], None]] = None
+# Test seam: called with a stage name ("written", "synced", "replaced") and the destination inside every write, so that
+# a fault-injection test can kill the process (or fail the write) at that point. None in normal use.
+fault_point: Optional[Callable[[str, Path], None]] = None
 
 
 class WriteError(OSError):
@@ -64,12 +64,12 @@ def write_with(dest: str | Path, write_to_path: Callable[[Path], None], size_hin
     tmp = Path(tmp_name)
     try:
         write_to_path(tmp)
-        _at("written")
+        _at("written", dest)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        _at("synced")
+        _at("synced", dest)
         os.replace(tmp, dest)
-        _at("replaced")
+        _at("replaced", dest)
         fsync_directory(directory)
     except BaseException as e:
         written = _size(tmp)
@@ -172,9 +172,9 @@ def stale_notice(removed: list[Path]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
-def _at(stage: str) -> None:
+def _at(stage: str, dest: Path) -> None:
     if fault_point is not None:
-        fault_point(stage)
+        fault_point(stage, dest)
 
 
 def _writer_tag() -> str:

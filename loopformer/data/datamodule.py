@@ -145,7 +145,7 @@ class PuzzleDataModule(L.LightningDataModule):
     def arc_sets(self) -> list:
         """The ARC builds among the data paths (those with ``test_puzzles.json``), for the ARC metric: names,
         original test puzzles, and where their puzzle identifiers start in the merged test split."""
-        from loopformer.arc_eval import ARCSet
+        from loopformer.data.builders.arc import ARCSet
 
         if not hasattr(self, "_arc_sets"):
             sets, offset = [], 0

@@ -12,13 +12,13 @@ there, ``{set}__{inputs,labels,puzzle_identifiers,puzzle_indices,group_indices}.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from loopformer.checkpoint import atomic
 from loopformer.files import first_line, load_json
 
 ARRAY_FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
@@ -176,18 +176,14 @@ def _validate_set(split_dir: Path, name: str, meta: PuzzleDatasetMetadata, s: Pu
 
 
 def save_split(split_dir: Path, meta: PuzzleDatasetMetadata, sets: dict[str, PuzzleSet]) -> None:
-    """Write one split; each file goes to a temporary name first and is renamed into place."""
+    """Write one split, each file atomically; ``dataset.json`` last, so a split with one is complete."""
     split_dir = Path(split_dir)
     split_dir.mkdir(parents=True, exist_ok=True)
     for name, s in sets.items():
         for key in ARRAY_FIELDS:
-            final = split_dir / f"{name}__{key}.npy"
-            tmp = split_dir / f".{name}__{key}.tmp.npy"
-            np.save(tmp, np.ascontiguousarray(getattr(s, key)))
-            os.replace(tmp, final)
-    tmp_meta = split_dir / ".dataset.json.tmp"
-    meta.save(tmp_meta)
-    os.replace(tmp_meta, split_dir / "dataset.json")
+            array = np.ascontiguousarray(getattr(s, key))
+            atomic.write_atomically(split_dir / f"{name}__{key}.npy", lambda f, array=array: np.save(f, array))
+    atomic.write_with(split_dir / "dataset.json", meta.save)
 
 
 MERGE_KEYS = ("seq_len", "vocab_size", "pad_id", "ignore_label_id", "blank_identifier_id", "sets")

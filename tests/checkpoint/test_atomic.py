@@ -3,6 +3,7 @@ write, and at random moments of a loop of writes, with ``$TMPDIR`` on another fi
 destination is always the old complete file or the new complete one."""
 
 import errno
+import json
 import os
 import random
 import signal
@@ -45,7 +46,7 @@ def test_a_kill_inside_a_write_leaves_the_old_or_the_new_file_and_the_next_start
         f"""
         import os, signal, torch
         from loopformer.checkpoint import atomic
-        def die(point):
+        def die(point, dest):
             if point == {stage!r}:
                 os.kill(os.getpid(), signal.SIGKILL)
         atomic.fault_point = die
@@ -140,3 +141,41 @@ def test_a_temporary_file_of_a_live_writer_is_kept(tmp_path):
     foreign.write_bytes(b"another machine's")
     assert atomic.remove_stale_temporaries(tmp_path) == []
     assert live.exists() and foreign.exists()
+
+
+def test_a_disk_that_fills_during_fit_ends_the_run_in_one_line_with_every_earlier_checkpoint_loadable(
+    sudoku4_dir, tmp_path, monkeypatch, capsys
+):
+    from loopformer import cli
+
+    root = Path(__file__).resolve().parents[2]
+    written = []
+
+    def fill_up_at_the_third_checkpoint(stage, dest):
+        if stage == "written" and dest.suffix == ".ckpt":
+            written.append(dest)
+            if len(written) == 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "fault_point", fill_up_at_the_third_checkpoint)
+    every_step = {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {"dirpath": str(tmp_path / "ckpt"), "every_n_train_steps": 1, "save_top_k": -1},
+    }
+    with pytest.raises(SystemExit) as ended:
+        cli.main([
+            "fit", "--config", str(root / "configs/quickstart.yaml"), f"--data.data_paths={sudoku4_dir}",
+            "--data.global_batch_size=16", "--model.arch.hidden_size=32", "--model.arch.puzzle_emb_ndim=32",
+            "--trainer.max_steps=10", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
+            "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}", "--last_checkpoint.every_minutes=0",
+            f"--trainer.callbacks+={json.dumps(every_step)}",
+        ])  # fmt: skip
+    assert ended.value.code == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("loopformer: error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err[-3000:]
+    assert errors[0].startswith(f"loopformer: error: no space left on device writing {written[2]} (about ")
+    assert f"{tmp_path / 'ckpt'} has " in errors[0]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [p.name for p in written[:2]]
+    for path in written[:2]:
+        assert isinstance(torch.load(path, weights_only=True)["state_dict"], dict)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -205,3 +206,13 @@ def build_arc_dataset(
     summary["identifiers"] = len(identifiers)
     summary["seconds"] = time.perf_counter() - start_time
     return summary
+
+
+@dataclass
+class ARCSet:
+    """One ARC build among the data paths: its identifier names, original test puzzles and identifier offset."""
+
+    name: str
+    identifiers: list[str]
+    test_puzzles: dict
+    offset: int = 0
