@@ -83,3 +83,26 @@ def test_a_second_fit_on_a_claimed_run_directory_fails_at_once_naming_the_holder
     finally:
         first.kill()
         first.wait()
+
+
+def test_a_run_removes_the_partial_files_a_killed_write_left_with_a_notice(sudoku4_dir, tmp_path, caplog):
+    import logging
+
+    from loopformer.cli import LoopformerCLI
+
+    caplog.set_level(logging.INFO)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has ended: the writer of the partial file below
+    partial = tmp_path / "checkpoints" / f".last.ckpt.{socket.gethostname().split('.')[0]}-{pid}.abc.partial"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"x" * 200_000)
+    LoopformerCLI(
+        args=[
+            "fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_paths={sudoku4_dir}",
+            "--data.global_batch_size=16", "--model.arch.hidden_size=32", "--model.arch.puzzle_emb_ndim=32",
+            "--trainer.max_steps=1", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
+            "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )  # fmt: skip
+    assert not partial.exists()
+    assert f"removed 1 partial file(s) left by an interrupted write in {partial.parent}" in caplog.text

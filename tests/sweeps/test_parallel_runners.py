@@ -135,3 +135,25 @@ def test_the_results_rank_by_the_sweeps_goal(tmp_path):
     (row,) = sweep.table()
     assert row["best val/exact_accuracy"] == 0.2 and row["val/flops_per_puzzle"] == 2.0
     assert row["last val/exact_accuracy"] == 0.4
+
+
+def test_one_runner_per_gpu_shares_one_sweep(tmp_path):
+    config = yaml.safe_load(_sweep_file(tmp_path, [0.1, 0.2, 0.3, 0.4]).read_text())
+    config["command"] = [sys.executable, str(HERE / "device_trial.py"), "${args}"]
+    del config["parameters"]["pause"]
+    sweep_file = tmp_path / "gpus.yaml"
+    sweep_file.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "loopformer.cli", "sweep", str(sweep_file), "--offline", "--out", str(out)]
+    done = subprocess.run([*command, "--count", "4", "--gpus", "0,1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "2 runners ended (exit codes [0, 0])" in done.stdout
+    trials = _state(out)
+    assert sorted(t["config"]["quality"]["value"] for t in trials) == [0.1, 0.2, 0.3, 0.4]
+    assert all(t["state"] == "finished" and len(t["history"]) == 3 for t in trials)
+    gpu_of_runner = {}
+    for t in trials:  # every report of a trial names its runner's one GPU
+        (gpu,) = {h["gpu"] for h in t["history"]}
+        assert gpu_of_runner.setdefault(t["runner"], gpu) == gpu
+    assert sorted(gpu_of_runner.values()) == ["0", "1"]
+    assert "[sweep gpu 0]" in done.stdout and "[sweep gpu 1]" in done.stdout
