@@ -1,5 +1,5 @@
-"""LightningModule: ACT training with the carry kept across steps, evaluation to halting, the optimizer. The rest is
-components it calls: ``evaluation``, ``checkpoint`` (the format), ``ema.EMA`` and ``optim``."""
+"""LightningModule: wires Lightning to the run's training algorithm (``training/``), evaluation to halting and the
+optimizer. The rest is components it calls: ``evaluation``, ``checkpoint`` (the format), ``ema.EMA`` and ``optim``."""
 
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ from loopformer.depth_curve import DepthCurve
 from loopformer.ema import EMA
 from loopformer.evaluation import ACTMetrics, ARCVoting, Evaluator, PredictionPictures, eval_summary, run_to_halt
 from loopformer.list_overrides import to_plain
-from loopformer.model import PUZZLE_TABLE_KEY, ACTCarry, ArchConfig, LoopTransformer, LoopTransformerConfig
-from loopformer.model.losses import cross_entropy_loss, dis_improvement_loss, dis_target
+from loopformer.model import ACTCarry, ArchConfig, LoopTransformer, LoopTransformerConfig
 from loopformer.model.summary import describe
 from loopformer.model.training_step import ACTTrainingStep
 from loopformer.nonfinite import NonFiniteWatch
@@ -28,6 +27,8 @@ from loopformer.optim import OptimConfig, configure_optimizers, puzzle_embedding
 from loopformer.predictions import PredictionWriter
 from loopformer.run_options import RunOptions
 from loopformer.runs.directory import run_directory
+from loopformer.training import training_algorithm
+from loopformer.training.scores import IntervalScores
 
 Config = TypeVar("Config")
 
@@ -74,10 +75,10 @@ class LoopformerModule(L.LightningModule):
         self.init_from, self.frozen_patterns = init_from, list(freeze or [])
         self._initialised_from: Optional[str] = None  # what init_from loaded, reported at the start of fit
         self._puzzle_table_frozen = False
-        # DIS takes several optimizer steps per batch (one per supervision step): it steps the optimizer itself.
-        self.automatic_optimization = not self.arch.dis_enabled
+        self.algorithm = training_algorithm(self.arch)  # ACT, or DIS (which steps the optimizer itself)
+        self.automatic_optimization = self.algorithm.automatic_optimization
         self.nonfinite = NonFiniteWatch()
-        self._train_sums: dict[str, torch.Tensor] = {}  # metric sums since the last logging interval
+        self.train_scores = IntervalScores()
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> LoopformerModule:  # type: ignore[override]
@@ -144,90 +145,31 @@ class LoopformerModule(L.LightningModule):
         return self.net(carry, batch)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Optional[torch.Tensor]:
-        if self.arch.dis_enabled:
-            self._dis_training_step(batch)
-            return None
-        if self.carry is None or self.carry.steps.shape[0] != batch["inputs"].shape[0]:
-            self.carry = self.net.initial_carry(batch)
-        elif self.carry.steps.device != batch["inputs"].device:  # restored from a checkpoint on the CPU
-            self.carry = ACTCarry.from_dict(self.carry.to_dict(), device=batch["inputs"].device)
-        self.carry, loss_sum, sums = self.act_training_step(self.carry, batch)
-        batch_size = batch["inputs"].shape[0]
-        # Summed over rows, divided by the batch size; DDP's gradient mean makes it the global batch size.
-        loss = loss_sum / batch_size
-        self.nonfinite.observe(self.global_step, "train/loss", loss)
-        # The losses are averaged over ranks (equal batch sizes): the global batch's loss, whatever the rank count.
-        lm_loss = sums["lm_loss"] if self.arch.loss_head == "cross_entropy" else sums["lm_loss"] / batch_size
-        losses = {"train/loss": loss.detach(), "train/lm_loss": lm_loss}
-        self.log_dict(losses, on_step=True, on_epoch=False, sync_dist=True, batch_size=batch_size)
-        self._log_scores(sums, batch_size)
-        return loss.float()
+        return self.algorithm.training_step(self, batch)
 
-    def _log_scores(self, sums: dict[str, torch.Tensor], batch_size: int) -> None:
-        """Scores over the rows that halted since the last logging interval: summed on the device, so no step
-        waits to learn whether any row halted."""
-        for k in ("count", "exact_accuracy", "accuracy", "q_halt_accuracy", "steps"):
-            if k in sums:
-                self._train_sums[k] = self._train_sums.get(k, 0) + sums[k].detach().float()
-        count = self._train_sums["count"].clamp_min(1)
-        log = {f"train/{k}": v / count for k, v in self._train_sums.items() if k != "count"}
+    def log_scores(self, sums: dict[str, torch.Tensor], batch_size: int) -> None:
+        """Scores over the rows that halted since the last logging interval (``training.scores``)."""
+        log = self.train_scores.add(sums)
         self.log_dict(log, prog_bar=False, on_step=True, on_epoch=False, batch_size=batch_size)
         self.log("train/exact", log["train/exact_accuracy"], prog_bar=True, logger=False)
 
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
         if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
-            self._train_sums = {}
+            self.train_scores.reset()
             self.nonfinite.check(self.trainer.strategy, self.trainer.world_size)  # where logging syncs anyway
 
     def on_train_end(self) -> None:
         self.nonfinite.check(self.trainer.strategy, self.trainer.world_size)
 
-    def _dis_training_step(self, batch: Batch) -> None:
-        """Deep Improvement Supervision: ``dis_max_steps`` steps from the initial states (VRN's own loop starts from
-        ``torch.empty`` states it never resets, an upstream bug not reproduced here), step s toward its target."""
-        cfg = self.net.config
-        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        steps, batch_size = cfg.dis_max_steps, batch["inputs"].shape[0]
-        labels = batch["labels"]
-        mask_method = cfg.dis_loss_method == "mask"
-        noise = torch.rand(labels.shape, device=labels.device) if mask_method else None  # one draw per batch
-        carry = self.net.initial_carry(batch)
-        losses, totals = [], {}
-        for s in range(steps):
-            target = dis_target(labels, batch["inputs"], s, steps, cfg.mask_token_id, noise) if mask_method else labels
-            carry, outputs = self.net(carry, {**batch, "labels": target})
-            loss, sums = cross_entropy_loss(outputs, target, cfg.loss_type, cfg.mask_penalty_weight, cfg.mask_token_id)
-            for k, v in sums.items():
-                totals[k] = totals.get(k, 0) + v.float()
-            if mask_method:
-                weight = (s + 1) / steps if cfg.dis_step_weighting else 1.0
-                self._manual_step(optimizer, scheduler, loss * weight / batch_size)
-            else:
-                losses.append(loss)
-        if not mask_method:
-            self._manual_step(optimizer, scheduler, dis_improvement_loss(losses) / batch_size)
-        log = {
-            "train/loss": totals["lm_loss"] / steps,
-            "train/lm_loss": totals["lm_loss"] / steps,
-            "train/mask_penalty": totals["mask_penalty"] / steps,
-        }
-        self.log_dict(log, on_step=True, on_epoch=False, sync_dist=True, batch_size=batch_size)
-        self._log_scores(sums, batch_size)  # the last step's target is the labels: its scores are the run's
-
-    def _manual_step(self, optimizer: Any, scheduler: Any, loss: torch.Tensor) -> None:
-        self.nonfinite.observe(self.global_step, "train/loss", loss)
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        optimizer.step()  # runs on_before_optimizer_step (the gradient check) and counts one global step
-        scheduler.step()
-        self._puzzle_table_step(optimizer.optimizer, self.all_gather if self.trainer.world_size > 1 else None)
-
-    def _puzzle_table_step(self, optimizer: torch.optim.Optimizer, gather: Any) -> None:
+    def puzzle_table_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """The puzzle-embedding table's sign-SGD step, in the same optimizer step as the other weights."""
         table = getattr(self.net.inner, "puzzle_emb", None)
         if self._puzzle_table_frozen and table is not None:
             table.used.clear()  # frozen: the rows' gradients are not wanted
         else:
-            puzzle_embedding_step(self.net, optimizer, self.optim, gather)
+            puzzle_embedding_step(
+                self.net, optimizer, self.optim, self.all_gather if self.trainer.world_size > 1 else None
+            )
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         norms = [p.grad.detach().float().norm() for p in self.parameters() if p.grad is not None]
@@ -236,8 +178,7 @@ class LoopformerModule(L.LightningModule):
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        gather = self.all_gather if self.trainer.world_size > 1 else None
-        self._puzzle_table_step(optimizer, gather)  # in the same optimizer step (one global_step)
+        self.puzzle_table_step(optimizer)  # in the same optimizer step (one global_step)
 
     def configure_optimizers(self) -> Any:
         total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
@@ -327,18 +268,18 @@ class LoopformerModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._checkpoint_step = checkpoint.get("global_step")
-        extra = checkpoint.get(ckpt_format.EXTRA_KEY, {})
-        stored = extra.get("dataset_dims")
+        stored = checkpoint.get(ckpt_format.EXTRA_KEY, {}).get("dataset_dims")
         if self.net is None and stored:
             self.build(stored)
         elif stored:
-            token_dims = ("vocab_size", "seq_len")
-            if any(stored.get(k) != self.dataset_dims[k] for k in token_dims if stored.get(k) is not None):
-                raise ValueError(
-                    f"the checkpoint was trained on data with {stored}, but data.data_paths have {self.dataset_dims}: "
-                    "the vocabulary and the sequence length must match."
-                )
-        self._fit_puzzle_embedding_rows(checkpoint)
+            ckpt_format.check_dataset_dims(checkpoint, self.dataset_dims)
+        table = getattr(getattr(self.net.inner, "puzzle_emb", None), "weights", None)
+        rows = ckpt_format.refit_puzzle_tables(checkpoint, table.shape) if table is not None else None
+        if rows is not None:
+            rank_zero_warn(
+                f"the checkpoint's puzzle-embedding table has {rows} rows, the data has {table.shape[0]} puzzle "
+                "identifiers: every row starts from the checkpoint's mean row."
+            )
         if self._trainer is not None and self.trainer.state.fn == "fit":
             ckpt_format.use_raw_weights(checkpoint)  # resuming training: from the raw weights, not their average
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer is not None else (0, 1)
@@ -347,20 +288,3 @@ class LoopformerModule(L.LightningModule):
         self.carry = ACTCarry.from_dict(carry) if carry is not None else None
         self._carry_restored = self.carry is not None
         ckpt_format.restore_generators(state)
-
-    def _fit_puzzle_embedding_rows(self, checkpoint: dict) -> None:
-        """A table with another number of rows (a rebuilt dataset): every row restarts from the mean row, as
-        HRM does."""
-        key = ckpt_format.NET_PREFIX + PUZZLE_TABLE_KEY
-        expected = getattr(getattr(self.net.inner, "puzzle_emb", None), "weights", None)
-        tables = ckpt_format.weight_tables(checkpoint)
-        if expected is None or key not in tables[0] or tables[0][key].shape == expected.shape:
-            return
-        found = tuple(tables[0][key].shape)
-        rank_zero_warn(
-            f"the checkpoint's puzzle-embedding table has {found[0]} rows, the data has {expected.shape[0]} puzzle "
-            "identifiers: every row starts from the checkpoint's mean row."
-        )
-        for table in tables:
-            if key in table:
-                table[key] = table[key].float().mean(0, keepdim=True).expand(expected.shape).clone()

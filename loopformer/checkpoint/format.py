@@ -32,9 +32,11 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from loopformer.checkpoint.fitting import refit_puzzle_table
 from loopformer.errors import ConfigError
 from loopformer.files import load_torch
 from loopformer.list_overrides import to_plain
+from loopformer.model.act import PUZZLE_TABLE_KEY
 from loopformer.model.config import ArchConfig
 from loopformer.optim import OptimConfig
 from loopformer.run_options import RunOptions
@@ -131,6 +133,25 @@ def module_hyperparameters(arch: ArchConfig) -> dict[str, Any]:
     their defaults), no warm start, nothing frozen. Written for checkpoints made without a module (the importer)."""
     plain = {name: to_plain(cls() if name != "arch" else arch) for name, cls in GROUPS.items()}
     return {**plain, "init_from": None, "freeze": None}
+
+
+def refit_puzzle_tables(checkpoint: dict, shape: torch.Size) -> Optional[int]:
+    """Every puzzle-embedding table the checkpoint holds (with EMA, the raw one too), fitted to ``shape`` by
+    ``fitting.refit_puzzle_table``; returns the stored row count when the tables were refitted, else None."""
+    key = NET_PREFIX + PUZZLE_TABLE_KEY
+    rows = [refit_puzzle_table(table, key, shape) for table in weight_tables(checkpoint)]
+    return rows[0]
+
+
+def check_dataset_dims(checkpoint: dict, dims: dict[str, int]) -> None:
+    """The data's vocabulary and sequence length are those the checkpoint was trained on (the number of puzzle
+    identifiers may differ: ``refit_puzzle_tables``)."""
+    stored = checkpoint.get(EXTRA_KEY, {}).get("dataset_dims") or {}
+    if any(stored.get(k) != dims[k] for k in ("vocab_size", "seq_len") if stored.get(k) is not None):
+        raise ValueError(
+            f"the checkpoint was trained on data with {stored}, but data.data_paths have {dims}: "
+            "the vocabulary and the sequence length must match."
+        )
 
 
 def imported_checkpoint(

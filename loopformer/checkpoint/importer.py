@@ -32,6 +32,7 @@ import torch
 
 from loopformer.checkpoint import atomic
 from loopformer.checkpoint import format as ckpt_format
+from loopformer.checkpoint.fitting import misfit
 from loopformer.files import load_torch, load_yaml
 from loopformer.model.act import PUZZLE_TABLE_KEY
 from loopformer.model.config import ArchConfig, LoopTransformerConfig
@@ -437,17 +438,9 @@ def import_checkpoint(
     dims = dims_from_state_dict(sd, arch_config, seq_len)
     net = LoopTransformer(LoopTransformerConfig.from_arch(arch_config, **dims))
     expected = net.state_dict()
-    missing = [k for k in expected if k not in sd]
-    extra = [k for k in sd if k not in expected]
-    if missing or extra:
-        raise CheckpointImportError(
-            f"{src}: the weights do not fit the architecture in {arch_yaml}: missing {missing[:6]}, unexpected {extra[:6]}."
-        )
-    for k, v in sd.items():
-        if v.shape != expected[k].shape:
-            raise CheckpointImportError(
-                f"{src}: {k} has shape {tuple(v.shape)}, the architecture expects {tuple(expected[k].shape)}."
-            )
+    details = misfit(sd, expected, limit=6)
+    if details:
+        raise CheckpointImportError(f"{src}: the weights do not fit the architecture in {arch_yaml}: {details}.")
     net.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()})
 
     state_dict = {ckpt_format.NET_PREFIX + k: v for k, v in net.state_dict().items()}

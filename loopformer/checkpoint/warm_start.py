@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from loopformer.checkpoint import format as ckpt_format
+from loopformer.checkpoint.fitting import misfit, refit_puzzle_table
 from loopformer.errors import ConfigError
 from loopformer.model import PUZZLE_TABLE_KEY
 
@@ -46,31 +47,12 @@ def load_initial_weights(net: nn.Module, path: str | Path) -> str:
     """Copy the checkpoint's weights into ``net``; returns a one-line account."""
     weights = network_weights(path)
     expected = net.state_dict()
-    table = weights.get(PUZZLE_TABLE_KEY)
-    wanted = expected.get(PUZZLE_TABLE_KEY)
-    if (
-        table is not None
-        and wanted is not None
-        and table.shape[0] != wanted.shape[0]
-        and table.shape[1:] == wanted.shape[1:]
-    ):
-        weights[PUZZLE_TABLE_KEY] = table.float().mean(0, keepdim=True).expand(wanted.shape).clone()
-        note = f"; its {table.shape[0]}-row puzzle-embedding table restarts every row from its mean row"
-    else:
-        note = ""
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    misfit = [k for k in expected if k in weights and weights[k].shape != expected[k].shape]
-    if missing or unexpected or misfit:
-        details = "; ".join(
-            part
-            for part in (
-                f"missing {missing[:4]}" if missing else "",
-                f"not in this model {unexpected[:4]}" if unexpected else "",
-                ", ".join(f"{k} is {tuple(weights[k].shape)}, here {tuple(expected[k].shape)}" for k in misfit[:3]),
-            )
-            if part
-        )
+    rows = None
+    if PUZZLE_TABLE_KEY in expected:
+        rows = refit_puzzle_table(weights, PUZZLE_TABLE_KEY, expected[PUZZLE_TABLE_KEY].shape)
+    note = f"; its {rows}-row puzzle-embedding table restarts every row from its mean row" if rows else ""
+    details = misfit(weights, expected)
+    if details:
         raise ConfigError(
             f"model.init_from {path}: its weights do not fit this model.arch ({details}); the states' modules, "
             "widths and vocabulary must match (the schedule may differ)."

@@ -1,0 +1,23 @@
+"""The weight-fitting rules that init_from, the importer and resuming share."""
+
+import torch
+
+from loopformer.checkpoint.fitting import misfit, refit_puzzle_table
+
+
+def test_a_table_with_other_rows_restarts_every_row_from_its_mean_row():
+    table = torch.arange(12.0).reshape(3, 4)
+    weights = {"t": table}
+    assert refit_puzzle_table(weights, "t", torch.Size([5, 4])) == 3
+    assert weights["t"].shape == (5, 4) and torch.equal(weights["t"], table.mean(0).expand(5, 4))
+    assert refit_puzzle_table(weights, "t", torch.Size([5, 4])) is None  # already fits
+    other_width = {"t": table}
+    assert refit_puzzle_table(other_width, "t", torch.Size([5, 8])) is None and other_width["t"] is table
+    assert refit_puzzle_table({}, "t", torch.Size([5, 4])) is None
+
+
+def test_misfit_names_missing_foreign_and_misshaped_weights():
+    expected = {"a": torch.zeros(2), "b": torch.zeros(3), "c": torch.zeros(4)}
+    assert misfit({"a": torch.ones(2), "b": torch.ones(3), "c": torch.ones(4)}, expected) == ""
+    found = misfit({"a": torch.ones(2), "b": torch.ones(5), "z": torch.ones(1)}, expected)
+    assert found == "missing ['c']; not in this model ['z']; b is (5,), here (3,)"
