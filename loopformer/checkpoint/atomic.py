@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
 import socket
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Optional
@@ -55,13 +55,13 @@ def write_with(dest: str | Path, write_to_path: Callable[[Path], None], size_hin
     ``savefig`` with an explicit format, ``csv`` through ``open``), which is fsync'd and then replaces ``dest``."""
     dest = Path(dest)
     directory = dest.parent
+    tmp = directory / f".{dest.name}.{_writer_tag()}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{dest.name}.{_writer_tag()}.", suffix=PARTIAL_SUFFIX)
-        os.close(fd)
+        # 0o666 less the umask, as any new file gets (tempfile.mkstemp's 0o600 would hide a run's files from its group)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     except OSError as e:
         raise _write_error(dest, e, size_hint, 0) from None
-    tmp = Path(tmp_name)
     try:
         write_to_path(tmp)
         _at("written", dest)

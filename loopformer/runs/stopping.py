@@ -127,7 +127,7 @@ class LastCheckpoint(L.Callback):
         path = last_checkpoint_path(trainer)
         if path is not None:
             start = time.monotonic()
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)  # a full checkpoint (and no notice saying so)
             self._last_save = time.monotonic()
             seconds = self._last_save - start
         if not stop:

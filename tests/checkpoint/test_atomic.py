@@ -179,3 +179,12 @@ def test_a_disk_that_fills_during_fit_ends_the_run_in_one_line_with_every_earlie
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [p.name for p in written[:2]]
     for path in written[:2]:
         assert isinstance(torch.load(path, weights_only=True)["state_dict"], dict)
+
+
+def test_a_written_file_gets_the_permissions_any_new_file_gets(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "config.yaml", "a: 1\n")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "config.yaml").stat().st_mode & 0o777 == 0o644
