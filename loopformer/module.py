@@ -163,7 +163,7 @@ class LoopformerModule(L.LightningModule):
 
     def puzzle_table_step(self, optimizer: torch.optim.Optimizer) -> None:
         """The puzzle-embedding table's sign-SGD step, in the same optimizer step as the other weights."""
-        table = getattr(self.net.inner, "puzzle_emb", None)
+        table = self.net.puzzle_table
         if self._puzzle_table_frozen and table is not None:
             table.used.clear()  # frozen: the rows' gradients are not wanted
         else:
@@ -273,7 +273,7 @@ class LoopformerModule(L.LightningModule):
             self.build(stored)
         elif stored:
             ckpt_format.check_dataset_dims(checkpoint, self.dataset_dims)
-        table = getattr(getattr(self.net.inner, "puzzle_emb", None), "weights", None)
+        table = getattr(self.net.puzzle_table, "weights", None)
         rows = ckpt_format.refit_puzzle_tables(checkpoint, table.shape) if table is not None else None
         if rows is not None:
             rank_zero_warn(

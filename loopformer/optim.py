@@ -109,7 +109,7 @@ def puzzle_embedding_step(
 ) -> None:
     """The puzzle embeddings follow AdamW in the same optimizer step with their own rule, on the same
     schedule: the multiplier AdamW just used."""
-    table = getattr(net.inner, "puzzle_emb", None)
+    table = net.puzzle_table
     if table is None:
         return
     group = optimizer.param_groups[0]

@@ -32,9 +32,10 @@ def _import_checkpoint(argv: list[str]) -> int:
     except CheckpointImportError as e:
         print(f"loopformer import-checkpoint: error: {e}", file=sys.stderr)
         return 2
-    arch = hparams["arch"]
-    stages = ", ".join(f"{s['target']}x{s['repeat']}" for s in arch["stages"])
-    print(f"wrote {args.dest}: {args.source.upper()} weights, schedule [{stages}], outer_cycles {arch['outer_cycles']}")
+    from loopformer.sweep.report.records import describe_schedule
+
+    schedule = describe_schedule({"model": {"arch": hparams["arch"]}})
+    print(f"wrote {args.dest}: {args.source.upper()} weights, schedule {schedule}")
     return 0
 
 

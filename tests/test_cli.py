@@ -256,6 +256,8 @@ def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir,
             ]
         )
     assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'out.ckpt'}: TRM weights, schedule z_L<-[z_H,x]x2  z_H<-[z_L]x1, 2 cycles" in out
     cli = LoopformerCLI(
         args=[
             "validate",

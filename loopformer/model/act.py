@@ -21,6 +21,7 @@ from torch import nn
 
 from loopformer.model.config import LoopTransformerConfig
 from loopformer.model.core import LoopedCore, States
+from loopformer.model.puzzle_embedding import SparsePuzzleEmbedding
 
 Batch = dict[str, torch.Tensor]
 # Where the sign-SGD puzzle-embedding table sits in the state dict of LoopTransformer (``inner.puzzle_emb``).
@@ -96,6 +97,11 @@ class LoopTransformer(nn.Module):
             halted=torch.ones(B, dtype=torch.bool, device=device),
             current_data={k: torch.zeros_like(v) for k, v in batch.items()},
         )
+
+    @property
+    def puzzle_table(self) -> Optional[SparsePuzzleEmbedding]:
+        """The sign-SGD puzzle-embedding table (``PUZZLE_TABLE_KEY``), or None without puzzle embeddings."""
+        return getattr(self.inner, "puzzle_emb", None)
 
     @property
     def halts_adaptively(self) -> bool:

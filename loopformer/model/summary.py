@@ -9,7 +9,7 @@ from loopformer.model.compute import compute_cost
 def describe(net: LoopTransformer) -> str:
     cfg = net.config
     params = sum(p.numel() for p in net.parameters())  # a module shared by several states counts once
-    table = getattr(net.inner, "puzzle_emb", None)
+    table = net.puzzle_table
     emb = table.weights.numel() if table is not None else 0
     lines = [
         f"loopformer: {params:,} parameters + {emb:,} puzzle-embedding weights (sign-SGD), "

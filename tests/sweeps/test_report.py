@@ -191,6 +191,10 @@ def test_permutation_importance_finds_the_parameter_that_matters():
 def test_schedule_in_words_and_unknown_schedules():
     assert describe_schedule(_arch(3, 1)) == "z_L<-[z_H,x]x3  z_H<-[z_L]x1, 2 cycles"
     assert describe_schedule({}) == "?" and describe_schedule({"model": {"arch": {"stages": "x"}}}) == "?"
+    hrm = _arch(2, 1)
+    for stage in hrm["model"]["arch"]["stages"]:
+        stage["grad_last"] = 1
+    assert describe_schedule(hrm) == "z_L<-[z_H,x]x2(grad last 1)  z_H<-[z_L]x1(grad last 1), 2 cycles"
 
 
 # -- the W&B source, through a fake of the public API -------------------------------------------------------------

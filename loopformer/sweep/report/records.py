@@ -83,7 +83,8 @@ def best_of(reports: list[dict], metric: str, goal: str) -> dict:
 
 
 def describe_schedule(run_config: dict) -> str:
-    """``z_L<-[z_H,x]x3  z_M<-[z_L,x]x2  z_H<-[z_M]x1, 3 cycles`` (x: the input embedding), or ``?``."""
+    """``z_L<-[z_H,x]x3  z_M<-[z_L,x]x2  z_H<-[z_M]x1, 3 cycles`` (x: the input embedding; ``(grad last N)`` after a
+    stage with a gradient window), or ``?``: the one compact rendering of a schedule (reports, the importer)."""
     arch = nested_get(run_config, "model.arch")
     if not isinstance(arch, dict) or not isinstance(arch.get("stages"), list):
         return "?"
@@ -92,7 +93,8 @@ def describe_schedule(run_config: dict) -> str:
         if not isinstance(stage, dict):
             return "?"
         sources = list(stage.get("sources") or []) + (["x"] if stage.get("include_inputs") else [])
-        parts.append(f"{stage.get('target', '?')}<-[{','.join(sources)}]x{stage.get('repeat', 1)}")
+        window = f"(grad last {stage['grad_last']})" if stage.get("grad_last") is not None else ""
+        parts.append(f"{stage.get('target', '?')}<-[{','.join(sources)}]x{stage.get('repeat', 1)}{window}")
     cycles = arch.get("outer_cycles")
     return "  ".join(parts) + (f", {cycles} cycles" if cycles is not None else "")
 
