@@ -1,5 +1,5 @@
 """Each evaluation's metrics appended as one JSON line to a file: how a run reports to the offline sweep runner,
-which passes this callback on the trial's command line (``--trainer.callbacks+=...``, see ``sweep.py``).
+which passes this callback on the trial's command line (``--trainer.callbacks+=...``, see ``sweep/runner.py``).
 
 At the start of fit, one line ``{"_config": {...}}`` comes first: the run's resolved architecture
 (``model.arch``) and its compute fields (``compute/*``), what a W&B run keeps as its run config, so that a sweep
