@@ -1,5 +1,6 @@
 """Command lines shared by tests: the quickstart config shrunk to a model and batch that train in seconds."""
 
+import os
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -68,3 +69,29 @@ def recorded_syncs(keep: Callable[[traceback.FrameSummary], bool] = lambda calle
     finally:
         for name, original in originals.items():
             setattr(torch.Tensor, name, original)
+
+
+def _proc_stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (which may hold spaces and parentheses)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if int(_proc_stat_fields(int(entry))[1]) == pid:
+                    found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+def process_alive(pid: int) -> bool:
+    """Running: not gone and not a zombie (this machine's init may be slow to reap one)."""
+    try:
+        return _proc_stat_fields(pid)[0] != "Z"
+    except (OSError, IndexError):
+        return False

@@ -15,27 +15,9 @@ import torch
 from loopformer import cli
 from loopformer.metrics_file import metrics_file_flag
 from loopformer.runs import stopping as termination
+from tests.helpers import child_pids, process_alive
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if int(Path(f"/proc/{entry}/stat").read_text().split()[3]) == pid:
-                    out.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def _start_ddp_run(data_dir, tmp_path):
@@ -71,7 +53,7 @@ def _start_ddp_run(data_dir, tmp_path):
 
 
 def _kill_all(launcher):
-    for pid in [launcher.pid, *_children(launcher.pid)]:
+    for pid in [launcher.pid, *child_pids(launcher.pid)]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -81,7 +63,7 @@ def _kill_all(launcher):
 def test_sigterm_to_the_launcher_stops_every_rank_within_30s(sudoku4_dir, tmp_path):
     launcher, log = _start_ddp_run(sudoku4_dir, tmp_path)
     try:
-        workers = _children(launcher.pid)
+        workers = child_pids(launcher.pid)
         assert workers, "expected the DDP launcher to have started rank 1"
         # The metrics file begins with the run config a sweep report reads, written once (rank 0).
         records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -93,9 +75,9 @@ def test_sigterm_to_the_launcher_stops_every_rank_within_30s(sudoku4_dir, tmp_pa
         launcher.send_signal(signal.SIGTERM)
         start = time.time()
         code = launcher.wait(timeout=30)
-        while any(_alive(w) for w in workers) and time.time() - start < 30:
+        while any(process_alive(w) for w in workers) and time.time() - start < 30:
             time.sleep(0.1)
-        assert not [w for w in workers if _alive(w)], "a DDP worker outlived the launcher"
+        assert not [w for w in workers if process_alive(w)], "a DDP worker outlived the launcher"
         assert time.time() - start < 20  # well before the agent's SIGKILL and without the watchdog's 25 s
         assert code == 128 + signal.SIGTERM, log.read_text()[-3000:]
         # Every rank agreed on one step and a resumable checkpoint was written there
@@ -110,7 +92,7 @@ def test_sigterm_to_the_launcher_stops_every_rank_within_30s(sudoku4_dir, tmp_pa
 def test_a_rank_that_dies_makes_the_others_exit(sudoku4_dir, tmp_path):
     launcher, log = _start_ddp_run(sudoku4_dir, tmp_path)
     try:
-        (worker,) = _children(launcher.pid)
+        (worker,) = child_pids(launcher.pid)
         os.kill(worker, signal.SIGKILL)  # rank 1 dies without a word
         start = time.time()
         code = launcher.wait(timeout=60)

@@ -145,7 +145,7 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    host = socket.gethostname()
+    host = _host()
     removed = []
     for path in directory.glob(f".*{PARTIAL_SUFFIX}*"):
         writer = _writer_of(path.name)
@@ -177,9 +177,13 @@ def _at(stage: str, dest: Path) -> None:
         fault_point(stage, dest)
 
 
+def _host() -> str:
+    # '.' separates a temporary name's fields: a host name keeps its first label only
+    return socket.gethostname().split(".")[0]
+
+
 def _writer_tag() -> str:
-    # '.' separates the name's fields: a host name keeps its first label only
-    return f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
+    return f"{_host()}-{os.getpid()}"
 
 
 def _writer_of(name: str) -> Optional[tuple[str, int]]:

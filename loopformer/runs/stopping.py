@@ -61,7 +61,7 @@ class LastCheckpoint(L.Callback):
             every_minutes: Write ``last.ckpt`` beside the run's checkpoints after every this many minutes of training
                 (0: never), so that a killed run loses at most this much. Only with checkpointing enabled.
             on_signal: On SIGTERM or SIGINT during fit, write ``last.ckpt`` at the next training step every rank
-                agrees on, then exit 143 / 130.
+                agrees on, then exit 143 / 130 (false: Lightning's own handling, no checkpoint, no watchdog).
             grace_seconds: After a signal, end the process at this deadline whatever it is doing (under the 30 s
                 a W&B agent waits before SIGKILL).
         """
@@ -78,8 +78,8 @@ class LastCheckpoint(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_save = time.monotonic()
         self._signal = None
-        if threading.current_thread() is not threading.main_thread():
-            return
+        if not self.on_signal or threading.current_thread() is not threading.main_thread():
+            return  # Lightning's own SIGTERM handling stays
         for signum in STOP_SIGNALS:
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._handle)
@@ -114,7 +114,7 @@ class LastCheckpoint(L.Callback):
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        stop = self._signal if (self.on_signal and self._signal is not None) else 0
+        stop = self._signal or 0
         minutes = (time.monotonic() - self._last_save) / 60
         due = self.every_minutes > 0 and minutes >= self.every_minutes and trainer.is_global_zero
         if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():

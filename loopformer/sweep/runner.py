@@ -30,7 +30,7 @@ from loopformer.checkpoint import atomic
 from loopformer.runs.parent import DIE_WITH_PARENT_ENV, die_with_parent
 from loopformer.sweep.report.records import RunRecord, best_of, score
 from loopformer.sweep.spec import DEFAULT_METRIC, agent_command, load_sweep, sweeps_engine
-from loopformer.sweep.state import SweepState, TrialRecord, load_state, runner_alive, runner_claim
+from loopformer.sweep.state import SweepState, TrialRecord, runner_alive, runner_claim
 
 COMPUTE_COLUMNS = ("val/steps", "val/blocks_per_puzzle", "val/flops_per_puzzle", "val/seconds_to_best")
 KILL_AFTER_S = 30.0  # as the W&B agent: SIGTERM, then SIGKILL this much later
@@ -54,7 +54,7 @@ class OfflineSweep:
         self.state = SweepState(self.out_dir, header)
         self.runner_id = f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
         self.prefix = f"[sweep{' ' + label if label else ''}]"
-        self.trials: list[TrialRecord] = load_state(self.state.path) if self.state.path.exists() else []
+        self.trials: list[TrialRecord] = self.state.read()
         self.stop_signal: Optional[int] = None
         self._proc: Optional[subprocess.Popen] = None
 

@@ -100,8 +100,8 @@ class SweepState:
             os.close(fd)  # releases the lock
 
     def read(self) -> list[TrialRecord]:
-        with self.locked() as trials:
-            return list(trials)
+        """The trials as last written (no lock needed: state.json is only ever replaced whole)."""
+        return load_state(self.path) if self.path.exists() else []
 
 
 # -- runners ---------------------------------------------------------------------------------------------------------

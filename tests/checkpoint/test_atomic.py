@@ -188,3 +188,11 @@ def test_a_written_file_gets_the_permissions_any_new_file_gets(tmp_path):
     finally:
         os.umask(previous)
     assert (tmp_path / "config.yaml").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_dead_writers_partial_file_is_removed_on_a_host_with_a_dotted_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic.socket, "gethostname", lambda: "node7.cluster.example")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    partial = tmp_path / f".last.ckpt.node7-{int(dead.stdout)}.abc{atomic.PARTIAL_SUFFIX}"
+    partial.write_bytes(b"left by a kill")
+    assert atomic.remove_stale_temporaries(tmp_path) == [partial]

@@ -85,3 +85,10 @@ def test_last_ckpt_is_written_on_a_timer_whatever_the_evaluation_interval(sudoku
     else:
         assert not last.exists()
     assert [p.name for p in tmp_path.rglob("*.ckpt")] == (["last.ckpt"] if every_minutes else [])
+
+
+def test_with_on_signal_off_lightnings_own_handling_stops_the_run_without_a_checkpoint(sudoku4_dir, tmp_path):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(_args(sudoku4_dir, tmp_path, 50, _signal_at(1, signal.SIGTERM), "--last_checkpoint.on_signal=false"))
+    assert stopped.value.code == 143
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()

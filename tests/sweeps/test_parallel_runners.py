@@ -4,7 +4,6 @@ trial and writes the results."""
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import yaml
 
 from loopformer.sweep.runner import OfflineSweep
 from loopformer.sweep.state import TrialRecord
+from tests.helpers import child_pids, process_alive
 
 HERE = Path(__file__).resolve().parent
 
@@ -38,25 +38,6 @@ def _runner(sweep_file, out, count, log):
 
 def _state(out):
     return json.loads((out / "state.json").read_text())["trials"]
-
-
-def _children(pid):
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
-    return found
-
-
-def _alive(pid):
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_two_runners_on_one_sweep_run_every_trial_exactly_once(tmp_path):
@@ -87,13 +68,13 @@ def test_a_runner_killed_with_sigkill_leaves_no_trial_behind_and_its_trial_runs_
         while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
             assert runner.poll() is None and time.time() < deadline, (tmp_path / "first.log").read_text()
             time.sleep(0.1)
-        (trial_pid,) = _children(runner.pid)
+        (trial_pid,) = child_pids(runner.pid)
         runner.send_signal(signal.SIGKILL)
         runner.wait()
     deadline = time.time() + 5
-    while _alive(trial_pid) and time.time() < deadline:
+    while process_alive(trial_pid) and time.time() < deadline:
         time.sleep(0.05)
-    assert not _alive(trial_pid), "the trial outlived its runner"
+    assert not process_alive(trial_pid), "the trial outlived its runner"
     partial = len(metrics.read_text().splitlines())
     assert _state(out)[0]["state"] == "running"  # as the dead runner left it
 
