@@ -1,4 +1,4 @@
-"""The training step, eager against compiled (``model.run.compile``), side by side in one process.
+"""The training step, eager against compiled (``model.runtime.compile``), side by side in one process.
 
     python benchmarks/bench_step.py             # CPU: the quickstart (4x4 Sudoku, hidden 64, batch 128, float32)
                                                 # CUDA: the 3-stage recipe (9x9 Sudoku, hidden 512, batch 192, bf16)
@@ -30,6 +30,7 @@ import torch
 from loopformer.model import LoopTransformer, LoopTransformerConfig, StageSpec, StateSpec
 from loopformer.model.training_step import ACTTrainingStep
 from loopformer.optim import OptimConfig, configure_optimizers, puzzle_embedding_step
+from loopformer.training.config import network_config_from_flat
 
 QUICKSTART_SCHEDULE = {  # configs/quickstart.yaml: three states sharing one block, 3 outer cycles
     "states": [StateSpec("z_H", 1), StateSpec("z_M", 1, share_weights_with="z_H"),
@@ -91,9 +92,9 @@ def model_config(shape: Shape, backend: str) -> LoopTransformerConfig:
                  puzzle_emb_ndim=shape.hidden, puzzle_emb_len=shape.prefix, forward_dtype=shape.dtype,
                  attention_backend=backend)  # fmt: skip
     if shape.side == 4:  # the quickstart's model
-        return LoopTransformerConfig(**sizes, **QUICKSTART_SCHEDULE, expansion=2.0, pos_encodings="learned",
+        return network_config_from_flat(**sizes, **QUICKSTART_SCHEDULE, expansion=2.0, pos_encodings="learned",
                                      halt_max_steps=8, loss_type="softmax_cross_entropy")  # fmt: skip
-    return LoopTransformerConfig(**sizes, halt_max_steps=16)  # the 3-stage recipe's schedule: ArchConfig defaults
+    return network_config_from_flat(**sizes, halt_max_steps=16)  # the 3-stage recipe's schedule: ArchConfig defaults
 
 
 MODE_NAMES = {None: "eager", "default": "compiled", "reduce-overhead": "compiled + CUDA graphs"}
@@ -108,7 +109,8 @@ class Variant:
         self.name = f"{backend}, {MODE_NAMES[mode]}"
         torch.manual_seed(0)
         self.net = LoopTransformer(model_config(shape, backend)).to(device).train()
-        self.step = ACTTrainingStep(self.net)
+        loss_type = "softmax_cross_entropy" if shape.side == 4 else "stablemax_cross_entropy"  # as model_config's
+        self.step = ACTTrainingStep(self.net, loss_type, "act")
         if mode is not None:
             self.step.compile(mode, compile_backend)
         self.optim = OptimConfig(lr=1e-4, lr_warmup_steps=0, weight_decay=1.0, puzzle_emb_lr=1e-4,

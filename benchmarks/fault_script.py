@@ -42,7 +42,7 @@ def fit_args(data: Path, root: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "loopformer.cli", "fit", "--config", str(ROOT / "configs/quickstart.yaml"),
         f"--data.data_paths={data}", "--data.global_batch_size=32", "--model.arch.hidden_size=32",
-        "--model.arch.puzzle_emb_ndim=32", "--model.arch.halt_max_steps=3", f"--trainer.max_steps={STEPS}",
+        "--model.arch.puzzle_emb_ndim=32", "--model.train.act.halt_max_steps=3", f"--trainer.max_steps={STEPS}",
         "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
         f"--trainer.default_root_dir={root}", "--last_checkpoint.every_minutes=1e-9", *extra,
     ]  # fmt: skip

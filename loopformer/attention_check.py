@@ -38,14 +38,14 @@ class ResolveAttention(L.Callback):
         if self.resolved is not None:
             return
         config = pl_module.net.config
-        if config.mixer != "attention":
+        if config.arch.mixer != "attention":
             self.resolved = "none"  # the sequence-MLP mixer has no attention layer
         else:
             resolution = resolve_attention(
-                config.attention_backend,
+                config.runtime.attention_backend,
                 pl_module.device,
-                getattr(torch, config.forward_dtype),
-                config.head_dim,
+                getattr(torch, config.runtime.forward_dtype),
+                config.arch.head_dim,
                 config.total_seq_len,
                 agree=self._agree(trainer, pl_module.device) if trainer.world_size > 1 else None,
             )

@@ -18,6 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from loopformer.checkpoint import atomic
 from loopformer.checkpoint.format import CheckpointDirError, read_hyperparameters
 from loopformer.checkpoint.lightning_io import AtomicCheckpointIO
+from loopformer.config_groups import group_settings, migrate_flags, migrate_model, notice
 from loopformer.data.datamodule import PuzzleDataModule
 from loopformer.data.format import DatasetError
 from loopformer.errors import ConfigError
@@ -119,6 +120,7 @@ class LoopformerCLI(LightningCLI):
             return
         args = list(sys.argv[1:] if args is None else args)
         check_config_files(args)
+        args = migrate_old_settings(args)
         args = expand_list_item_overrides(parser, args)
         self._cli_args = list(args)
         # Parsed here: LightningCLI's own path warns whenever a list of args comes with a non-empty sys.argv.
@@ -150,7 +152,7 @@ class LoopformerCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Checkpoint hyperparameters replace the config files' model (those of checkpoints from before the
         config groups migrated), but explicit ``--model.*`` flags still win, so ``validate --ckpt_path C
-        --model.arch.halt_max_steps=32`` evaluates with more recursion."""
+        --model.train.act.halt_max_steps=32`` evaluates with more recursion."""
         check_ckpt_path(self.config)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
@@ -212,6 +214,74 @@ def check_config_files(args: list[str]) -> None:
         if not isinstance(content, dict):
             found = "nothing" if content is None else f"a {type(content).__name__}"
             raise ConfigError(f"{path}: holds {found}; expected {CONFIG_EXPECTED}.")
+
+
+def _scalar_flag(key: str, value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**9).strip()
+    return f"--{key}={text.removesuffix(chr(10) + '...').strip()}"
+
+
+def _flags(prefix: str, values: dict[str, Any]) -> list[str]:
+    """``{"act": {"halt_max_steps": 8}}`` under ``model.train`` -> ``["--model.train.act.halt_max_steps=8"]``."""
+    out: list[str] = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out += _flags(f"{prefix}.{key}", value)
+        else:
+            out.append(_scalar_flag(f"{prefix}.{key}", value))
+    return out
+
+
+def migrate_old_settings(args: list[str]) -> list[str]:
+    """Settings under their old names (``config_groups``) in flags, ``--config`` files and ``--model.arch`` files,
+    renamed in place, with one notice line per source. A file is read here and passed on as its migrated text
+    (``--config`` accepts a YAML string); an architecture file's moved keys follow it as flags."""
+    args, old_flags = migrate_flags(args)
+    if old_flags:
+        print(notice("the command line", old_flags), file=sys.stderr)
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        key, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if key not in ("config", "model.arch") or (not eq and i + 1 >= len(args)):
+            out.append(arg)
+            i += 1
+            continue
+        if not eq:
+            value = args[i + 1]
+            i += 1
+        i += 1
+        out += _migrated_file_flags(key, value)
+    return out
+
+
+def _migrated_file_flags(key: str, value: str) -> list[str]:
+    path = Path(value)
+    if value.lstrip().startswith("{") or path.suffix.lower() not in (".yaml", ".yml") or not path.is_file():
+        return [f"--{key}", value]
+    content = load_yaml(path, ConfigError, CONFIG_EXPECTED)
+    if key == "model.arch" and isinstance(content, dict):
+        grouped = group_settings(content)
+        if len(grouped) == 1:
+            return [f"--{key}", value]
+        moved = [f"model.arch.{k}" for k in content if k not in grouped["arch"]]
+        print(notice(str(path), moved), file=sys.stderr)
+        arch = yaml.safe_dump(grouped.pop("arch"), sort_keys=False)
+        extra = [flag for group, values in grouped.items() for flag in _flags(f"model.{group}", values)]
+        return [f"--{key}", arch, *extra]
+    sections = [content] + [
+        content[s] for s in ("fit", "validate", "test", "predict") if isinstance(content.get(s), dict)
+    ]
+    found: list[str] = []
+    for section in sections:
+        if isinstance(section.get("model"), dict):
+            section["model"], old = migrate_model(section["model"])
+            found += old
+    if not found:
+        return [f"--{key}", value]
+    print(notice(str(path), found), file=sys.stderr)
+    return [f"--{key}", yaml.safe_dump(content, sort_keys=False)]
 
 
 def _given(args: list[str], key: str) -> bool:

@@ -32,13 +32,13 @@ COLUMNS = ("depth", "act_inference", "exact_accuracy", "accuracy", "steps", "flo
 @contextlib.contextmanager
 def act_depth(net: LoopTransformer, depth: int, act_inference: bool) -> Iterator[None]:
     """The network halts as if configured with these (restored afterwards)."""
-    cfg = net.config
-    saved = cfg.halt_max_steps, cfg.act_inference
-    cfg.halt_max_steps, cfg.act_inference = depth, act_inference
+    halting = net.config.halting
+    saved = halting.max_steps, halting.in_evaluation
+    halting.max_steps, halting.in_evaluation = depth, act_inference
     try:
         yield
     finally:
-        cfg.halt_max_steps, cfg.act_inference = saved
+        halting.max_steps, halting.in_evaluation = saved
 
 
 class DepthCurve(Evaluator):

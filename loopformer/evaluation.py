@@ -40,7 +40,7 @@ def run_to_halt(net: LoopTransformer, batch: Batch) -> tuple[Outputs, torch.Tens
     carry = net.initial_carry(batch)
     if not net.halts_adaptively:
         # Every row halts at halt_max_steps: a fixed number of steps, and no device-to-host sync to find out.
-        for _ in range(net.config.halt_max_steps):
+        for _ in range(net.config.halting.max_steps):
             carry, outputs = net(carry, batch)
         return outputs, carry.steps
     final: Optional[Outputs] = None

@@ -26,11 +26,12 @@ class EvalMetricsFile(L.Callback):
         self.path = path
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or "arch" not in pl_module.hparams:
+        if not trainer.is_global_zero or getattr(pl_module, "arch", None) is None:
             return
+        from loopformer.list_overrides import to_plain
         from loopformer.model.compute import compute_cost
 
-        config = {"model": {"arch": pl_module.hparams["arch"]}, **compute_cost(pl_module.net.config).as_config()}
+        config = {"model": {"arch": to_plain(pl_module.arch)}, **compute_cost(pl_module.net.config).as_config()}
         self._write({CONFIG_KEY: config})
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -19,7 +19,7 @@ from loopformer.depth_curve import DepthCurve
 from loopformer.ema import EMA
 from loopformer.evaluation import ACTMetrics, ARCVoting, Evaluator, PredictionPictures, eval_summary, run_to_halt
 from loopformer.list_overrides import to_plain
-from loopformer.model import ACTCarry, ArchConfig, LoopTransformer, LoopTransformerConfig
+from loopformer.model import ACTCarry, ArchConfig, LoopTransformer, RuntimeConfig
 from loopformer.model.summary import describe
 from loopformer.model.training_step import ACTTrainingStep
 from loopformer.nonfinite import NonFiniteWatch
@@ -28,6 +28,7 @@ from loopformer.predictions import PredictionWriter
 from loopformer.run_options import RunOptions
 from loopformer.runs.directory import run_directory
 from loopformer.training import training_algorithm
+from loopformer.training.config import TrainConfig, network_config
 from loopformer.training.scores import IntervalScores
 
 Config = TypeVar("Config")
@@ -42,6 +43,8 @@ class LoopformerModule(L.LightningModule):
     def __init__(
         self,
         arch: ArchConfig = ArchConfig(),
+        train: TrainConfig = TrainConfig(),
+        runtime: RuntimeConfig = RuntimeConfig(),
         optim: OptimConfig = OptimConfig(),
         run: RunOptions = RunOptions(),
         init_from: Optional[str] = None,
@@ -49,21 +52,28 @@ class LoopformerModule(L.LightningModule):
     ) -> None:
         """
         Args:
-            arch: The looped transformer: states, loop schedule, sizes, ACT.
+            arch: The looped transformer: states, loop schedule, sizes.
+            train: The training algorithm (act or dis) and its settings, the halting included.
+            runtime: How the network runs: attention backend, forward dtype, gradient checkpointing, compilation.
             optim: Optimizer, learning-rate schedule and the puzzle embeddings' update.
-            run: EMA, compilation, pictures.
+            run: Weight averaging (EMA) and what evaluation reports (pictures, ARC pass@k, depth curve).
             init_from: Start fit from this checkpoint's network weights (ours or an imported one); the optimizer,
                 schedule and step start fresh. Ignored when resuming with --ckpt_path.
             freeze: Parameter-name patterns (fnmatch) kept fixed, e.g. ``inner.puzzle_emb.weights`` or
                 ``inner.state_modules.*``; a pattern that matches nothing is an error.
         """
         super().__init__()
-        self.arch, self.optim, self.run = _typed(ArchConfig, arch), _typed(OptimConfig, optim), _typed(RunOptions, run)
+        self.arch, self.train_config = _typed(ArchConfig, arch), _typed(TrainConfig, train)
+        self.runtime, self.optim = _typed(RuntimeConfig, runtime), _typed(OptimConfig, optim)
+        self.run = _typed(RunOptions, run)
+        self.train_config.check(self.arch)
+        self.runtime.check(self.arch)
         # Plain dicts in the hyperparameters keep checkpoints loadable with torch.load(weights_only=True).
-        arch, optim, run = to_plain(self.arch), to_plain(self.optim), to_plain(self.run)
+        arch, train, runtime = to_plain(self.arch), to_plain(self.train_config), to_plain(self.runtime)
+        optim, run = to_plain(self.optim), to_plain(self.run)
         self.save_hyperparameters()
         self.net: Optional[LoopTransformer] = None
-        self.act_training_step: Optional[ACTTrainingStep] = None  # the ACT step with its loss (run.compile: compiled)
+        self.act_training_step: Optional[ACTTrainingStep] = None  # the ACT step with its loss
         self.carry: Optional[ACTCarry] = None
         self.dataset_dims: Optional[dict[str, int]] = None
         self.evaluators: list[Evaluator] = []
@@ -75,7 +85,7 @@ class LoopformerModule(L.LightningModule):
         self.init_from, self.frozen_patterns = init_from, list(freeze or [])
         self._initialised_from: Optional[str] = None  # what init_from loaded, reported at the start of fit
         self._puzzle_table_frozen = False
-        self.algorithm = training_algorithm(self.arch)  # ACT, or DIS (which steps the optimizer itself)
+        self.algorithm = training_algorithm(self.train_config)  # ACT, or DIS (which steps the optimizer itself)
         self.automatic_optimization = self.algorithm.automatic_optimization
         self.nonfinite = NonFiniteWatch()
         self.train_scores = IntervalScores()
@@ -96,17 +106,17 @@ class LoopformerModule(L.LightningModule):
                 raise ValueError(f"model was built for dataset sizes {self.dataset_dims}, the data has {dims}.")
             return
         self.dataset_dims = dict(dims)
-        self.net = LoopTransformer(LoopTransformerConfig.from_arch(self.arch, **dims))
+        self.net = LoopTransformer(network_config(self.arch, self.train_config, self.runtime, dims))
         if self.frozen_patterns:
             frozen, self._puzzle_table_frozen = warm_start.freeze(self.net, self.frozen_patterns)
             table = " and the puzzle-embedding table" if self._puzzle_table_frozen else ""
             rank_zero_info(
                 f"model.freeze: {frozen} parameter tensor(s){table} kept fixed ({', '.join(self.frozen_patterns)})"
             )
-        self.act_training_step = ACTTrainingStep(self.net)
-        if self.run.compile:
-            self.net.compile_step(self.run.compile_mode)
-            self.act_training_step.compile(self.run.compile_mode)
+        self.act_training_step = ACTTrainingStep(self.net, self.train_config.loss_type, self.train_config.loss_head)
+        if self.runtime.compile:
+            self.net.compile_step(self.runtime.compile_mode)
+            self.act_training_step.compile(self.runtime.compile_mode)
 
     def configure_model(self) -> None:
         if self.net is None and self._trainer is None:
@@ -126,16 +136,13 @@ class LoopformerModule(L.LightningModule):
             callbacks.append(EMA(self.run.ema_rate))
         return callbacks
 
-    def describe(self) -> str:
-        return describe(self.net)
-
     # -- training --------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         # A fresh carry at the start of fit, unless a checkpoint being resumed just restored one.
         if not self._carry_restored:
             self.carry = None
         self._carry_restored = False
-        rank_zero_info(self.describe())
+        rank_zero_info(describe(self.net))
         if self._initialised_from is not None:
             resumed = self._checkpoint_step is not None
             rank_zero_info(f"model.init_from: {'ignored, resuming instead' if resumed else self._initialised_from}")
@@ -192,7 +199,7 @@ class LoopformerModule(L.LightningModule):
         self.carry = None
 
     def _start_evaluation(self, pictures: bool) -> None:
-        self.evaluators = [ACTMetrics(self.arch.loss_type)]
+        self.evaluators = [ACTMetrics(self.train_config.loss_type)]
         arc_sets = getattr(getattr(self.trainer, "datamodule", None), "arc_sets", None)
         if arc_sets:
             self.evaluators.append(ARCVoting(arc_sets, tuple(self.run.arc_pass_k)))

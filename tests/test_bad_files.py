@@ -39,7 +39,8 @@ def _arch(path: Path) -> None:
 
 
 def _config(path: Path) -> None:
-    path.write_text((ROOT / "configs/quickstart.yaml").read_text())
+    # the quickstart's config in YAML's flow style (one line): cut anywhere, it is no longer valid
+    path.write_text(json.dumps(yaml.safe_load((ROOT / "configs/quickstart.yaml").read_text())))
 
 
 def _dataset_json(path: Path) -> None:

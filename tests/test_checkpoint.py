@@ -1,5 +1,6 @@
-"""The checkpoint format: hyperparameters grouped as arch/optim/run, and checkpoints from before the groups."""
+"""The checkpoint format: hyperparameters grouped as arch/train/runtime/optim/run, and checkpoints from before the groups."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -24,29 +25,51 @@ def test_flat_hyperparameters_are_grouped_and_grouped_ones_kept():
     assert migrate_hyperparameters(grouped) == (grouped, False)
 
 
-def _old_style_checkpoint(sudoku4_dir, tmp_path) -> Path:
-    """A checkpoint of this version with its hyperparameters rewritten flat, as versions before the groups wrote."""
-    extra = ["--model.arch.halt_max_steps=3", "--model.optim.lr=0.002", "--trainer.max_steps=2"]
+def _as_before_train_and_runtime(hp: dict) -> dict:
+    """Hyperparameters as checkpoints held them before the train and runtime groups: the training and runtime
+    settings in ``arch`` under their flat names, ``compile`` in ``run``."""
+    from loopformer.config_groups import MOVED_FROM_ARCH, MOVED_FROM_RUN
+
+    def at(dotted: str):
+        node = hp
+        for part in dotted.split("."):
+            node = node[part]
+        return node
+
+    arch = {**hp["arch"], **{old: at(new) for old, new in MOVED_FROM_ARCH.items()}}
+    arch["dis_enabled"] = hp["train"]["algorithm"] == "dis"
+    run = {**hp["run"], **{old: at(new) for old, new in MOVED_FROM_RUN.items()}}
+    return {"arch": arch, "optim": hp["optim"], "run": run, "init_from": None, "freeze": None}
+
+
+def _old_style_checkpoint(sudoku4_dir, tmp_path, flat: bool = True) -> Path:
+    """A checkpoint of this version with its hyperparameters rewritten as older versions wrote them: flat (before
+    the groups), or ``flat=False``: in arch/optim/run (before the train and runtime groups)."""
+    extra = ["--model.train.act.halt_max_steps=3", "--model.optim.lr=0.002", "--trainer.max_steps=2"]
     cli = LoopformerCLI(args=tiny_fit_args(sudoku4_dir, tmp_path, *extra, "--trainer.limit_val_batches=0"))
     path = tmp_path / "new.ckpt"
     cli.trainer.save_checkpoint(path)
     state = torch.load(path, weights_only=True)
-    hp = state["hyper_parameters"]
-    state["hyper_parameters"] = {**hp["arch"], **hp["optim"], **hp["run"], "_instantiator": hp["_instantiator"]}
+    hp = _as_before_train_and_runtime(state["hyper_parameters"])
+    if flat:
+        hp = {**hp["arch"], **hp["optim"], **hp["run"]}
+    state["hyper_parameters"] = {**hp, "_instantiator": state["hyper_parameters"]["_instantiator"]}
     old = tmp_path / "old.ckpt"
     torch.save(state, old)
     return old
 
 
-def test_a_checkpoint_with_flat_hyperparameters_still_loads(sudoku4_dir, tmp_path, caplog):
-    old = _old_style_checkpoint(sudoku4_dir, tmp_path)
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "before-train-and-runtime"])
+def test_a_checkpoint_with_older_hyperparameters_still_loads(sudoku4_dir, tmp_path, caplog, flat):
+    old = _old_style_checkpoint(sudoku4_dir, tmp_path, flat)
     with caplog.at_level("INFO"):
         hparams = read_hyperparameters(old)
     assert hparams["arch"]["hidden_size"] == 32 and hparams["optim"]["lr"] == pytest.approx(0.002)
     assert "read into those groups" in caplog.text
 
     module = LoopformerModule.load_from_checkpoint(old, weights_only=True)
-    assert module.arch.hidden_size == 32 and module.arch.halt_max_steps == 3
+    assert module.arch.hidden_size == 32 and module.train_config.act.halt_max_steps == 3
+    assert module.runtime.forward_dtype == "float32" and module.train_config.algorithm == "act"
     assert module.optim.lr == pytest.approx(0.002)
     assert module.net is not None and module.net.config.seq_len == 16
 
@@ -56,7 +79,7 @@ def test_a_checkpoint_with_flat_hyperparameters_still_loads(sudoku4_dir, tmp_pat
             f"--data.data_paths={sudoku4_dir}",
             "--data.eval_batch_size=40",
             f"--ckpt_path={old}",
-            "--model.arch.halt_max_steps=2",
+            "--model.train.act.halt_max_steps=2",
             "--trainer.accelerator=cpu",
             "--trainer.logger=false",
             "--trainer.enable_progress_bar=false",
@@ -64,7 +87,7 @@ def test_a_checkpoint_with_flat_hyperparameters_still_loads(sudoku4_dir, tmp_pat
         ]
     )
     assert cli.model.arch.hidden_size == 32  # from the old checkpoint
-    assert cli.model.arch.halt_max_steps == 2  # the explicit flag still wins
+    assert cli.model.train_config.act.halt_max_steps == 2  # the explicit flag still wins
     assert cli.trainer.callback_metrics["val/steps"].item() == 2
 
 
@@ -117,10 +140,13 @@ def test_checkpoints_made_without_a_module_store_what_the_module_would():
     from loopformer.checkpoint import format as ckpt_format
     from loopformer.model import ArchConfig
     from loopformer.module import LoopformerModule
+    from loopformer.training.config import TrainConfig
 
     arch = ArchConfig(hidden_size=32, num_heads=2, puzzle_emb_ndim=32)
-    module = LoopformerModule(arch=arch)
-    assert ckpt_format.module_hyperparameters(arch) == dict(module.hparams)
+    train = TrainConfig(algorithm="dis", dis={"max_steps": 3})
+    module = LoopformerModule(arch=dataclasses.replace(arch, no_grad_cycles=0), train=train)
+    groups = {"arch": dataclasses.replace(arch, no_grad_cycles=0), "train": train}
+    assert ckpt_format.module_hyperparameters(groups) == dict(module.hparams)
     module.build({"vocab_size": 11, "seq_len": 16, "num_puzzle_identifiers": 3})
     net_keys = {ckpt_format.NET_PREFIX + k for k in module.net.state_dict()}
     assert net_keys == set(module.state_dict())

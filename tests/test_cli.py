@@ -116,7 +116,7 @@ def test_fit_logs_stable_val_metrics_once_per_evaluation(sudoku4_dir, tmp_path, 
         "--data.eval_batch_size=16",
         "--model.arch.hidden_size=32",
         "--model.arch.puzzle_emb_ndim=32",
-        "--model.arch.halt_max_steps=3",
+        "--model.train.act.halt_max_steps=3",
         "--trainer.max_steps=6",
         "--trainer.val_check_interval=3",
         "--trainer.enable_progress_bar=false",
@@ -159,7 +159,7 @@ def test_runs_sharing_a_save_dir_keep_their_config_pictures_and_checkpoints_apar
     args = [
         "fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_paths={sudoku4_dir}",
         "--data.global_batch_size=16", "--data.eval_batch_size=16", "--model.arch.hidden_size=32",
-        "--model.arch.puzzle_emb_ndim=32", "--model.arch.halt_max_steps=2", "--trainer.max_steps=2",
+        "--model.arch.puzzle_emb_ndim=32", "--model.train.act.halt_max_steps=2", "--trainer.max_steps=2",
         "--trainer.val_check_interval=2", "--trainer.enable_progress_bar=false",
         f"--trainer.logger.init_args.save_dir={tmp_path}",
     ]  # fmt: skip
@@ -202,7 +202,7 @@ def test_with_a_progress_bar_each_evaluation_line_is_written_through_it(sudoku4_
     args = [
         "fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_paths={sudoku4_dir}",
         "--data.global_batch_size=16", "--data.eval_batch_size=16", "--model.arch.hidden_size=32",
-        "--model.arch.puzzle_emb_ndim=32", "--model.arch.halt_max_steps=2", "--trainer.max_steps=2",
+        "--model.arch.puzzle_emb_ndim=32", "--model.train.act.halt_max_steps=2", "--trainer.max_steps=2",
         "--trainer.val_check_interval=2", "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}",
     ]  # fmt: skip
     LoopformerCLI(args=args)
@@ -264,7 +264,7 @@ def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir,
             f"--data.data_paths={sudoku4_dir}",
             "--data.eval_batch_size=20",
             f"--ckpt_path={tmp_path / 'out.ckpt'}",
-            "--model.arch.halt_max_steps=5",
+            "--model.train.act.halt_max_steps=5",
             "--trainer.accelerator=cpu",
             "--trainer.logger=false",
             "--trainer.enable_progress_bar=false",
@@ -272,7 +272,7 @@ def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir,
         ]
     )
     assert cli.model.arch.hidden_size == C  # from the checkpoint, not the CLI defaults
-    assert cli.model.arch.halt_max_steps == 5  # the explicit flag wins
+    assert cli.model.train_config.act.halt_max_steps == 5  # the explicit flag wins
     assert cli.trainer.callback_metrics["val/steps"].item() == 5
     assert cli.trainer.callback_metrics["val/count"].item() == 40
 
@@ -289,7 +289,7 @@ def test_predict_returns_every_test_example_once(sudoku4_dir, tmp_path, caplog):
             "--data.eval_batch_size=16",
             "--model.arch.hidden_size=32",
             "--model.arch.puzzle_emb_ndim=32",
-            "--model.arch.halt_max_steps=2",
+            "--model.train.act.halt_max_steps=2",
             "--trainer.max_steps=2",
             "--trainer.limit_val_batches=0",
             "--trainer.enable_progress_bar=false",
@@ -395,7 +395,7 @@ def test_the_recipes_keep_the_best_and_the_last_checkpoint(sudoku4_dir, tmp_path
             "--data.global_batch_size=16",
             "--model.arch.hidden_size=32",
             "--model.arch.puzzle_emb_ndim=32",
-            "--model.arch.halt_max_steps=2",
+            "--model.train.act.halt_max_steps=2",
             "--trainer.max_steps=4",
             "--trainer.val_check_interval=2",
             "--trainer.enable_progress_bar=false",
@@ -488,7 +488,7 @@ def test_a_ckpt_path_that_is_not_a_file_is_a_clear_error(what, sudoku4_dir, tmp_
 def test_validate_prints_each_metric_once_and_the_summary_has_no_flops_column(sudoku4_dir, tmp_path, capsys, caplog):
     from tests.helpers import tiny_fit_args
 
-    extra = ["--model.arch.halt_max_steps=2", "--trainer.max_steps=2", "--trainer.limit_val_batches=0"]
+    extra = ["--model.train.act.halt_max_steps=2", "--trainer.max_steps=2", "--trainer.limit_val_batches=0"]
     with caplog.at_level("INFO"):
         fit = LoopformerCLI(args=tiny_fit_args(sudoku4_dir, tmp_path, *extra))
     assert "Trainable params" in caplog.text and "| FLOPs" not in caplog.text and "Total Flops" not in caplog.text

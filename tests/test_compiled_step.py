@@ -1,4 +1,4 @@
-"""``model.run.compile``: the whole ACT step is one graph (no break), compiled once per run (no recompilation as
+"""``model.runtime.compile``: the whole ACT step is one graph (no break), compiled once per run (no recompilation as
 rows halt, puzzles change, evaluation's last batch is partial, or evaluation changes ``halt_max_steps``), and
 trains as eager does."""
 
@@ -10,9 +10,10 @@ from torch._dynamo.utils import counters
 
 from loopformer.cli import LoopformerCLI
 from loopformer.evaluation import run_to_halt
-from loopformer.model import LoopTransformer, LoopTransformerConfig, act
+from loopformer.model import LoopTransformer, act
 from loopformer.model.training_step import ACTTrainingStep
 from loopformer.optim import OptimConfig, configure_optimizers, puzzle_embedding_step
+from loopformer.training.config import network_config, network_config_from_flat, typed_groups
 from tests.helpers import ROOT, tiny_fit_args
 
 STEPS = 50
@@ -30,8 +31,8 @@ class GraphCounter(L.Callback):
 
 VARIANTS = {
     "quickstart": [],
-    "dis": ["--model.arch", str(ROOT / "configs/vrn/loop_transformer_dis.yaml"), "--model.arch.puzzle_emb_len=1",
-            "--model.arch.num_heads=2", "--model.arch.dis_max_steps=2", "--model.arch.forward_dtype=float32"],
+    "dis": ["--model", str(ROOT / "configs/vrn/loop_transformer_dis.yaml"), "--model.arch.puzzle_emb_len=1",
+            "--model.arch.num_heads=2", "--model.train.dis.max_steps=2", "--model.runtime.forward_dtype=float32"],
 }  # fmt: skip
 
 
@@ -44,7 +45,7 @@ def test_a_compiled_fit_has_one_graph_per_mode_and_no_break(sudoku4_dir, tmp_pat
     steps = 24 if variant == "dis" else 12  # DIS: 2 optimizer steps per batch
     args = tiny_fit_args(sudoku4_dir, tmp_path, f"--trainer.max_steps={steps}", "--trainer.val_check_interval=5",
                          "--data.eval_batch_size=16", "--trainer.enable_checkpointing=false",
-                         "--model.run.compile=true", *VARIANTS[variant])  # fmt: skip
+                         "--model.runtime.compile=true", *VARIANTS[variant])  # fmt: skip
     LoopformerCLI(args=args, trainer_defaults={"callbacks": [counter]})
     assert dict(counters["graph_break"]) == {}
     # The training step's graph at the first step; the evaluation's at the first validation (40 puzzles in batches
@@ -56,10 +57,12 @@ def test_a_compiled_fit_has_one_graph_per_mode_and_no_break(sudoku4_dir, tmp_pat
 
 
 def _quickstart_net(hidden: int = 32) -> LoopTransformer:
-    arch = yaml.safe_load((ROOT / "configs/quickstart.yaml").read_text())["model"]["arch"]
-    arch.update(hidden_size=hidden, puzzle_emb_ndim=hidden)
+    model = yaml.safe_load((ROOT / "configs/quickstart.yaml").read_text())["model"]
+    model["arch"].update(hidden_size=hidden, puzzle_emb_ndim=hidden)
+    groups = typed_groups(model)
     torch.manual_seed(0)
-    return LoopTransformer(LoopTransformerConfig(**arch, vocab_size=6, seq_len=16, num_puzzle_identifiers=1))
+    dims = {"vocab_size": 6, "seq_len": 16, "num_puzzle_identifiers": 1}
+    return LoopTransformer(network_config(groups["arch"], groups["train"], groups["runtime"], dims))
 
 
 def _gradients(net: LoopTransformer) -> dict[str, torch.Tensor]:
@@ -76,7 +79,7 @@ def test_fifty_compiled_training_steps_compute_what_eager_ones_do():
     torch._dynamo.reset()  # a fresh cache: never past dynamo's recompile limit, which would fall back to eager
     counters.clear()
     net = _quickstart_net().train()
-    eager, compiled = ACTTrainingStep(net), ACTTrainingStep(net)
+    eager, compiled = (ACTTrainingStep(net, "softmax_cross_entropy", "act") for _ in range(2))
     compiled.compile()
     optim = OptimConfig(lr=3e-3, lr_warmup_steps=0, weight_decay=0.1, puzzle_emb_lr=3e-3, puzzle_emb_weight_decay=0.1)
     optimizer = configure_optimizers(net, optim, total_steps=STEPS)["optimizer"]
@@ -108,7 +111,7 @@ def test_fifty_compiled_training_steps_compute_what_eager_ones_do():
 
 def _net(**over) -> LoopTransformer:
     torch.manual_seed(0)
-    config = LoopTransformerConfig(vocab_size=6, seq_len=8, hidden_size=32, num_heads=4, forward_dtype="float32",
+    config = network_config_from_flat(vocab_size=6, seq_len=8, hidden_size=32, num_heads=4, forward_dtype="float32",
                                    puzzle_emb_ndim=32, num_puzzle_identifiers=3, halt_max_steps=3, **over)  # fmt: skip
     return LoopTransformer(config)
 
@@ -133,7 +136,7 @@ def _batch(seed: int, rows: int = 6, width: int = 8) -> dict[str, torch.Tensor]:
 )
 def test_twenty_training_steps_with_halting_rows_compile_once_without_breaks(variant):
     net = _net(halt_exploration_prob=0.5, **variant).train()
-    step = ACTTrainingStep(net)
+    step = ACTTrainingStep(net, "stablemax_cross_entropy", variant.get("loss_head", "act"))
     step.compile(backend="aot_eager")  # dynamo's verdicts do not depend on the backend; this one compiles fast
     torch._dynamo.reset()
     counters.clear()
@@ -157,14 +160,14 @@ def test_evaluation_at_other_depths_and_halting_modes_reuses_its_graph():
     with torch.no_grad():
         for depth in (1, 3, 5):
             for adaptive in (False, True):
-                net.config.halt_max_steps, net.config.act_inference = depth, adaptive
+                net.config.halting.max_steps, net.config.halting.in_evaluation = depth, adaptive
                 eager[depth, adaptive] = run_to_halt(net, _batch(depth))
     net.compile_step(backend="aot_eager")
     torch._dynamo.reset()
     counters.clear()
     with torch.no_grad():
         for (depth, adaptive), (outputs, steps) in eager.items():
-            net.config.halt_max_steps, net.config.act_inference = depth, adaptive
+            net.config.halting.max_steps, net.config.halting.in_evaluation = depth, adaptive
             got, got_steps = run_to_halt(net, _batch(depth))
             assert torch.equal(got_steps, steps)
             torch.testing.assert_close(got["logits"], outputs["logits"])
@@ -177,7 +180,7 @@ def test_the_compiled_step_computes_what_the_eager_one_does_forward_and_gradient
     batch = _batch(3)
     results = []
     for compile_ in (False, True):
-        step = ACTTrainingStep(net)
+        step = ACTTrainingStep(net, "stablemax_cross_entropy", "act")
         if compile_:
             step.compile(backend="aot_eager")
         net.zero_grad()

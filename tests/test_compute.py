@@ -4,13 +4,13 @@ import pytest
 import yaml
 
 from loopformer.cli import LoopformerCLI
-from loopformer.model import LoopTransformerConfig
 from loopformer.model.compute import compute_cost
+from loopformer.training.config import network_config_from_flat
 from tests.helpers import tiny_fit_args
 
 
 def test_the_quickstart_block_and_act_step_by_hand():
-    cfg = LoopTransformerConfig(
+    cfg = network_config_from_flat(
         vocab_size=6,
         seq_len=16,
         hidden_size=64,
@@ -30,7 +30,7 @@ def test_the_quickstart_block_and_act_step_by_hand():
 
 
 def test_the_sequence_mlp_block_and_shared_modules():
-    cfg = LoopTransformerConfig(
+    cfg = network_config_from_flat(
         vocab_size=11,
         seq_len=81,
         hidden_size=512,
@@ -52,7 +52,7 @@ def test_the_sequence_mlp_block_and_shared_modules():
 
 def test_a_run_reports_its_compute(sudoku4_dir, tmp_path):
     args = tiny_fit_args(
-        sudoku4_dir, tmp_path, "--data.eval_batch_size=40", "--model.arch.halt_max_steps=3",
+        sudoku4_dir, tmp_path, "--data.eval_batch_size=40", "--model.train.act.halt_max_steps=3",
         "--trainer.max_steps=4", "--trainer.val_check_interval=2", "--trainer.log_every_n_steps=2",
     )  # fmt: skip
     args = [a for a in args if a != "--trainer.logger=false"]

@@ -24,7 +24,7 @@ def _validate(sudoku4_dir, ckpt, root, *extra):
 
 
 def test_each_depth_equals_an_evaluation_at_that_depth(sudoku4_dir, tmp_path, caplog):
-    extra = ["--model.arch.halt_max_steps=3", "--trainer.max_steps=30", "--trainer.limit_val_batches=0"]
+    extra = ["--model.train.act.halt_max_steps=3", "--trainer.max_steps=30", "--trainer.limit_val_batches=0"]
     fit = LoopformerCLI(args=tiny_fit_args(sudoku4_dir, tmp_path / "fit", *extra))
     ckpt = tmp_path / "model.ckpt"
     fit.trainer.save_checkpoint(ckpt)
@@ -42,7 +42,7 @@ def test_each_depth_equals_an_evaluation_at_that_depth(sudoku4_dir, tmp_path, ca
         act = row["act_inference"] == "True"
         plain = _validate(
             sudoku4_dir, ckpt, tmp_path / f"plain{row['depth']}{act}",
-            f"--model.arch.halt_max_steps={row['depth']}", f"--model.arch.act_inference={act}",
+            f"--model.train.act.halt_max_steps={row['depth']}", f"--model.train.act.act_inference={act}",
         ).trainer.callback_metrics  # fmt: skip
         for key in ("exact_accuracy", "accuracy", "steps"):
             assert float(row[key]) == pytest.approx(plain[f"val/{key}"].item(), abs=1e-6), (row, key)

@@ -38,7 +38,7 @@ def test_the_quickstart_stops_once_learned(sudoku4_dir, tmp_path, caplog):
         sudoku4_dir,
         tmp_path,
         "--data.eval_batch_size=40",
-        "--model.arch.halt_max_steps=1",
+        "--model.train.act.halt_max_steps=1",
         "--trainer.max_steps=50",
         "--trainer.val_check_interval=2",
         f"--trainer.callbacks=[{stop}]",

@@ -56,7 +56,7 @@ def test_validation_and_checkpoints_use_the_average(sudoku4_dir, tmp_path):
             "--data.eval_batch_size=40",
             "--model.arch.hidden_size=32",
             "--model.arch.puzzle_emb_ndim=32",
-            "--model.arch.halt_max_steps=2",
+            "--model.train.act.halt_max_steps=2",
             "--model.run.ema=true",
             "--model.run.ema_rate=0.9",
             "--trainer.max_steps=4",

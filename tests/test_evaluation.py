@@ -3,13 +3,14 @@
 import torch
 
 from loopformer.evaluation import run_to_halt
-from loopformer.model import LoopTransformer, LoopTransformerConfig
+from loopformer.model import LoopTransformer
+from loopformer.training.config import network_config_from_flat
 from tests.helpers import recorded_syncs
 
 
 def _net(**over):
     torch.manual_seed(0)
-    config = LoopTransformerConfig(vocab_size=6, seq_len=8, hidden_size=32, num_heads=4, forward_dtype="float32",
+    config = network_config_from_flat(vocab_size=6, seq_len=8, hidden_size=32, num_heads=4, forward_dtype="float32",
                                    halt_max_steps=3, **over)  # fmt: skip
     return LoopTransformer(config).eval()
 

@@ -1,5 +1,6 @@
 """LightningModule behaviour: the ACT carry across steps and resumes, the optimizer groups, the summary."""
 
+import dataclasses
 from pathlib import Path
 
 import lightning as L
@@ -8,8 +9,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from loopformer.cli import LoopformerCLI
-from loopformer.model import ArchConfig
-from loopformer.run_options import RunOptions
+from loopformer.training.config import groups_from_flat
 from tests.helpers import tiny_fit_args
 
 
@@ -18,7 +18,7 @@ def _args(data_dir, tmp_path, max_steps, extra=()):
         data_dir,
         tmp_path,
         "--data.eval_batch_size=40",
-        "--model.arch.halt_max_steps=4",
+        "--model.train.act.halt_max_steps=4",
         "--model.optim.lr_warmup_steps=2",
         f"--trainer.max_steps={max_steps}",
         "--trainer.val_check_interval=1000",
@@ -129,11 +129,13 @@ def test_compile_true_gives_the_same_outputs_as_eager(sudoku4_dir):
     from loopformer.module import LoopformerModule
 
     torch.manual_seed(0)
-    arch = ArchConfig(hidden_size=32, num_heads=1, forward_dtype="float32", halt_max_steps=2, puzzle_emb_ndim=32)
+    groups = groups_from_flat(
+        dict(hidden_size=32, num_heads=1, forward_dtype="float32", halt_max_steps=2, puzzle_emb_ndim=32)
+    )
     dims = {"vocab_size": 6, "seq_len": 16, "num_puzzle_identifiers": 1}
-    eager = LoopformerModule(arch=arch)
+    eager = LoopformerModule(**groups)
     eager.build(dims)
-    compiled = LoopformerModule(arch=arch, run=RunOptions(compile=True))
+    compiled = LoopformerModule(**{**groups, "runtime": dataclasses.replace(groups["runtime"], compile=True)})
     compiled.build(dims)
     compiled.load_state_dict(eager.state_dict())  # same keys: compiled in place
     g = torch.Generator().manual_seed(1)
@@ -171,13 +173,15 @@ def test_an_unwritable_or_full_checkpoint_directory_fails_at_the_start(sudoku4_d
 def test_a_table_with_other_rows_restarts_from_the_mean_row(sudoku4_dir, tmp_path):
     from loopformer.module import LoopformerModule
 
-    arch = ArchConfig(hidden_size=32, num_heads=1, forward_dtype="float32", halt_max_steps=2, puzzle_emb_ndim=32)
-    old = LoopformerModule(arch=arch)
+    groups = groups_from_flat(
+        dict(hidden_size=32, num_heads=1, forward_dtype="float32", halt_max_steps=2, puzzle_emb_ndim=32)
+    )
+    old = LoopformerModule(**groups)
     old.build({"vocab_size": 6, "seq_len": 16, "num_puzzle_identifiers": 5})
     with torch.no_grad():
         old.net.inner.puzzle_emb.weights.copy_(torch.arange(5.0)[:, None].expand(5, 32))
     checkpoint = {"state_dict": old.state_dict(), "loopformer": {"dataset_dims": old.dataset_dims}}
-    new = LoopformerModule(arch=arch)
+    new = LoopformerModule(**groups)
     new.build({"vocab_size": 6, "seq_len": 16, "num_puzzle_identifiers": 3})  # a rebuilt dataset
     with pytest.warns(UserWarning, match="has 5 rows, the data has 3 puzzle identifiers"):
         new.on_load_checkpoint(checkpoint)

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from loopformer.errors import ConfigError
-from loopformer.model import LoopTransformer, LoopTransformerConfig
+from loopformer.model import LoopTransformer
 from loopformer.optim import OptimConfig, build_optimizer, configure_optimizers, muon_parameters
 from loopformer.optimizers import AdamAtan2, MuonWithAdamW
+from loopformer.training.config import network_config_from_flat
 
 
 def test_adam_atan2_first_step_is_atan_of_one_minus_beta1_per_sign():
@@ -74,7 +75,7 @@ def test_muon_first_step_is_the_orthogonalised_nesterov_gradient():
 
 
 def _net():
-    config = LoopTransformerConfig(vocab_size=6, seq_len=8, hidden_size=32, num_heads=4, puzzle_emb_ndim=32,
+    config = network_config_from_flat(vocab_size=6, seq_len=8, hidden_size=32, num_heads=4, puzzle_emb_ndim=32,
                                    forward_dtype="float32", num_puzzle_identifiers=3)  # fmt: skip
     return LoopTransformer(config)
 

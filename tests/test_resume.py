@@ -31,7 +31,7 @@ def _ema(cli):
 
 def _fit(
     data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None, ema=False, workers=0, prefetch=2, optimizer="adamw",
-    arch_file=None, extra=(),
+    model_file=None, extra=(),
 ):  # fmt: skip
     callbacks = []
     if stop_at:
@@ -41,7 +41,7 @@ def _fit(
         "fit",
         "--config",
         str(ROOT / "configs/quickstart.yaml"),
-        *(["--model.arch", str(arch_file)] if arch_file else []),
+        *(["--model", str(model_file)] if model_file else []),
         f"--data.data_paths={data_dir}",
         f"--data.global_batch_size={batch}",
         f"--data.num_workers={workers}",
@@ -49,8 +49,8 @@ def _fit(
         f"--model.optim.optimizer={optimizer}",
         "--model.arch.hidden_size=32",
         "--model.arch.puzzle_emb_ndim=32",
-        "--model.arch.halt_max_steps=3",
-        "--model.arch.halt_exploration_prob=0.5",
+        "--model.train.act.halt_max_steps=3",
+        "--model.train.act.halt_exploration_prob=0.5",
         "--model.optim.lr_warmup_steps=2",
         f"--trainer.max_steps={max_steps}",
         "--trainer.limit_val_batches=0",
@@ -98,21 +98,21 @@ def test_dis_run_resumes_bitwise_with_its_optimizer_steps_counted():
     batch), a checkpoint, and 4 more."""
     import tempfile
 
-    arch = ROOT / "configs/vrn/loop_transformer_dis.yaml"
-    extra = ["--model.arch.puzzle_emb_len=1", "--model.arch.num_heads=2", "--model.arch.dis_max_steps=2",
-             "--model.arch.forward_dtype=float32"]  # fmt: skip
+    model = ROOT / "configs/vrn/loop_transformer_dis.yaml"
+    extra = ["--model.arch.puzzle_emb_len=1", "--model.arch.num_heads=2", "--model.train.dis.max_steps=2",
+             "--model.runtime.forward_dtype=float32"]  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         from loopformer.data.generators.sudoku import build_sudoku_dataset
 
         data = tmp_path / "data"
         build_sudoku_dataset(data, n=4, clues=6, num_train=96, num_test=40, seed=1)
-        straight = _fit(data, tmp_path / "straight", 6, 16, prefetch=0, arch_file=arch, extra=extra)
+        straight = _fit(data, tmp_path / "straight", 6, 16, prefetch=0, model_file=model, extra=extra)
         assert straight.trainer.global_step == 6
-        first = _fit(data, tmp_path / "first", 6, 16, stop_at=2, arch_file=arch, extra=extra)
+        first = _fit(data, tmp_path / "first", 6, 16, stop_at=2, model_file=model, extra=extra)
         assert first.trainer.global_step == 2
         ckpt = next((tmp_path / "first" / "ckpt").glob("*.ckpt"))
-        resumed = _fit(data, tmp_path / "second", 6, 16, ckpt_path=ckpt, arch_file=arch, extra=extra)
+        resumed = _fit(data, tmp_path / "second", 6, 16, ckpt_path=ckpt, model_file=model, extra=extra)
         assert resumed.trainer.global_step == 6
         a, b = straight.model.state_dict(), resumed.model.state_dict()
         for k in a:
@@ -123,7 +123,7 @@ def test_dis_run_resumes_bitwise_with_its_optimizer_steps_counted():
 def test_a_compiled_run_with_deterministic_algorithms_resumes_bitwise(sudoku4_dir, tmp_path):
     """With ``trainer.deterministic`` the compiled step sums the token embedding's gradient without atomics, so a
     compiled run is reproducible and resumes exactly too (without it, two compiled CPU runs drift apart)."""
-    extra = ["--model.run.compile=true", "--trainer.deterministic=true"]
+    extra = ["--model.runtime.compile=true", "--trainer.deterministic=true"]
     straight = _fit(sudoku4_dir, tmp_path / "straight", 6, 16, prefetch=0, extra=extra)
     _fit(sudoku4_dir, tmp_path / "first", 6, 16, stop_at=3, extra=extra)
     ckpt = next((tmp_path / "first" / "ckpt").glob("*.ckpt"))

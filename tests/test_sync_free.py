@@ -36,7 +36,7 @@ def test_ten_training_steps_make_no_sync_of_loopformers_own(sudoku4_dir, tmp_pat
     counter = CountingWindow()
     args = tiny_fit_args(sudoku4_dir, tmp_path, "--trainer.max_steps=12", "--trainer.limit_val_batches=0",
                          "--trainer.log_every_n_steps=50", "--trainer.enable_checkpointing=false",
-                         f"--model.run.compile={str(compiled).lower()}")  # fmt: skip
+                         f"--model.runtime.compile={str(compiled).lower()}")  # fmt: skip
     # the code that asked, while steps 2..11 run: torch's own calls (AdamW reads its CPU step count) are not ours
     with recorded_syncs(lambda caller: counter.counting and caller.filename.startswith(PACKAGE)) as calls:
         LoopformerCLI(args=args, trainer_defaults={"callbacks": [counter]})

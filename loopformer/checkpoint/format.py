@@ -16,8 +16,10 @@ raw_state_dict    with EMA: the raw weights (``state_dict`` then holds the avera
 imported_from     ``"<source>:<file>"`` for a checkpoint written by ``loopformer import-checkpoint``
 ================  ==========================================================================================
 
-``hyper_parameters`` holds the module's arguments as plain dicts: ``{arch, optim, run}``. Checkpoints written
-before those groups existed hold the same fields flat; ``migrate_hyperparameters`` groups them.
+``hyper_parameters`` holds the module's arguments as plain dicts: ``{arch, train, runtime, optim, run}``.
+Checkpoints written before those groups existed hold the same fields flat, or the training and runtime settings in
+``arch``; ``read_hyperparameters`` moves them into their groups (``migrate_hyperparameters``,
+``config_groups.migrate_model``).
 """
 
 from __future__ import annotations
@@ -33,18 +35,20 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from loopformer.checkpoint.fitting import refit_puzzle_table
+from loopformer.config_groups import DIS_SWITCH, MOVED_FROM_ARCH, MOVED_FROM_RUN, migrate_model
 from loopformer.errors import ConfigError
 from loopformer.files import load_torch
 from loopformer.list_overrides import to_plain
 from loopformer.model.act import PUZZLE_TABLE_KEY
-from loopformer.model.config import ArchConfig
+from loopformer.model.config import ArchConfig, RuntimeConfig
 from loopformer.optim import OptimConfig
 from loopformer.run_options import RunOptions
+from loopformer.training.config import TrainConfig
 
 EXTRA_KEY = "loopformer"
 NET_PREFIX = "net."  # the LightningModule holds the LoopTransformer as ``net``
 RAW_KEY, AVERAGED_KEY = "raw_state_dict", "averaged_state_dict"  # the latter only in memory, while resuming
-GROUPS = {"arch": ArchConfig, "optim": OptimConfig, "run": RunOptions}
+GROUPS = {"arch": ArchConfig, "train": TrainConfig, "runtime": RuntimeConfig, "optim": OptimConfig, "run": RunOptions}
 
 
 def extras(checkpoint: dict) -> dict[str, Any]:
@@ -128,10 +132,11 @@ def weight_tables(checkpoint: dict) -> list[dict[str, torch.Tensor]]:
     return [checkpoint.get("state_dict", {})] + ([raw] if raw is not None else [])
 
 
-def module_hyperparameters(arch: ArchConfig) -> dict[str, Any]:
-    """What ``LoopformerModule(arch=arch)`` stores as its hyperparameters: every group as a plain dict (the others at
-    their defaults), no warm start, nothing frozen. Written for checkpoints made without a module (the importer)."""
-    plain = {name: to_plain(cls() if name != "arch" else arch) for name, cls in GROUPS.items()}
+def module_hyperparameters(groups: dict[str, Any]) -> dict[str, Any]:
+    """What ``LoopformerModule(**groups)`` stores as its hyperparameters: every group as a plain dict (those not
+    given at their defaults), no warm start, nothing frozen. Written for checkpoints made without a module (the
+    importer)."""
+    plain = {name: to_plain(groups.get(name) or cls()) for name, cls in GROUPS.items()}
     return {**plain, "init_from": None, "freeze": None}
 
 
@@ -173,9 +178,11 @@ def migrate_hyperparameters(hparams: dict[str, Any]) -> tuple[dict[str, Any], bo
     """Flat hyperparameters (checkpoints written before the ``arch``/``optim``/``run`` groups) -> grouped.
 
     Returns (hparams, migrated)."""
-    if not hparams or any(group in hparams for group in GROUPS):
+    if not hparams or any(group in hparams for group in ("arch", "optim", "run")):
         return hparams, False
     owner = {f.name: group for group, cls in GROUPS.items() for f in dataclasses.fields(cls)}
+    owner.update({key: "arch" for key in (*MOVED_FROM_ARCH, DIS_SWITCH)})  # then moved on by migrate_model
+    owner.update({key: "run" for key in MOVED_FROM_RUN})
     grouped: dict[str, Any] = {}
     for key, value in hparams.items():
         if key in owner:
@@ -212,8 +219,11 @@ def read_hyperparameters(path: str | Path) -> dict[str, Any]:
     hparams = dict(checkpoint.get("hyper_parameters", {}))
     hparams.pop("_instantiator", None)
     hparams, migrated = migrate_hyperparameters(hparams)
-    if migrated:
-        rank_zero_info(f"{path}: hyperparameters from before the arch/optim/run groups, read into those groups.")
+    hparams, moved = migrate_model(hparams)
+    if migrated or moved:
+        rank_zero_info(
+            f"{path}: hyperparameters from before the arch/train/runtime/optim/run groups, read into those groups."
+        )
     return hparams
 
 

@@ -35,7 +35,8 @@ from loopformer.checkpoint import format as ckpt_format
 from loopformer.checkpoint.fitting import misfit
 from loopformer.files import load_torch, load_yaml
 from loopformer.model.act import PUZZLE_TABLE_KEY
-from loopformer.model.config import ArchConfig, LoopTransformerConfig
+from loopformer.model.config import ArchConfig
+from loopformer.training.config import TrainConfig, groups_from_flat, network_config
 
 SOURCES = ("trm", "vrn", "hrm")
 _INTERP = re.compile(r"^\$\{(\.*)([\w.]+)\}$")
@@ -391,15 +392,18 @@ def convert_state_dict(state_dict: dict[str, torch.Tensor], variant: Variant) ->
     return ours
 
 
-def _arch_config(arch: dict[str, Any], arch_yaml: str | Path) -> ArchConfig:
+def _model_groups(flat: dict[str, Any], arch_yaml: str | Path) -> dict[str, Any]:
+    """Their flat settings as our typed groups ``{arch, train, runtime}``."""
     try:
-        return ArchConfig(**arch)
+        return groups_from_flat(flat)
     except ValueError as e:
         raise CheckpointImportError(f"{arch_yaml}: the architecture cannot be built ({e})") from None
 
 
-def dims_from_state_dict(sd: dict[str, torch.Tensor], arch: ArchConfig, seq_len: Optional[int]) -> dict:
-    vocab = sd["inner.embed_tokens.weight"].shape[0] - (1 if arch.dis_enabled else 0)  # DIS: + the mask token
+def dims_from_state_dict(
+    sd: dict[str, torch.Tensor], arch: ArchConfig, train: TrainConfig, seq_len: Optional[int]
+) -> dict:
+    vocab = sd["inner.embed_tokens.weight"].shape[0] - (1 if train.supervision_steps else 0)  # DIS: + the mask token
     puzzles = sd[PUZZLE_TABLE_KEY].shape[0] if PUZZLE_TABLE_KEY in sd else 1
     if seq_len is None and "inner.embed_pos.weight" in sd:
         prefix = arch.prefix_len
@@ -416,7 +420,7 @@ def import_checkpoint(
     source: str, src: str | Path, arch_yaml: str | Path, dest: str | Path, seq_len: Optional[int] = None
 ) -> dict:
     """Convert ``src`` into a loopformer checkpoint at ``dest``; returns the module's hyperparameters
-    (``{arch, optim, run}``)."""
+    (``{arch, train, runtime, optim, run}``)."""
     from loopformer.model import LoopTransformer
 
     arch_raw = load_arch_yaml(arch_yaml)
@@ -433,10 +437,10 @@ def import_checkpoint(
             f"{src}: a PyTorch file holding a {type(loaded).__name__}; expected the state dict (a mapping of parameter "
             f"names to tensors) that the {variant.label} pretrain script saves."
         )
-    arch_config = _arch_config(arch, arch_yaml)
+    groups = _model_groups(arch, arch_yaml)
     sd = convert_state_dict(loaded, variant)
-    dims = dims_from_state_dict(sd, arch_config, seq_len)
-    net = LoopTransformer(LoopTransformerConfig.from_arch(arch_config, **dims))
+    dims = dims_from_state_dict(sd, groups["arch"], groups["train"], seq_len)
+    net = LoopTransformer(network_config(groups["arch"], groups["train"], groups["runtime"], dims))
     expected = net.state_dict()
     details = misfit(sd, expected, limit=6)
     if details:
@@ -444,7 +448,7 @@ def import_checkpoint(
     net.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()})
 
     state_dict = {ckpt_format.NET_PREFIX + k: v for k, v in net.state_dict().items()}
-    hparams = ckpt_format.module_hyperparameters(arch_config)
+    hparams = ckpt_format.module_hyperparameters(groups)
     checkpoint = ckpt_format.imported_checkpoint(state_dict, hparams, dims, imported_from=f"{source}:{Path(src).name}")
     atomic.save_torch(checkpoint, dest)
     return checkpoint["hyper_parameters"]

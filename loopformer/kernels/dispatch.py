@@ -27,10 +27,10 @@ def check_attention_backend(backend: str, head_dim: Optional[int]) -> None:
     if backend != "triton":
         return
     if not HAVE_TRITON:
-        raise ConfigError("model.arch.attention_backend=triton, but the `triton` package is not installed.")
+        raise ConfigError("model.runtime.attention_backend=triton, but the `triton` package is not installed.")
     if head_dim is not None and head_dim not in SUPPORTED_HEAD_DIMS:
         raise ConfigError(
-            f"model.arch.attention_backend=triton supports head dims {SUPPORTED_HEAD_DIMS}; hidden_size/num_heads "
+            f"model.runtime.attention_backend=triton supports head dims {SUPPORTED_HEAD_DIMS}; hidden_size/num_heads "
             f"= {head_dim} (use attention_backend: auto or sdpa)."
         )
 
@@ -44,7 +44,7 @@ def attention_implementation(backend: str, device: torch.device, head_dim: int) 
         return "triton" if usable else "sdpa"
     if not triton_usable(device):
         raise RuntimeError(
-            f"model.arch.attention_backend=triton cannot run on {device.type}: Triton compiles for CUDA devices "
+            f"model.runtime.attention_backend=triton cannot run on {device.type}: Triton compiles for CUDA devices "
             "(set TRITON_INTERPRET=1 before start-up to run its interpreter on the CPU, or use auto/sdpa)."
         )
     return "triton"
@@ -84,7 +84,7 @@ def resolve_attention(
     )
     if backend == "triton":
         raise KernelSelfCheckError(
-            f"{problem}. model.arch.attention_backend=triton insists on the kernel: use auto (falls back to SDPA) "
+            f"{problem}. model.runtime.attention_backend=triton insists on the kernel: use auto (falls back to SDPA) "
             "or sdpa, and please report this with the line above."
         )
     fallback = f"{problem}; this run uses PyTorch SDPA instead (attention_backend_resolved: sdpa)."

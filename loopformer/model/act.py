@@ -89,7 +89,7 @@ class LoopTransformer(nn.Module):
         """Every row starts halted, so the first step loads the batch and the initial states."""
         B = batch["inputs"].shape[0]
         device = batch["inputs"].device
-        if not self.training and self.config.puzzle_emb_ndim > 0:
+        if not self.training and self.config.arch.puzzle_emb_ndim > 0:
             self.inner.puzzle_emb.warn_unknown(batch["puzzle_identifiers"])  # once per batch, not per step
         return ACTCarry(
             states=self.inner.empty_states(B, device),
@@ -107,31 +107,29 @@ class LoopTransformer(nn.Module):
     def halts_adaptively(self) -> bool:
         """Whether a row may halt before ``halt_max_steps`` (on its Q head) in the current mode: in training unless
         ``act_enabled`` is false, in evaluation only with ``act_inference``."""
-        cfg = self.config
-        return cfg.halt_max_steps > 1 and (cfg.act_enabled if self.training else cfg.act_inference)
+        halting = self.config.halting
+        return halting.max_steps > 1 and (halting.in_training if self.training else halting.in_evaluation)
 
     def forward(self, carry: ACTCarry, batch: Batch) -> tuple[ACTCarry, dict[str, torch.Tensor]]:
         return self._step(carry, batch, self.step_controls(carry, batch))
 
     def step_controls(self, carry: ACTCarry, batch: Batch) -> StepControls:
         """The eager part of a step: table rows (a grad leaf in training), exploration's draws, the limits."""
-        cfg = self.config
+        halting = self.config.halting
         halted_B = carry.halted
         rows = None
-        if cfg.puzzle_emb_ndim > 0:
+        if self.config.arch.puzzle_emb_ndim > 0:
             ids_B = torch.where(halted_B, batch["puzzle_identifiers"], carry.current_data["puzzle_identifiers"])
             rows = self.inner.puzzle_emb.rows(ids_B)
         min_halt_steps = None
-        if self.training and cfg.act_enabled and cfg.halt_max_steps > 1:
-            explore_B = torch.rand(halted_B.shape, device=halted_B.device) < cfg.halt_exploration_prob
-            drawn_B = torch.randint(
-                2, cfg.halt_max_steps + 1, halted_B.shape, dtype=torch.int32, device=halted_B.device
-            )
+        if self.training and halting.in_training and halting.max_steps > 1:
+            explore_B = torch.rand(halted_B.shape, device=halted_B.device) < halting.exploration_prob
+            drawn_B = torch.randint(2, halting.max_steps + 1, halted_B.shape, dtype=torch.int32, device=halted_B.device)
             min_halt_steps = explore_B * drawn_B
-        key = (cfg.halt_max_steps, self.halts_adaptively, halted_B.device)
+        key = (halting.max_steps, self.halts_adaptively, halted_B.device)
         if key not in self._limits:
             self._limits[key] = (
-                torch.full((), cfg.halt_max_steps, dtype=torch.int32, device=halted_B.device),
+                torch.full((), halting.max_steps, dtype=torch.int32, device=halted_B.device),
                 torch.full((), self.halts_adaptively, dtype=torch.bool, device=halted_B.device),
             )
         return StepControls(rows, min_halt_steps, *self._limits[key])
@@ -140,14 +138,14 @@ class LoopTransformer(nn.Module):
         self, carry: ACTCarry, batch: Batch, controls: StepControls
     ) -> tuple[ACTCarry, dict[str, torch.Tensor]]:
         """The compilable part of a step: tensor operations only, whatever rows halt or which limits apply."""
-        cfg = self.config
+        no_ACT_continue = self.config.halting.no_ACT_continue
         states = self.inner.reset_states(carry.halted, carry.states)
         steps = torch.where(carry.halted, 0, carry.steps)
         data = {
             k: torch.where(carry.halted.view((-1,) + (1,) * (batch[k].ndim - 1)), batch[k], v)
             for k, v in carry.current_data.items()
         }
-        step_ids = steps if cfg.dis_enabled else None  # DIS: a step's id is its ACT step count, from 0
+        step_ids = steps if self.config.supervision_steps else None  # DIS: a step's id is its ACT step count, from 0
         rows = controls.puzzle_rows
         new_states, logits, q_halt, q_continue = self.inner(
             states, data["inputs"], data["puzzle_identifiers"], step_ids, rows
@@ -157,11 +155,11 @@ class LoopTransformer(nn.Module):
         with torch.no_grad():
             steps = steps + 1
             is_last_step = steps >= controls.halt_max_steps
-            wants_halt = (q_halt > 0) if cfg.no_ACT_continue else (q_halt > q_continue)
+            wants_halt = (q_halt > 0) if no_ACT_continue else (q_halt > q_continue)
             halted = is_last_step | (controls.halts_adaptively & wants_halt)
             if controls.min_halt_steps is not None:  # training with ACT: exploration and Q bootstrapping
                 halted = halted & (steps >= controls.min_halt_steps)
-                if not cfg.no_ACT_continue:
+                if not no_ACT_continue:
                     # Bootstrapped target from the next step's Q, taken from the new carry (as in HRM).
                     _, _, next_halt, next_continue = self.inner(
                         new_states, data["inputs"], data["puzzle_identifiers"], None, rows

@@ -16,16 +16,17 @@ class Block(nn.Module):
 
     def __init__(self, config: LoopTransformerConfig) -> None:
         super().__init__()
-        self.mixer = config.mixer
-        if config.mixer == "attention":
-            self.self_attn = Attention(config.hidden_size, config.num_heads, config.attention_backend, config.dropout)
+        arch = config.arch
+        self.mixer = arch.mixer
+        if arch.mixer == "attention":
+            self.self_attn = Attention(arch.hidden_size, arch.num_heads, config.runtime.attention_backend, arch.dropout)
         else:
-            self.mlp_t = SwiGLU(config.total_seq_len, config.expansion)
-        mlp = ConvSwiGLU if config.mlp_type == "conv_swiglu" else SwiGLU
-        self.mlp = mlp(config.hidden_size, config.expansion)
+            self.mlp_t = SwiGLU(config.total_seq_len, arch.expansion)
+        mlp = ConvSwiGLU if arch.mlp_type == "conv_swiglu" else SwiGLU
+        self.mlp = mlp(arch.hidden_size, arch.expansion)
         # On both residual branches, as VRN applies it (nn.Dropout is the identity outside training).
-        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
-        self.eps = config.rms_norm_eps
+        self.dropout = nn.Dropout(arch.dropout) if arch.dropout > 0 else nn.Identity()
+        self.eps = arch.rms_norm_eps
 
     def forward(self, x_BSC: torch.Tensor, cos_sin: Optional[CosSin]) -> torch.Tensor:
         if self.mixer == "attention":

@@ -46,23 +46,25 @@ class ComputeCost:
 
 
 def block_flops(config: LoopTransformerConfig) -> int:
-    S, C = config.total_seq_len, config.hidden_size
-    inner = swiglu_inner_size(C, config.expansion)
+    arch = config.arch
+    S, C = config.total_seq_len, arch.hidden_size
+    inner = swiglu_inner_size(C, arch.expansion)
     mlp = 6 * S * C * inner
-    if config.mlp_type == "conv_swiglu":
+    if arch.mlp_type == "conv_swiglu":
         mlp += 2 * 2 * S * inner  # the depthwise convolution: kernel 2, one multiply-add per tap
-    if config.mixer == "attention":
+    if arch.mixer == "attention":
         return 8 * S * C * C + 4 * S * S * C + mlp
-    return 6 * C * S * swiglu_inner_size(S, config.expansion) + mlp
+    return 6 * C * S * swiglu_inner_size(S, arch.expansion) + mlp
 
 
 def compute_cost(config: LoopTransformerConfig) -> ComputeCost:
     blocks = block_flops(config)
-    heads = 2 * config.total_seq_len * config.hidden_size * config.model_vocab_size + 4 * config.hidden_size
+    C = config.arch.hidden_size
+    heads = 2 * config.total_seq_len * C * config.model_vocab_size + 4 * C
     return ComputeCost(
         block_flops=blocks,
-        blocks_per_act_step=config.effective_depth,
-        grad_blocks_per_act_step=config.grad_depth,
+        blocks_per_act_step=config.arch.effective_depth,
+        grad_blocks_per_act_step=config.arch.grad_depth,
         head_flops=heads,
-        flops_per_act_step=config.effective_depth * blocks + heads,
+        flops_per_act_step=config.arch.effective_depth * blocks + heads,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Literal, Optional, get_args
@@ -46,12 +45,10 @@ class StageSpec:
 
 PosEncoding = Literal["rope", "learned", "none"]
 Mixer = Literal["attention", "mlp"]
-LossType = Literal["stablemax_cross_entropy", "softmax_cross_entropy"]
 ForwardDtype = Literal["bfloat16", "float16", "float32"]
 AttentionBackend = Literal["auto", "triton", "sdpa"]
 MlpType = Literal["swiglu", "conv_swiglu"]
-LossHead = Literal["act", "cross_entropy"]
-DisLossMethod = Literal["mask", "loss"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
 def default_three_stage_states() -> list[StateSpec]:
@@ -72,7 +69,8 @@ def default_three_stage_stages() -> list[StageSpec]:
 
 @dataclass
 class ArchConfig:
-    """Architecture of the looped transformer: everything but the sizes that come from the dataset.
+    """The network: states, loop schedule, widths, embeddings (how it is trained: ``training.config.TrainConfig``; how
+    it runs on the device: ``RuntimeConfig``; the sizes that come from the dataset: ``LoopTransformerConfig``).
 
     ``--model.arch.<field>`` on the command line, ``model: arch:`` in a config file."""
 
@@ -111,46 +109,10 @@ class ArchConfig:
     product and the down projection)."""
     dropout: float = 0.0
     """Dropout on the attention weights and on both residual branches of every block, in training only (VRN)."""
-    forward_dtype: ForwardDtype = "bfloat16"
-    """Activation dtype of the forward pass."""
-    halt_max_steps: int = 16
-    """ACT steps before a sequence is forced to halt."""
-    halt_exploration_prob: float = 0.1
-    """Probability of a random minimum number of steps in training."""
-    act_enabled: bool = True
-    """Halt on the Q head in training (false: every row runs halt_max_steps, without exploration; the Q head is
-    still trained to predict correctness, as in VRN)."""
-    act_inference: bool = False
-    """Halt on the Q head during evaluation too (otherwise run halt_max_steps)."""
-    no_ACT_continue: bool = True
-    """Halt when q_halt > 0 and skip the Q-continue loss (TRM); else q_halt > q_continue."""
-    loss_type: LossType = "stablemax_cross_entropy"
-    """stablemax_cross_entropy or softmax_cross_entropy."""
-    loss_head: LossHead = "act"
-    """act (the LM loss per sequence plus the halting losses, HRM/TRM's ACTLossHead) or cross_entropy (VRN's
-    CrossEntropyLossHead: the token-mean LM loss, no Q loss)."""
-    mask_penalty_weight: float = 0.0
-    """cross_entropy head with DIS: penalty on the probability of the mask token where the target is a token."""
-    dis_enabled: bool = False
-    """Deep Improvement Supervision (VRN): dis_max_steps supervision steps per batch from the initial states, step
-    s adding a learned step embedding and trained toward the labels with a fraction 1 - (s+1)/N masked."""
-    dis_max_steps: int = 6
-    """DIS supervision steps per batch; with DIS, halt_max_steps follows it (as VRN's ``${.dis_max_steps}``)."""
-    dis_loss_method: DisLossMethod = "mask"
-    """mask: an optimizer step after every supervision step, toward its masked target; loss: one optimizer step on
-    the last step's loss plus the penalties relu(L_s - L_(s-1)) toward the full labels."""
-    dis_step_weighting: bool = False
-    """mask method: weight step s's loss by (s+1)/N."""
-    gradient_checkpointing: bool = False
-    """Recompute block activations in backward to save memory."""
-    attention_backend: AttentionBackend = "auto"
-    """auto (Triton kernel on CUDA, SDPA elsewhere), triton, or sdpa."""
 
     def __post_init__(self) -> None:
         self.states = [s if isinstance(s, StateSpec) else StateSpec(**s) for s in self.states]
         self.stages = [s if isinstance(s, StageSpec) else StageSpec(**s) for s in self.stages]
-        if self.dis_enabled:
-            self.halt_max_steps = self.dis_max_steps  # one ACT step per supervision step
         self._validate()
 
     # ----------------------------------------------------------------------------------------------
@@ -215,14 +177,8 @@ class ArchConfig:
             value = getattr(self, key)
             if value is not None and value not in seen:
                 raise ConfigError(f"model.arch.{key}={value!r} is not a state (states: {names}).")
-        if self.halt_max_steps < 1:
-            raise ConfigError(f"model.arch.halt_max_steps must be >= 1, got {self.halt_max_steps}.")
-        if self.dis_enabled:
-            self._validate_dis()
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.arch.dropout must lie in [0, 1), got {self.dropout}.")
-        if not 0.0 <= self.halt_exploration_prob <= 1.0:
-            raise ConfigError(f"model.arch.halt_exploration_prob must lie in [0, 1], got {self.halt_exploration_prob}.")
         if self.puzzle_emb_ndim < 0 or self.puzzle_emb_len < 0:
             raise ConfigError("model.arch.puzzle_emb_ndim and model.arch.puzzle_emb_len must be >= 0.")
         if self.puzzle_emb_ndim == 0 and self.puzzle_emb_len > 0:
@@ -235,34 +191,7 @@ class ArchConfig:
                 f"model.arch.puzzle_emb_ndim={self.puzzle_emb_ndim} does not fit in puzzle_emb_len={self.puzzle_emb_len} "
                 f"prefix tokens of hidden_size={self.hidden_size}."
             )
-        for key, kind in (
-            ("pos_encodings", PosEncoding),
-            ("mixer", Mixer),
-            ("loss_type", LossType),
-            ("forward_dtype", ForwardDtype),
-            ("attention_backend", AttentionBackend),
-            ("mlp_type", MlpType),
-            ("loss_head", LossHead),
-            ("dis_loss_method", DisLossMethod),
-        ):
-            if getattr(self, key) not in get_args(kind):
-                raise ConfigError(
-                    f"model.arch.{key}={getattr(self, key)!r}; expected one of {', '.join(get_args(kind))}."
-                )
-        check_attention_backend(self.attention_backend, self.head_dim if self.mixer == "attention" else None)
-
-    def _validate_dis(self) -> None:
-        wrong = []
-        if self.dis_max_steps < 1:
-            wrong.append(f"dis_max_steps >= 1 (got {self.dis_max_steps})")
-        if self.act_enabled:
-            wrong.append("act_enabled: false (every supervision step runs; none halts early)")
-        if self.resolved_no_grad_cycles != 0:
-            wrong.append(f"no_grad_cycles: 0 (every cycle trains; got {self.resolved_no_grad_cycles})")
-        if self.loss_head != "cross_entropy":
-            wrong.append("loss_head: cross_entropy (the targets hold mask tokens; there is no halting to learn)")
-        if wrong:
-            raise ConfigError("model.arch.dis_enabled: true needs " + "; ".join(wrong) + ".")
+        check_choices("model.arch", self, {"pos_encodings": PosEncoding, "mixer": Mixer, "mlp_type": MlpType})
 
     # ----------------------------------------------------------------------------------------------
     @property
@@ -275,10 +204,6 @@ class ArchConfig:
         if self.puzzle_emb_ndim == 0:
             return 0
         return self.puzzle_emb_len or math.ceil(self.puzzle_emb_ndim / self.hidden_size)
-
-    @property
-    def total_seq_len(self) -> int:
-        return self.seq_len + self.prefix_len
 
     @property
     def resolved_no_grad_cycles(self) -> int:
@@ -313,41 +238,98 @@ class ArchConfig:
         return (self.outer_cycles - self.resolved_no_grad_cycles - 1) * self.depth_per_cycle + last
 
 
+def check_choices(group: str, config: object, choices: dict[str, object]) -> None:
+    """Each ``field: Literal[...]`` of ``choices`` holds one of its values, or a ConfigError naming the key."""
+    for key, kind in choices.items():
+        if getattr(config, key) not in get_args(kind):
+            raise ConfigError(f"{group}.{key}={getattr(config, key)!r}; expected one of {', '.join(get_args(kind))}.")
+
+
+@dataclass
+class RuntimeConfig:
+    """How the network runs on the device, not what it computes (up to rounding): ``--model.runtime.<field>``."""
+
+    attention_backend: AttentionBackend = "auto"
+    """auto (Triton kernel on CUDA, SDPA elsewhere), triton, or sdpa."""
+    forward_dtype: ForwardDtype = "bfloat16"
+    """Activation dtype of the forward pass."""
+    gradient_checkpointing: bool = False
+    """Recompute block activations in backward to save memory."""
+    compile: bool = False
+    """Compile the whole ACT step (core, heads, carry update, and in training the loss) with torch.compile, one
+    graph without breaks; the weights stay in place, so checkpoints keep their keys."""
+    compile_mode: CompileMode = "default"
+    """torch.compile's mode with ``compile``: ``reduce-overhead`` replays the step as CUDA graphs (on a CUDA device;
+    launch overhead is most of a small model's step), ``max-autotune`` also tunes the matrix products (and uses CUDA
+    graphs), ``max-autotune-no-cudagraphs`` tunes without them."""
+
+    def __post_init__(self) -> None:
+        check_choices(
+            "model.runtime",
+            self,
+            {"attention_backend": AttentionBackend, "forward_dtype": ForwardDtype, "compile_mode": CompileMode},
+        )
+
+    def check(self, arch: ArchConfig) -> None:
+        """The attention backend can run this architecture (Triton: a supported head dimension)."""
+        check_attention_backend(self.attention_backend, arch.head_dim if arch.mixer == "attention" else None)
+
+
+@dataclass
+class Halting:
+    """ACT halting as the network runs it, set by the training algorithm (``training.config.TrainConfig.halting``)."""
+
+    max_steps: int = 16
+    """ACT steps before a row is forced to halt."""
+    exploration_prob: float = 0.1
+    """Training: probability of a random minimum number of steps."""
+    in_training: bool = True
+    """A row may halt on its Q head in training."""
+    in_evaluation: bool = False
+    """A row may halt on its Q head in evaluation."""
+    no_ACT_continue: bool = True
+    """Halt when q_halt > 0 (TRM); else when q_halt > q_continue."""
+
+
 DATASET_FIELDS = ("vocab_size", "seq_len", "num_puzzle_identifiers")
 
 
 @dataclass
-class LoopTransformerConfig(ArchConfig):
-    """The architecture with the sizes the dataset gives it."""
+class LoopTransformerConfig:
+    """What a LoopTransformer is built from: the architecture, the halting its training algorithm runs, how it runs,
+    and the sizes the dataset gives it."""
 
-    vocab_size: int = field(kw_only=True)
+    arch: ArchConfig
+    vocab_size: int
     """Tokens in the vocabulary (from the dataset)."""
-    seq_len: int = field(kw_only=True)
+    seq_len: int
     """Tokens per puzzle, without the puzzle-embedding prefix (from the dataset)."""
-    num_puzzle_identifiers: int = field(default=1, kw_only=True)
+    num_puzzle_identifiers: int = 1
     """Rows of the puzzle-embedding table (from the dataset)."""
+    halting: Halting = field(default_factory=Halting)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    supervision_steps: int = 0
+    """DIS: a learned embedding per supervision step, and a mask token after the dataset's vocabulary (0: none)."""
+
+    def __post_init__(self) -> None:
+        for key in DATASET_FIELDS:
+            if int(getattr(self, key)) < 1:
+                raise ConfigError(f"the dataset's {key} must be a positive integer, got {getattr(self, key)!r}.")
+        if self.halting.max_steps < 1:
+            raise ConfigError(f"ACT's halt_max_steps must be >= 1, got {self.halting.max_steps}.")
+        self.runtime.check(self.arch)
+
+    @property
+    def total_seq_len(self) -> int:
+        """Positions of a state: the puzzle-embedding prefix and the puzzle's tokens."""
+        return self.arch.prefix_len + self.seq_len
 
     @property
     def model_vocab_size(self) -> int:
         """Rows of the token embedding and the LM head: the dataset's vocabulary, plus DIS's mask token."""
-        return self.vocab_size + (1 if self.dis_enabled else 0)
+        return self.vocab_size + (1 if self.supervision_steps else 0)
 
     @property
     def mask_token_id(self) -> int:
         """DIS: the token its intermediate targets hold where a label is still hidden (the last row)."""
         return self.vocab_size
-
-    @classmethod
-    def from_arch(cls, arch: ArchConfig, **dims: int) -> LoopTransformerConfig:
-        fields = {f.name: getattr(arch, f.name) for f in dataclasses.fields(ArchConfig)}
-        return cls(**fields, **dims)
-
-    @property
-    def arch(self) -> ArchConfig:
-        return ArchConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ArchConfig)})
-
-    def _validate(self) -> None:
-        for key in DATASET_FIELDS:
-            if int(getattr(self, key)) < 1:
-                raise ConfigError(f"the dataset's {key} must be a positive integer, got {getattr(self, key)!r}.")
-        super()._validate()

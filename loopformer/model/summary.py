@@ -7,7 +7,8 @@ from loopformer.model.compute import compute_cost
 
 
 def describe(net: LoopTransformer) -> str:
-    cfg = net.config
+    cfg = net.config.arch
+    max_steps = net.config.halting.max_steps
     params = sum(p.numel() for p in net.parameters())  # a module shared by several states counts once
     table = net.puzzle_table
     emb = table.weights.numel() if table is not None else 0
@@ -24,10 +25,10 @@ def describe(net: LoopTransformer) -> str:
         )
     lines.append(
         f"outer_cycles {cfg.outer_cycles} (no-grad {cfg.resolved_no_grad_cycles}); effective depth per ACT step: "
-        f"{cfg.effective_depth} blocks ({cfg.grad_depth} with gradient); up to {cfg.halt_max_steps} ACT steps "
-        f"= {cfg.effective_depth * cfg.halt_max_steps} blocks per puzzle"
+        f"{cfg.effective_depth} blocks ({cfg.grad_depth} with gradient); up to {max_steps} ACT steps "
+        f"= {cfg.effective_depth * max_steps} blocks per puzzle"
     )
-    cost = compute_cost(cfg)
+    cost = compute_cost(net.config)
     lines.append(
         f"compute: {cost.block_flops / 1e6:.4g} MFLOPs per block, {cost.flops_per_act_step / 1e6:.4g} MFLOPs per ACT "
         "step (forward, per puzzle; counted as loopformer/model/compute.py says)"

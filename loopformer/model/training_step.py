@@ -19,8 +19,9 @@ class ACTTrainingStep:
     """``carry, loss_sum, sums = step(carry, batch)``: the loss summed over rows (the caller divides by the batch
     size) and the metric sums of ``act_loss`` (or of ``cross_entropy_loss`` with its row-summed ``steps``)."""
 
-    def __init__(self, net: LoopTransformer) -> None:
+    def __init__(self, net: LoopTransformer, loss_type: str, loss_head: str) -> None:
         self.net = net
+        self.loss_type, self.loss_head = loss_type, loss_head
         self._fn = self.step
 
     def compile(self, mode: Optional[str] = None, backend: Optional[str] = None) -> None:
@@ -32,13 +33,12 @@ class ACTTrainingStep:
     def step(
         self, carry: ACTCarry, batch: Batch, controls: StepControls
     ) -> tuple[ACTCarry, torch.Tensor, dict[str, torch.Tensor]]:
-        cfg = self.net.config
         carry, outputs = self.net.act_step(carry, batch, controls)
         labels = carry.current_data["labels"]
-        if cfg.loss_head == "cross_entropy":
+        if self.loss_head == "cross_entropy":
             # VRN's head: the batch's token-mean loss (the caller's 1 / batch size is VRN's trainer's own scaling).
-            loss, sums = cross_entropy_loss(outputs, labels, cfg.loss_type)
+            loss, sums = cross_entropy_loss(outputs, labels, self.loss_type)
             sums["steps"] = carry.steps.sum()
             return carry, loss, sums
-        loss, sums = act_loss(outputs, labels, carry.halted, carry.steps, cfg.loss_type)
+        loss, sums = act_loss(outputs, labels, carry.halted, carry.steps, self.loss_type)
         return carry, loss, sums

@@ -16,7 +16,7 @@ from typing import Any, Optional, Protocol
 import torch
 
 from loopformer.batch import Batch
-from loopformer.model import ArchConfig
+from loopformer.training.config import TrainConfig
 
 
 class TrainingAlgorithm(Protocol):
@@ -25,8 +25,9 @@ class TrainingAlgorithm(Protocol):
     def training_step(self, module: Any, batch: Batch) -> Optional[torch.Tensor]: ...
 
 
-def training_algorithm(arch: ArchConfig) -> TrainingAlgorithm:
+def training_algorithm(train: TrainConfig) -> TrainingAlgorithm:
+    """The algorithm ``train.algorithm`` names."""
     from loopformer.training.act import ACTTraining
     from loopformer.training.dis import DISTraining
 
-    return DISTraining() if arch.dis_enabled else ACTTraining()
+    return DISTraining(train) if train.algorithm == "dis" else ACTTraining()

@@ -25,7 +25,7 @@ class ACTTraining:
         loss = loss_sum / batch_size
         module.nonfinite.observe(module.global_step, "train/loss", loss)
         # The losses are averaged over ranks (equal batch sizes): the global batch's loss, whatever the rank count.
-        lm_loss = sums["lm_loss"] if module.arch.loss_head == "cross_entropy" else sums["lm_loss"] / batch_size
+        lm_loss = sums["lm_loss"] if module.train_config.loss_head == "cross_entropy" else sums["lm_loss"] / batch_size
         losses = {"train/loss": loss.detach(), "train/lm_loss": lm_loss}
         module.log_dict(losses, on_step=True, on_epoch=False, sync_dist=True, batch_size=batch_size)
         module.log_scores(sums, batch_size)

@@ -17,7 +17,7 @@ from tests.helpers import tiny_fit_args
 @pytest.fixture(scope="module")
 def checkpoint(sudoku4_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp_eval")
-    extra = ["--model.arch.halt_max_steps=3", "--trainer.max_steps=30", "--trainer.limit_val_batches=0"]
+    extra = ["--model.train.act.halt_max_steps=3", "--trainer.max_steps=30", "--trainer.limit_val_batches=0"]
     cli = LoopformerCLI(args=tiny_fit_args(sudoku4_dir, tmp, *extra))
     path = tmp / "model.ckpt"
     cli.trainer.save_checkpoint(path)

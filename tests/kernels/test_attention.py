@@ -205,12 +205,13 @@ def test_backward_saves_only_qkv_o_and_lse():
 
 
 def _tiny_net(backend, **kw):
-    from loopformer.model import LoopTransformer, LoopTransformerConfig
+    from loopformer.model import LoopTransformer
+    from loopformer.training.config import network_config_from_flat
 
     torch.manual_seed(0)
     args = dict(vocab_size=7, seq_len=13, hidden_size=64, num_heads=2, forward_dtype="float32", halt_max_steps=2)
     args.update(puzzle_emb_ndim=64, attention_backend=backend, **kw)
-    return LoopTransformer(LoopTransformerConfig(**args))
+    return LoopTransformer(network_config_from_flat(**args))
 
 
 @pytest.mark.parametrize("pos", ["rope", "learned"])

@@ -145,7 +145,7 @@ def test_forced_triton_that_fails_its_check_exits_2_in_one_paragraph(sudoku4_dir
     from tests.helpers import tiny_fit_args
 
     monkeypatch.setattr(selfcheck, "check_kernel", _failing)  # the interpreter is on: triton is usable here
-    args = tiny_fit_args(sudoku4_dir, tmp_path, "--model.arch.num_heads=1", "--model.arch.attention_backend=triton")
+    args = tiny_fit_args(sudoku4_dir, tmp_path, "--model.arch.num_heads=1", "--model.runtime.attention_backend=triton")
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--trainer.max_steps=1"])
     assert exit_info.value.code == 2

@@ -1,16 +1,17 @@
 import pytest
 
-from loopformer.model import ConfigError, LoopTransformerConfig, StageSpec, StateSpec
+from loopformer.model import ConfigError, StageSpec, StateSpec
+from loopformer.training.config import network_config_from_flat
 
 
 def make(**kw):
     base = dict(vocab_size=6, seq_len=16, hidden_size=32, num_heads=4)
     base.update(kw)
-    return LoopTransformerConfig(**base)
+    return network_config_from_flat(**base)
 
 
 def test_three_stage_defaults_and_depth():
-    cfg = make()
+    cfg = make().arch
     assert [s.name for s in cfg.states] == ["z_H", "z_M", "z_L"]
     assert cfg.resolved_no_grad_cycles == 2
     assert cfg.depth_per_cycle == 3 + 2 + 1
@@ -20,7 +21,7 @@ def test_three_stage_defaults_and_depth():
 
 @pytest.mark.parametrize("outer,no_grad,expected", [(3, None, 2), (3, 2, 2), (3, 0, 0), (1, None, 0), (4, 1, 1)])
 def test_no_grad_cycles_default_to_all_but_the_last(outer, no_grad, expected):
-    assert make(outer_cycles=outer, no_grad_cycles=no_grad).resolved_no_grad_cycles == expected
+    assert make(outer_cycles=outer, no_grad_cycles=no_grad).arch.resolved_no_grad_cycles == expected
 
 
 @pytest.mark.parametrize("outer,no_grad", [(3, 3), (2, 3), (3, -1)])
@@ -35,7 +36,7 @@ def test_depth_counts_layers_of_the_shared_module():
     cfg = make(
         states=[StateSpec("z_H", 2), StateSpec("z_L", 1, share_weights_with="z_H")],
         stages=[StageSpec("z_L", ["z_H"], True, 6), StageSpec("z_H", ["z_L"], False, 1)],
-    )
+    ).arch
     assert cfg.depth_per_cycle == 2 * 7  # z_L uses z_H's 2-layer module
 
 
@@ -68,9 +69,9 @@ def test_bad_configs_name_the_key(kw, match):
 
 
 def test_prefix_len():
-    assert make(puzzle_emb_ndim=0).prefix_len == 0
-    assert make(puzzle_emb_ndim=70).prefix_len == 3  # ceil(70 / 32)
-    assert make(puzzle_emb_ndim=32, puzzle_emb_len=16).prefix_len == 16
+    assert make(puzzle_emb_ndim=0).arch.prefix_len == 0
+    assert make(puzzle_emb_ndim=70).arch.prefix_len == 3  # ceil(70 / 32)
+    assert make(puzzle_emb_ndim=32, puzzle_emb_len=16).arch.prefix_len == 16
     assert make(puzzle_emb_ndim=32, puzzle_emb_len=16).total_seq_len == 32
 
 
@@ -81,7 +82,7 @@ def _two_stage(**stage0):
 @pytest.mark.parametrize("grad_last, grad_depth", [(None, 4 + 4), (1, 4 + 2), (0, 4 + 1), (7, 4 + 4)])
 def test_grad_last_counts_only_the_last_applications_of_the_last_cycle(grad_last, grad_depth):
     states = [StateSpec("z_H", 2), StateSpec("z_L", 2, "z_H")]
-    cfg = make(states=states, stages=_two_stage(grad_last=grad_last), outer_cycles=3, no_grad_cycles=1)
+    cfg = make(states=states, stages=_two_stage(grad_last=grad_last), outer_cycles=3, no_grad_cycles=1).arch
     assert cfg.effective_depth == 3 * 4 * 2
     assert cfg.grad_depth == grad_depth * 2  # two layers per application; cycle 2 fully, cycle 3 as grad_last says
 

@@ -1,4 +1,4 @@
-"""``model.run.compile_mode: reduce-overhead``: the compiled ACT step replayed as CUDA graphs.
+"""``model.runtime.compile_mode: reduce-overhead``: the compiled ACT step replayed as CUDA graphs.
 
 On the CPU: what the wrapper does around a graph replay (a new graph step per call, outputs copied out of the
 graph's memory, which the next replay overwrites). On a GPU (``-m gpu``, run by benchmarks/gpu_check.sh): the
@@ -12,14 +12,15 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from loopformer.model import LoopTransformer, LoopTransformerConfig, act
+from loopformer.model import LoopTransformer, act
 from loopformer.model.training_step import ACTTrainingStep
 from loopformer.optim import OptimConfig, configure_optimizers, puzzle_embedding_step
+from loopformer.training.config import network_config_from_flat
 
 
 def _net(device: str, **over) -> LoopTransformer:
     torch.manual_seed(0)
-    config = LoopTransformerConfig(vocab_size=11, seq_len=81, num_puzzle_identifiers=1, **over)
+    config = network_config_from_flat(vocab_size=11, seq_len=81, num_puzzle_identifiers=1, **over)
     return LoopTransformer(config).to(device).train()
 
 
@@ -41,7 +42,7 @@ def test_reduce_overhead_starts_a_graph_step_per_call_and_returns_copies(monkeyp
     monkeypatch.setattr(torch, "compile", fake_compile)
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
     net = _net("cpu", hidden_size=32, num_heads=2, forward_dtype="float32", puzzle_emb_ndim=32, halt_max_steps=2)
-    step = ACTTrainingStep(net)
+    step = ACTTrainingStep(net, "stablemax_cross_entropy", "act")
     step.compile("reduce-overhead")
     batch = _batch(0, 4, "cpu")
     carry, loss, sums = step(net.initial_carry(batch), batch)
@@ -84,7 +85,7 @@ def test_cuda_graph_training_steps_agree_with_eager_ones_and_none_is_skipped():
     from torch._dynamo.utils import counters
 
     net = _net("cuda", hidden_size=256, num_heads=4, puzzle_emb_ndim=256, puzzle_emb_len=16, forward_dtype="bfloat16")
-    eager, graphs = ACTTrainingStep(net), ACTTrainingStep(net)
+    eager, graphs = (ACTTrainingStep(net, "stablemax_cross_entropy", "act") for _ in range(2))
     graphs.compile("reduce-overhead")
     optim = OptimConfig(lr=1e-4, lr_warmup_steps=0, weight_decay=1.0, puzzle_emb_lr=1e-2, puzzle_emb_weight_decay=0.1)
     optimizer = configure_optimizers(net, optim, total_steps=20)["optimizer"]
@@ -115,9 +116,11 @@ def test_cuda_graph_training_steps_agree_with_eager_ones_and_none_is_skipped():
 
 def test_max_autotune_uses_cuda_graphs_too_and_a_bad_mode_is_named():
     from loopformer.errors import ConfigError
-    from loopformer.run_options import RunOptions
+    from loopformer.model import RuntimeConfig
 
     assert act.CompiledStep(lambda: None, "max-autotune").cudagraphs
     assert not act.CompiledStep(lambda: None, "max-autotune-no-cudagraphs").cudagraphs
-    with pytest.raises(ConfigError, match=r"model.run.compile_mode must be one of default, reduce-overhead, .*'fast'"):
-        RunOptions(compile_mode="fast")
+    with pytest.raises(
+        ConfigError, match=r"model.runtime.compile_mode='fast'; expected one of default, reduce-overhead, max-autotune"
+    ):
+        RuntimeConfig(compile_mode="fast")

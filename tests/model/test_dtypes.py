@@ -9,8 +9,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from loopformer.model import LoopTransformer, LoopTransformerConfig, act_loss
+from loopformer.model import LoopTransformer, act_loss
 from loopformer.model.layers import RotaryEmbedding, apply_rope, rms_norm
+from loopformer.training.config import network_config_from_flat
 
 MATMULS = {"mm", "addmm", "bmm", "baddbmm"}
 
@@ -53,7 +54,7 @@ def test_rms_norm_and_rope_compute_in_float32_and_return_the_input_dtype():
 @pytest.mark.parametrize("loss_type", ["softmax_cross_entropy", "stablemax_cross_entropy"])
 def test_a_bfloat16_training_step_keeps_each_boundary_in_its_dtype(autocast, loss_type):
     torch.manual_seed(0)
-    config = LoopTransformerConfig(
+    config = network_config_from_flat(
         vocab_size=7, seq_len=12, hidden_size=64, num_heads=2, puzzle_emb_ndim=64, halt_max_steps=2,
         forward_dtype="bfloat16", attention_backend="sdpa", loss_type=loss_type,
     )  # fmt: skip

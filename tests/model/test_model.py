@@ -1,15 +1,16 @@
 import pytest
 import torch
 
-from loopformer.model import LoopTransformer, LoopTransformerConfig, StageSpec, StateSpec, act_loss
+from loopformer.model import LoopTransformer, StageSpec, StateSpec, act_loss
 from loopformer.model.layers import rms_norm, swiglu_inner_size, trunc_normal_
 from loopformer.model.losses import stablemax_cross_entropy
+from loopformer.training.config import network_config_from_flat
 
 
 def tiny(**kw):
     base = dict(vocab_size=7, seq_len=9, hidden_size=32, num_heads=4, forward_dtype="float32", halt_max_steps=4)
     base.update(kw)
-    return LoopTransformer(LoopTransformerConfig(**base))
+    return LoopTransformer(network_config_from_flat(**base))
 
 
 def batch(B=5, L=9, V=7, seed=0):

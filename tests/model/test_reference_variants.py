@@ -147,14 +147,14 @@ def test_one_training_step_has_the_reference_gradient_for_every_parameter(tmp_pa
 def test_hrm_window_differs_from_the_whole_last_cycle():
     """The gradient window is not a no-op: with TRM's window (all of the last cycle) HRM's gradient changes."""
     from loopformer.checkpoint.importer import arch_from_hrm
-    from loopformer.model.config import ArchConfig
+    from loopformer.training.config import groups_from_flat
 
     arch = arch_from_hrm(
         dict(H_cycles=2, L_cycles=3, H_layers=1, L_layers=1, hidden_size=C, num_heads=HEADS, expansion=4)
     )
-    hrm = ArchConfig(**arch)
+    hrm = groups_from_flat(arch)["arch"]
     assert [s.grad_last for s in hrm.stages] == [1, 1] and hrm.grad_depth == 2 and hrm.effective_depth == 8
-    whole = ArchConfig(**{**arch, "stages": [{**s, "grad_last": None} for s in arch["stages"]]})
+    whole = groups_from_flat({**arch, "stages": [{**s, "grad_last": None} for s in arch["stages"]]})["arch"]
     assert whole.grad_depth == 4
 
 
@@ -174,19 +174,20 @@ def test_configs_hrm_yaml_is_what_the_importer_makes_of_hrm_v1():
 
     from loopformer.checkpoint.importer import arch_from_hrm
     from loopformer.model.config import ArchConfig
+    from loopformer.training.config import TrainConfig, groups_from_flat
 
     hrm_v1 = dict(
         halt_exploration_prob=0.1, halt_max_steps=16, H_cycles=2, L_cycles=2, H_layers=4, L_layers=4, hidden_size=512,
         num_heads=8, expansion=4, puzzle_emb_ndim=512, pos_encodings="rope",
         loss={"name": "losses@ACTLossHead", "loss_type": "stablemax_cross_entropy"},
     )  # fmt: skip
-    imported = ArchConfig(**arch_from_hrm(hrm_v1))
-    recipe = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs/hrm.yaml").read_text())["model"]["arch"]
-    ours = ArchConfig(**recipe)
+    imported = groups_from_flat(arch_from_hrm(hrm_v1))
+    model = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs/hrm.yaml").read_text())["model"]
+    ours = ArchConfig(**model["arch"])
     for field in ("states", "stages", "outer_cycles", "no_grad_cycles", "readout_state", "hidden_size", "num_heads",
-                  "expansion", "pos_encodings", "puzzle_emb_ndim", "prefix_len", "halt_max_steps", "no_ACT_continue",
-                  "loss_type", "grad_depth", "effective_depth"):  # fmt: skip
-        assert getattr(ours, field) == getattr(imported, field), field
+                  "expansion", "pos_encodings", "puzzle_emb_ndim", "prefix_len", "grad_depth", "effective_depth"):  # fmt: skip
+        assert getattr(ours, field) == getattr(imported["arch"], field), field
+    assert TrainConfig(**model["train"]) == imported["train"]
 
 
 @pytest.mark.parametrize("variant", ["trm_singlez", "trm_hier6"])
@@ -197,7 +198,8 @@ def test_configs_arch_files_are_what_the_importer_makes_of_trms_own(variant):
     import yaml
 
     from loopformer.checkpoint.importer import VARIANTS
-    from loopformer.model.config import ArchConfig
+    from loopformer.model.config import ArchConfig, RuntimeConfig
+    from loopformer.training.config import TrainConfig, groups_from_flat
 
     theirs = dict(
         name=f"recursive_reasoning.{variant}@TinyRecursiveReasoningModel_ACTV1", H_cycles=3, L_cycles=6, H_layers=0,
@@ -205,9 +207,13 @@ def test_configs_arch_files_are_what_the_importer_makes_of_trms_own(variant):
         forward_dtype="bfloat16", halt_max_steps=16, halt_exploration_prob=0.1, mlp_t=False, puzzle_emb_len=16,
         no_ACT_continue=True, loss={"name": "losses@ACTLossHead", "loss_type": "stablemax_cross_entropy"},
     )  # fmt: skip
-    imported = ArchConfig(**VARIANTS[variant].arch(theirs))
-    path = Path(__file__).resolve().parents[2] / "configs" / "arch" / f"{variant}.yaml"
-    assert ArchConfig(**yaml.safe_load(path.read_text())) == imported
+    imported = groups_from_flat(VARIANTS[variant].arch(theirs))
+    root = Path(__file__).resolve().parents[2]
+    assert ArchConfig(**yaml.safe_load((root / "configs" / "arch" / f"{variant}.yaml").read_text())) == imported["arch"]
+    # the file replaces the architecture of configs/trm.yaml, whose training and runtime settings are TRM's too
+    recipe = yaml.safe_load((root / "configs" / "trm.yaml").read_text())["model"]
+    assert TrainConfig(**recipe["train"]) == imported["train"]
+    assert RuntimeConfig(**recipe["runtime"]) == imported["runtime"]
 
 
 def test_an_arch_file_replaces_a_recipes_architecture_on_the_command_line(capsys):

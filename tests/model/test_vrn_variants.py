@@ -8,10 +8,11 @@ import torch
 import yaml
 
 from loopformer.checkpoint.importer import CheckpointImportError, arch_from_vrn, import_checkpoint
-from loopformer.model import LoopTransformer, LoopTransformerConfig
+from loopformer.model import LoopTransformer
 from loopformer.model.config import ArchConfig
 from loopformer.model.layers import swiglu_inner_size
 from loopformer.module import LoopformerModule
+from loopformer.training.config import groups_from_flat, network_config_from_flat, typed_groups
 from tests.model import reference_trm as ref
 from tests.model.test_reference_equivalence import HEADS, C, _assert_close_steps, _batch, _random_weights
 
@@ -54,8 +55,10 @@ def test_conv_swiglu_checkpoint_matches_the_reference(tmp_path):
     torch.save(sd, tmp_path / "vrn.pt")
     import_checkpoint("vrn", tmp_path / "vrn.pt", tmp_path / "arch.yaml", tmp_path / "ours.ckpt", seq_len=16)
     module = LoopformerModule.load_from_checkpoint(tmp_path / "ours.ckpt", weights_only=True)
-    hp = module.hparams.arch
-    assert hp["mlp_type"] == "conv_swiglu" and hp["dropout"] == 0.1 and hp["act_enabled"] is False
+    hp = module.hparams
+    assert (
+        hp.arch["mlp_type"] == "conv_swiglu" and hp.arch["dropout"] == 0.1 and hp.train["act"]["act_enabled"] is False
+    )
     batch = _batch(gen, 2)
     states = {n: sd[f"{CORE}.{n}_init"].expand(32, 18, C) for n in ("z_H", "z_M", "z_L")}
     steps = []
@@ -67,7 +70,7 @@ def test_conv_swiglu_checkpoint_matches_the_reference(tmp_path):
 
 def _net(**over) -> LoopTransformer:
     torch.manual_seed(0)
-    config = LoopTransformerConfig(vocab_size=6, seq_len=8, hidden_size=32, num_heads=4, forward_dtype="float32",
+    config = network_config_from_flat(vocab_size=6, seq_len=8, hidden_size=32, num_heads=4, forward_dtype="float32",
                                    halt_max_steps=4, **over)  # fmt: skip
     return LoopTransformer(config)
 
@@ -165,16 +168,30 @@ DIS_FILES = {
 def test_configs_vrn_files_are_what_the_importer_makes_of_vrns_own(name):
     theirs = _vrn_yaml(hidden_size=512, num_heads=8, puzzle_emb_ndim=512, puzzle_emb_len=16, forward_dtype="bfloat16")
     theirs.update(VRN_ARCH_FILES[name])
-    ours = ArchConfig(**yaml.safe_load((ROOT / "configs" / "vrn" / f"{name}.yaml").read_text()))
-    assert ours == ArchConfig(**arch_from_vrn(theirs))
+    _assert_same_model(name, theirs)
+
+
+def _assert_same_model(name: str, theirs: dict) -> None:
+    """configs/vrn/<name>.yaml (a model file: arch, train, runtime) is what the importer makes of VRN's file: the
+    same network, runtime and training (with DIS, the ACT settings VRN's file also holds are not used)."""
+    ours = typed_groups(yaml.safe_load((ROOT / "configs" / "vrn" / f"{name}.yaml").read_text()))
+    imported = groups_from_flat(arch_from_vrn(theirs))
+    assert ours["arch"] == imported["arch"] and ours["runtime"] == imported["runtime"]
+    train, expected = ours["train"], imported["train"]
+    assert (train.algorithm, train.loss_type, train.loss_head) == (
+        expected.algorithm,
+        expected.loss_type,
+        expected.loss_head,
+    )
+    assert train.halting() == expected.halting()
+    assert train.act == expected.act if train.algorithm == "act" else train.dis == expected.dis
 
 
 @pytest.mark.parametrize("name", list(DIS_FILES))
 def test_configs_vrn_dis_files_are_what_the_importer_makes_of_vrns_own(name):
     theirs = _vrn_yaml(hidden_size=512, num_heads=8, puzzle_emb_ndim=512, puzzle_emb_len=16, forward_dtype="bfloat16")
     theirs.update(DIS_FILES[name])
-    ours = ArchConfig(**yaml.safe_load((ROOT / "configs" / "vrn" / f"{name}.yaml").read_text()))
-    assert ours == ArchConfig(**arch_from_vrn(theirs))
+    _assert_same_model(name, theirs)
 
 
 # conv and DIS in the default run; the others (the same blocks and stages as configs already run) under -m slow
@@ -193,20 +210,20 @@ def test_every_vrn_architecture_trains_fast_dev_run(name, sudoku4_dir, tmp_path)
         args=tiny_fit_args(
             sudoku4_dir,
             tmp_path,
-            "--model.arch",
+            "--model",
             str(ROOT / "configs" / "vrn" / f"{name}.yaml"),
             "--model.arch.hidden_size=32",
             "--model.arch.num_heads=2",
             "--model.arch.puzzle_emb_ndim=32",
             "--model.arch.puzzle_emb_len=1",
-            "--model.arch.forward_dtype=float32",
-            "--model.arch.halt_max_steps=2",
+            "--model.runtime.forward_dtype=float32",
+            "--model.train.act.halt_max_steps=2",
             "--trainer.fast_dev_run=true",
         )  # fmt: skip
     )
-    arch = cli.model.net.config
+    train = cli.model.train_config
     # one batch: DIS's mask method takes an optimizer step per supervision step, its loss method one
-    per_batch = arch.dis_max_steps if arch.dis_enabled and arch.dis_loss_method == "mask" else 1
+    per_batch = train.dis.max_steps if train.algorithm == "dis" and train.dis.loss_method == "mask" else 1
     assert cli.trainer.global_step == per_batch and torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 
 
@@ -262,8 +279,9 @@ def test_dis_checkpoint_matches_the_reference_with_step_embeddings(tmp_path):
     import_checkpoint("vrn", tmp_path / "vrn.pt", tmp_path / "arch.yaml", tmp_path / "ours.ckpt", seq_len=16)
     module = LoopformerModule.load_from_checkpoint(tmp_path / "ours.ckpt", weights_only=True)
     assert module.net.config.vocab_size == V and module.net.config.mask_token_id == V  # the last row is the mask
-    hp = module.hparams.arch
-    assert hp["dis_enabled"] and hp["loss_head"] == "cross_entropy" and hp["mask_penalty_weight"] == 0.1
+    hp = module.hparams.train
+    assert hp["algorithm"] == "dis" and hp["dis"]["mask_penalty_weight"] == 0.1
+    assert module.train_config.loss_head == "cross_entropy"
     batch = _batch(gen, 2)
     states = {n: sd[f"{CORE}.{n}_init"].expand(32, 18, C) for n in ("z_H", "z_M", "z_L")}
     steps = []
@@ -275,16 +293,26 @@ def test_dis_checkpoint_matches_the_reference_with_step_embeddings(tmp_path):
     _assert_close_steps(module.net, batch, steps)
 
 
-def test_dis_settings_that_cannot_work_are_refused_together():
+def test_dis_needs_every_cycle_with_gradient_and_sets_the_halting_and_the_head():
     from loopformer.errors import ConfigError
+    from loopformer.training.config import TrainConfig
 
-    with pytest.raises(ConfigError, match=r"dis_enabled: true needs act_enabled: false .*; no_grad_cycles: 0"):
-        ArchConfig(dis_enabled=True, dis_max_steps=4, loss_head="cross_entropy", outer_cycles=2)
-    with_dis = ArchConfig(dis_enabled=True, dis_max_steps=4, halt_max_steps=16, act_enabled=False, outer_cycles=1,
-                          loss_head="cross_entropy")  # fmt: skip
-    assert with_dis.halt_max_steps == 4  # follows dis_max_steps
-    with pytest.raises(ConfigError, match="loss_head: cross_entropy"):
-        ArchConfig(dis_enabled=True, dis_max_steps=4, halt_max_steps=4, act_enabled=False, outer_cycles=1)
+    dis = TrainConfig(algorithm="dis", dis={"max_steps": 4}, act={"halt_max_steps": 16, "halt_exploration_prob": 0.5})
+    with pytest.raises(ConfigError, match=r"algorithm: dis needs model\.arch\.no_grad_cycles: 0 .*got 1"):
+        dis.check(ArchConfig(outer_cycles=2))
+    dis.check(ArchConfig(outer_cycles=2, no_grad_cycles=0))
+    halting = dis.halting()  # one ACT step per supervision step, never halting early, no exploration
+    assert (halting.max_steps, halting.exploration_prob, halting.in_training, halting.in_evaluation) == (
+        4,
+        0.0,
+        False,
+        False,
+    )
+    assert dis.loss_head == "cross_entropy" and dis.supervision_steps == 4
+    act = TrainConfig(act={"halt_max_steps": 16, "loss_head": "act"})
+    assert act.halting().max_steps == 16 and act.loss_head == "act" and act.supervision_steps == 0
+    with pytest.raises(ConfigError, match=r"model\.train\.algorithm='dls'; expected one of act, dis"):
+        TrainConfig(algorithm="dls")
 
 
 def test_one_dis_training_batch_logs_the_hand_computed_loss(sudoku4_dir, tmp_path, monkeypatch):
@@ -314,10 +342,10 @@ def test_one_dis_training_batch_logs_the_hand_computed_loss(sudoku4_dir, tmp_pat
             self.logged = float(trainer.callback_metrics["train/loss"])
 
     keep = KeepBatch()
-    args = tiny_fit_args(sudoku4_dir, tmp_path, "--model.arch", str(ROOT / "configs/vrn/loop_transformer_dis.yaml"),
+    args = tiny_fit_args(sudoku4_dir, tmp_path, "--model", str(ROOT / "configs/vrn/loop_transformer_dis.yaml"),
                          "--model.arch.hidden_size=32", "--model.arch.num_heads=2", "--model.arch.puzzle_emb_ndim=32",
-                         "--model.arch.puzzle_emb_len=1", "--model.arch.forward_dtype=float32",
-                         "--model.arch.dis_max_steps=3", "--model.optim.lr=0", "--model.optim.puzzle_emb_lr=0",
+                         "--model.arch.puzzle_emb_len=1", "--model.runtime.forward_dtype=float32",
+                         "--model.train.dis.max_steps=3", "--model.optim.lr=0", "--model.optim.puzzle_emb_lr=0",
                          "--trainer.max_steps=3", "--trainer.limit_val_batches=0")  # fmt: skip
     cli = LoopformerCLI(args=args, trainer_defaults={"callbacks": [keep]})
     assert cli.trainer.global_step == 3  # one batch, one optimizer step per supervision step
@@ -339,7 +367,7 @@ def test_a_dis_model_evaluated_deeper_than_it_trained_reuses_the_last_step_embed
 
     net = _net(dis_enabled=True, dis_max_steps=2, act_enabled=False, outer_cycles=1, loss_head="cross_entropy").eval()
     batch = _batch_small()
-    net.config.halt_max_steps = 5  # as the depth curve sets it
+    net.config.halting.max_steps = 5  # as the depth curve sets it
     with torch.no_grad():
         outputs, steps = run_to_halt(net, batch)
     assert steps.tolist() == [5] * 16 and torch.isfinite(outputs["logits"]).all()

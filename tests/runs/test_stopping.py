@@ -20,7 +20,7 @@ def _args(data_dir, root, max_steps, *extra):
     return [
         "fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_paths={data_dir}",
         "--data.global_batch_size=16", "--model.arch.hidden_size=32", "--model.arch.puzzle_emb_ndim=32",
-        "--model.arch.halt_max_steps=3", "--model.arch.halt_exploration_prob=0.5", "--model.optim.lr_warmup_steps=2",
+        "--model.train.act.halt_max_steps=3", "--model.train.act.halt_exploration_prob=0.5", "--model.optim.lr_warmup_steps=2",
         f"--trainer.max_steps={max_steps}", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
         "--trainer.logger=false", f"--trainer.default_root_dir={root}", *extra,
     ]  # fmt: skip

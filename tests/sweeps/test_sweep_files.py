@@ -23,7 +23,7 @@ def test_sweep_files_are_valid_and_follow_the_recipe(path):
     assert config["early_terminate"] == {"type": "hyperband", "min_iter": 3, "max_iter": 10, "s": 2, "eta": 3}
     assert config["command"][:3] == ["${env}", "loopformer", "fit"] and config["command"][-1] == "${args}"
     middle = config["command"][3:-1]
-    configs = [middle[i + 1] for i, arg in enumerate(middle) if arg in ("--config", "--model.arch")]
+    configs = [middle[i + 1] for i, arg in enumerate(middle) if arg in ("--config", "--model", "--model.arch")]
     assert configs and all((ROOT / c).is_file() for c in configs), configs
     assert all(name.startswith("model.arch.stages.") for name in config["parameters"])
 
@@ -62,7 +62,7 @@ def test_the_agents_command_line_reaches_the_model(path, sudoku4_dir, tmp_path):
             "--trainer.enable_progress_bar=false",
             "--model.arch.hidden_size=64",
             "--model.arch.puzzle_emb_ndim=64",
-            "--model.arch.halt_max_steps=2",
+            "--model.train.act.halt_max_steps=2",
             f"--trainer.default_root_dir={tmp_path}",
         ]
     )
@@ -70,12 +70,11 @@ def test_the_agents_command_line_reaches_the_model(path, sudoku4_dir, tmp_path):
     for key, value in run.config.items():
         _, _, _, index, field = key.split(".")
         assert stages[int(index)][field] == value["value"], key
-    net_config = cli.model.net.config
+    arch, train = cli.model.net.config.arch, cli.model.train_config
     # one batch: one optimizer step, or with DIS's mask method one per supervision step
-    per_batch = net_config.dis_max_steps if net_config.dis_enabled and net_config.dis_loss_method == "mask" else 1
+    per_batch = train.dis.max_steps if train.algorithm == "dis" and train.dis.loss_method == "mask" else 1
     assert cli.trainer.global_step == per_batch
-    expected_depth = net_config.outer_cycles * sum(s["repeat"] for s in stages)
-    assert net_config.effective_depth == expected_depth
+    assert arch.effective_depth == arch.outer_cycles * sum(s["repeat"] for s in stages)
 
 
 def test_invalid_sweep_file_is_a_clear_error(tmp_path):
