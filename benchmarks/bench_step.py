@@ -29,8 +29,8 @@ import torch
 
 from loopformer.model import LoopTransformer, LoopTransformerConfig, StageSpec, StateSpec
 from loopformer.model.training_step import ACTTrainingStep
-from loopformer.optim import OptimConfig, configure_optimizers, puzzle_embedding_step
 from loopformer.training.config import network_config_from_flat
+from loopformer.training.optimization import OptimConfig, configure_optimizers, puzzle_embedding_step
 
 QUICKSTART_SCHEDULE = {  # configs/quickstart.yaml: three states sharing one block, 3 outer cycles
     "states": [StateSpec("z_H", 1), StateSpec("z_M", 1, share_weights_with="z_H"),

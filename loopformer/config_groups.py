@@ -11,6 +11,7 @@ release, with a one-line notice.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 # flat key -> its place under ``model`` (dotted)
@@ -143,3 +144,16 @@ def _new_name(name: str) -> str:
     key = name.lstrip("-")
     new = new_flag_name(key) or key
     return ("--" if name.startswith("--") else "") + new
+
+
+def to_plain(value: Any) -> Any:
+    """Namespaces, dataclasses and containers -> JSON-able dicts and lists."""
+    if hasattr(value, "as_dict"):
+        return to_plain(value.as_dict())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_plain(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value

@@ -6,9 +6,11 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
+from loopformer.evaluation import HEADLINE_METRIC
+
 
 class StopWhenLearned(L.Callback):
-    def __init__(self, monitor: str = "val/exact_accuracy", threshold: float = 0.99, times: int = 2) -> None:
+    def __init__(self, monitor: str = HEADLINE_METRIC, threshold: float = 0.99, times: int = 2) -> None:
         """
         Args:
             monitor: Metric logged at each evaluation.

@@ -10,25 +10,32 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from loopformer.attention_check import ResolveAttention
 from loopformer.batch import Batch
 from loopformer.checkpoint import format as ckpt_format
 from loopformer.checkpoint import warm_start
-from loopformer.compute_report import ComputeReport
-from loopformer.depth_curve import DepthCurve
+from loopformer.config_groups import to_plain
 from loopformer.ema import EMA
-from loopformer.evaluation import ACTMetrics, ARCVoting, Evaluator, PredictionPictures, eval_summary, run_to_halt
-from loopformer.list_overrides import to_plain
+from loopformer.evaluation.compute_report import ComputeReport
+from loopformer.evaluation.depth_curve import DepthCurve
+from loopformer.evaluation.evaluators import (
+    ACTMetrics,
+    ARCVoting,
+    Evaluator,
+    PredictionPictures,
+    eval_summary,
+    run_to_halt,
+)
+from loopformer.evaluation.predictions import PredictionWriter
 from loopformer.model import ACTCarry, ArchConfig, LoopTransformer, RuntimeConfig
 from loopformer.model.summary import describe
 from loopformer.model.training_step import ACTTrainingStep
-from loopformer.nonfinite import NonFiniteWatch
-from loopformer.optim import OptimConfig, configure_optimizers, puzzle_embedding_step
-from loopformer.predictions import PredictionWriter
 from loopformer.run_options import RunOptions
+from loopformer.runs.attention import ResolveAttention
 from loopformer.runs.directory import run_directory
 from loopformer.training import training_algorithm
 from loopformer.training.config import TrainConfig, network_config
+from loopformer.training.nonfinite import NonFiniteWatch
+from loopformer.training.optimization import OptimConfig, configure_optimizers, puzzle_embedding_step
 from loopformer.training.scores import IntervalScores
 
 Config = TypeVar("Config")
@@ -80,7 +87,6 @@ class LoopformerModule(L.LightningModule):
         self.predictions: Optional[PredictionWriter] = None
         self._carry_restored = False
         self._checkpoint_step: Optional[int] = None  # training step of the checkpoint loaded, if any
-        self.attention_backend_resolved: Optional[str] = None  # set at the start of a run (ResolveAttention)
         self.compute_report = ComputeReport()
         self.init_from, self.frozen_patterns = init_from, list(freeze or [])
         self._initialised_from: Optional[str] = None  # what init_from loaded, reported at the start of fit

@@ -99,7 +99,7 @@ def _import_arch(path: Path) -> None:
 
 
 def _cli_config(path: Path) -> None:
-    from loopformer.cli import check_config_files
+    from loopformer.cli.command import check_config_files
 
     check_config_files(["fit", "--config", str(path)])
 

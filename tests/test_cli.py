@@ -336,8 +336,8 @@ def test_predict_returns_every_test_example_once(sudoku4_dir, tmp_path, caplog):
 
 
 def test_non_finite_training_exits_non_zero_with_the_message(monkeypatch, capsys):
-    from loopformer import cli as cli_module
-    from loopformer.nonfinite import NonFiniteError
+    from loopformer.cli import command as cli_module
+    from loopformer.training.nonfinite import NonFiniteError
 
     def explode(args):
         raise NonFiniteError("training stopped at step 7: train/loss = nan is not finite.")

@@ -9,11 +9,11 @@ import yaml
 from torch._dynamo.utils import counters
 
 from loopformer.cli import LoopformerCLI
-from loopformer.evaluation import run_to_halt
+from loopformer.evaluation.evaluators import run_to_halt
 from loopformer.model import LoopTransformer, act
 from loopformer.model.training_step import ACTTrainingStep
-from loopformer.optim import OptimConfig, configure_optimizers, puzzle_embedding_step
 from loopformer.training.config import network_config, network_config_from_flat, typed_groups
+from loopformer.training.optimization import OptimConfig, configure_optimizers, puzzle_embedding_step
 from tests.helpers import ROOT, tiny_fit_args
 
 STEPS = 50

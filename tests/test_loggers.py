@@ -1,7 +1,7 @@
 import pytest
 
-from loopformer.loggers import WandbLogger, wandb_credentials_found
-from loopformer.metrics_file import EvalMetricsFile
+from loopformer.runs.loggers import WandbLogger, wandb_credentials_found
+from loopformer.sweep.metrics_file import EvalMetricsFile
 
 
 @pytest.fixture

@@ -112,7 +112,7 @@ class PoisonWeights(L.Callback):
 def test_a_non_finite_loss_stops_training_at_that_step_naming_it(sudoku4_dir, tmp_path):
     import pytest
 
-    from loopformer.nonfinite import NonFiniteError
+    from loopformer.training.nonfinite import NonFiniteError
 
     every = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1)
     with pytest.raises(NonFiniteError, match=r"step 2: train/loss = nan is not finite"):

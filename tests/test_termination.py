@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from loopformer import cli
-from loopformer.metrics_file import metrics_file_flag
+from loopformer.cli import command as cli
 from loopformer.runs import stopping as termination
+from loopformer.sweep.metrics_file import metrics_file_flag
 from tests.helpers import child_pids, process_alive
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -35,15 +35,14 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from loopformer.checkpoint.fitting import refit_puzzle_table
-from loopformer.config_groups import DIS_SWITCH, MOVED_FROM_ARCH, MOVED_FROM_RUN, migrate_model
+from loopformer.config_groups import DIS_SWITCH, MOVED_FROM_ARCH, MOVED_FROM_RUN, migrate_model, to_plain
 from loopformer.errors import ConfigError
 from loopformer.files import load_torch
-from loopformer.list_overrides import to_plain
 from loopformer.model.act import PUZZLE_TABLE_KEY
 from loopformer.model.config import ArchConfig, RuntimeConfig
-from loopformer.optim import OptimConfig
 from loopformer.run_options import RunOptions
 from loopformer.training.config import TrainConfig
+from loopformer.training.optimization import OptimConfig
 
 EXTRA_KEY = "loopformer"
 NET_PREFIX = "net."  # the LightningModule holds the LoopTransformer as ``net``

@@ -61,22 +61,30 @@ def rope_tables(head_dim: int, positions: int, theta: float) -> tuple[torch.Tens
     return emb_SD.cos(), emb_SD.sin()
 
 
+def apply_rope(x_BSHD: torch.Tensor, cos_SD: torch.Tensor, sin_SD: torch.Tensor) -> torch.Tensor:
+    """RoPE (half-split layout): rotate in the tables' dtype (float32), return in the input dtype."""
+    x = x_BSHD.to(cos_SD.dtype)
+    lo, hi = x.chunk(2, dim=-1)
+    out = x * cos_SD.unsqueeze(-2) + torch.cat((-hi, lo), dim=-1) * sin_SD.unsqueeze(-2)
+    return out.to(x_BSHD.dtype)
+
+
 def packed_attention_reference(
-    qkv_BS3HD: torch.Tensor, cos_SD: Optional[torch.Tensor], sin_SD: Optional[torch.Tensor], num_heads: int
+    qkv_BS3HD: torch.Tensor,
+    cos_SD: Optional[torch.Tensor],
+    sin_SD: Optional[torch.Tensor],
+    num_heads: int,
+    dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    """RoPE in float32, rounded to the input dtype, then softmax attention; returns ``[B, S, H, D]``."""
+    """The PyTorch attention path (and the kernel's reference): RoPE in float32, rounded to the input dtype, then
+    SDPA, with dropout on the attention weights when ``dropout_p`` > 0; returns ``[B, S, H, D]``."""
     q, k, v = qkv_BS3HD.split(num_heads, dim=2)
     if cos_SD is not None:
         S = qkv_BS3HD.shape[1]
-        cos, sin = cos_SD[:S].unsqueeze(-2), sin_SD[:S].unsqueeze(-2)
-
-        def rope(x: torch.Tensor) -> torch.Tensor:
-            x32 = x.to(cos.dtype)
-            lo, hi = x32.chunk(2, dim=-1)
-            return (x32 * cos + torch.cat((-hi, lo), dim=-1) * sin).to(x.dtype)
-
-        q, k = rope(q), rope(k)
-    o_BHSD = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        q, k = apply_rope(q, cos_SD[:S], sin_SD[:S]), apply_rope(k, cos_SD[:S], sin_SD[:S])
+    o_BHSD = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=dropout_p
+    )
     return o_BHSD.transpose(1, 2)
 
 

@@ -35,9 +35,10 @@ def check_attention_backend(backend: str, head_dim: Optional[int]) -> None:
         )
 
 
-def attention_implementation(backend: str, device: torch.device, head_dim: int) -> Implementation:
-    """At run time: the implementation that computes attention for tensors on ``device``."""
-    if backend == "sdpa":
+def attention_implementation(backend: str, device: torch.device, head_dim: int, dropout: float = 0.0) -> Implementation:
+    """At run time: the implementation that computes attention for tensors on ``device``. ``dropout``: the dropout
+    on the attention weights this call applies (training only); the kernel has none, so SDPA computes it."""
+    if backend == "sdpa" or dropout > 0:
         return "sdpa"
     if backend == "auto":
         usable = device.type == "cuda" and HAVE_TRITON and head_dim in SUPPORTED_HEAD_DIMS
@@ -48,6 +49,18 @@ def attention_implementation(backend: str, device: torch.device, head_dim: int) 
             "(set TRITON_INTERPRET=1 before start-up to run its interpreter on the CPU, or use auto/sdpa)."
         )
     return "triton"
+
+
+@dataclass
+class AttentionChoice:
+    """A network's one attention setting, shared by all its attention layers: the configured backend, and once a
+    run has decided (``resolve_attention``) the implementation every layer runs (``"none"``: no attention)."""
+
+    configured: str = "auto"
+    resolved: Optional[str] = None
+
+    def implementation(self, device: torch.device, head_dim: int, dropout: float) -> Implementation:
+        return attention_implementation(self.resolved or self.configured, device, head_dim, dropout)
 
 
 # -- deciding once per run, after the kernel checked itself on the device ---------------------------------------

@@ -4,7 +4,6 @@ from loopformer.batch import IGNORE_LABEL_ID
 from loopformer.errors import ConfigError
 from loopformer.model.act import PUZZLE_EMB_PREFIX, PUZZLE_TABLE_KEY, ACTCarry, LoopTransformer
 from loopformer.model.config import ArchConfig, Halting, LoopTransformerConfig, RuntimeConfig, StageSpec, StateSpec
-from loopformer.model.layers import set_attention_backend
 from loopformer.model.losses import act_loss
 
 __all__ = [
@@ -21,5 +20,4 @@ __all__ = [
     "StageSpec",
     "StateSpec",
     "act_loss",
-    "set_attention_backend",
 ]

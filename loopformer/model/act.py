@@ -19,6 +19,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from loopformer.kernels.dispatch import AttentionChoice
 from loopformer.model.config import LoopTransformerConfig
 from loopformer.model.core import LoopedCore, States
 from loopformer.model.puzzle_embedding import SparsePuzzleEmbedding
@@ -97,6 +98,11 @@ class LoopTransformer(nn.Module):
             halted=torch.ones(B, dtype=torch.bool, device=device),
             current_data={k: torch.zeros_like(v) for k, v in batch.items()},
         )
+
+    @property
+    def attention(self) -> AttentionChoice:
+        """The network's one attention setting (configured, then resolved by the run: ``ResolveAttention``)."""
+        return self.inner.attention
 
     @property
     def puzzle_table(self) -> Optional[SparsePuzzleEmbedding]:

@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from loopformer.kernels.dispatch import AttentionChoice
 from loopformer.model.config import LoopTransformerConfig
 from loopformer.model.layers import Attention, ConvSwiGLU, CosSin, SwiGLU, rms_norm
 
@@ -14,12 +15,12 @@ from loopformer.model.layers import Attention, ConvSwiGLU, CosSin, SwiGLU, rms_n
 class Block(nn.Module):
     """``x = norm(x + mix(x)); x = norm(x + swiglu(x))``; ``mix`` is attention or TRM's MLP across the sequence."""
 
-    def __init__(self, config: LoopTransformerConfig) -> None:
+    def __init__(self, config: LoopTransformerConfig, attention: AttentionChoice) -> None:
         super().__init__()
         arch = config.arch
         self.mixer = arch.mixer
         if arch.mixer == "attention":
-            self.self_attn = Attention(arch.hidden_size, arch.num_heads, config.runtime.attention_backend, arch.dropout)
+            self.self_attn = Attention(arch.hidden_size, arch.num_heads, attention, arch.dropout)
         else:
             self.mlp_t = SwiGLU(config.total_seq_len, arch.expansion)
         mlp = ConvSwiGLU if arch.mlp_type == "conv_swiglu" else SwiGLU
@@ -41,9 +42,9 @@ class Block(nn.Module):
 class StateModule(nn.Module):
     """The blocks that update one state: ``blocks(state + injection)``."""
 
-    def __init__(self, config: LoopTransformerConfig, num_layers: int) -> None:
+    def __init__(self, config: LoopTransformerConfig, num_layers: int, attention: AttentionChoice) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(Block(config) for _ in range(num_layers))
+        self.layers = nn.ModuleList(Block(config, attention) for _ in range(num_layers))
 
     def forward(
         self, state_BSC: torch.Tensor, injection_BSC: Optional[torch.Tensor], cos_sin: Optional[CosSin]

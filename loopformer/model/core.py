@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from loopformer.kernels.dispatch import AttentionChoice
 from loopformer.model.blocks import StateModule
 from loopformer.model.config import LoopTransformerConfig, StageSpec
 from loopformer.model.layers import CastedEmbedding, CastedLinear, CosSin, RotaryEmbedding, trunc_normal_
@@ -49,10 +50,12 @@ class LoopedCore(nn.Module):
         elif arch.pos_encodings == "learned":
             self.embed_pos = CastedEmbedding(config.total_seq_len, C, embed_init_std, self.forward_dtype)
 
+        # The one attention setting of every layer: the configured backend, then what the run resolved.
+        self.attention = AttentionChoice(config.runtime.attention_backend)
         self.state_modules = nn.ModuleDict()
         for spec in arch.states:
             if spec.share_weights_with is None:
-                self.state_modules[spec.name] = StateModule(config, spec.layers)
+                self.state_modules[spec.name] = StateModule(config, spec.layers, self.attention)
             self.register_buffer(f"init_{spec.name}", trunc_normal_(torch.empty(C, dtype=self.forward_dtype), std=1.0))
         self._owner = {}
         for spec in arch.states:

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from loopformer.kernels.attention import packed_attention, rope_tables
-from loopformer.kernels.dispatch import attention_implementation
+from loopformer.kernels.attention import packed_attention, packed_attention_reference, rope_tables
+from loopformer.kernels.dispatch import AttentionChoice
 
 CosSin = tuple[torch.Tensor, torch.Tensor]
 
@@ -90,31 +90,19 @@ class RotaryEmbedding(nn.Module):
         return self.cos, self.sin
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def apply_rope(x_BSHD: torch.Tensor, cos_SD: torch.Tensor, sin_SD: torch.Tensor) -> torch.Tensor:
-    """Rotate in the tables' dtype (float32), return in the input dtype."""
-    x = x_BSHD.to(cos_SD.dtype)
-    out = x * cos_SD.unsqueeze(-2) + _rotate_half(x) * sin_SD.unsqueeze(-2)
-    return out.to(x_BSHD.dtype)
-
-
 class Attention(nn.Module):
     """Non-causal multi-head attention from one packed QKV projection, RoPE on q and k.
 
-    ``backend`` (auto, triton or sdpa) goes through ``kernels.dispatch.attention_implementation``: the fused
-    kernel (loopformer.kernels.attention), or the PyTorch path (RoPE, transposes, scaled_dot_product_attention).
+    ``choice`` (the network's one ``kernels.dispatch.AttentionChoice``) says per call which implementation runs: the
+    fused kernel (``kernels.attention.packed_attention``) or the PyTorch path (``packed_attention_reference``).
     """
 
-    def __init__(self, hidden: int, num_heads: int, backend: str = "auto", dropout: float = 0.0) -> None:
+    def __init__(self, hidden: int, num_heads: int, choice: AttentionChoice, dropout: float = 0.0) -> None:
         super().__init__()
-        self.dropout = dropout  # on the attention weights, in training (the PyTorch path: the kernel has none)
+        self.dropout = dropout  # on the attention weights, in training
         self.num_heads = num_heads
         self.head_dim = hidden // num_heads
-        self.backend = backend
+        self.choice = choice
         self.qkv_proj = CastedLinear(hidden, 3 * hidden)
         self.o_proj = CastedLinear(hidden, hidden)
 
@@ -122,24 +110,12 @@ class Attention(nn.Module):
         B, S, C = x_BSC.shape
         qkv_BS3HD = self.qkv_proj(x_BSC).view(B, S, 3 * self.num_heads, self.head_dim)
         dropout = self.dropout if self.training else 0.0
-        if not dropout and attention_implementation(self.backend, x_BSC.device, self.head_dim) == "triton":
-            cos, sin = cos_sin if cos_sin is not None else (None, None)
-            return self.o_proj(packed_attention(qkv_BS3HD, cos, sin, self.num_heads).reshape(B, S, C))
-        q, k, v = qkv_BS3HD.split(self.num_heads, dim=2)
-        if cos_sin is not None:
-            cos, sin = cos_sin
-            q, k = apply_rope(q, cos[:S], sin[:S]), apply_rope(k, cos[:S], sin[:S])
-        o_BHSD = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=dropout
-        )
-        return self.o_proj(o_BHSD.transpose(1, 2).reshape(B, S, C))
-
-
-def set_attention_backend(module: nn.Module, backend: str) -> None:
-    """Every attention layer below ``module`` runs ``backend`` (the run's resolved implementation)."""
-    for layer in module.modules():
-        if isinstance(layer, Attention):
-            layer.backend = backend
+        cos, sin = cos_sin if cos_sin is not None else (None, None)
+        if self.choice.implementation(x_BSC.device, self.head_dim, dropout) == "triton":
+            o_BSHD = packed_attention(qkv_BS3HD, cos, sin, self.num_heads)
+        else:
+            o_BSHD = packed_attention_reference(qkv_BS3HD, cos, sin, self.num_heads, dropout)
+        return self.o_proj(o_BSHD.reshape(B, S, C))
 
 
 class SwiGLU(nn.Module):

@@ -157,7 +157,7 @@ class OfflineSweep:
             return self.trials
 
     def _run_trial(self, trial: TrialRecord) -> None:
-        from loopformer.metrics_file import metrics_file_flag
+        from loopformer.sweep.metrics_file import metrics_file_flag
 
         metrics_file, log_file = trial.files(self.out_dir)
         metrics_file.unlink(missing_ok=True)
@@ -227,7 +227,7 @@ class OfflineSweep:
     def _read_history(self, trial: TrialRecord, metrics_file: Path) -> None:
         if not metrics_file.exists():
             return
-        from loopformer.metrics_file import CONFIG_KEY
+        from loopformer.sweep.metrics_file import CONFIG_KEY
 
         lines = metrics_file.read_text().splitlines()
         complete = [json.loads(line) for line in lines if line.endswith("}")]

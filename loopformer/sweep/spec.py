@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from loopformer.evaluation import HEADLINE_METRIC
 from loopformer.files import load_yaml
 
 
@@ -17,7 +18,7 @@ class SweepFileError(ValueError):
     file and the problem)."""
 
 
-DEFAULT_METRIC = {"name": "val/exact_accuracy", "goal": "maximize"}
+DEFAULT_METRIC = {"name": HEADLINE_METRIC, "goal": "maximize"}
 """The metric a sweep file without ``metric`` is ranked by."""
 
 

@@ -146,7 +146,7 @@ def test_a_temporary_file_of_a_live_writer_is_kept(tmp_path):
 def test_a_disk_that_fills_during_fit_ends_the_run_in_one_line_with_every_earlier_checkpoint_loadable(
     sudoku4_dir, tmp_path, monkeypatch, capsys
 ):
-    from loopformer import cli
+    from loopformer.cli import command as cli
 
     root = Path(__file__).resolve().parents[2]
     written = []

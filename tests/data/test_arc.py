@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loopformer.arc_eval import arc_pass_at_k
 from loopformer.data.builders.arc import (
     EOS,
     augmentation,
@@ -20,6 +19,7 @@ from loopformer.data.builders.arc import (
 )
 from loopformer.data.common import dihedral_transform
 from loopformer.data.format import load_split
+from loopformer.evaluation.arc import arc_pass_at_k
 
 ARC_DIR = os.environ.get("LOOPFORMER_ARC_DIR")
 needs_arc = pytest.mark.skipif(
@@ -199,7 +199,7 @@ def _tiny_arc_build(root, seed, num_aug=3, prefix="arc-agi"):
 
 
 def test_labels_as_predictions_round_trip_into_a_perfect_submission(tmp_path):
-    from loopformer.arc_eval import ARCCollector, ARCSet
+    from loopformer.evaluation.arc import ARCCollector, ARCSet
 
     data, solutions = _tiny_arc_build(tmp_path, seed=3)
     identifiers = json.loads((data / "identifiers.json").read_text())

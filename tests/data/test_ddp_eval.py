@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from loopformer.cli import LoopformerCLI
-from loopformer.metrics_file import metrics_file_flag
+from loopformer.sweep.metrics_file import metrics_file_flag
 from tests.helpers import tiny_fit_args
 
 

@@ -14,9 +14,11 @@ class FailOnRank(L.Callback):
 
     def setup(self, trainer, pl_module, stage) -> None:
         failing = trainer.global_rank == self.rank
-        dispatch.attention_implementation = lambda backend, device, head_dim: "triton"
+        dispatch.attention_implementation = lambda backend, device, head_dim, dropout=0.0: (
+            "sdpa" if backend == "sdpa" else "triton"
+        )
         verdict = selfcheck.Verdict(not failing, "wrong values (fake, rank 1)" if failing else "ok")
         selfcheck.check_kernel = lambda *args: verdict
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        (self.out / f"rank{trainer.global_rank}.txt").write_text(pl_module.attention_backend_resolved)
+        (self.out / f"rank{trainer.global_rank}.txt").write_text(pl_module.net.attention.resolved)

@@ -77,7 +77,11 @@ def test_verdicts_are_kept_per_shape_family(monkeypatch):
 @pytest.fixture
 def eligible(monkeypatch):
     """Pretend the kernel is what this device would run (auto on a CUDA GPU)."""
-    monkeypatch.setattr(dispatch, "attention_implementation", lambda backend, device, head_dim: "triton")
+    monkeypatch.setattr(
+        dispatch,
+        "attention_implementation",
+        lambda backend, device, head_dim, dropout=0.0: "sdpa" if backend == "sdpa" else "triton",
+    )
 
 
 def _failing(*args):
@@ -134,8 +138,10 @@ def test_a_run_records_the_resolved_backend_and_warns_once(sudoku4_dir, tmp_path
         cli = LoopformerCLI(args=args, trainer_defaults={"logger": logger})
     lines = [r.getMessage() for r in caplog.records if r.name == "loopformer.attention"]
     assert len(lines) == 1 and lines[0].startswith("loopformer: warning: the fused Triton attention kernel failed")
-    assert cli.model.attention_backend_resolved == "sdpa"
-    assert all(m.backend == "sdpa" for m in cli.model.net.modules() if type(m).__name__ == "Attention")
+    choice = cli.model.net.attention  # the one place the choice is kept, shared by every attention layer
+    assert choice.resolved == "sdpa"
+    layers = [m for m in cli.model.net.modules() if type(m).__name__ == "Attention"]
+    assert layers and all(m.choice is choice for m in layers)
     hparams = yaml.safe_load(next(tmp_path.glob("lightning_logs/version_*/hparams.yaml")).read_text())
     assert hparams["attention_backend_resolved"] == "sdpa"
 

@@ -14,8 +14,8 @@ import torch
 
 from loopformer.model import LoopTransformer, act
 from loopformer.model.training_step import ACTTrainingStep
-from loopformer.optim import OptimConfig, configure_optimizers, puzzle_embedding_step
 from loopformer.training.config import network_config_from_flat
+from loopformer.training.optimization import OptimConfig, configure_optimizers, puzzle_embedding_step
 
 
 def _net(device: str, **over) -> LoopTransformer:

@@ -9,8 +9,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from loopformer.kernels.attention import apply_rope
 from loopformer.model import LoopTransformer, act_loss
-from loopformer.model.layers import RotaryEmbedding, apply_rope, rms_norm
+from loopformer.model.layers import RotaryEmbedding, rms_norm
 from loopformer.training.config import network_config_from_flat
 
 MATMULS = {"mm", "addmm", "bmm", "baddbmm"}

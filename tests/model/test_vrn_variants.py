@@ -363,7 +363,7 @@ def test_one_dis_training_batch_logs_the_hand_computed_loss(sudoku4_dir, tmp_pat
 
 
 def test_a_dis_model_evaluated_deeper_than_it_trained_reuses_the_last_step_embedding():
-    from loopformer.evaluation import run_to_halt
+    from loopformer.evaluation.evaluators import run_to_halt
 
     net = _net(dis_enabled=True, dis_max_steps=2, act_enabled=False, outer_cycles=1, loss_head="cross_entropy").eval()
     batch = _batch_small()

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from loopformer import cli
 from loopformer.cli import LoopformerCLI
+from loopformer.cli import command as cli
 from loopformer.runs import stopping
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -83,7 +83,7 @@ def offline_runs(directory: Path) -> SweepRuns:
 
 # -- Weights & Biases ----------------------------------------------------------------------------------------------
 def _default_wandb_api() -> Any:
-    from loopformer.loggers import wandb_credentials_found
+    from loopformer.runs.loggers import wandb_credentials_found
 
     if not wandb_credentials_found():
         raise ReportError(

@@ -8,9 +8,9 @@ import torch
 
 from loopformer.errors import ConfigError
 from loopformer.model import LoopTransformer
-from loopformer.optim import OptimConfig, build_optimizer, configure_optimizers, muon_parameters
-from loopformer.optimizers import AdamAtan2, MuonWithAdamW
 from loopformer.training.config import network_config_from_flat
+from loopformer.training.optimization import OptimConfig, build_optimizer, configure_optimizers, muon_parameters
+from loopformer.training.optimizers import AdamAtan2, MuonWithAdamW
 
 
 def test_adam_atan2_first_step_is_atan_of_one_minus_beta1_per_sign():

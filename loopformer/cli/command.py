@@ -18,25 +18,25 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from loopformer.checkpoint import atomic
 from loopformer.checkpoint.format import CheckpointDirError, read_hyperparameters
 from loopformer.checkpoint.lightning_io import AtomicCheckpointIO
-from loopformer.config_groups import group_settings, migrate_flags, migrate_model, notice
-from loopformer.data.datamodule import PuzzleDataModule
-from loopformer.data.format import DatasetError
-from loopformer.errors import ConfigError
-from loopformer.files import load_yaml
-from loopformer.list_overrides import (
+from loopformer.cli.list_overrides import (
     OverrideError,
     apply_overrides,
     edited_list_flags,
     parse_scalar,
     split_list_item_overrides,
 )
+from loopformer.cli.terminal import ParameterSummary, quiet_third_party_noise
+from loopformer.config_groups import group_settings, migrate_flags, migrate_model, notice
+from loopformer.data.datamodule import PuzzleDataModule
+from loopformer.data.format import DatasetError
+from loopformer.errors import ConfigError
+from loopformer.files import load_yaml
 from loopformer.module import LoopformerModule
-from loopformer.nonfinite import NonFiniteError
 from loopformer.runs.directory import ClaimRunDirectory, run_directory
 from loopformer.runs.parent import die_with_parent_if_asked
 from loopformer.runs.ranks import RankWatch, lost_rank
 from loopformer.runs.stopping import LastCheckpoint, finish_stopped_run, stop_requested, stopped_exit_code
-from loopformer.terminal import ParameterSummary, quiet_third_party_noise
+from loopformer.training.nonfinite import NonFiniteError
 
 TOOL_COMMANDS = ("import-checkpoint", "sweep", "data")
 TOOLS_EPILOG = (
@@ -55,7 +55,7 @@ jsonargparse.set_parsing_settings(docstring_parse_attribute_docstrings=True)
 # so a run's directory is <default_root_dir>/loopformer/<run id>/ (checkpoints/, config.yaml, predictions/) and
 # W&B's own files go to <default_root_dir>/wandb/; without a logger, checkpoints go to <default_root_dir>/checkpoints.
 DEFAULT_ROOT_DIR = "runs"
-DEFAULT_LOGGER = {"class_path": "loopformer.loggers.WandbLogger", "init_args": {"project": "loopformer"}}
+DEFAULT_LOGGER = {"class_path": "loopformer.runs.loggers.WandbLogger", "init_args": {"project": "loopformer"}}
 
 
 class SaveConfigToRun(SaveConfigCallback):
@@ -367,7 +367,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     die_with_parent_if_asked()
     quiet_third_party_noise()
     if given and given[0] in TOOL_COMMANDS:
-        from loopformer.tools import run_tool
+        from loopformer.cli.tools import run_tool
 
         sys.exit(run_tool(given[0], given[1:]))
     try:
@@ -393,7 +393,3 @@ def main(argv: Optional[list[str]] = None) -> None:
             raise
         finish_stopped_run()
         sys.exit(stopped_exit_code())
-
-
-if __name__ == "__main__":
-    main()

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from loopformer.batch import IGNORE_LABEL_ID
-from loopformer.predictions import exact_accuracy, merge_batches, save_predictions
+from loopformer.evaluation.predictions import exact_accuracy, merge_batches, save_predictions
 
 
 def test_rows_of_two_ranks_merge_in_dataset_order_and_score_labelled_tokens_only(tmp_path):

@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from loopformer.batch import Batch
-from loopformer.evaluation import Evaluator, Outputs, real_rows
+from loopformer.evaluation.evaluators import Evaluator, Outputs, real_rows
 from loopformer.model import LoopTransformer
 from loopformer.model.compute import compute_cost
 from loopformer.model.losses import row_scores

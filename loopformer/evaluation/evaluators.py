@@ -21,10 +21,10 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
-from loopformer.arc_eval import ARCCollector
 from loopformer.batch import IGNORE_LABEL_ID, Batch
 from loopformer.checkpoint import atomic
 from loopformer.data.builders.arc import ARCSet
+from loopformer.evaluation.arc import ARCCollector
 from loopformer.model import LoopTransformer, act_loss
 from loopformer.runs.directory import run_directory
 

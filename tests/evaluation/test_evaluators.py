@@ -2,7 +2,7 @@
 
 import torch
 
-from loopformer.evaluation import run_to_halt
+from loopformer.evaluation.evaluators import run_to_halt
 from loopformer.model import LoopTransformer
 from loopformer.training.config import network_config_from_flat
 from tests.helpers import recorded_syncs

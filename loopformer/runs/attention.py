@@ -4,13 +4,11 @@ fused kernel checked itself on the device (``kernels.selfcheck``), the same way 
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 import lightning as L
 import torch
 
 from loopformer.kernels.dispatch import resolve_attention
-from loopformer.model import set_attention_backend
 
 RESOLVED_KEY = "attention_backend_resolved"
 
@@ -19,8 +17,7 @@ log = logging.getLogger("loopformer.attention")
 
 
 class ResolveAttention(L.Callback):
-    def __init__(self) -> None:
-        self.resolved: Optional[str] = None
+    """Resolves ``pl_module.net.attention`` (the one place the choice is kept), once per network."""
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.resolve(trainer, pl_module)
@@ -35,11 +32,11 @@ class ResolveAttention(L.Callback):
         self.resolve(trainer, pl_module)
 
     def resolve(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.resolved is not None:
+        choice, config = pl_module.net.attention, pl_module.net.config
+        if choice.resolved is not None:
             return
-        config = pl_module.net.config
         if config.arch.mixer != "attention":
-            self.resolved = "none"  # the sequence-MLP mixer has no attention layer
+            choice.resolved = "none"  # the sequence-MLP mixer has no attention layer
         else:
             resolution = resolve_attention(
                 config.runtime.attention_backend,
@@ -52,11 +49,9 @@ class ResolveAttention(L.Callback):
             # One line: the rank whose check failed says why; rank 0 says so when another rank failed.
             if resolution.warning and (resolution.failed_here or trainer.is_global_zero):
                 log.warning("loopformer: warning: %s", resolution.warning)
-            set_attention_backend(pl_module.net, resolution.implementation)
-            self.resolved = resolution.implementation
-        pl_module.attention_backend_resolved = self.resolved
+            choice.resolved = resolution.implementation
         for logger in trainer.loggers:
-            logger.log_hyperparams({RESOLVED_KEY: self.resolved})
+            logger.log_hyperparams({RESOLVED_KEY: choice.resolved})
 
     @staticmethod
     def _agree(trainer: L.Trainer, device: torch.device):  # noqa: ANN205

@@ -67,21 +67,21 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: float, min_ratio: f
 def muon_parameters(net: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """(the blocks' 2-D weight matrices, everything else): Muon orthogonalises the former; embeddings, the heads
     and biases stay with AdamW (as in VirtualRecursiveNetwork)."""
+    blocks = {id(p) for p in net.inner.state_modules.parameters()}
     muon, other = [], []
-    for name, p in net.named_parameters():
-        in_blocks = ".state_modules." in f".{name}"
-        (muon if in_blocks and p.ndim == 2 else other).append(p)
+    for p in net.parameters():
+        (muon if id(p) in blocks and p.ndim == 2 else other).append(p)
     return muon, other
 
 
 def build_optimizer(net: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
     betas = (config.beta1, config.beta2)
     if config.optimizer == "adam_atan2":
-        from loopformer.optimizers import AdamAtan2
+        from loopformer.training.optimizers import AdamAtan2
 
         return AdamAtan2(net.parameters(), lr=config.lr, betas=betas, weight_decay=config.weight_decay)
     if config.optimizer == "muon":
-        from loopformer.optimizers import MuonWithAdamW
+        from loopformer.training.optimizers import MuonWithAdamW
 
         muon, other = muon_parameters(net)
         muon_args = dict(lr=config.muon_lr, weight_decay=config.muon_weight_decay, momentum=config.muon_momentum)

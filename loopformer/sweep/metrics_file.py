@@ -28,7 +28,7 @@ class EvalMetricsFile(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or getattr(pl_module, "arch", None) is None:
             return
-        from loopformer.list_overrides import to_plain
+        from loopformer.config_groups import to_plain
         from loopformer.model.compute import compute_cost
 
         config = {"model": {"arch": to_plain(pl_module.arch)}, **compute_cost(pl_module.net.config).as_config()}

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from loopformer.config_groups import to_plain
+
 _FLAG = re.compile(r"^--([A-Za-z_][\w]*(?:\.[\w]+)*)$")
 
 
@@ -66,19 +68,6 @@ def parse_scalar(raw: str) -> Any:
             return float(value) if re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value) else value
         except ValueError:
             return value
-    return value
-
-
-def to_plain(value: Any) -> Any:
-    """Namespaces, dataclasses and containers -> JSON-able dicts and lists."""
-    if hasattr(value, "as_dict"):
-        return to_plain(value.as_dict())
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return to_plain(dataclasses.asdict(value))
-    if isinstance(value, dict):
-        return {k: to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
     return value
 
 

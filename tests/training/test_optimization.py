@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from loopformer.optim import warmup_cosine
+from loopformer.training.optimization import warmup_cosine
 
 
 def test_warmup_then_cosine_to_min_ratio():

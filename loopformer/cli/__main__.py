@@ -1,0 +1,3 @@
+from loopformer.cli.command import main
+
+main()
