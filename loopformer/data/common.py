@@ -87,6 +87,7 @@ DIHEDRAL_INVERSE = [0, 3, 2, 1, 4, 5, 6, 7]
 # ---------------------------------------------------------------------------------------------------
 # Mazes: the HRM/TRM charset ``"# SGo"`` (wall, open, start, goal, path) as tokens 1..5, 0 padding.
 CHARSET = "# SGo"
+MAZE_TOKEN_NAMES = ["<pad>", *CHARSET]  # token t is CHARSET[t - 1]; 0 pads
 WALL, OPEN, START, GOAL, PATH = (CHARSET.index(c) + 1 for c in CHARSET)
 
 
@@ -102,6 +103,6 @@ def write_maze_split(out_dir: Path, split: str, inputs: np.ndarray, labels: np.n
         puzzle_indices=np.arange(total + 1, dtype=np.int32),
         group_indices=np.arange(groups + 1, dtype=np.int32) * transforms,
     )
-    meta = grid_task_metadata(vocab_size=len(CHARSET) + 1, seq_len=side * side, groups=groups, puzzles=total)
+    meta = grid_task_metadata(len(CHARSET) + 1, side * side, groups, total, kind="maze", token_names=MAZE_TOKEN_NAMES)
     save_split(out_dir / split, meta, {"all": part})
     return {"mazes": groups, "examples": total}

@@ -50,6 +50,10 @@ class PuzzleDatasetMetadata:
     mean_puzzle_examples: float
     total_puzzles: Optional[int] = None
     sets: list[str] = field(default_factory=lambda: ["all"])
+    kind: Optional[str] = None
+    """loopformer's: what the tokens form (``data.kinds.KINDS``), declared by the builder; None in older files."""
+    token_names: Optional[list[str]] = None
+    """loopformer's: what each token id stands for (index = id); None in older files."""
 
     @classmethod
     def load(cls, path: Path) -> PuzzleDatasetMetadata:
@@ -67,15 +71,19 @@ class PuzzleDatasetMetadata:
     def save(self, path: Path) -> None:
         # Field order and formatting as the TRM builders write it (json.dump of the pydantic model).
         fields = asdict(self)
-        if fields["total_puzzles"] is None:
-            del fields["total_puzzles"]
+        for optional in ("total_puzzles", "kind", "token_names"):
+            if fields[optional] is None:
+                del fields[optional]
         fields["mean_puzzle_examples"] = float(fields["mean_puzzle_examples"])
         path.write_text(json.dumps(fields))
 
 
-def grid_task_metadata(vocab_size: int, seq_len: int, groups: int, puzzles: int) -> PuzzleDatasetMetadata:
+def grid_task_metadata(
+    vocab_size: int, seq_len: int, groups: int, puzzles: int, kind: str, token_names: list[str]
+) -> PuzzleDatasetMetadata:
     """Metadata of a task without puzzle embeddings (one blank identifier), one example per puzzle, token 0 as
-    both padding and ignored label: the Sudoku and maze builders of HRM/TRM."""
+    both padding and ignored label: the Sudoku and maze builders of HRM/TRM; ``kind`` and ``token_names`` declare
+    what the tokens form (``data.kinds``)."""
     return PuzzleDatasetMetadata(
         pad_id=0,
         ignore_label_id=0,
@@ -87,6 +95,8 @@ def grid_task_metadata(vocab_size: int, seq_len: int, groups: int, puzzles: int)
         mean_puzzle_examples=1,
         total_puzzles=puzzles,
         sets=["all"],
+        kind=kind,
+        token_names=token_names,
     )
 
 
@@ -236,5 +246,7 @@ def load_merged(split_dirs: list[Path]) -> tuple[PuzzleDatasetMetadata, dict[str
         ),
         total_puzzles=sum(s.puzzle_identifiers.shape[0] for s in merged_sets.values()),
         sets=list(first.sets),
+        kind=first.kind,
+        token_names=first.token_names,
     )
     return meta, merged_sets

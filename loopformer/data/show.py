@@ -8,35 +8,9 @@ from typing import Optional
 
 import numpy as np
 
+from loopformer.data.common import CHARSET as MAZE_CHARS
 from loopformer.data.format import PuzzleDatasetMetadata
-
-MAZE_CHARS = "# SGo"  # HRM/TRM maze tokens 1..5 (0 is padding)
-
-
-def grid_kind(meta: PuzzleDatasetMetadata) -> str:
-    side = math.isqrt(meta.seq_len)
-    if side * side != meta.seq_len:
-        return "sequence"
-    if meta.vocab_size == side + 2:
-        return "sudoku"
-    if meta.vocab_size == len(MAZE_CHARS) + 1:
-        return "maze"
-    return "grid"
-
-
-def token_names(meta: PuzzleDatasetMetadata) -> list[str]:
-    """What each token id stands for (index = id): ``<pad>`` for 0, then the cells of the dataset's kind."""
-    kind = grid_kind(meta)
-    names = ["<pad>"]
-    if kind == "sudoku":  # 1 blank, d + 1 digit d
-        names += ["."] + [str(d) if d < 10 else chr(ord("A") + d - 10) for d in range(1, meta.vocab_size - 1)]
-    elif kind == "maze":
-        names += list(MAZE_CHARS)
-    elif meta.vocab_size == 12 and meta.seq_len == 900:  # ARC: <eos>, then colours 0-9
-        names += ["<eos>"] + [str(c) for c in range(10)]
-    else:
-        names += [str(t) for t in range(1, meta.vocab_size)]
-    return names[: meta.vocab_size]
+from loopformer.data.kinds import dataset_kind
 
 
 def to_text(tokens: np.ndarray, kind: str, labels: Optional[np.ndarray] = None) -> str:
@@ -128,7 +102,7 @@ def save_png(panels: list[tuple[str, np.ndarray, str, Optional[np.ndarray]]], pa
         else:
             palette = (
                 ["#FFFFFF", "#DDDDDD"] + ARC_PALETTE
-                if kind == "grid"
+                if kind in ("arc", "grid")
                 else ["#FFFFFF", "#222222", "#FFFFFF", "#2ECC40", "#FF4136", "#0074D9"]
             )
             ax.imshow(grid, cmap=ListedColormap(palette), vmin=0, vmax=len(palette) - 1, interpolation="nearest")
@@ -147,7 +121,7 @@ def show_dataset(
     from loopformer.data.format import load_split
 
     meta, sets = load_split(Path(path) / split)
-    kind = grid_kind(meta)
+    kind = dataset_kind(meta, Path(path))
     s = next(iter(sets.values()))
     rng = np.random.default_rng(seed)
     picks = rng.choice(s.num_examples, size=min(n, s.num_examples), replace=False)
@@ -166,7 +140,7 @@ def save_prediction_png(
 ) -> bool:
     """Input, prediction (wrong cells in red) and label of a few examples, one row each. Ignored label
     positions (-100) show as padding. Returns False when the data is not a square grid."""
-    kind = grid_kind(meta)
+    kind = dataset_kind(meta)
     if kind == "sequence":
         return False
     labels = np.where(labels < 0, meta.pad_id, labels)

@@ -73,7 +73,7 @@ class PredictionWriter:
         rows = merge_batches(batches)
         metadata = getattr(getattr(trainer, "datamodule", None), "metadata", None)
         if metadata is not None:
-            from loopformer.data.show import token_names
+            from loopformer.data.kinds import token_names
 
             rows["vocab"] = np.array(token_names(metadata))
         save_predictions(path, rows)

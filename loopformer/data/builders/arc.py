@@ -12,6 +12,7 @@ original test puzzles for evaluation.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import time
@@ -25,6 +26,8 @@ from tqdm import tqdm
 
 from loopformer.data.common import DIHEDRAL_INVERSE, dihedral_transform
 from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, PuzzleSet, save_split
+from loopformer.data.kinds import arc_token_names
+from loopformer.data.registry import DatasetCommand, register
 from loopformer.files import load_json
 
 GRID = 30
@@ -198,6 +201,8 @@ def build_arc_dataset(
             mean_puzzle_examples=len(inputs) / max(1, total_puzzles),
             total_puzzles=total_puzzles,
             sets=["all"],
+            kind="arc",
+            token_names=arc_token_names(),
         )
         save_split(out_dir / dest, meta, {"all": part})
         summary[dest] = {"groups": len(groups[dest]), "puzzles": total_puzzles, "examples": len(inputs)}
@@ -216,3 +221,28 @@ class ARCSet:
     identifiers: list[str]
     test_puzzles: dict
     offset: int = 0
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "prefix", help="path prefix of the files, e.g. data/arc-agi/arc-agi (then _<subset>_challenges.json)"
+    )
+    p.add_argument("out", help="dataset directory to write (train/ and test/)")
+    p.add_argument("--subsets", nargs="+", default=["training", "evaluation", "concept"], help="subsets to read")
+    p.add_argument("--test-set", default="evaluation", help="subset whose test inputs form the test split")
+    p.add_argument(
+        "--num-aug",
+        type=int,
+        default=1000,
+        help="augmented copies of each task (dihedral, colour permutation, translation)",
+    )
+    p.add_argument("--seed", type=int, default=42, help="seed of the augmentations")
+
+
+def _build(a: argparse.Namespace) -> tuple[str, dict]:
+    return f"arc {a.prefix}", build_arc_dataset(a.prefix, a.out, a.subsets, a.test_set, a.num_aug, a.seed)
+
+
+register(
+    DatasetCommand("arc", "ARC-AGI from the Kaggle JSON files, with the HRM/TRM augmentations", _arguments, _build)
+)

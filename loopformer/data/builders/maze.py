@@ -7,6 +7,7 @@ input shows the maze; the label adds the shortest path (``o``) from S to G. Augm
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 from typing import Optional
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from loopformer.data.common import CHARSET, fetch_csv, reading_csv, subsample, write_maze_split
 from loopformer.data.format import DatasetError
+from loopformer.data.registry import DatasetCommand, register
 
 
 def encode(rows: str, side: int) -> np.ndarray:
@@ -73,3 +75,24 @@ def build_maze_from_csv(
         summary[split] = write_maze_split(out_dir, split, inputs, labels, 8 if (aug and split == "train") else 1)
     summary["seconds"] = time.perf_counter() - start
     return summary
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "source", help="directory with train.csv and test.csv, or a repo id such as sapientinc/maze-30x30-hard-1k"
+    )
+    p.add_argument("out", help="dataset directory to write (train/ and test/)")
+    p.add_argument("--aug", action="store_true", help="the 8 dihedral transforms of every training maze")
+    p.add_argument(
+        "--subsample-size", type=int, default=None, help="training mazes kept, drawn at random (default: all)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the subsampling")
+
+
+def _build(a: argparse.Namespace) -> tuple[str, dict]:
+    return f"maze {a.source}", build_maze_from_csv(a.source, a.out, a.aug, a.subsample_size, a.seed)
+
+
+register(
+    DatasetCommand("maze", "Maze-Hard from its CSV files (a directory or a Hugging Face repo id)", _arguments, _build)
+)

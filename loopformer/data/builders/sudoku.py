@@ -8,6 +8,7 @@ Augmentation relabels digits, permutes bands/stacks and rows/columns inside them
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import time
@@ -19,6 +20,8 @@ from tqdm import tqdm
 
 from loopformer.data.common import fetch_csv, reading_csv, subsample
 from loopformer.data.format import DatasetError, PuzzleSet, grid_task_metadata, save_split
+from loopformer.data.kinds import sudoku_token_names
+from loopformer.data.registry import DatasetCommand, register
 
 
 def read_sudoku_csv(path: Path, min_difficulty: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
@@ -102,10 +105,41 @@ def build_sudoku_from_csv(
             puzzle_indices=np.arange(total + 1, dtype=np.int32),
             group_indices=np.arange(groups + 1, dtype=np.int32) * (1 + augments),
         )
-        meta = grid_task_metadata(vocab_size=11, seq_len=81, groups=groups, puzzles=groups)
+        meta = grid_task_metadata(11, 81, groups, groups, kind="sudoku", token_names=sudoku_token_names(9))
         save_split(out_dir / split, meta, {"all": puzzle_set})
         summary[split] = {"puzzles": groups, "examples": total}
     (out_dir / "identifiers.json").write_text(json.dumps(["<blank>"]))
     size = sum(f.stat().st_size for f in out_dir.rglob("*.npy"))
     summary.update(seconds=time.perf_counter() - start, megabytes=size / 1e6)
     return summary
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "source", help="directory with train.csv and test.csv, or a repo id such as sapientinc/sudoku-extreme"
+    )
+    p.add_argument("out", help="dataset directory to write (train/ and test/)")
+    p.add_argument(
+        "--subsample-size", type=int, default=None, help="training puzzles kept, drawn at random (default: all)"
+    )
+    p.add_argument("--min-difficulty", type=int, default=None, help="keep puzzles rated at least this (default: all)")
+    p.add_argument(
+        "--num-aug",
+        type=int,
+        default=0,
+        help="augmented copies of each training puzzle (digit relabelling, band/row shuffles, transposes)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the subsampling and the augmentations")
+
+
+def _build(a: argparse.Namespace) -> tuple[str, dict]:
+    return f"sudoku {a.source}", build_sudoku_from_csv(
+        a.source, a.out, a.subsample_size, a.min_difficulty, a.num_aug, a.seed
+    )
+
+
+register(
+    DatasetCommand(
+        "sudoku", "Sudoku-Extreme from its CSV files (a directory or a Hugging Face repo id)", _arguments, _build
+    )
+)

@@ -4,6 +4,7 @@ depth-first maze with a unique shortest path from S to G, the label marking it.
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections import deque
 from pathlib import Path
@@ -13,6 +14,7 @@ from tqdm import tqdm
 
 from loopformer.data.common import GOAL, OPEN, PATH, START, WALL, write_maze_split
 from loopformer.data.format import DatasetError
+from loopformer.data.registry import DatasetCommand, register
 
 
 def shortest_paths(open_mask: np.ndarray, start: tuple[int, int], goal: tuple[int, int]) -> tuple[int, int, list]:
@@ -114,3 +116,19 @@ def build_maze_dataset(
     }
     summary["seconds"] = time.perf_counter() - start
     return summary
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", help="dataset directory to write (train/ and test/)")
+    p.add_argument("--side", type=int, default=15, help="odd grid side")
+    p.add_argument("--num-train", type=int, default=1000, help="training mazes")
+    p.add_argument("--num-test", type=int, default=200, help="held-out test mazes, none of them in training")
+    p.add_argument("--aug", action="store_true", help="the 8 dihedral transforms of every training maze")
+    p.add_argument("--seed", type=int, default=0, help="generator seed")
+
+
+def _build(a: argparse.Namespace) -> tuple[str, dict]:
+    return f"{a.side}x{a.side} mazes", build_maze_dataset(a.out, a.side, a.num_train, a.num_test, a.aug, a.seed)
+
+
+register(DatasetCommand("maze-gen", "generated mazes with a unique shortest path (offline)", _arguments, _build))

@@ -7,6 +7,7 @@ builder: 0 pad, 1 blank, digit d -> d + 1.
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 from pathlib import Path
@@ -15,6 +16,8 @@ import numpy as np
 from tqdm import tqdm
 
 from loopformer.data.format import DatasetError, PuzzleSet, grid_task_metadata, save_split
+from loopformer.data.kinds import sudoku_token_names
+from loopformer.data.registry import DatasetCommand, register
 
 
 def box_shape(n: int) -> tuple[int, int]:
@@ -188,7 +191,9 @@ def build_sudoku_dataset(
     out_dir = Path(out_dir)
     for split, sl in (("train", slice(0, num_train)), ("test", slice(num_train, None))):
         part = _as_set(puzzles_arr[sl], solutions_arr[sl])
-        meta = grid_task_metadata(n + 2, n * n, groups=part.num_examples, puzzles=part.num_examples)
+        meta = grid_task_metadata(
+            n + 2, n * n, part.num_examples, part.num_examples, kind="sudoku", token_names=sudoku_token_names(n)
+        )
         save_split(out_dir / split, meta, {"all": part})
     clue_counts = (puzzles_arr > 0).sum(1)
     return {
@@ -197,3 +202,19 @@ def build_sudoku_dataset(
         "mean_clues": float(clue_counts.mean()),
         "seconds": time.perf_counter() - start,
     }
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", help="dataset directory to write (train/ and test/)")
+    p.add_argument("--size", type=int, default=4, help="grid size n of the n x n Sudoku (4, 6, 8, 9, ...)")
+    p.add_argument("--clues", type=int, default=6, help="givens per puzzle (the difficulty knob)")
+    p.add_argument("--num-train", type=int, default=10000, help="training puzzles")
+    p.add_argument("--num-test", type=int, default=1000, help="held-out test puzzles, none of them in training")
+    p.add_argument("--seed", type=int, default=0, help="generator seed")
+
+
+def _build(a: argparse.Namespace) -> tuple[str, dict]:
+    return f"{a.size}x{a.size} sudoku", build_sudoku_dataset(a.out, a.size, a.clues, a.num_train, a.num_test, a.seed)
+
+
+register(DatasetCommand("sudoku-gen", "generated n x n Sudoku with unique solutions (offline)", _arguments, _build))
