@@ -6,7 +6,6 @@ import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
@@ -16,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, load_merged
+from loopformer.data.generators import Generator
 from loopformer.data.sampling import SAMPLER_POSITION, EvalBatches, TrainBatches
 from loopformer.files import load_json
 
@@ -25,22 +25,6 @@ warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__`
 # Lightning warns that a resume mid-epoch is unreliable unless the DataLoader itself keeps state; the position
 # lives in this data module's state_dict instead, and a resumed run is bitwise the uninterrupted one (test_resume).
 warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
-
-
-@dataclass
-class SudokuGenerator:
-    """Offline n x n Sudoku written to the first of ``data_paths`` when it does not exist yet."""
-
-    n: int = 4
-    """Grid size (4, 6, 9, ...)."""
-    clues: int = 6
-    """Givens per puzzle: the difficulty knob (fewer is harder)."""
-    num_train: int = 10000
-    """Training puzzles."""
-    num_test: int = 1000
-    """Held-out test puzzles, none of which appears in training."""
-    seed: int = 0
-    """Generator seed."""
 
 
 class PuzzleDataModule(L.LightningDataModule):
@@ -53,7 +37,7 @@ class PuzzleDataModule(L.LightningDataModule):
         epochs_per_iter: int = 1,
         num_workers: int = 0,
         prefetch: int = 2,
-        generate: Optional[SudokuGenerator] = None,
+        generate: Optional[Generator] = None,
     ) -> None:
         """
         Args:
@@ -93,27 +77,22 @@ class PuzzleDataModule(L.LightningDataModule):
         if (self.data_path / "train" / "dataset.json").is_file() or self.generate is None:
             return
         g = self.generate
-        from loopformer.data.generators.sudoku import build_sudoku_dataset
-
         target = self.data_path.resolve()
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise DatasetError(
                 f"data.data_paths {target} exists and is not a dataset (no train/dataset.json); data.generate builds "
                 "only where nothing is: point data.data_paths at a new directory."
             )
-        rank_zero_info(f"Generating {g.n}x{g.n} sudoku ({g.clues} clues) into {target} ...")
+        rank_zero_info(f"Generating {g.describe()} into {target} ...")
         # Build next to the target and rename, so an interrupted build never leaves a half dataset.
         self.data_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=self.data_path.parent))
         try:
-            summary = build_sudoku_dataset(tmp, g.n, g.clues, g.num_train, g.num_test, g.seed)
+            summary = g.build(tmp)
             os.replace(tmp, self.data_path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        rank_zero_info(
-            f"Generated {summary['train']} train / {summary['test']} test puzzles "
-            f"(mean clues {summary['mean_clues']:.1f}) in {summary['seconds']:.1f}s."
-        )
+        rank_zero_info(g.describe_result(summary))
 
     def _split(self, name: str):
         for path in self.data_paths:

@@ -67,3 +67,21 @@ def test_every_builder_registers_its_command_and_a_new_one_needs_no_other_file(t
     assert capsys.readouterr().out.strip() == "toy -> train: 1, test: 1"
     with pytest.raises(ValueError, match="two dataset commands are named 'toy'"):
         registry.register(registry.DatasetCommand("toy", "another", arguments, build))
+
+
+def test_a_config_generates_mazes_as_well_as_sudoku(tmp_path, capsys):
+    """data.generate takes any generator's config (its fields pick the kind): here mazes, into a new directory."""
+    from pathlib import Path
+
+    from loopformer.cli import LoopformerCLI
+
+    root = Path(__file__).resolve().parents[2]
+    cli = LoopformerCLI(args=[
+        "fit", "--config", str(root / "configs/quickstart.yaml"), f"--data.data_paths={tmp_path / 'mazes'}",
+        "--data.generate=null", "--data.generate", "{side: 7, num_train: 40, num_test: 8, seed: 3}",
+        "--data.global_batch_size=8", "--data.eval_batch_size=8", "--trainer.fast_dev_run=true",
+        "--trainer.logger=false", "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
+    ])  # fmt: skip
+    meta = json.loads((tmp_path / "mazes" / "train" / "dataset.json").read_text())
+    assert meta["kind"] == "maze" and meta["seq_len"] == 49
+    assert cli.model.net.config.vocab_size == 6 and cli.trainer.global_step == 1

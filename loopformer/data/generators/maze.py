@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,33 @@ def build_maze_dataset(
     }
     summary["seconds"] = time.perf_counter() - start
     return summary
+
+
+@dataclass
+class MazeGenerator:
+    """``data.generate`` for mazes with a unique shortest path: written to the first of ``data_paths`` when it does
+    not exist yet."""
+
+    side: int = 15
+    """Odd grid side."""
+    num_train: int = 1000
+    """Training mazes."""
+    num_test: int = 200
+    """Held-out test mazes, none of which appears in training."""
+    aug: bool = False
+    """Add the 8 dihedral transforms of every training maze."""
+    seed: int = 0
+    """Generator seed."""
+
+    def describe(self) -> str:
+        return f"{self.side}x{self.side} mazes"
+
+    def build(self, out_dir: str | Path) -> dict:
+        return build_maze_dataset(out_dir, self.side, self.num_train, self.num_test, self.aug, self.seed)
+
+    def describe_result(self, summary: dict) -> str:
+        train, test = summary["train"]["mazes"], summary["test"]["mazes"]
+        return f"Generated {train} train / {test} test mazes in {summary['seconds']:.1f}s."
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +203,34 @@ def build_sudoku_dataset(
         "mean_clues": float(clue_counts.mean()),
         "seconds": time.perf_counter() - start,
     }
+
+
+@dataclass
+class SudokuGenerator:
+    """``data.generate`` for n x n Sudoku: written to the first of ``data_paths`` when it does not exist yet."""
+
+    n: int = 4
+    """Grid size (4, 6, 9, ...)."""
+    clues: int = 6
+    """Givens per puzzle: the difficulty knob (fewer is harder)."""
+    num_train: int = 10000
+    """Training puzzles."""
+    num_test: int = 1000
+    """Held-out test puzzles, none of which appears in training."""
+    seed: int = 0
+    """Generator seed."""
+
+    def describe(self) -> str:
+        return f"{self.n}x{self.n} sudoku ({self.clues} clues)"
+
+    def build(self, out_dir: str | Path) -> dict:
+        return build_sudoku_dataset(out_dir, self.n, self.clues, self.num_train, self.num_test, self.seed)
+
+    def describe_result(self, summary: dict) -> str:
+        return (
+            f"Generated {summary['train']} train / {summary['test']} test puzzles "
+            f"(mean clues {summary['mean_clues']:.1f}) in {summary['seconds']:.1f}s."
+        )
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
