@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any
+from typing import Any, TypeVar
 
 # flat key -> its place under ``model`` (dotted)
 MOVED_FROM_ARCH = {
@@ -33,7 +33,15 @@ MOVED_FROM_ARCH = {
 }
 DIS_SWITCH = "dis_enabled"  # true -> train.algorithm: dis, false -> act
 ALGORITHM = "train.algorithm"
-MOVED_FROM_RUN = {"compile": "runtime.compile", "compile_mode": "runtime.compile_mode"}
+MOVED_FROM_RUN = {  # model.run is gone: EMA has its group, evaluation's reports theirs, compilation is runtime
+    "compile": "runtime.compile",
+    "compile_mode": "runtime.compile_mode",
+    "ema": "ema.enabled",
+    "ema_rate": "ema.rate",
+    "num_pictures": "eval.num_pictures",
+    "arc_pass_k": "eval.arc_pass_k",
+    "depth_curve": "eval.depth_curve",
+}
 RELEASE_NOTE = "the old names work until the next release"
 
 
@@ -86,6 +94,8 @@ def migrate_model(model: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             if key in out["run"]:
                 _set(out, place, out["run"].pop(key), overwrite=False)
                 found.append(f"model.run.{key}")
+        if not out["run"]:
+            del out["run"]
     return out, found
 
 
@@ -157,3 +167,12 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [to_plain(v) for v in value]
     return value
+
+
+Config = TypeVar("Config")
+
+
+def typed(cls: type[Config], value: Any) -> Config:
+    """A config group as its own dataclass (a copy; ``load_from_checkpoint`` and jsonargparse hand over plain dicts or
+    namespaces)."""
+    return copy.deepcopy(value) if isinstance(value, cls) else cls(**to_plain(value))

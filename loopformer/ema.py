@@ -29,7 +29,7 @@ class WeightEMA:
 
     def __init__(self, net: nn.Module, rate: float) -> None:
         if not 0.0 < rate < 1.0:
-            raise ConfigError(f"model.run.ema_rate must lie in (0, 1), got {rate}.")
+            raise ConfigError(f"model.ema.rate must lie in (0, 1), got {rate}.")
         self.rate = rate
         self.net = net
         self.shadow = {name: p.detach().clone() for name, p in self._params()}

@@ -3,8 +3,7 @@ optimizer. The rest is components it calls: ``evaluation``, ``checkpoint`` (the 
 
 from __future__ import annotations
 
-import copy
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional
 
 import lightning as L
 import torch
@@ -13,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from loopformer.batch import Batch
 from loopformer.checkpoint import format as ckpt_format
 from loopformer.checkpoint import warm_start
-from loopformer.config_groups import to_plain
+from loopformer.config_groups import to_plain, typed
 from loopformer.ema import EMA
 from loopformer.evaluation.compute_report import ComputeReport
 from loopformer.evaluation.depth_curve import DepthCurve
@@ -25,25 +24,18 @@ from loopformer.evaluation.evaluators import (
     eval_summary,
     run_to_halt,
 )
+from loopformer.evaluation.options import EvalOptions
 from loopformer.evaluation.predictions import PredictionWriter
 from loopformer.model import ACTCarry, ArchConfig, LoopTransformer, RuntimeConfig
 from loopformer.model.summary import describe
 from loopformer.model.training_step import ACTTrainingStep
-from loopformer.run_options import RunOptions
 from loopformer.runs.attention import ResolveAttention
 from loopformer.runs.directory import run_directory
 from loopformer.training import training_algorithm
-from loopformer.training.config import TrainConfig, network_config
+from loopformer.training.config import EMAConfig, TrainConfig, network_config
 from loopformer.training.nonfinite import NonFiniteWatch
 from loopformer.training.optimization import OptimConfig, configure_optimizers, puzzle_embedding_step
 from loopformer.training.scores import IntervalScores
-
-Config = TypeVar("Config")
-
-
-def _typed(cls: type[Config], value: Any) -> Config:
-    """A config group as its own dataclass (load_from_checkpoint hands over plain dicts; the defaults are shared)."""
-    return copy.deepcopy(value) if isinstance(value, cls) else cls(**to_plain(value))
 
 
 class LoopformerModule(L.LightningModule):
@@ -53,7 +45,8 @@ class LoopformerModule(L.LightningModule):
         train: TrainConfig = TrainConfig(),
         runtime: RuntimeConfig = RuntimeConfig(),
         optim: OptimConfig = OptimConfig(),
-        run: RunOptions = RunOptions(),
+        ema: EMAConfig = EMAConfig(),
+        eval: EvalOptions = EvalOptions(),  # --model.eval.*
         init_from: Optional[str] = None,
         freeze: Optional[list[str]] = None,
     ) -> None:
@@ -63,21 +56,22 @@ class LoopformerModule(L.LightningModule):
             train: The training algorithm (act or dis) and its settings, the halting included.
             runtime: How the network runs: attention backend, forward dtype, gradient checkpointing, compilation.
             optim: Optimizer, learning-rate schedule and the puzzle embeddings' update.
-            run: Weight averaging (EMA) and what evaluation reports (pictures, ARC pass@k, depth curve).
+            ema: An exponential moving average of the weights, for validation and checkpoints.
+            eval: What evaluation reports besides its metrics: pictures, ARC pass@k, depth curves.
             init_from: Start fit from this checkpoint's network weights (ours or an imported one); the optimizer,
                 schedule and step start fresh. Ignored when resuming with --ckpt_path.
             freeze: Parameter-name patterns (fnmatch) kept fixed, e.g. ``inner.puzzle_emb.weights`` or
                 ``inner.state_modules.*``; a pattern that matches nothing is an error.
         """
         super().__init__()
-        self.arch, self.train_config = _typed(ArchConfig, arch), _typed(TrainConfig, train)
-        self.runtime, self.optim = _typed(RuntimeConfig, runtime), _typed(OptimConfig, optim)
-        self.run = _typed(RunOptions, run)
+        self.arch, self.train_config = typed(ArchConfig, arch), typed(TrainConfig, train)
+        self.runtime, self.optim = typed(RuntimeConfig, runtime), typed(OptimConfig, optim)
+        self.ema_config, self.eval_options = typed(EMAConfig, ema), typed(EvalOptions, eval)
         self.train_config.check(self.arch)
         self.runtime.check(self.arch)
         # Plain dicts in the hyperparameters keep checkpoints loadable with torch.load(weights_only=True).
         arch, train, runtime = to_plain(self.arch), to_plain(self.train_config), to_plain(self.runtime)
-        optim, run = to_plain(self.optim), to_plain(self.run)
+        optim, ema, eval = to_plain(self.optim), to_plain(self.ema_config), to_plain(self.eval_options)
         self.save_hyperparameters()
         self.net: Optional[LoopTransformer] = None
         self.act_training_step: Optional[ACTTrainingStep] = None  # the ACT step with its loss
@@ -138,8 +132,8 @@ class LoopformerModule(L.LightningModule):
 
     def configure_callbacks(self) -> list[L.Callback]:
         callbacks: list[L.Callback] = [ckpt_format.CheckpointDirCheck(), ResolveAttention(), self.compute_report]
-        if self.run.ema:
-            callbacks.append(EMA(self.run.ema_rate))
+        if self.ema_config.enabled:
+            callbacks.append(EMA(self.ema_config.rate))
         return callbacks
 
     # -- training --------------------------------------------------------------------------------------
@@ -208,11 +202,11 @@ class LoopformerModule(L.LightningModule):
         self.evaluators = [ACTMetrics(self.train_config.loss_type)]
         arc_sets = getattr(getattr(self.trainer, "datamodule", None), "arc_sets", None)
         if arc_sets:
-            self.evaluators.append(ARCVoting(arc_sets, tuple(self.run.arc_pass_k)))
-        if pictures and self.run.num_pictures > 0:
-            self.evaluators.append(PredictionPictures(self.run.num_pictures))
-        if self.run.depth_curve and self.trainer.state.fn in ("validate", "test"):
-            self.evaluators.append(DepthCurve(self.net, self.run.depth_curve))
+            self.evaluators.append(ARCVoting(arc_sets, tuple(self.eval_options.arc_pass_k)))
+        if pictures and self.eval_options.num_pictures > 0:
+            self.evaluators.append(PredictionPictures(self.eval_options.num_pictures))
+        if self.eval_options.depth_curve and self.trainer.state.fn in ("validate", "test"):
+            self.evaluators.append(DepthCurve(self.net, self.eval_options.depth_curve))
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         outputs, steps = run_to_halt(self.net, batch)

@@ -26,8 +26,8 @@ def test_flat_hyperparameters_are_grouped_and_grouped_ones_kept():
 
 
 def _as_before_train_and_runtime(hp: dict) -> dict:
-    """Hyperparameters as checkpoints held them before the train and runtime groups: the training and runtime
-    settings in ``arch`` under their flat names, ``compile`` in ``run``."""
+    """Hyperparameters as checkpoints held them before the train, runtime, ema and eval groups: the training and
+    runtime settings in ``arch`` under their flat names, EMA, evaluation and compilation in ``run``."""
     from loopformer.config_groups import MOVED_FROM_ARCH, MOVED_FROM_RUN
 
     def at(dotted: str):
@@ -38,7 +38,7 @@ def _as_before_train_and_runtime(hp: dict) -> dict:
 
     arch = {**hp["arch"], **{old: at(new) for old, new in MOVED_FROM_ARCH.items()}}
     arch["dis_enabled"] = hp["train"]["algorithm"] == "dis"
-    run = {**hp["run"], **{old: at(new) for old, new in MOVED_FROM_RUN.items()}}
+    run = {old: at(new) for old, new in MOVED_FROM_RUN.items()}
     return {"arch": arch, "optim": hp["optim"], "run": run, "init_from": None, "freeze": None}
 
 
@@ -70,6 +70,7 @@ def test_a_checkpoint_with_older_hyperparameters_still_loads(sudoku4_dir, tmp_pa
     module = LoopformerModule.load_from_checkpoint(old, weights_only=True)
     assert module.arch.hidden_size == 32 and module.train_config.act.halt_max_steps == 3
     assert module.runtime.forward_dtype == "float32" and module.train_config.algorithm == "act"
+    assert module.ema_config.enabled is False and module.eval_options.arc_pass_k == [1, 2, 5, 10, 100, 1000]
     assert module.optim.lr == pytest.approx(0.002)
     assert module.net is not None and module.net.config.seq_len == 16
 

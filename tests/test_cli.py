@@ -374,7 +374,7 @@ def test_trainer_configs_compose_with_the_recipe(trainer_config, capsys):
                 assert str(printed["trainer"][key]["init_args"][arg]) == str(arg_value), (key, arg)
         else:
             assert printed["trainer"][key] == value, key
-    assert printed["model"]["run"]["ema"] is True and printed["data"]["global_batch_size"] == 768
+    assert printed["model"]["ema"]["enabled"] is True and printed["data"]["global_batch_size"] == 768
 
 
 def test_the_recipes_keep_the_best_and_the_last_checkpoint(sudoku4_dir, tmp_path):

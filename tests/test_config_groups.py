@@ -1,5 +1,5 @@
-"""Settings that moved out of ``model.arch`` (into ``model.train`` and ``model.runtime``) and out of ``model.run``
-keep working for one release: as flags, in config files, in architecture files, with a one-line notice."""
+"""Settings that moved out of ``model.arch`` (into ``model.train`` and ``model.runtime``) and out of ``model.run`` (into
+``model.ema``, ``model.eval`` and ``model.runtime``) keep working for one release: as flags, in config files, in architecture files, with a one-line notice."""
 
 import pytest
 import yaml
@@ -15,9 +15,9 @@ def test_old_flags_are_renamed_in_both_spellings():
     new, old = migrate_flags(args)
     assert new == ["fit", "--model.train.act.halt_max_steps=8", "--model.runtime.forward_dtype=float32",
                    "--model.arch.hidden_size=32", "--model.train.algorithm=dis", "--model.runtime.compile=true",
-                   "--model.run.ema=true", "--model.train.algorithm=act"]  # fmt: skip
+                   "--model.ema.enabled=true", "--model.train.algorithm=act"]  # fmt: skip
     assert old == ["--model.arch.halt_max_steps", "--model.arch.forward_dtype", "--model.arch.dis_enabled",
-                   "--model.run.compile", "--model.arch.dis_enabled"]  # fmt: skip
+                   "--model.run.compile", "--model.run.ema", "--model.arch.dis_enabled"]  # fmt: skip
 
 
 def test_a_flat_section_splits_into_groups_and_unknown_keys_stay_in_arch():
@@ -33,11 +33,11 @@ def test_a_flat_section_splits_into_groups_and_unknown_keys_stay_in_arch():
 
 def test_a_model_section_keeps_a_setting_given_in_its_current_place():
     model = {"arch": {"halt_max_steps": 4, "hidden_size": 32}, "train": {"act": {"halt_max_steps": 9}},
-             "run": {"compile": True, "ema": True}}  # fmt: skip
+             "run": {"compile": True, "ema": True}, "ema": {"rate": 0.9}}  # fmt: skip
     migrated, old = migrate_model(model)
     assert migrated == {"arch": {"hidden_size": 32}, "train": {"act": {"halt_max_steps": 9}},
-                        "run": {"ema": True}, "runtime": {"compile": True}}  # fmt: skip
-    assert old == ["model.arch.halt_max_steps", "model.run.compile"]
+                        "ema": {"rate": 0.9, "enabled": True}, "runtime": {"compile": True}}  # fmt: skip
+    assert old == ["model.arch.halt_max_steps", "model.run.compile", "model.run.ema"]
     assert migrate_model(migrated) == (migrated, [])
 
 
@@ -53,7 +53,7 @@ def test_old_flags_reach_their_new_places_with_one_notice(capsys):
     model, err = _print_config(capsys, "--model.arch.halt_max_steps=5", "--model.arch.dis_enabled=true",
                                "--model.arch.no_grad_cycles=0", "--model.run.compile_mode", "reduce-overhead")  # fmt: skip
     assert model["train"]["act"]["halt_max_steps"] == 5 and model["train"]["algorithm"] == "dis"
-    assert model["runtime"]["compile_mode"] == "reduce-overhead" and "compile_mode" not in model["run"]
+    assert model["runtime"]["compile_mode"] == "reduce-overhead" and "run" not in model
     notices = [line for line in err.splitlines() if "notice" in line]
     assert len(notices) == 1
     assert "--model.arch.halt_max_steps -> --model.train.act.halt_max_steps" in notices[0]

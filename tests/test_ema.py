@@ -27,7 +27,7 @@ def test_update_is_the_exponential_average_and_swaps_are_exact():
     assert torch.equal(net[0].weight, ema.shadow["0.weight"])
     ema.swap_out()
     assert torch.equal(net[0].weight, raw)
-    with pytest.raises(ValueError, match="ema_rate"):
+    with pytest.raises(ValueError, match="model.ema.rate"):
         WeightEMA(net, rate=1.0)
 
 
@@ -57,8 +57,8 @@ def test_validation_and_checkpoints_use_the_average(sudoku4_dir, tmp_path):
             "--model.arch.hidden_size=32",
             "--model.arch.puzzle_emb_ndim=32",
             "--model.train.act.halt_max_steps=2",
-            "--model.run.ema=true",
-            "--model.run.ema_rate=0.9",
+            "--model.ema.enabled=true",
+            "--model.ema.rate=0.9",
             "--trainer.max_steps=4",
             "--trainer.val_check_interval=4",
             "--trainer.enable_progress_bar=false",

@@ -57,7 +57,7 @@ def _fit(
         "--trainer.enable_progress_bar=false",
         "--trainer.logger=false",
         f"--trainer.enable_checkpointing={bool(stop_at)}",
-        f"--model.run.ema={ema}",
+        f"--model.ema.enabled={ema}",
         f"--trainer.default_root_dir={root}",
     ]
     args += list(extra)

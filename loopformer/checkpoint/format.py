@@ -16,9 +16,9 @@ raw_state_dict    with EMA: the raw weights (``state_dict`` then holds the avera
 imported_from     ``"<source>:<file>"`` for a checkpoint written by ``loopformer import-checkpoint``
 ================  ==========================================================================================
 
-``hyper_parameters`` holds the module's arguments as plain dicts: ``{arch, train, runtime, optim, run}``.
+``hyper_parameters`` holds the module's arguments as plain dicts: ``{arch, train, runtime, optim, ema, eval}``.
 Checkpoints written before those groups existed hold the same fields flat, or the training and runtime settings in
-``arch``; ``read_hyperparameters`` moves them into their groups (``migrate_hyperparameters``,
+``arch`` and EMA, evaluation and compilation in ``run``; ``read_hyperparameters`` moves them into their groups (``migrate_hyperparameters``,
 ``config_groups.migrate_model``).
 """
 
@@ -37,17 +37,24 @@ from lightning.pytorch.utilities import rank_zero_info
 from loopformer.checkpoint.fitting import refit_puzzle_table
 from loopformer.config_groups import DIS_SWITCH, MOVED_FROM_ARCH, MOVED_FROM_RUN, migrate_model, to_plain
 from loopformer.errors import ConfigError
+from loopformer.evaluation.options import EvalOptions
 from loopformer.files import load_torch
 from loopformer.model.act import PUZZLE_TABLE_KEY
 from loopformer.model.config import ArchConfig, RuntimeConfig
-from loopformer.run_options import RunOptions
-from loopformer.training.config import TrainConfig
+from loopformer.training.config import EMAConfig, TrainConfig
 from loopformer.training.optimization import OptimConfig
 
 EXTRA_KEY = "loopformer"
 NET_PREFIX = "net."  # the LightningModule holds the LoopTransformer as ``net``
 RAW_KEY, AVERAGED_KEY = "raw_state_dict", "averaged_state_dict"  # the latter only in memory, while resuming
-GROUPS = {"arch": ArchConfig, "train": TrainConfig, "runtime": RuntimeConfig, "optim": OptimConfig, "run": RunOptions}
+GROUPS = {
+    "arch": ArchConfig,
+    "train": TrainConfig,
+    "runtime": RuntimeConfig,
+    "optim": OptimConfig,
+    "ema": EMAConfig,
+    "eval": EvalOptions,
+}
 
 
 def extras(checkpoint: dict) -> dict[str, Any]:
@@ -221,7 +228,7 @@ def read_hyperparameters(path: str | Path) -> dict[str, Any]:
     hparams, moved = migrate_model(hparams)
     if migrated or moved:
         rank_zero_info(
-            f"{path}: hyperparameters from before the arch/train/runtime/optim/run groups, read into those groups."
+            f"{path}: hyperparameters from before the arch/train/runtime/optim/ema/eval groups, read into those groups."
         )
     return hparams
 

@@ -48,7 +48,7 @@ TOOLS_EPILOG = (
 _NO_EARLY_EXIT = ("--print_config", "--help", "-h")
 
 
-# Config fields are documented by the docstring under each one (ArchConfig, OptimConfig, RunOptions): --help shows it.
+# Config fields are documented by the docstring under each one (ArchConfig, TrainConfig, RuntimeConfig, OptimConfig, EMAConfig, EvalOptions): --help shows it.
 jsonargparse.set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 # Where runs go is decided in one place, trainer.default_root_dir (default runs/): the default logger saves there,

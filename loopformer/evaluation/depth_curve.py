@@ -1,7 +1,7 @@
 """Test-time depth curves: a checkpoint evaluated at several ACT depths (``halt_max_steps``), with and without
 halting on the Q head (``act_inference``), from one run of the deepest depth per batch.
 
-``loopformer validate --ckpt_path C --model.run.depth_curve=[1,2,4,8,16,32]`` prints the table and writes
+``loopformer validate --ckpt_path C --model.eval.depth_curve=[1,2,4,8,16,32]`` prints the table and writes
 ``depth_curve.csv`` and ``depth_curve.png`` to the run directory (and a table to W&B). Without halting, depth d's
 outputs are those of ACT step d; with halting, each row stops at its first Q-halt step or at d, whichever comes
 first, exactly as a run with ``halt_max_steps: d`` would.

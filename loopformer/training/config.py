@@ -120,6 +120,21 @@ class TrainConfig:
         )
 
 
+@dataclass
+class EMAConfig:
+    """An exponential moving average of the weights (``--model.ema.*``), with which validation runs and checkpoints
+    are written (``ema.EMA``); resuming continues from the raw weights."""
+
+    enabled: bool = False
+    """Keep the average; validate and checkpoint with it."""
+    rate: float = 0.999
+    """Decay per optimizer step."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.rate < 1.0:
+            raise ConfigError(f"model.ema.rate must lie in (0, 1), got {self.rate}.")
+
+
 def network_config(
     arch: ArchConfig, train: TrainConfig, runtime: RuntimeConfig, dims: dict[str, int]
 ) -> LoopTransformerConfig:

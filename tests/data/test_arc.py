@@ -238,7 +238,7 @@ def test_validation_scores_each_arc_set_and_writes_their_submissions(tmp_path):
             "--model.arch.puzzle_emb_ndim=32",
             "--model.train.act.halt_max_steps=1",
             "--model.runtime.forward_dtype=float32",
-            "--model.run.arc_pass_k=[1, 3]",
+            "--model.eval.arc_pass_k=[1, 3]",
             "--trainer.accelerator=cpu",
             "--trainer.logger=false",
             "--trainer.enable_progress_bar=false",
@@ -261,8 +261,8 @@ def test_validation_scores_each_arc_set_and_writes_their_submissions(tmp_path):
 
 def test_arc_pass_k_must_list_positive_ks():
     from loopformer.errors import ConfigError
-    from loopformer.run_options import RunOptions
+    from loopformer.evaluation.options import EvalOptions
 
-    with pytest.raises(ConfigError, match=r"model.run.arc_pass_k must list k >= 1"):
-        RunOptions(arc_pass_k=[0, 2])
-    assert RunOptions().arc_pass_k == [1, 2, 5, 10, 100, 1000]
+    with pytest.raises(ConfigError, match=r"model.eval.arc_pass_k must list k >= 1"):
+        EvalOptions(arc_pass_k=[0, 2])
+    assert EvalOptions().arc_pass_k == [1, 2, 5, 10, 100, 1000]

@@ -30,7 +30,7 @@ def test_each_depth_equals_an_evaluation_at_that_depth(sudoku4_dir, tmp_path, ca
     fit.trainer.save_checkpoint(ckpt)
 
     with caplog.at_level("INFO"):
-        _validate(sudoku4_dir, ckpt, tmp_path / "curve", "--model.run.depth_curve=[1,2,4]")
+        _validate(sudoku4_dir, ckpt, tmp_path / "curve", "--model.eval.depth_curve=[1,2,4]")
     rows = list(csv.DictReader(open(tmp_path / "curve" / "depth_curve.csv")))
     assert [(r["depth"], r["act_inference"]) for r in rows] == [
         (d, a) for d in ("1", "2", "4") for a in ("False", "True")
@@ -53,9 +53,9 @@ def test_bad_depths_are_a_config_error(sudoku4_dir, tmp_path, capsys):
     from loopformer.cli import main
 
     with pytest.raises(SystemExit) as e:
-        main([*tiny_fit_args(sudoku4_dir, tmp_path), "--model.run.depth_curve=[0,2]"])
+        main([*tiny_fit_args(sudoku4_dir, tmp_path), "--model.eval.depth_curve=[0,2]"])
     assert e.value.code == 2
-    assert "model.run.depth_curve must list ACT depths >= 1" in capsys.readouterr().err
+    assert "model.eval.depth_curve must list ACT depths >= 1" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -63,7 +63,7 @@ def test_the_quickstart_thinks_better_with_more_steps(tmp_path):
     fit = LoopformerCLI(args=quickstart_fit_args(tmp_path, "--trainer.max_steps=1000", "--trainer.logger=false"))
     ckpt = tmp_path / "quickstart.ckpt"
     fit.trainer.save_checkpoint(ckpt)
-    _validate(tmp_path / "data", ckpt, tmp_path / "curve", "--model.run.depth_curve=[1,2,4,8]")
+    _validate(tmp_path / "data", ckpt, tmp_path / "curve", "--model.eval.depth_curve=[1,2,4,8]")
     rows = {(int(r["depth"]), r["act_inference"]): r for r in csv.DictReader(open(tmp_path / "curve/depth_curve.csv"))}
     assert len(rows) == 8
     assert float(rows[(1, "False")]["accuracy"]) < float(rows[(8, "False")]["accuracy"])

@@ -1,4 +1,4 @@
-"""Run options: weight averaging and what evaluation reports. ``--model.run.<field>`` on the command line."""
+"""What evaluation reports besides its metrics: ``--model.eval.<field>`` on the command line."""
 
 from __future__ import annotations
 
@@ -9,11 +9,7 @@ from loopformer.errors import ConfigError
 
 
 @dataclass
-class RunOptions:
-    ema: bool = False
-    """Keep an exponential moving average of the weights; validate and checkpoint with it."""
-    ema_rate: float = 0.999
-    """EMA decay per optimizer step."""
+class EvalOptions:
     num_pictures: int = 4
     """Predictions drawn next to their labels at each validation (0: none)."""
     arc_pass_k: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 100, 1000])
@@ -23,16 +19,14 @@ class RunOptions:
     depth_curve.csv and depth_curve.png to the run directory (e.g. [1, 2, 4, 8, 16, 32])."""
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.ema_rate < 1.0:
-            raise ConfigError(f"model.run.ema_rate must lie in (0, 1), got {self.ema_rate}.")
         if self.depth_curve is not None and (
             not self.depth_curve
             or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in self.depth_curve)
         ):
             raise ConfigError(
-                f"model.run.depth_curve must list ACT depths >= 1, e.g. [1, 2, 4, 8]; got {self.depth_curve}."
+                f"model.eval.depth_curve must list ACT depths >= 1, e.g. [1, 2, 4, 8]; got {self.depth_curve}."
             )
         if not self.arc_pass_k or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.arc_pass_k):
-            raise ConfigError(f"model.run.arc_pass_k must list k >= 1, e.g. [1, 2, 5]; got {self.arc_pass_k}.")
+            raise ConfigError(f"model.eval.arc_pass_k must list k >= 1, e.g. [1, 2, 5]; got {self.arc_pass_k}.")
         if self.num_pictures < 0:
-            raise ConfigError(f"model.run.num_pictures must be >= 0, got {self.num_pictures}.")
+            raise ConfigError(f"model.eval.num_pictures must be >= 0, got {self.num_pictures}.")
