@@ -3,10 +3,11 @@ Kaggle ARC Prize ``submission.json`` from the same votes.
 
 For each test input of each original puzzle, every augmented version's prediction is decoded from the canvas,
 mapped back through the inverse augmentation, and counted as a vote for that grid; candidates rank by vote
-count, ties broken by the mean halting confidence (sigmoid of q_halt). A test input is solved at k when its
-true output is among the top k candidates; a task scores the fraction of its test inputs solved, and pass@k
-is the mean task score. The submission's two attempts for a test input are its top two candidates (the first
-repeated when there is only one; ``[[0]]`` when nothing was predicted for it).
+count, ties broken by the mean halting confidence (sigmoid of q_halt, computed as TRM's evaluator computes it: torch,
+float64, summed in row order, so that equal inputs rank identically). A test input is solved at k when its true
+output is among the top k candidates; a task scores the fraction of its test inputs solved, and pass@k is the mean
+task score. The submission's two attempts for a test input are its top two candidates that are grids (a prediction
+that decodes to no cell is none; the first repeated when there is only one; ``[[0]]`` when there is none).
 
 Several ARC builds in ``data.data_paths`` are several test sets: each keeps its identifiers (offset in the
 merged identifiers as the loader merges them) and is scored and submitted on its own.
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+import torch
 
 from loopformer.data.builders.arc import ARCSet, decode_grid, grid_hash, inverse_augmentation
 
@@ -39,7 +41,10 @@ Ranked = dict[tuple[str, str], list[Candidate]]  # (task, test input hash) -> ca
 
 def rank_candidates(predictions: Iterable[Prediction], identifiers: list[str], test_puzzles: dict) -> Ranked:
     tally: dict[tuple[str, str], dict[str, Candidate]] = {}
-    for pid, inputs, preds, q_halt in predictions:
+    predictions = list(predictions)
+    q_halt = torch.tensor([p[3] for p in predictions], dtype=torch.float64)
+    confidences = torch.sigmoid(q_halt).tolist()  # TRM: q_halt_logits.to(torch.float64).sigmoid()
+    for (pid, inputs, preds, _), confidence in zip(predictions, confidences, strict=True):
         name, to_original = inverse_augmentation(identifiers[int(pid)])
         if name not in test_puzzles:
             continue
@@ -47,7 +52,7 @@ def rank_candidates(predictions: Iterable[Prediction], identifiers: list[str], t
         key = (name, grid_hash(to_original(decode_grid(inputs))))
         candidate = tally.setdefault(key, {}).setdefault(grid_hash(grid), Candidate(grid, 0, 0.0))
         candidate.votes += 1
-        candidate.confidence += 1.0 / (1.0 + np.exp(-float(q_halt)))
+        candidate.confidence += confidence
     return {
         key: sorted(cands.values(), key=lambda c: (c.votes, c.confidence / c.votes), reverse=True)
         for key, cands in tally.items()
@@ -90,7 +95,7 @@ def submission(ranked: Ranked, test_puzzles: dict) -> dict[str, list[dict[str, l
     for name, puzzle in test_puzzles.items():
         attempts = []
         for inp, _ in _test_pairs(puzzle):
-            grids = [c.grid.tolist() for c in ranked.get((name, inp), [])[:2]] or [EMPTY_ATTEMPT]
+            grids = [c.grid.tolist() for c in ranked.get((name, inp), []) if c.grid.size][:2] or [EMPTY_ATTEMPT]
             attempts.append({"attempt_1": grids[0], "attempt_2": grids[1] if len(grids) > 1 else grids[0]})
         out[name] = attempts
     return out

@@ -266,3 +266,48 @@ def test_arc_pass_k_must_list_positive_ks():
     with pytest.raises(ConfigError, match=r"model.eval.arc_pass_k must list k >= 1"):
         EvalOptions(arc_pass_k=[0, 2])
     assert EvalOptions().arc_pass_k == [1, 2, 5, 10, 100, 1000]
+
+
+def _one_task_votes(grids_and_q: list[tuple[list[list[int]], float]]):
+    """Predictions for one task's one test input ([[1]] -> [[2]]): each (predicted grid, q_halt logit)."""
+    from loopformer.evaluation.arc import rank_candidates
+
+    inp = np.array([[1]], dtype=np.uint8)
+    rows = []
+    for grid, q in grids_and_q:
+        inputs, _ = encode_pair(inp, inp, None)
+        pred = (
+            np.full(900, 0, dtype=np.uint8) if not grid else encode_pair(inp, np.array(grid, dtype=np.uint8), None)[1]
+        )
+        rows.append((0, inputs, pred, q))
+    test_puzzles = {"task": {"train": [], "test": [{"input": [[1]], "output": [[2]]}]}}
+    return rank_candidates(rows, ["task"], test_puzzles), test_puzzles
+
+
+def test_halting_confidence_is_trms_torch_float64_sigmoid_bit_for_bit():
+    """TRM's evaluator takes q_halt_logits.to(torch.float64).sigmoid(); numpy's 1 / (1 + exp(-q)) differs from it
+    by an ulp for about one value in ten, which decides exact ties in votes differently."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    q = rng.normal(0, 3, 4000).astype(np.float32).astype(np.float64)
+    torch_sig = torch.sigmoid(torch.tensor(q, dtype=torch.float64)).numpy()
+    differ = q[torch_sig != 1 / (1 + np.exp(-q))][:25]
+    assert differ.size == 25  # these values tell the two computations apart
+    ranked, _ = _one_task_votes([([[2]], float(v)) for v in differ])
+    (candidate,) = ranked[("task", grid_hash(np.array([[1]], dtype=np.uint8)))]
+    expected = 0.0
+    for value in torch.sigmoid(torch.tensor(differ, dtype=torch.float64)).tolist():  # summed in row order, as TRM
+        expected += value
+    assert candidate.votes == 25 and candidate.confidence == expected
+
+
+def test_an_empty_prediction_is_never_a_submitted_grid():
+    from loopformer.evaluation.arc import submission
+
+    # the empty prediction has the most votes, yet both attempts are grids
+    ranked, puzzles = _one_task_votes([([], 5.0), ([], 5.0), ([[2]], 0.0), ([[3]], -1.0)])
+    assert [c.grid.size for c in next(iter(ranked.values()))] == [0, 1, 1]
+    assert submission(ranked, puzzles) == {"task": [{"attempt_1": [[2]], "attempt_2": [[3]]}]}
+    ranked, puzzles = _one_task_votes([([], 5.0)])
+    assert submission(ranked, puzzles) == {"task": [{"attempt_1": [[0]], "attempt_2": [[0]]}]}
