@@ -121,10 +121,13 @@ class LoopformerCLI(LightningCLI):
         args = list(sys.argv[1:] if args is None else args)
         check_config_files(args)
         args = migrate_old_settings(args)
-        args = expand_list_item_overrides(parser, args)
-        self._cli_args = list(args)
-        # Parsed here: LightningCLI's own path warns whenever a list of args comes with a non-empty sys.argv.
-        self.config = parser.parse_args(args)
+        try:
+            args = expand_list_item_overrides(parser, args)
+            self._cli_args = list(args)
+            # Parsed here: LightningCLI's own path warns whenever a list of args comes with a non-empty sys.argv.
+            self.config = parser.parse_args(args)
+        except jsonargparse.ArgumentError as e:
+            raise ConfigError(parse_error_paragraph(str(e), parser, args)) from None
         check_generation_was_asked(self.config, self._cli_args)
 
     def before_instantiate_classes(self) -> None:
@@ -132,6 +135,7 @@ class LoopformerCLI(LightningCLI):
         "." is Lightning's default for it)."""
         section = self.config[self.subcommand] if self.subcommand else self.config
         trainer = section.trainer
+        check_devices(trainer.get("accelerator"), trainer.get("devices"), trainer.get("num_nodes"))
         logger = trainer.get("logger")
         if getattr(logger, "class_path", None) == DEFAULT_LOGGER["class_path"]:
             if logger.init_args.get("save_dir") in (None, "", "."):
@@ -147,7 +151,9 @@ class LoopformerCLI(LightningCLI):
         if "description" not in kwargs:  # the top-level parser (subcommands come with their own description)
             kwargs["description"] = "Train, evaluate and sweep looped transformers (HRM/TRM family) on puzzles."
             kwargs["epilog"] = TOOLS_EPILOG
-        return super().init_parser(**kwargs)
+        parser = super().init_parser(**kwargs)
+        parser.exit_on_error = False  # errors raise: parse_arguments turns them into one paragraph (no usage dump)
+        return parser
 
     def _parse_ckpt_path(self) -> None:
         """Checkpoint hyperparameters replace the config files' model (those of checkpoints from before the
@@ -169,6 +175,123 @@ class LoopformerCLI(LightningCLI):
         flags = model_flags(self._cli_args)
         if flags:
             self.config = self.parser.parse_object({subcommand: {"model": flags}}, self.config)
+
+
+def _option_keys(parser: Any, args: list[str]) -> list[str]:
+    """The dotted keys the (sub)command accepts, for suggestions."""
+    subcommand = next((a for a in args if not a.startswith("-")), None)
+    subcommands = getattr(parser, "_subcommands_action", None)
+    target = subcommands._name_parser_map.get(subcommand, parser) if subcommands is not None else parser
+    keys = []
+    for action in target._actions:
+        for option in action.option_strings:
+            if option.startswith("--"):
+                keys.append(option[2:])
+    return keys
+
+
+def parse_error_paragraph(message: str, parser: Any, args: list[str]) -> str:
+    """jsonargparse's error (which it would print after the whole usage) as one paragraph: what was wrong, and for
+    an unknown key the nearest valid ones."""
+    import difflib
+    import re
+
+    text = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    text = re.sub(r"\s+", " ", text)
+    outer = re.match(r'Parser key "([\w.]+)":', text)
+    keyed = re.findall(r'Parser key "([\w.]+)": Expected a (.+?)\. Got value: (\S+)', text)
+    bare = re.search(r"Expected a (.+?)\. Got value: (\S+)", text)
+    if outer and (keyed or bare):  # a wrong type, perhaps deep inside a list or a union: say the innermost part
+        key, expected, got = keyed[-1] if keyed else (outer.group(1), *bare.groups())
+        where = f"{outer.group(1)}: " if key != outer.group(1) else ""
+        text = f"{where}{key} expected {_type_name(expected)}, got {got}"
+    unknown = re.findall(r"--([\w.]+)", text) if "nrecognized" in text else re.findall(r'key "([\w.]+)"', text)
+    unknown += re.findall(r"accept option '([\w.]+)'", text)  # a key in a config or architecture file
+    keys = _option_keys(parser, args)
+    hints = []
+    for key in dict.fromkeys(unknown):
+        if key in keys:
+            continue
+        near = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+        if near:
+            hints.append(f"{key}: did you mean {' or '.join(near)}?")
+    suffix = (". " + " ".join(hints)) if hints else "."
+    return f"{text.rstrip('.')}{suffix} `loopformer <command> --help` lists every option."
+
+
+def _type_name(expected: str) -> str:
+    """jsonargparse's type text, as a user reads it: ``<class 'int'>`` -> an integer, ``Literal['a', 'b']`` -> one
+    of a, b."""
+    import re
+
+    choices = re.search(r"Literal\[(.*)\]", expected)
+    if choices:
+        return "one of " + ", ".join(c.strip(" '\"") for c in choices.group(1).split(","))
+    simple = re.fullmatch(r"<class '(\w+)'>", expected)
+    names = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+    return names.get(simple.group(1), simple.group(1)) if simple else expected
+
+
+CLUSTER_VARIABLES = (
+    "MASTER_ADDR",
+    "SLURM_JOB_ID",
+    "NODE_RANK",
+    "TORCHELASTIC_RUN_ID",
+    "LSB_JOBID",
+    "OMPI_COMM_WORLD_SIZE",
+)
+
+
+def check_devices(accelerator: Any, devices: Any, num_nodes: Any) -> None:
+    """Devices or nodes this machine does not have are one line now, before any process is started (Lightning
+    would start them, or wait for nodes that never come, and end in a traceback)."""
+    import torch
+
+    nodes = 1 if num_nodes is None else int(num_nodes)
+    if nodes < 1:
+        raise ConfigError(f"--trainer.num_nodes={num_nodes}: expected an integer >= 1.")
+    if nodes > 1 and not any(v in os.environ for v in CLUSTER_VARIABLES):
+        raise ConfigError(
+            f"--trainer.num_nodes={num_nodes}: this process was not started by a multi-node launcher (none of "
+            f"{', '.join(CLUSTER_VARIABLES)} is set), so the other nodes would never join; start one process per "
+            "node with torchrun or SLURM (configs/trainer/gpu-2x4.yaml says how), or use num_nodes: 1."
+        )
+    accelerator = str(getattr(accelerator, "class_path", accelerator) or "auto").lower()
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        available, what = torch.cuda.device_count(), "CUDA GPU"
+        if available == 0:
+            raise ConfigError(
+                f"--trainer.accelerator={accelerator}: no CUDA GPU is visible on this machine "
+                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use --trainer.accelerator=cpu."
+            )
+    elif accelerator == "cpu" or accelerator == "auto":
+        available, what = (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+            "CPU core",
+        )
+    else:
+        return  # tpu, mps, a custom accelerator: Lightning checks them
+    if isinstance(devices, (list, tuple)):
+        wanted = len(devices)
+        too_high = [d for d in devices if isinstance(d, int) and d >= available]
+        if too_high:
+            raise ConfigError(
+                f"--trainer.devices={list(devices)}: this machine has {available} {what}(s), numbered 0 to "
+                f"{available - 1}; {too_high[0]} is not one of them."
+            )
+    elif isinstance(devices, int) or (isinstance(devices, str) and devices.strip().lstrip("-").isdigit()):
+        wanted = int(devices)
+        if wanted == 0 or wanted < -1:
+            raise ConfigError(
+                f"--trainer.devices={devices}: expected a count >= 1, -1 (all), a list of indices or auto."
+            )
+    else:
+        return  # auto
+    if wanted > available:
+        raise ConfigError(
+            f"--trainer.devices={devices}: this machine has {available} {what}(s); ask for at most {available} "
+            "(each device is one process)."
+        )
 
 
 # ckpt_path values that Lightning resolves itself rather than reading as a file

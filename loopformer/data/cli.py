@@ -32,6 +32,12 @@ def main(argv: list[str]) -> int:
     show.add_argument("--seed", type=int, default=0, help="seed of the draw")
 
     args = p.parse_args(argv)
+    if args.command == "show" and args.count < 1:
+        print(
+            f"loopformer data show: error: --count {args.count}: expected an integer >= 1 (examples to show).",
+            file=sys.stderr,
+        )
+        return 2
     try:
         if args.command == "build":
             _print_summary(*args.build(args))

@@ -1,0 +1,75 @@
+"""Bad values on the command line: every one stops before any process is started or any batch is drawn, with one
+line naming the key and what was expected (and for an unknown key the nearest valid ones), exit 2. Table-driven:
+integer options at 0, negative and of the wrong type, devices the machine does not have, missing paths."""
+
+import os
+
+import pytest
+import torch
+
+from loopformer.cli import main
+from loopformer.cli.command import CLUSTER_VARIABLES
+from loopformer.data.cli import main as data_main
+from tests.helpers import tiny_fit_args
+
+CASES = {
+    # flag(s): a phrase the one line must hold
+    "--trainer.devices=64": "--trainer.devices=64: this machine has",
+    "--trainer.devices=0": "--trainer.devices=0: expected a count >= 1",
+    "--trainer.devices=-3": "--trainer.devices=-3: expected a count >= 1",
+    "--trainer.num_nodes=2": "--trainer.num_nodes=2: this process was not started by a multi-node launcher",
+    "--trainer.num_nodes=0": "--trainer.num_nodes=0: expected an integer >= 1",
+    "--trainer.max_steps=abc": "trainer.max_steps expected",
+    "--data.global_batch_size=0": "data.global_batch_size=0: expected an integer >= 1",
+    "--data.global_batch_size=-1": "data.global_batch_size=-1: expected an integer >= 1",
+    "--data.global_batch_size=abc": "data.global_batch_size expected an integer, got abc",
+    "--data.eval_batch_size=0": "data.eval_batch_size=0: expected an integer >= 1",
+    "--data.epochs_per_iter=0": "data.epochs_per_iter=0: expected an integer >= 1",
+    "--data.num_workers=-1": "data.num_workers=-1: expected an integer >= 0",
+    "--data.prefetch=-1": "data.prefetch must be >= 0",
+    "--data.data_paths=/nonexistent/dataset": "/nonexistent/dataset",
+    "--ckpt_path=/nonexistent/last.ckpt": "--ckpt_path /nonexistent/last.ckpt does not exist",
+    "--model.arch.hidden_size=0": "model.arch.hidden_size must be a positive integer",
+    "--model.arch.outer_cycles=-2": "model.arch.outer_cycles must be a positive integer",
+    "--model.arch.stages.0.repeat=abc": "repeat expected an integer, got abc",
+    "--model.arch.stages.0.repeat=-1": "model.arch.stages.0: repeat must be an integer >= 0",
+    "--model.arch.stages.7.repeat=1": "index 7 is out of range: model.arch.stages has 3 item(s)",
+    "--model.arch.hiden_size=3": "model.arch.hiden_size: did you mean model.arch.hidden_size",
+    "--trainer.no_such_opt=3": "trainer.no_such_opt: did you mean",
+    "--model.train.algorithm=dls": "model.train.algorithm expected one of act, dis, got dls",
+    "--model.train.act.halt_max_steps=0": "model.train.act.halt_max_steps must be >= 1",
+    "--model.eval.depth_curve=[0,abc]": "model.eval.depth_curve expected an integer, got abc",
+    "--model.eval.num_pictures=-1": "model.eval.num_pictures must be >= 0",
+    "--model.ema.rate=1.5": "model.ema.rate must lie in (0, 1)",
+}
+
+
+@pytest.mark.parametrize("flag", list(CASES))
+def test_a_bad_value_is_one_line_and_exit_2(flag, sudoku4_dir, tmp_path, capsys, monkeypatch):
+    if flag.startswith("--trainer.devices=64") and (os.cpu_count() or 1) >= 64:
+        pytest.skip("this machine has 64 cores")
+    for name in CLUSTER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    args = tiny_fit_args(sudoku4_dir, tmp_path, "--trainer.max_steps=1", flag)
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert done.value.code == 2
+    assert len(err) == 1 and err[0].startswith("loopformer: error: "), err
+    assert CASES[flag] in err[0], err[0]
+    assert not (tmp_path / "loopformer").exists()  # nothing was started
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU")
+def test_a_gpu_run_on_a_machine_without_one_is_one_line(sudoku4_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(tiny_fit_args(sudoku4_dir, tmp_path, "--trainer.accelerator=gpu"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert done.value.code == 2 and len(err) == 1 and "no CUDA GPU is visible on this machine" in err[0]
+
+
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_data_show_with_no_examples_to_show_is_one_line(sudoku4_dir, capsys, count):
+    assert data_main(["show", str(sudoku4_dir), "--count", count]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"loopformer data show: error: --count {count}: expected an integer >= 1 (examples to show)."]
