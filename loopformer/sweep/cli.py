@@ -27,30 +27,51 @@ def run_online(path: str, count: Optional[int], project: str, entity: Optional[s
     return subprocess.call(command)
 
 
-def run_offline(sweep_file: str, out: Path, count: int, label: str = "") -> int:
+def run_offline(sweep_file: str, out: Path, count: int, label: str = "", overrides: Optional[list[str]] = None) -> int:
     from loopformer.sweep.runner import OfflineSweep
 
-    sweep = OfflineSweep(sweep_file, out, label=label)
+    sweep = OfflineSweep(sweep_file, out, label=label, overrides=overrides)
+    if not label:  # a runner started by --gpus: its parent checked
+        problem = sweep.check_command()
+        if problem:
+            print(
+                f"loopformer sweep: error: {sweep_file}: its trials would not start: {problem} (checked with the "
+                "command of a proposed run and the overrides given here; nothing was run).",
+                file=sys.stderr,
+            )
+            return 2
     sweep.run(count)
+    written = [p for p in sweep.written if p.exists()]
+    files = ", ".join(str(p) for p in written)
     if sweep.stop_signal is not None:
-        print(
-            f"sweep runner stopped by {signal.Signals(sweep.stop_signal).name}; results so far: {out / 'results.csv'}"
-        )
+        print(f"sweep runner stopped by {signal.Signals(sweep.stop_signal).name}; results so far: {files or 'none'}")
         return 128 + sweep.stop_signal
-    print(f"results: {out / 'results.csv'}, picture: {out / 'parallel_coordinates.png'}")
+    if not sweep.finished_trials():
+        logs = sorted(out.glob("*.log"))
+        where = f"; their logs: {out}/*.log" if logs else ""
+        print(f"loopformer sweep: error: no trial finished ({len(sweep.trials)} run){where}.", file=sys.stderr)
+        return 1
+    print(f"results: {files}")
     print(f"compare the schedules at equal compute: loopformer sweep report {out}")
     return 0
 
 
-def run_offline_per_gpu(sweep_file: str, out: Path, count: int, gpus: list[str]) -> int:
+def run_offline_per_gpu(
+    sweep_file: str, out: Path, count: int, gpus: list[str], overrides: Optional[list[str]] = None
+) -> int:
     """One runner per GPU (``CUDA_VISIBLE_DEVICES`` set to it), all on one sweep directory, as one W&B agent per GPU
     on one sweep. Signals are passed on to the runners; they die with this process."""
-    load_sweep(sweep_file)  # a bad file is one error here, not one per runner
+    from loopformer.sweep.runner import OfflineSweep
+
+    problem = OfflineSweep(sweep_file, out, overrides=overrides).check_command()  # once here, not once per runner
+    if problem:
+        print(f"loopformer sweep: error: {sweep_file}: its trials would not start: {problem}", file=sys.stderr)
+        return 2
     parent = os.getpid()
     procs = []
     for gpu in gpus:
         command = [sys.executable, "-m", "loopformer.cli", "sweep", sweep_file, "--offline", "--out", str(out)]
-        command += ["--count", str(count), "--label", f"gpu {gpu}"]
+        command += ["--count", str(count), "--label", f"gpu {gpu}", *(overrides or [])]
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
         procs.append(subprocess.Popen(command, env=env, preexec_fn=lambda: die_with_parent(parent)))
     received: list[int] = []
@@ -92,11 +113,21 @@ def main(argv: list[str], wandb_api=None) -> int:  # noqa: ANN001 (a wandb.Api f
         "started by hand on one --out directory)",
     )
     p.add_argument("--label", default="", help=argparse.SUPPRESS)  # set for the runners --gpus starts
+    p.epilog = (
+        "offline, any further --key=value flags are appended to every trial's command, e.g. "
+        "`loopformer sweep sweeps/quickstart_stages.yaml --offline --trainer.max_steps=60` to try a sweep quickly"
+    )
     if argv[:1] == ["report"]:
         from loopformer.sweep.report import main as report_main
 
         return report_main(argv[1:], wandb_api)
-    args = p.parse_args(argv)
+    args, rest = p.parse_known_args(argv)
+    overrides = [a for a in rest if a.startswith("--") and "=" in a]
+    if len(overrides) != len(rest):
+        stray = [a for a in rest if a not in overrides]
+        p.error(f"unrecognized arguments: {' '.join(stray)} (trial overrides are written --key=value)")
+    if overrides and not args.offline:
+        p.error("--key=value trial overrides are for --offline sweeps; online, put them in the sweep file's command")
     try:
         if not args.offline:
             if args.gpus:
@@ -107,8 +138,8 @@ def main(argv: list[str], wandb_api=None) -> int:  # noqa: ANN001 (a wandb.Api f
             gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
             if not gpus:
                 p.error(f"--gpus {args.gpus!r}: expected a comma-separated list of device numbers, e.g. 0,1,2,3")
-            return run_offline_per_gpu(args.sweep_file, out, args.count or 10, gpus)
-        return run_offline(args.sweep_file, out, args.count or 10, args.label)
+            return run_offline_per_gpu(args.sweep_file, out, args.count or 10, gpus, overrides)
+        return run_offline(args.sweep_file, out, args.count or 10, args.label, overrides)
     except SweepFileError as e:
         print(f"loopformer sweep: error: {e}", file=sys.stderr)
         return 2

@@ -39,9 +39,18 @@ REPORT_STATES = {"finished": "finished", "stopped": "stopped", "failed": "crashe
 
 
 class OfflineSweep:
-    def __init__(self, sweep_path: str | Path, out_dir: str | Path, poll_seconds: float = 1.0, label: str = "") -> None:
+    def __init__(
+        self,
+        sweep_path: str | Path,
+        out_dir: str | Path,
+        poll_seconds: float = 1.0,
+        label: str = "",
+        overrides: Optional[list[str]] = None,
+    ) -> None:
+        """``overrides``: ``--key=value`` flags appended to every trial's command (after the sampled ones)."""
         self.sweep_path = Path(sweep_path)
         self.config = load_sweep(sweep_path)
+        self.overrides = list(overrides or [])
         self.out_dir = Path(out_dir)
         self.poll_seconds = poll_seconds
         metric = {**DEFAULT_METRIC, **self.config.get("metric", {})}
@@ -57,6 +66,7 @@ class OfflineSweep:
         self.trials: list[TrialRecord] = self.state.read()
         self.stop_signal: Optional[int] = None
         self._proc: Optional[subprocess.Popen] = None
+        self.written: list[Path] = []  # the result files the last write_results wrote
 
     # -- engine views --------------------------------------------------------------------------------------------
     def _sweep_runs(self, trials: list[TrialRecord]) -> list:
@@ -100,7 +110,7 @@ class OfflineSweep:
             atexit.unregister(self._kill_trial)
             self._restore_signal_handlers(previous)
             self.trials = self.state.read()
-            self.write_results()
+            self.written = self.write_results()
             claim.release()
         return self.trials
 
@@ -161,7 +171,8 @@ class OfflineSweep:
 
         metrics_file, log_file = trial.files(self.out_dir)
         metrics_file.unlink(missing_ok=True)
-        command = agent_command(self.config, trial.config) + [metrics_file_flag(str(metrics_file.resolve()))]
+        command = agent_command(self.config, trial.config) + self.overrides
+        command.append(metrics_file_flag(str(metrics_file.resolve())))
         env = {**os.environ, DIE_WITH_PARENT_ENV: "1"}
         env.setdefault("WANDB_MODE", "offline")
         values = ", ".join(f"{k}={v['value']}" for k, v in trial.config.items())
@@ -233,6 +244,29 @@ class OfflineSweep:
         complete = [json.loads(line) for line in lines if line.endswith("}")]
         trial.history = [h for h in complete if self.metric in h]
         trial.run_config = next((h[CONFIG_KEY] for h in complete if CONFIG_KEY in h), trial.run_config)
+
+    def check_command(self, timeout_s: float = 300.0) -> Optional[str]:
+        """Before the first trial: the command of a run the engine proposes, with the overrides, parsed by the CLI
+        (``--print_config``: nothing is built or run). None when it parses (or runs another program than
+        loopformer); else the CLI's one-line error (an unknown key names the nearest valid ones)."""
+        engine = sweeps_engine()
+        proposed = engine.next_run(self.config, [])
+        if proposed is None:
+            return None
+        command = agent_command(self.config, proposed.config) + self.overrides
+        if not any(Path(str(part)).name == "loopformer" or part == "loopformer.cli" for part in command):
+            return None  # another program: nothing of ours to check its flags against
+        command.append("--print_config")
+        env = {**os.environ, "WANDB_MODE": "disabled"}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s)
+        if done.returncode == 0:
+            return None
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        error = next((line for line in reversed(lines) if "error" in line), lines[-1] if lines else "")
+        return error.replace("loopformer: error: ", "").strip() or f"exit status {done.returncode}"
+
+    def finished_trials(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.state == "finished"]
 
     # -- results ---------------------------------------------------------------------------------------------------
     def table(self) -> list[dict]:

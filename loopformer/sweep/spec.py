@@ -22,11 +22,24 @@ DEFAULT_METRIC = {"name": HEADLINE_METRIC, "goal": "maximize"}
 """The metric a sweep file without ``metric`` is ranked by."""
 
 
+class SweepEngineMissing(SweepFileError):
+    """The `sweeps` package is not installed."""
+
+
+SWEEPS_MISSING = (
+    "checking and running sweep files needs W&B's sweep engine, the `sweeps` package, which the plain install leaves "
+    "out: pip install -e '.[sweep]' (from a checkout; it pins numpy<2, so numpy 2.x is replaced by 1.26)."
+)
+
+
 def sweeps_engine():  # noqa: ANN201 (the `sweeps` module)
     """W&B's sweep engine (the `sweeps` package), imported without the pydantic-v1 warning it prints on import."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Valid config keys have changed in V2", category=UserWarning)
-        import sweeps
+        try:
+            import sweeps
+        except ImportError:
+            raise SweepEngineMissing(SWEEPS_MISSING) from None
     return sweeps
 
 
