@@ -9,7 +9,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -106,3 +106,11 @@ def write_maze_split(out_dir: Path, split: str, inputs: np.ndarray, labels: np.n
     meta = grid_task_metadata(len(CHARSET) + 1, side * side, groups, total, kind="maze", token_names=MAZE_TOKEN_NAMES)
     save_split(out_dir / split, meta, {"all": part})
     return {"mazes": groups, "examples": total}
+
+
+def progress(iterable: Any = None, **kwargs: Any) -> Any:
+    """A tqdm progress bar on a terminal; nothing in a log file or a pipe (thousands of carriage-return updates
+    there are noise: the builders print their summary line when done)."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, disable=None, **kwargs)

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from tqdm import tqdm
 
-from loopformer.data.common import DIHEDRAL_INVERSE, dihedral_transform
+from loopformer.data.common import DIHEDRAL_INVERSE, dihedral_transform, progress
 from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, PuzzleSet, save_split
 from loopformer.data.kinds import arc_token_names
 from loopformer.data.registry import DatasetCommand, register
@@ -138,7 +137,7 @@ def build_arc_dataset(
     for subset in subsets:
         puzzles = load_arc_subset(prefix, subset)
         names = list(puzzles)
-        for name in tqdm([names[i] for i in rng.permutation(len(names))], desc=f"arc {subset}"):
+        for name in progress([names[i] for i in rng.permutation(len(names))], desc=f"arc {subset}"):
             puzzle = puzzles[name]
             test_dest = "test" if subset == test_set else "train"
             if test_dest == "test":

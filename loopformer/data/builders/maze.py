@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from tqdm import tqdm
 
-from loopformer.data.common import CHARSET, fetch_csv, reading_csv, subsample, write_maze_split
+from loopformer.data.common import CHARSET, fetch_csv, progress, reading_csv, subsample, write_maze_split
 from loopformer.data.format import DatasetError
 from loopformer.data.registry import DatasetCommand, register
 
@@ -39,7 +38,7 @@ def read_maze_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
             raise DatasetError(
                 f"{path}: its first line has {len(header)} column(s); expected a header line source,question,answer,rating."
             )
-        for line_no, row in enumerate(tqdm(reader, desc=f"maze {path.name}", unit="maze"), start=2):
+        for line_no, row in enumerate(progress(reader, desc=f"maze {path.name}", unit="maze"), start=2):
             if len(row) != 4:
                 raise DatasetError(
                     f"{path}:{line_no}: expected 4 columns (source,question,answer,rating), got {len(row)}."

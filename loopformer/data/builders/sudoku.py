@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from tqdm import tqdm
 
-from loopformer.data.common import fetch_csv, reading_csv, subsample
+from loopformer.data.common import fetch_csv, progress, reading_csv, subsample
 from loopformer.data.format import DatasetError, PuzzleSet, grid_task_metadata, save_split
 from loopformer.data.kinds import sudoku_token_names
 from loopformer.data.registry import DatasetCommand, register
@@ -89,7 +88,7 @@ def build_sudoku_from_csv(
         inputs = np.empty((total, 81), dtype=np.uint8)
         labels = np.empty((total, 81), dtype=np.uint8)
         row = 0
-        for q, a in tqdm(zip(questions, answers, strict=True), total=len(questions), desc=f"sudoku {split}"):
+        for q, a in progress(zip(questions, answers, strict=True), total=len(questions), desc=f"sudoku {split}"):
             inputs[row], labels[row] = q, a
             row += 1
             for _ in range(augments):

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from loopformer.data.common import GOAL, OPEN, PATH, START, WALL, write_maze_split
+from loopformer.data.common import GOAL, OPEN, PATH, START, WALL, progress, write_maze_split
 from loopformer.data.format import DatasetError
 from loopformer.data.registry import DatasetCommand, register
 
@@ -99,7 +98,7 @@ def build_maze_dataset(
     seen: set[bytes] = set()
     mazes, labels = [], []
     check_side(side)  # before the progress bar starts
-    progress = tqdm(total=num_train + num_test, desc=f"maze {side}x{side}", unit="maze")
+    bar = progress(total=num_train + num_test, desc=f"maze {side}x{side}", unit="maze")
     while len(mazes) < num_train + num_test:
         maze, label = generate_maze(side, rng)
         if maze.tobytes() in seen:
@@ -107,8 +106,8 @@ def build_maze_dataset(
         seen.add(maze.tobytes())
         mazes.append(maze)
         labels.append(label)
-        progress.update()
-    progress.close()
+        bar.update()
+    bar.close()
     inputs, targets = np.stack(mazes), np.stack(labels)
     out_dir = Path(out_dir)
     summary = {

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from loopformer.data.common import progress
 from loopformer.data.format import DatasetError, PuzzleSet, grid_task_metadata, save_split
 from loopformer.data.kinds import sudoku_token_names
 from loopformer.data.registry import DatasetCommand, register
@@ -171,7 +171,7 @@ def build_sudoku_dataset(
     attempts, max_attempts = 0, 50 * (num_train + num_test)
     box_shape(n)  # bad arguments fail before the progress bar starts
     check_clues(n, clues)
-    progress = tqdm(total=num_train + num_test, desc=f"sudoku {n}x{n}", unit="puzzle")
+    bar = progress(total=num_train + num_test, desc=f"sudoku {n}x{n}", unit="puzzle")
     while len(puzzles) < num_train + num_test:
         attempts += 1
         if attempts > max_attempts:
@@ -186,8 +186,8 @@ def build_sudoku_dataset(
         seen.add(key)
         puzzles.append(puzzle)
         solutions.append(solution)
-        progress.update()
-    progress.close()
+        bar.update()
+    bar.close()
     puzzles_arr, solutions_arr = np.stack(puzzles), np.stack(solutions)
     out_dir = Path(out_dir)
     for split, sl in (("train", slice(0, num_train)), ("test", slice(num_train, None))):
