@@ -2,7 +2,7 @@
 
 HRM, TRM and VirtualRecursiveNetwork keep the architecture, the training algorithm and the runtime in one flat
 ``arch`` section, and so did loopformer's ``model.arch`` until the ``train`` and ``runtime`` groups existed (and
-``model.run`` held ``compile``). ``group_settings`` splits such a flat section into ``{arch, train, runtime}`` (the
+``model.run`` held compilation, EMA and evaluation's reports, now ``runtime``, ``ema`` and ``eval``). ``group_settings`` splits such a flat section into ``{arch, train, runtime}`` (the
 importer uses it for their files); ``migrate_model`` moves the old keys of a ``model`` section (a config file, a
 checkpoint's hyperparameters); ``migrate_flags`` renames old command-line flags. The old names keep working for one
 release, with a one-line notice.

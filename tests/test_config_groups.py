@@ -87,3 +87,12 @@ def test_a_current_config_prints_no_notice(capsys):
     root = Path(__file__).resolve().parents[1]
     _, err = _print_config(capsys, "--config", str(root / "configs/quickstart.yaml"))
     assert "notice" not in err
+
+
+def test_an_old_model_file_still_works(capsys, tmp_path):
+    model_file = tmp_path / "model.yaml"
+    model_file.write_text(yaml.safe_dump({"arch": {"hidden_size": 32, "halt_max_steps": 5}, "run": {"ema": True}}))
+    model, err = _print_config(capsys, "--model", str(model_file))
+    assert model["arch"]["hidden_size"] == 32 and model["train"]["act"]["halt_max_steps"] == 5
+    assert model["ema"]["enabled"] is True
+    assert f"{model_file} uses old setting names (model.arch.halt_max_steps -> model.train.act.halt_max_steps" in err

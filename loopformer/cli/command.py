@@ -43,12 +43,13 @@ TOOLS_EPILOG = (
     "other commands (each with its own --help): "
     "loopformer data {build,show} (puzzle datasets), "
     "loopformer sweep (run a W&B sweep file, online or offline), "
-    "loopformer import-checkpoint (TRM / VirtualRecursiveNetwork weights)"
+    "loopformer import-checkpoint (HRM / TRM / VirtualRecursiveNetwork weights)"
 )
 _NO_EARLY_EXIT = ("--print_config", "--help", "-h")
 
 
-# Config fields are documented by the docstring under each one (ArchConfig, TrainConfig, RuntimeConfig, OptimConfig, EMAConfig, EvalOptions): --help shows it.
+# Config fields are documented by the docstring under each one (ArchConfig, TrainConfig, RuntimeConfig, OptimConfig,
+# EMAConfig, EvalOptions): --help shows it.
 jsonargparse.set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 # Where runs go is decided in one place, trainer.default_root_dir (default runs/): the default logger saves there,
@@ -169,12 +170,17 @@ class LoopformerCLI(LightningCLI):
             return
         try:
             self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
-        except SystemExit:
-            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
-            raise
+        except jsonargparse.ArgumentError as e:
+            raise ConfigError(
+                f"--ckpt_path {ckpt_path}: its hyperparameters do not fit this version's settings: "
+                + parse_error_paragraph(str(e), self.parser, [subcommand])
+            ) from None
         flags = model_flags(self._cli_args)
         if flags:
-            self.config = self.parser.parse_object({subcommand: {"model": flags}}, self.config)
+            try:
+                self.config = self.parser.parse_object({subcommand: {"model": flags}}, self.config)
+            except jsonargparse.ArgumentError as e:
+                raise ConfigError(parse_error_paragraph(str(e), self.parser, [subcommand])) from None
 
 
 def _option_keys(parser: Any, args: list[str]) -> list[str]:
@@ -356,8 +362,8 @@ def _flags(prefix: str, values: dict[str, Any]) -> list[str]:
 
 
 def migrate_old_settings(args: list[str]) -> list[str]:
-    """Settings under their old names (``config_groups``) in flags, ``--config`` files and ``--model.arch`` files,
-    renamed in place, with one notice line per source. A file is read here and passed on as its migrated text
+    """Settings under their old names (``config_groups``) in flags, ``--config``, ``--model`` and ``--model.arch``
+    files, renamed in place, with one notice line per source. A file is read here and passed on as its migrated text
     (``--config`` accepts a YAML string); an architecture file's moved keys follow it as flags."""
     args, old_flags = migrate_flags(args)
     if old_flags:
@@ -367,7 +373,7 @@ def migrate_old_settings(args: list[str]) -> list[str]:
     while i < len(args):
         arg = args[i]
         key, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
-        if key not in ("config", "model.arch") or (not eq and i + 1 >= len(args)):
+        if key not in ("config", "model", "model.arch") or (not eq and i + 1 >= len(args)):
             out.append(arg)
             i += 1
             continue
@@ -393,6 +399,8 @@ def _migrated_file_flags(key: str, value: str) -> list[str]:
         arch = yaml.safe_dump(grouped.pop("arch"), sort_keys=False)
         extra = [flag for group, values in grouped.items() for flag in _flags(f"model.{group}", values)]
         return [f"--{key}", arch, *extra]
+    if key == "model" and isinstance(content, dict):  # a model file (configs/vrn/): arch, train, runtime, ...
+        content = {"model": content}
     sections = [content] + [
         content[s] for s in ("fit", "validate", "test", "predict") if isinstance(content.get(s), dict)
     ]
@@ -404,7 +412,8 @@ def _migrated_file_flags(key: str, value: str) -> list[str]:
     if not found:
         return [f"--{key}", value]
     print(notice(str(path), found), file=sys.stderr)
-    return [f"--{key}", yaml.safe_dump(content, sort_keys=False)]
+    migrated = content["model"] if key == "model" else content
+    return [f"--{key}", yaml.safe_dump(migrated, sort_keys=False)]
 
 
 def _given(args: list[str], key: str) -> bool:
