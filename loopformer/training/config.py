@@ -77,7 +77,7 @@ class TrainConfig:
     loss_type: LossType = "stablemax_cross_entropy"
     """stablemax_cross_entropy or softmax_cross_entropy."""
     act: ACTConfig = field(default_factory=ACTConfig)
-    """ACT settings (the halting in evaluation, whatever the algorithm, with act)."""
+    """ACT settings, used with algorithm act: the halting (in training and evaluation) and the loss head."""
     dis: DISConfig = field(default_factory=DISConfig)
     """DIS settings (with algorithm dis)."""
 
