@@ -60,13 +60,12 @@ class PuzzleDataModule(L.LightningDataModule):
         if not self.data_paths:
             raise DatasetError("data.data_paths is empty: give at least one dataset directory.")
         self.data_path = self.data_paths[0]  # where data.generate builds
-        for key, value, must in (
-            ("global_batch_size", global_batch_size, "an integer >= 1 (examples per optimizer step, all processes)"),
-            ("eval_batch_size", eval_batch_size, "an integer >= 1 (examples per evaluation step), or null"),
-            ("epochs_per_iter", epochs_per_iter, "an integer >= 1 (passes over the training groups per epoch)"),
-            ("num_workers", num_workers, "an integer >= 0 (DataLoader worker processes)"),
+        for key, value, low, must in (
+            ("global_batch_size", global_batch_size, 1, "an integer >= 1 (examples per optimizer step, all processes)"),
+            ("eval_batch_size", eval_batch_size, 1, "an integer >= 1 (examples per evaluation step), or null"),
+            ("epochs_per_iter", epochs_per_iter, 1, "an integer >= 1 (passes over the training groups per epoch)"),
+            ("num_workers", num_workers, 0, "an integer >= 0 (DataLoader worker processes)"),
         ):
-            low = 0 if key == "num_workers" else 1
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
                 raise DatasetError(f"data.{key}={value!r}: expected {must}.")
         self.global_batch_size = global_batch_size

@@ -22,10 +22,6 @@ DEFAULT_METRIC = {"name": HEADLINE_METRIC, "goal": "maximize"}
 """The metric a sweep file without ``metric`` is ranked by."""
 
 
-class SweepEngineMissing(SweepFileError):
-    """The `sweeps` package is not installed."""
-
-
 SWEEPS_MISSING = (
     "checking and running sweep files needs W&B's sweep engine, the `sweeps` package, which the plain install leaves "
     "out: pip install -e '.[sweep]' (from a checkout; it pins numpy<2, so numpy 2.x is replaced by 1.26)."
@@ -39,7 +35,7 @@ def sweeps_engine():  # noqa: ANN201 (the `sweeps` module)
         try:
             import sweeps
         except ImportError:
-            raise SweepEngineMissing(SWEEPS_MISSING) from None
+            raise SweepFileError(SWEEPS_MISSING) from None
     return sweeps
 
 
