@@ -174,7 +174,7 @@ def test_runs_sharing_a_save_dir_keep_their_config_pictures_and_checkpoints_apar
     by_time = sorted(runs, key=lambda r: (r / "config.yaml").stat().st_mtime)
     for run, lr in zip(by_time, ("1e-3", "2e-3"), strict=True):
         assert [p.name for p in (run / "predictions").iterdir()] == ["step0000002.png"]
-        assert [p.name for p in (run / "checkpoints").iterdir()] == ["epoch=0-step=2.ckpt"]
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch=0-step=2.ckpt", "last.ckpt"]
         assert f"lr: {float(lr)}" in (run / "config.yaml").read_text()
     assert all(f"run directory: {run} (checkpoints/, predictions/, config.yaml)" in caplog.text for run in runs)
 
@@ -195,7 +195,9 @@ def test_runs_sharing_a_save_dir_keep_their_config_pictures_and_checkpoints_apar
     checked.trainer.logger.experiment.finish()
     wandb.teardown()
     assert "val at step 2 (40 puzzles)" in caplog.text
-    assert len(list(tmp_path.glob("loopformer/*/predictions/step0000002.png"))) == 3
+    # into a new subdirectory of the checkpoint's run, not a third run directory
+    assert len(list(tmp_path.glob("loopformer/*/predictions/step0000002.png"))) == 2
+    assert len(list(runs[0].glob("validate-*/predictions/step0000002.png"))) == 1
 
 
 def test_with_a_progress_bar_each_evaluation_line_is_written_through_it(sudoku4_dir, tmp_path, capsys):
@@ -456,7 +458,7 @@ def test_a_run_prints_none_of_the_other_packages_noise(sudoku4_dir, tmp_path):
         [*base, "--trainer.max_steps=2"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
     )
     assert first.returncode == 0, first.stderr[-3000:]
-    (ckpt,) = tmp_path.glob("runs/loopformer/*/checkpoints/*.ckpt")  # step 2 of 6 in the epoch
+    (ckpt,) = tmp_path.glob("runs/loopformer/*/checkpoints/last.ckpt")  # step 2 of 6 in the epoch
     resumed = subprocess.run(
         [*base, "--trainer.max_steps=4", f"--ckpt_path={ckpt}"],
         capture_output=True,

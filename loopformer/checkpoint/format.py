@@ -14,6 +14,8 @@ per_rank          with several processes: ``[{act_carry, torch_rng, cuda_rng}]``
                   (each rank's carry holds its own rows), or None
 raw_state_dict    with EMA: the raw weights (``state_dict`` then holds the averaged ones, which evaluation reads)
 imported_from     ``"<source>:<file>"`` for a checkpoint written by ``loopformer import-checkpoint``
+data              the run's ``data`` settings as the command line resolved them (``data_paths``, batch sizes,
+                  ``generate``): ``validate``/``test``/``predict`` with ``--ckpt_path`` alone evaluate on them
 ================  ==========================================================================================
 
 ``hyper_parameters`` holds the module's arguments as plain dicts: ``{arch, train, runtime, optim, ema, eval}``.
@@ -38,7 +40,7 @@ from loopformer.checkpoint.fitting import refit_puzzle_table
 from loopformer.config_groups import DIS_SWITCH, MOVED_FROM_ARCH, MOVED_FROM_RUN, migrate_model, to_plain
 from loopformer.errors import ConfigError
 from loopformer.evaluation.options import EvalOptions
-from loopformer.files import load_torch
+from loopformer.files import load_torch, load_yaml
 from loopformer.model.act import PUZZLE_TABLE_KEY
 from loopformer.model.config import ArchConfig, RuntimeConfig
 from loopformer.training.config import EMAConfig, TrainConfig
@@ -221,7 +223,37 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
 def read_hyperparameters(path: str | Path) -> dict[str, Any]:
     """The module arguments stored in a checkpoint, grouped (old flat ones migrated, with a one-line notice). The
     weights are mapped, not read: Lightning reads them once, when it restores the checkpoint."""
+    return read_settings(path)[0]
+
+
+RUN_CONFIG = "config.yaml"  # beside checkpoints/ in a run directory (cli.command.SaveConfigToRun writes it)
+
+
+def store_data_settings(checkpoint: dict, data: Optional[dict[str, Any]]) -> None:
+    extras(checkpoint)["data"] = data
+
+
+def read_settings(path: str | Path) -> tuple[dict[str, Any], Optional[dict[str, Any]], str]:
+    """``(model hyperparameters, data settings, where the data settings came from)``. The data settings are the
+    checkpoint's own, or, for a checkpoint written before it carried them, the ``data`` of the ``config.yaml`` of
+    the run directory it sits in (``<run>/checkpoints/x.ckpt``); None when neither has them (an import)."""
     checkpoint = load_checkpoint(path, mmap=True)
+    data, source = checkpoint.get(EXTRA_KEY, {}).get("data"), str(path)
+    run = run_directory_of(path)
+    if data is None and run is not None and (run / RUN_CONFIG).is_file():
+        source = str(run / RUN_CONFIG)
+        content = load_yaml(source, ConfigError, "the run's resolved config")
+        data = content.get("data") if isinstance(content, dict) else None
+    return _hyperparameters(path, checkpoint), data if isinstance(data, dict) else None, source
+
+
+def run_directory_of(path: str | Path) -> Optional[Path]:
+    """The run directory a checkpoint was saved in (``<run>/checkpoints/<name>.ckpt``), or None."""
+    path = Path(path)
+    return path.parent.parent if path.parent.name == "checkpoints" else None
+
+
+def _hyperparameters(path: str | Path, checkpoint: dict[str, Any]) -> dict[str, Any]:
     hparams = dict(checkpoint.get("hyper_parameters", {}))
     hparams.pop("_instantiator", None)
     hparams, migrated = migrate_hyperparameters(hparams)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,7 +17,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from loopformer.checkpoint import atomic
-from loopformer.checkpoint.format import CheckpointDirError, read_hyperparameters
+from loopformer.checkpoint.format import CheckpointDirError, read_settings, run_directory_of, store_data_settings
 from loopformer.checkpoint.lightning_io import AtomicCheckpointIO
 from loopformer.cli.list_overrides import (
     OverrideError,
@@ -32,7 +33,7 @@ from loopformer.data.format import DatasetError
 from loopformer.errors import ConfigError
 from loopformer.files import load_yaml
 from loopformer.module import LoopformerModule
-from loopformer.runs.directory import ClaimRunDirectory, run_directory
+from loopformer.runs.directory import ClaimRunDirectory, OutputsInCheckpointRun, run_directory
 from loopformer.runs.parent import die_with_parent_if_asked
 from loopformer.runs.ranks import RankWatch, lost_rank
 from loopformer.runs.stopping import LastCheckpoint, finish_stopped_run, stop_requested, stopped_exit_code
@@ -78,8 +79,17 @@ class SaveConfigToRun(SaveConfigCallback):
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
+    def resolved(self) -> dict[str, Any]:
+        if getattr(self, "_resolved", None) is None:
+            self._resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        return self._resolved
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:  # noqa: ANN001 (Lightning's)
+        """The run's data settings go into every checkpoint: evaluating it needs nothing else."""
+        store_data_settings(checkpoint, self.resolved().get("data"))
+
     def save_config(self, trainer, pl_module, stage: str) -> None:  # noqa: ANN001 (Lightning's signature)
-        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        config = self.resolved()
         for logger in trainer.loggers:
             if isinstance(logger, LightningWandbLogger):
                 logger.experiment.config.update(config, allow_val_change=True)
@@ -87,6 +97,7 @@ class SaveConfigToRun(SaveConfigCallback):
 
 class LoopformerCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._outputs_in_checkpoint_run: Optional[OutputsInCheckpointRun] = None
         kwargs.setdefault("save_config_callback", SaveConfigToRun)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 0)
@@ -108,6 +119,8 @@ class LoopformerCLI(LightningCLI):
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]):  # noqa: ANN202
         """Every run writes its checkpoints atomically (AtomicCheckpointIO), unless the config names its own
         CheckpointIO."""
+        if self._outputs_in_checkpoint_run is not None:
+            callbacks = [*callbacks, self._outputs_in_checkpoint_run]
         plugins = config.get("plugins")
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
@@ -136,6 +149,13 @@ class LoopformerCLI(LightningCLI):
         "." is Lightning's default for it)."""
         section = self.config[self.subcommand] if self.subcommand else self.config
         trainer = section.trainer
+        self._outputs_in_checkpoint_run = None
+        if self.subcommand in EVALUATIONS:
+            run = run_directory_of(section.get("ckpt_path") or "")
+            if run is not None and not _given(self._cli_args, "trainer.default_root_dir"):
+                self._outputs_in_checkpoint_run = OutputsInCheckpointRun(run, self.subcommand)
+            # the states of training's callbacks (early stopping) do not matter to an evaluation
+            warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used")
         check_devices(trainer.get("accelerator"), trainer.get("devices"), trainer.get("num_nodes"))
         logger = trainer.get("logger")
         if getattr(logger, "class_path", None) == DEFAULT_LOGGER["class_path"]:
@@ -159,28 +179,31 @@ class LoopformerCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Checkpoint hyperparameters replace the config files' model (those of checkpoints from before the
         config groups migrated), but explicit ``--model.*`` flags still win, so ``validate --ckpt_path C
-        --model.train.act.halt_max_steps=32`` evaluates with more recursion."""
+        --model.train.act.halt_max_steps=32`` evaluates with more recursion. ``validate``, ``test`` and ``predict``
+        also take the run's data settings from the checkpoint (or its run's config.yaml), unless a ``--config`` or
+        ``--data`` gives data settings; ``--data.*`` flags still win."""
         check_ckpt_path(self.config)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
-        hparams = read_hyperparameters(ckpt_path)
-        if not hparams:
+        hparams, data, source = read_settings(ckpt_path)
+        if hparams:
+            self._apply(subcommand, "model", hparams, f"--ckpt_path {ckpt_path}: its hyperparameters")
+            self._apply(subcommand, "model", group_flags(self._cli_args, "model"))
+        if data is not None and subcommand in EVALUATIONS and not data_given(self._cli_args, subcommand):
+            print(f"loopformer: data settings from {source}", file=sys.stderr)
+            self._apply(subcommand, "data", data, f"{source}: its data settings")
+            self._apply(subcommand, "data", group_flags(self._cli_args, "data"))
+
+    def _apply(self, subcommand: str, group: str, values: dict[str, Any], what: str = "") -> None:
+        if not values:
             return
         try:
-            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+            self.config = self.parser.parse_object({subcommand: {group: values}}, self.config)
         except jsonargparse.ArgumentError as e:
-            raise ConfigError(
-                f"--ckpt_path {ckpt_path}: its hyperparameters do not fit this version's settings: "
-                + parse_error_paragraph(str(e), self.parser, [subcommand])
-            ) from None
-        flags = model_flags(self._cli_args)
-        if flags:
-            try:
-                self.config = self.parser.parse_object({subcommand: {"model": flags}}, self.config)
-            except jsonargparse.ArgumentError as e:
-                raise ConfigError(parse_error_paragraph(str(e), self.parser, [subcommand])) from None
+            prefix = f"{what} do not fit this version's settings: " if what else ""
+            raise ConfigError(prefix + parse_error_paragraph(str(e), self.parser, [subcommand])) from None
 
 
 def _option_keys(parser: Any, args: list[str]) -> list[str]:
@@ -465,24 +488,44 @@ def expand_list_item_overrides(parser, args: list[str]) -> list[str]:
     return rest + edited_list_flags(edited)
 
 
-def model_flags(args: list[str]) -> dict[str, Any]:
-    """``--model.a=1 --model.b 2`` -> ``{"a": 1, "b": 2}`` (values parsed as wandb writes them)."""
+EVALUATIONS = ("validate", "test", "predict")  # the subcommands that evaluate a checkpoint on its run's data
+
+
+def data_given(args: list[str], subcommand: str) -> bool:
+    """Whether the command line gives data settings as a whole: ``--data FILE`` or a ``--config`` with ``data``."""
+    for i, arg in enumerate(args):
+        key, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if key == "data":
+            return True
+        if key != "config" or (not eq and i + 1 >= len(args)):
+            continue
+        value = value if eq else args[i + 1]
+        content = load_yaml(value, ConfigError, CONFIG_EXPECTED) if Path(value).is_file() else yaml.safe_load(value)
+        if isinstance(content, dict) and ("data" in content or "data" in (content.get(subcommand) or {})):
+            return True
+    return False
+
+
+def group_flags(args: list[str], group: str) -> dict[str, Any]:
+    """``--model.a=1 --model.b 2`` -> ``{"a": 1, "b": 2}`` for group ``model`` (values parsed as wandb writes
+    them)."""
     out: dict[str, Any] = {}
+    prefix = f"--{group}."
     i = 0
     while i < len(args):
         arg = args[i]
-        if arg.startswith("--model."):
+        if arg.startswith(prefix):
             if "=" in arg:
-                key, value = arg[len("--model.") :].split("=", 1)
+                key, value = arg[len(prefix) :].split("=", 1)
             elif i + 1 < len(args):
-                key, value = arg[len("--model.") :], args[i + 1]
+                key, value = arg[len(prefix) :], args[i + 1]
                 i += 1
             else:
                 break
             parsed = parse_scalar(value)
             if isinstance(parsed, str) and parsed.endswith((".yaml", ".yml")) and Path(parsed).is_file():
                 # a whole group from a file (`--model.arch configs/arch/x.yaml`): later flags edit inside it
-                parsed = load_yaml(parsed, ConfigError, f"the settings of --model.{key}")
+                parsed = load_yaml(parsed, ConfigError, f"the settings of {prefix}{key}")
             node = out
             *parents, leaf = key.split(".")
             for part in parents:

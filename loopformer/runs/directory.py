@@ -5,6 +5,7 @@ claim a run holds on it."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -19,12 +20,46 @@ def run_directory(trainer: L.Trainer) -> str:
     """``<save_dir>/<name>/<version>`` of the first logger, as Lightning's ModelCheckpoint places
     ``checkpoints/``; ``default_root_dir`` without a logger. A collective: every rank must call it
     (only rank 0 knows a W&B run's id; it is broadcast)."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, OutputsInCheckpointRun):
+            return callback.directory(trainer)
     if not trainer.loggers:
         return trainer.default_root_dir
     logger = trainer.loggers[0]
     version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
     directory = os.path.join(logger.save_dir or trainer.default_root_dir, str(logger.name), version)
     return trainer.strategy.broadcast(directory)
+
+
+class OutputsInCheckpointRun(L.Callback):
+    """``validate``/``test``/``predict`` of a run's checkpoint (``--ckpt_path <run>/checkpoints/x.ckpt``) write
+    their outputs (config.yaml, pictures, depth curve, predictions.npz, submission.json) into a new subdirectory of
+    that run, ``<run>/<command>-<date>-<time>/``, rather than into a new run directory of their own."""
+
+    def __init__(self, run: Path, command: str) -> None:
+        self.run, self.command = Path(run), command
+        self.path: Optional[str] = None
+
+    def directory(self, trainer: L.Trainer) -> str:
+        """Chosen (and created) once by rank 0; a collective the first time."""
+        if self.path is None:
+            chosen = str(self._new_subdirectory()) if trainer.is_global_zero else ""
+            self.path = trainer.strategy.broadcast(chosen)
+        return self.path
+
+    def _new_subdirectory(self) -> Path:
+        stem = f"{self.command}-{time.strftime('%Y%m%d-%H%M%S')}"
+        for n in range(1, 1000):
+            path = self.run / (stem if n == 1 else f"{stem}-{n}")
+            try:
+                path.mkdir(parents=True)
+                return path
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"{self.run}: no free name {stem}-N for this {self.command}'s outputs")
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        rank_zero_info(f"{self.command} of a checkpoint of run {self.run}: outputs in {self.directory(trainer)}")
 
 
 RUN_LOCK = "run.lock"

@@ -10,7 +10,9 @@ signal whatever it is doing (a rank stuck in a collective), before the agent's S
 2 s after the first, interrupts at once.
 
 Independently of signals, ``last.ckpt`` is written every ``every_minutes`` of training, so that no run loses more
-than that to a kill -9, a node failure or a power cut, whatever its evaluation interval.
+than that to a kill -9, a node failure or a power cut, whatever its evaluation interval; and when training ends, so
+that every run that checkpoints leaves ``checkpoints/last.ckpt``, its final state (what ``validate``, ``predict`` and
+a resume read).
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ def _note_stop(signum: int) -> None:
 
 
 class LastCheckpoint(L.Callback):
-    def __init__(self, every_minutes: float = 5.0, on_signal: bool = True, grace_seconds: float = 25.0) -> None:
+    def __init__(
+        self, every_minutes: float = 5.0, on_signal: bool = True, grace_seconds: float = 25.0, at_end: bool = True
+    ) -> None:
         """
         Args:
             every_minutes: Write ``last.ckpt`` beside the run's checkpoints after every this many minutes of training
@@ -64,8 +68,11 @@ class LastCheckpoint(L.Callback):
                 agrees on, then exit 143 / 130 (false: Lightning's own handling, no checkpoint, no watchdog).
             grace_seconds: After a signal, end the process at this deadline whatever it is doing (under the 30 s
                 a W&B agent waits before SIGKILL).
+            at_end: Write ``last.ckpt`` when training ends (after max_steps, max_epochs or early stopping), unless a
+                ModelCheckpoint with ``save_last`` just wrote it at that step. Only with checkpointing enabled.
         """
         self.every_minutes = every_minutes
+        self.at_end = at_end
         self.on_signal = on_signal
         self.grace_seconds = grace_seconds
         self._signal: Optional[int] = None
@@ -113,6 +120,15 @@ class LastCheckpoint(L.Callback):
             self._watchdog = None
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path = last_checkpoint_path(trainer)
+        if not self.at_end or path is None:
+            return
+        callback = trainer.checkpoint_callback
+        just_written = callback.save_last and callback._last_global_step_saved == trainer.global_step
+        if not (just_written and os.path.isfile(path)):
+            trainer.save_checkpoint(path, weights_only=False)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         stop = self._signal or 0
         minutes = (time.monotonic() - self._last_save) / 60

@@ -78,13 +78,22 @@ def test_a_signal_with_checkpointing_off_still_stops_cleanly(sudoku4_dir, tmp_pa
 
 @pytest.mark.parametrize("every_minutes", [1e-6, 0.0])
 def test_last_ckpt_is_written_on_a_timer_whatever_the_evaluation_interval(sudoku4_dir, tmp_path, every_minutes):
-    LoopformerCLI(args=_args(sudoku4_dir, tmp_path, 6, f"--last_checkpoint.every_minutes={every_minutes}"))
+    LoopformerCLI(args=_args(sudoku4_dir, tmp_path, 6, f"--last_checkpoint.every_minutes={every_minutes}",
+                             "--last_checkpoint.at_end=false"))  # fmt: skip
     last = tmp_path / "checkpoints" / "last.ckpt"
     if every_minutes:
         assert torch.load(last, weights_only=True)["global_step"] == 6  # rewritten after every step here
     else:
         assert not last.exists()
     assert [p.name for p in tmp_path.rglob("*.ckpt")] == (["last.ckpt"] if every_minutes else [])
+
+
+def test_every_run_that_checkpoints_ends_with_its_final_state_in_last_ckpt(sudoku4_dir, tmp_path):
+    LoopformerCLI(args=_args(sudoku4_dir, tmp_path / "a", 5, "--last_checkpoint.every_minutes=0"))
+    assert torch.load(tmp_path / "a/checkpoints/last.ckpt", weights_only=True)["global_step"] == 5
+    LoopformerCLI(args=_args(sudoku4_dir, tmp_path / "b", 5, "--last_checkpoint.every_minutes=0",
+                             "--trainer.enable_checkpointing=false"))  # fmt: skip
+    assert not list((tmp_path / "b").rglob("*.ckpt"))
 
 
 def test_with_on_signal_off_lightnings_own_handling_stops_the_run_without_a_checkpoint(sudoku4_dir, tmp_path):
