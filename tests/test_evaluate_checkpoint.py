@@ -15,8 +15,7 @@ def _fit(sudoku4_dir, run):
     args = tiny_fit_args(sudoku4_dir, run, "--trainer.max_steps=2", "--trainer.val_check_interval=2",
                          "--data.eval_batch_size=16", "--model.train.act.halt_max_steps=2")  # fmt: skip
     LoopformerCLI(args=args)
-    (ckpt,) = (run / "checkpoints").iterdir()
-    return ckpt
+    return run / "checkpoints" / "last.ckpt"
 
 
 def test_a_checkpoint_evaluates_on_its_run_data_into_its_run_directory(sudoku4_dir, tmp_path, capsys):
