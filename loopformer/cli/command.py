@@ -11,6 +11,7 @@ from typing import Any, Optional
 import jsonargparse
 import yaml
 from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -26,6 +27,7 @@ from loopformer.cli.list_overrides import (
     parse_scalar,
     split_list_item_overrides,
 )
+from loopformer.cli.progress import LineProgress, stdout_is_a_terminal
 from loopformer.cli.terminal import ParameterSummary, quiet_third_party_noise
 from loopformer.config_groups import group_settings, migrate_flags, migrate_model, notice
 from loopformer.data.datamodule import PuzzleDataModule
@@ -121,6 +123,11 @@ class LoopformerCLI(LightningCLI):
         CheckpointIO."""
         if self._outputs_in_checkpoint_run is not None:
             callbacks = [*callbacks, self._outputs_in_checkpoint_run]
+        configured = config.get("callbacks") or []
+        given = [*callbacks, *(configured if isinstance(configured, (list, tuple)) else [configured])]
+        if config.get("enable_progress_bar") is not False and not stdout_is_a_terminal():
+            if not any(isinstance(c, ProgressBar) for c in given):
+                callbacks = [*callbacks, LineProgress()]  # a line every few seconds, not tqdm's updates, in a log
         plugins = config.get("plugins")
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
@@ -161,6 +168,13 @@ class LoopformerCLI(LightningCLI):
         if getattr(logger, "class_path", None) == DEFAULT_LOGGER["class_path"]:
             if logger.init_args.get("save_dir") in (None, "", "."):
                 logger.init_args.save_dir = trainer.default_root_dir or DEFAULT_ROOT_DIR
+
+    def _check_data(self) -> None:
+        if hasattr(self.datamodule, "check_paths"):
+            self.datamodule.check_paths()
+
+    # before anything of the run starts (its W&B run, its processes): a wrong data path is one line, nothing left
+    before_fit = before_validate = before_test = before_predict = _check_data
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):  # noqa: ANN202
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)

@@ -102,13 +102,25 @@ class PuzzleDataModule(L.LightningDataModule):
             shutil.rmtree(tmp, ignore_errors=True)
         rank_zero_info(g.describe_result(summary))
 
+    def check_paths(self) -> None:
+        """Every data path holds train/ and test/, or is the first one and data.generate builds it: checked before
+        a run starts anything (its logger's run, its processes), so that a wrong path leaves nothing behind."""
+        for i, path in enumerate(self.data_paths):
+            if i == 0 and self.generate is not None and not (path / "train" / "dataset.json").is_file():
+                continue  # prepare_data builds it (or says why it cannot)
+            for name in ("train", "test"):
+                self._check_split(path, name)
+
+    def _check_split(self, path: Path, name: str) -> None:
+        if not (path / name).is_dir():
+            hint = " (or set data.generate to build a generated dataset there)" if self.generate is None else ""
+            raise DatasetError(
+                f"{path / name}: dataset split not found; data.data_paths must hold train/ and test/{hint}."
+            )
+
     def _split(self, name: str):
         for path in self.data_paths:
-            if not (path / name).is_dir():
-                hint = " (or set data.generate to build a generated dataset there)" if self.generate is None else ""
-                raise DatasetError(
-                    f"{path / name}: dataset split not found; data.data_paths must hold train/ and test/{hint}."
-                )
+            self._check_split(path, name)
         return load_merged([path / name for path in self.data_paths])
 
     @property

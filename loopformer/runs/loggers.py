@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import sys
 from typing import Optional
 from urllib.parse import urlparse
 
@@ -21,6 +22,14 @@ def wandb_credentials_found() -> bool:
     try:
         return netrc.netrc().authenticators(host) is not None
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def stderr_is_a_terminal() -> bool:
+    isatty = getattr(sys.stderr, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
         return False
 
 
@@ -42,8 +51,31 @@ class WandbLogger(_LightningWandbLogger):
                     f"W&B: no login or API key found and not in a sweep, so this run logs offline to {where} "
                     "(`wandb login` to log online, `wandb sync` to upload this run later)."
                 )
+        # In a log file wandb's own lines end in ANSI colour codes (its service process writes them whatever the
+        # output is): it stays silent there, and this logger says in one plain line where the run is.
+        self._says_where = (
+            kwargs.get("settings") is None and "WANDB_SILENT" not in os.environ and not stderr_is_a_terminal()
+        )
+        if self._says_where:
+            import wandb
+
+            kwargs["settings"] = wandb.Settings(silent=True)
         super().__init__(project=project, offline=offline, **kwargs)
         if self._wandb_init.get("anonymous") is None:
             del self._wandb_init["anonymous"]  # wandb warns that the setting is gone whenever it is passed
-        if self._save_dir:
-            os.makedirs(self._save_dir, exist_ok=True)  # else wandb warns "git root runs does not exist"
+
+    @property
+    def experiment(self):  # noqa: ANN201 (Lightning's: a wandb Run, or a dummy on ranks other than 0)
+        first = self._experiment is None
+        if first and self._save_dir:
+            # Made here, not earlier: a run that fails before it starts leaves no directory behind. Before wandb
+            # starts: it warns "git root runs does not exist" otherwise.
+            os.makedirs(self._save_dir, exist_ok=True)
+        run = _LightningWandbLogger.experiment.fget(self)
+        if first and self._says_where and getattr(run, "dir", None):
+            if getattr(run.settings, "_offline", False):
+                where = os.path.dirname(run.dir.rstrip(os.sep))
+                rank_zero_info(f"W&B: offline run {run.id} in {where} (`wandb sync {where}` uploads it)")
+            else:
+                rank_zero_info(f"W&B: run {run.id} at {run.url}")
+        return run

@@ -1,0 +1,48 @@
+"""Output into a file or a pipe (a sweep agent's log, a batch job): plain lines, no carriage-return progress updates,
+no ANSI codes; and a run that fails on its input leaves nothing behind but its one line."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _loopformer(args, cwd):
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SILENT"}
+    env["WANDB_MODE"] = "offline"
+    command = [sys.executable, "-m", "loopformer.cli", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_run_logged_to_a_file_has_plain_lines(sudoku4_dir, tmp_path):
+    done = _loopformer(
+        ["fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_paths={sudoku4_dir}",
+         "--data.global_batch_size=16", "--data.eval_batch_size=16", "--model.arch.hidden_size=32",
+         "--model.arch.puzzle_emb_ndim=32", "--trainer.max_steps=4", "--trainer.val_check_interval=2"],
+        tmp_path,
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert "\x1b" not in out and "\r" not in out, out[-3000:]  # no ANSI codes (wandb's), no tqdm updates
+    assert re.search(r"^step 4/4 \(100%\) \| [\d.]+ steps/s \| elapsed \d+s, eta 0s \| .*val/exact", out, re.M), out
+    assert len(re.findall(r"^val at step \d", out, re.M)) == 2
+    assert re.search(r"^W&B: offline run \w+ in runs/wandb/offline-run-\S+ \(`wandb sync ", out, re.M), out
+    assert "wandb: " not in out  # wandb's own lines (with their colour codes) are replaced by that one
+
+
+def test_a_run_with_a_wrong_data_path_leaves_nothing_behind(tmp_path):
+    done = _loopformer(
+        ["fit", "--config", str(ROOT / "configs/quickstart.yaml"), "--data.data_paths=data/nothing_here",
+         "--data.generate=null"],
+        tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert errors == [
+        "loopformer: error: data/nothing_here/train: dataset split not found; data.data_paths must hold train/ and "
+        "test/ (or set data.generate to build a generated dataset there)."
+    ]
+    assert list(tmp_path.iterdir()) == []  # no runs/, no W&B directory
