@@ -9,8 +9,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def first_line(error: BaseException) -> str:
     """An exception in one line: its type and the first line of its message, without torch's advice to load
@@ -70,6 +68,8 @@ def load_torch(path: str | Path, error: type[Exception], expected: str, mmap: bo
 def _quiet_torch_load(path: Path, mmap: bool) -> Any:
     with warnings.catch_warnings():  # torch's own advice on unusual pickles would follow our one line
         warnings.simplefilter("ignore")
+        import torch  # here: `loopformer data/sweep --help` answer without loading torch
+
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 

@@ -1,9 +1,12 @@
 import os
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("WANDB_MODE", "disabled")
+# `loopformer --help` caches its text (cli/entry.py): the tests' copies go to a directory of their own, not ~/.cache.
+os.environ.setdefault("LOOPFORMER_CACHE_DIR", tempfile.mkdtemp(prefix="loopformer-test-cache-"))
 if not torch.cuda.is_available():
     # Triton kernels run in Triton's CPU interpreter; this must be set before triton is imported.
     os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -207,3 +207,20 @@ def test_every_readme_command_runs(tmp_path):
     assert list(work.glob("runs/loopformer/*/validate-*/config.yaml"))
     assert list(work.glob("runs/loopformer/*/predict-*/predictions.npz"))
     assert list(work.glob("runs/sweeps/quickstart_stages/*"))
+
+
+def test_the_readme_quotes_the_quickstart_times_that_benchmarks_measured():
+    """BENCHMARKS.md's "Quickstart times" is the one source of the README's figures: they agree within rounding."""
+    benchmarks = (ROOT / "BENCHMARKS.md").read_text()
+    section = benchmarks.split("## Quickstart times", 1)[1].split("\n## ", 1)[0]
+    rows = {
+        int(m[1]): (float(m[0]), float(m[2])) for m in re.findall(r"^\| (\d+) \| (\d+) \| ([\d.]+) \|", section, re.M)
+    }
+    total = float(re.search(r"(\d+) s in all", section)[1])
+    readme = " ".join(README.read_text().split())  # one line: the sentence wraps
+    quoted = re.search(r"about ([\d.]+) minutes of training to step 1000 and about ([\d.]+) minutes in all", readme)
+    assert quoted and '"Quickstart times"' in readme
+    seconds_to_1000, exact_at_1000 = rows[1000]
+    assert abs(float(quoted[1]) * 60 - seconds_to_1000) <= 0.25 * seconds_to_1000
+    assert abs(float(quoted[2]) * 60 - total) <= 0.25 * total
+    assert exact_at_1000 >= 0.90 and "`val/exact_accuracy` >= 0.90 on the held-out puzzles by step 1000" in readme

@@ -22,8 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Optional
 
-import torch
-
 PARTIAL_SUFFIX = ".partial"
 SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, over quota, over the file-size limit
 
@@ -81,6 +79,7 @@ def write_with(dest: str | Path, write_to_path: Callable[[Path], None], size_hin
 
 def save_torch(obj: Any, dest: str | Path) -> None:
     """``torch.save`` through ``write_atomically``."""
+    import torch  # here: the tool commands answer --help without loading torch
 
     def write(f: IO[bytes]) -> None:
         recorder = _ErrorRecordingFile(f)
@@ -221,6 +220,8 @@ def _size(path: Path) -> int:
 
 
 def _tensor_bytes(obj: Any) -> int:
+    import torch
+
     if isinstance(obj, torch.Tensor):
         return obj.numel() * obj.element_size()
     if isinstance(obj, dict):

@@ -1,3 +1,3 @@
-from loopformer.cli.command import main
+from loopformer.cli.entry import main
 
 main()

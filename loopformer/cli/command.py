@@ -41,7 +41,6 @@ from loopformer.runs.ranks import RankWatch, lost_rank
 from loopformer.runs.stopping import LastCheckpoint, finish_stopped_run, stop_requested, stopped_exit_code
 from loopformer.training.nonfinite import NonFiniteError
 
-TOOL_COMMANDS = ("import-checkpoint", "sweep", "data")
 TOOLS_EPILOG = (
     "other commands (each with its own --help): "
     "loopformer data {build,show} (puzzle datasets), "
@@ -552,13 +551,9 @@ def group_flags(args: list[str], group: str) -> dict[str, Any]:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    given = list(sys.argv[1:] if argv is None else argv)
+    """fit/validate/test/predict (``cli.entry.main`` starts the tool subcommands itself, without Lightning)."""
     die_with_parent_if_asked()
     quiet_third_party_noise()
-    if given and given[0] in TOOL_COMMANDS:
-        from loopformer.cli.tools import run_tool
-
-        sys.exit(run_tool(given[0], given[1:]))
     try:
         LoopformerCLI(args=argv)  # None: LightningCLI reads sys.argv itself
     except (ConfigError, DatasetError, CheckpointDirError) as e:

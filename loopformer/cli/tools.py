@@ -7,8 +7,6 @@ import sys
 
 
 def _import_checkpoint(argv: list[str]) -> int:
-    from loopformer.checkpoint.importer import CheckpointImportError, import_checkpoint
-
     p = argparse.ArgumentParser(
         prog="loopformer import-checkpoint",
         description="Convert an HRM, TRM (trm, trm_singlez, trm_hier6, hrm) or VirtualRecursiveNetwork checkpoint "
@@ -27,6 +25,8 @@ def _import_checkpoint(argv: list[str]) -> int:
     p.add_argument("dest", help="loopformer checkpoint to write")
     p.add_argument("--seq-len", type=int, default=None, help="token sequence length (needed for RoPE checkpoints)")
     args = p.parse_args(argv)
+    from loopformer.checkpoint.importer import CheckpointImportError, import_checkpoint  # after --help: it loads torch
+
     try:
         hparams = import_checkpoint(args.source, args.src, args.arch, args.dest, seq_len=args.seq_len)
     except CheckpointImportError as e:

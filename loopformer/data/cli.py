@@ -28,7 +28,13 @@ def main(argv: list[str]) -> int:
     show.add_argument("path", help="dataset directory (train/ and test/)")
     show.add_argument("--count", type=int, default=4, help="examples to show")
     show.add_argument("--split", default="test", choices=("train", "test"), help="split to draw them from")
-    show.add_argument("--png", default=None, help="picture to write (default: <path>/<split>_examples.png)")
+    show.add_argument(
+        "--out",
+        "--png",
+        dest="out",
+        default=None,
+        help="picture to write (default: ./<dataset>_<split>_examples.png, in the current directory)",
+    )
     show.add_argument("--seed", type=int, default=0, help="seed of the draw")
 
     args = p.parse_args(argv)
@@ -42,11 +48,9 @@ def main(argv: list[str]) -> int:
         if args.command == "build":
             _print_summary(*args.build(args))
         else:
-            from pathlib import Path
+            from loopformer.data.show import default_picture_name, show_dataset
 
-            from loopformer.data.show import show_dataset
-
-            png = args.png or str(Path(args.path) / f"{args.split}_examples.png")
+            png = args.out or default_picture_name(args.path, args.split)
             print(show_dataset(args.path, args.count, args.split, png, args.seed))
             print(f"picture: {png}")
     except DatasetError as e:

@@ -62,9 +62,17 @@ ARC_PALETTE = [
 ]
 
 
-def save_png(panels: list[tuple[str, np.ndarray, str, Optional[np.ndarray]]], path: Path, cols: int = 2) -> None:
-    """``panels``: (title, tokens, kind, labels-or-None); one picture per panel, ``cols`` to a row. With labels,
-    cells that differ from them are marked in red."""
+WRONG_CELLS = {
+    "sudoku": "red: a digit that differs from the label; a red ? a blank the label fills",
+    "other": "red x: a cell that differs from the label",
+}
+
+
+def save_png(
+    panels: list[tuple[str, np.ndarray, str, Optional[np.ndarray]]], path: Path, cols: int = 2, title: str = ""
+) -> None:
+    """``panels``: (title, tokens, kind, labels-or-None); one picture per panel, ``cols`` to a row, under ``title``.
+    With labels, cells that differ from them are marked in red, and the title says how."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,10 +83,10 @@ def save_png(panels: list[tuple[str, np.ndarray, str, Optional[np.ndarray]]], pa
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, (title, tokens, kind, labels) in zip(axes.ravel(), panels, strict=False):
+    for ax, (panel_title, tokens, kind, labels) in zip(axes.ravel(), panels, strict=False):
         side = math.isqrt(tokens.size)
         grid = tokens.reshape(side, side).astype(int)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(panel_title, fontsize=9)
         if kind == "sudoku":
             ax.imshow(np.ones_like(grid), cmap="gray", vmin=0, vmax=1)
             for r in range(side):
@@ -109,15 +117,27 @@ def save_png(panels: list[tuple[str, np.ndarray, str, Optional[np.ndarray]]], pa
             if labels is not None:
                 ys, xs = np.nonzero(grid != labels.reshape(side, side))
                 ax.scatter(xs, ys, marker="x", color="red", s=8)
+    compared = [kind for _, _, kind, labels in panels if labels is not None]
+    if compared:
+        title = "\n".join(t for t in (title, WRONG_CELLS.get(compared[0], WRONG_CELLS["other"])) if t)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
+def default_picture_name(path: str | Path, split: str) -> str:
+    """``data show data/sudoku6`` draws into ``./sudoku6_test_examples.png`` (the current directory, never the
+    dataset's)."""
+    return f"{Path(path).resolve().name}_{split}_examples.png"
+
+
 def show_dataset(
     path: str | Path, n: int = 4, split: str = "test", png: Optional[str | Path] = None, seed: int = 0
 ) -> str:
-    """Text of ``n`` random examples (input and label); also a PNG when ``png`` is given."""
+    """Text of ``n`` random examples (input and label); also a PNG when ``png`` is given, titled with the dataset and
+    the split."""
     from loopformer.data.format import load_split
 
     meta, sets = load_split(Path(path) / split)
@@ -131,15 +151,17 @@ def show_dataset(
         blocks.append(f"example {i} input:\n{to_text(inputs, kind)}\n\nexample {i} label:\n{to_text(labels, kind)}\n")
         panels += [(f"#{i} input", inputs, kind, None), (f"#{i} label", labels, kind, None)]
     if png is not None:
-        save_png(panels, Path(png))
+        title = f"{path} ({kind}), {split} split: {len(picks)} of {s.num_examples} examples"
+        save_png(panels, Path(png), title=title)
     return "\n".join(blocks)
 
 
 def save_prediction_png(
-    meta: PuzzleDatasetMetadata, inputs: np.ndarray, preds: np.ndarray, labels: np.ndarray, path: Path
+    meta: PuzzleDatasetMetadata, inputs: np.ndarray, preds: np.ndarray, labels: np.ndarray, path: Path, title: str = ""
 ) -> bool:
-    """Input, prediction (wrong cells in red) and label of a few examples, one row each. Ignored label
-    positions (-100) show as padding. Returns False when the data is not a square grid."""
+    """Input, prediction (wrong cells in red, said in the title) and label of a few examples, one row each, under
+    ``title`` (e.g. the evaluation and its step). Ignored label positions (-100) show as padding. Returns False when
+    the data is not a square grid."""
     kind = dataset_kind(meta)
     if kind == "sequence":
         return False
@@ -155,5 +177,5 @@ def save_prediction_png(
             (f"label {i}", labels[i], kind, None),
         ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_png(panels, path, cols=3)
+    save_png(panels, path, cols=3, title=title)
     return True

@@ -124,10 +124,17 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for act_inference, style in ((False, "o-"), (True, "s--")):
-        part = [r for r in rows if r["act_inference"] == act_inference]
+    series = {a: [r for r in rows if r["act_inference"] == a] for a in (False, True)}
+    same = [r["exact_accuracy"] for r in series[False]] == [r["exact_accuracy"] for r in series[True]]
+    # Drawn so that one series never hides the other: filled circles under hollow squares, a note when they coincide
+    # (a model whose Q head never halts before halt_max_steps gives the same numbers both ways).
+    styles = {False: dict(marker="o", ms=6, ls="-"), True: dict(marker="s", ms=11, ls="--", mfc="none", mew=1.6)}
+    for act_inference, part in series.items():
         label = "halting on the Q head" if act_inference else "fixed depth"
-        ax.plot([r["depth"] for r in part], [r["exact_accuracy"] for r in part], style, label=label)
+        if act_inference and same:
+            label += " (the same at every depth)"
+        depths, exact = [r["depth"] for r in part], [r["exact_accuracy"] for r in part]
+        ax.plot(depths, exact, label=label, zorder=2 + act_inference, **styles[act_inference])
     depths = sorted({r["depth"] for r in rows})
     ax.set_xscale("log", base=2)
     ax.set_xticks(depths, [str(d) for d in depths])

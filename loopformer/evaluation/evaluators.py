@@ -158,7 +158,8 @@ class PredictionPictures(Evaluator):
         from loopformer.data.show import save_prediction_png
 
         path = root / "predictions" / f"step{pl_module.trained_steps:07d}.png"
-        if save_prediction_png(datamodule.metadata, *self.picture, path):
+        title = f"{prefix} predictions at step {pl_module.trained_steps}"
+        if save_prediction_png(datamodule.metadata, *self.picture, path, title):
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):
                     logger.log_image(key=f"{prefix}/predictions", images=[str(path)], step=pl_module.global_step)

@@ -33,11 +33,14 @@ def plot_pareto(runs: list, front: list, metric: str, path: Path) -> None:
     if front:
         xs = [r.flops_per_puzzle for r in front]
         ys = [r.best for r in front]
-        ax.step(xs + [max(r.flops_per_puzzle for r in costed) * 1.3], ys + ys[-1:], where="post", color="C3", lw=1.4)
+        if len(front) > 1:  # the best metric at each budget, between the front's runs (not beyond the last)
+            ax.step(xs, ys, where="post", color="C3", lw=1.4)
         ax.scatter(xs, ys, s=70, facecolors="none", edgecolors="C3", linewidths=1.8, label="Pareto front", zorder=3)
         for r in front:
             ax.annotate(r.name, (r.flops_per_puzzle, r.best), textcoords="offset points", xytext=(5, -11), fontsize=7)
     ax.set_xscale("log")
+    if costed:
+        _sensible_limits(ax, [r.flops_per_puzzle for r in costed], [r.best for r in costed])
     ax.set_xlabel("FLOPs per puzzle (forward, at the best report)")
     ax.set_ylabel(f"best {metric}")
     ax.set_title(f"{metric} against compute ({len(costed)} runs with a FLOPs count)")
@@ -48,7 +51,30 @@ def plot_pareto(runs: list, front: list, metric: str, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_importance(importance: dict[str, list], path: Path) -> None:
+def _sensible_limits(ax, xs: list[float], ys: list[float]) -> None:  # noqa: ANN001 (a matplotlib Axes)
+    """Axes that fit a few runs: a single budget gets a decade around it (log x), and a metric within 0..1 (an
+    accuracy) is never drawn outside 0..1, however few values there are."""
+    lo, hi = min(xs), max(xs)
+    if hi <= lo * 1.5:
+        ax.set_xlim(lo / 3, hi * 3)
+    y_lo, y_hi = min(ys), max(ys)
+    pad = max(0.05 * (y_hi - y_lo), 0.02)
+    bottom, top = y_lo - pad, y_hi + pad
+    if 0.0 <= y_lo and y_hi <= 1.0:
+        bottom, top = max(0.0, bottom), min(1.0, top)
+        if top - bottom < 0.1:  # one value, or values that coincide: a window of 0.1 around them, within 0..1
+            middle = min(max((y_lo + y_hi) / 2, 0.05), 0.95)
+            bottom, top = middle - 0.05, middle + 0.05
+        bottom, top = bottom - 0.005, top + 0.005  # markers on 0 or 1 stay whole
+    ax.set_ylim(bottom, top)
+
+
+def target_title(target: str, metric: str) -> str:
+    """An importance target named after the metric: ``metric per GFLOP`` -> ``val/exact_accuracy per GFLOP``."""
+    return target.replace("metric", metric, 1)
+
+
+def plot_importance(importance: dict[str, list], path: Path, metric: str = "metric") -> None:
     """One panel per target: importance bars, coloured by the sign of the correlation (grey: categorical)."""
     plt = _pyplot()
     targets = list(importance)
@@ -65,7 +91,7 @@ def plot_importance(importance: dict[str, list], path: Path) -> None:
             ax.text(e.importance, i, f" {e.importance:.2f}{corr}", va="center", fontsize=7)
         ax.set_xlim(0, 1.15)
         ax.set_xlabel("permutation importance (sums to 1)")
-        ax.set_title(target + "  (green: r > 0, red: r < 0)", fontsize=9)
+        ax.set_title(f"importance for {target_title(target, metric)}\n(green: r > 0, red: r < 0)", fontsize=9)
     fig.tight_layout()
     atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format=Path(path).suffix[1:] or "png"))
     plt.close(fig)
@@ -78,6 +104,8 @@ def short_name(parameter: str) -> str:
 def _axis_values(values: list[Any]) -> tuple[list[Optional[float]], Optional[list[str]]]:
     """Numbers as they are; anything else mapped to the index of its label (sorted), returned for tick labels."""
     present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return [None if v is None else float(v) for v in values], ["False", "True"]
     if all(isinstance(v, (bool, int, float)) for v in present):
         return [None if v is None else float(v) for v in values], None
     labels = sorted({str(v) for v in present})
@@ -98,6 +126,8 @@ def plot_parallel_coordinates(lines: list[dict], axes: list[str], metric: str, p
     fig, ax = plt.subplots(figsize=(1.8 * len(axes) + 2, 4.5))
     cmap = plt.get_cmap("viridis")
     m_lo, m_hi = lo[metric], hi[metric]
+    if m_lo == m_hi:  # every run scored the same: a colour bar over 0..1 for an accuracy, else around the value
+        m_lo, m_hi = (0.0, 1.0) if 0.0 <= m_lo <= 1.0 else (m_lo - abs(m_lo) / 2 - 1, m_hi + abs(m_hi) / 2 + 1)
     order = sorted(range(len(scored)), key=lambda i: scored[i][metric])
     for i in order:
         values = [(j, a, columns[a][0][i]) for j, a in enumerate(axes)]
@@ -110,7 +140,14 @@ def plot_parallel_coordinates(lines: list[dict], axes: list[str], metric: str, p
     for j, a in enumerate(axes):
         ax.axvline(j, color="0.7", lw=0.8)
         labels = columns[a][1]
-        top, bottom = (labels[-1], labels[0]) if labels else (f"{hi[a]:.3g}", f"{lo[a]:.3g}")
+        if labels:  # categorical (booleans too): every label at its place
+            for k, label in enumerate(labels):
+                y = (k - lo[a]) / ((hi[a] - lo[a]) or 1)
+                if -0.01 <= y <= 1.01:
+                    ax.text(j + 0.04, y, label, fontsize=7, va="center", color="0.25", zorder=5,
+                            bbox=dict(facecolor="white", edgecolor="none", pad=0.6, alpha=0.85))  # fmt: skip
+            continue
+        top, bottom = f"{hi[a]:.3g}", f"{lo[a]:.3g}"
         ax.text(j, 1.03, top, ha="center", fontsize=8)
         ax.text(j, -0.08, bottom, ha="center", fontsize=8)
     ax.set_yticks([])

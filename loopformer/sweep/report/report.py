@@ -16,7 +16,13 @@ from typing import Optional
 
 from loopformer.checkpoint import atomic
 from loopformer.sweep.report.analysis import Analysis, analyse, metric_per_gflop
-from loopformer.sweep.report.plots import plot_importance, plot_parallel_coordinates, plot_pareto, short_name
+from loopformer.sweep.report.plots import (
+    plot_importance,
+    plot_parallel_coordinates,
+    plot_pareto,
+    short_name,
+    target_title,
+)
 from loopformer.sweep.report.records import ReportError, ScoredRun
 from loopformer.sweep.report.sources import open_source
 
@@ -77,7 +83,9 @@ def write_markdown(analysis: Analysis, path: Path) -> None:
     if analysis.importance:
         lines += ["![Parameter importance](importance.png)", ""]
         targets = list(analysis.importance)
-        header = ["parameter"] + [f"{h} ({t})" for t in targets for h in ("importance", "correlation")]
+        header = ["parameter"] + [
+            f"{h} ({target_title(t, metric)})" for t in targets for h in ("importance", "correlation")
+        ]
         by_param: dict[str, dict[str, object]] = {}
         for t in targets:
             for e in analysis.importance[t]:
@@ -92,7 +100,7 @@ def write_markdown(analysis: Analysis, path: Path) -> None:
         lines += _table(header, rows)
         lines += ["", "Importance: permutation importance over a ridge regression of the target on the parameters "
                   "(sums to 1); correlation: Pearson's r with the target (blank for categorical parameters). "
-                  f"`metric per GFLOP` is best `{metric}` divided by GFLOPs per puzzle."]  # fmt: skip
+                  f"`{metric} per GFLOP` is the best `{metric}` divided by GFLOPs per puzzle."]  # fmt: skip
     if analysis.importance_note:
         lines += ["", f"Not computed: {analysis.importance_note}."]
     lines += ["", "## Parallel coordinates", "", "![Parallel coordinates](parallel_coordinates.png)", ""]
@@ -155,7 +163,7 @@ def write_pictures(analysis: Analysis, out: Path) -> list[Path]:
         plot_pareto(analysis.ranked, analysis.front, metric, out / "pareto.png")
         written.append(out / "pareto.png")
     if analysis.importance:
-        plot_importance(analysis.importance, out / "importance.png")
+        plot_importance(analysis.importance, out / "importance.png", metric)
         written.append(out / "importance.png")
     lines = []
     for r in analysis.ranked:

@@ -1,0 +1,100 @@
+"""The ``loopformer`` executable. The tool subcommands (data, sweep, import-checkpoint) start without importing
+Lightning; the help of the Lightning subcommands (building it imports Lightning and torch and inspects the Trainer's
+signature: about 6 s on 2 cores) is kept in a cache, valid while the installed versions and loopformer's own files
+are those it was built from."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Optional
+
+TOOL_COMMANDS = ("import-checkpoint", "sweep", "data")
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+HELP_FLAGS = ("-h", "--help")
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+VERSIONED = ("lightning", "jsonargparse", "torch", "wandb")  # whose versions can change the help
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given and given[0] in TOOL_COMMANDS:
+        from loopformer.cli.tools import run_tool
+        from loopformer.runs.parent import die_with_parent_if_asked
+
+        die_with_parent_if_asked()
+        sys.exit(run_tool(given[0], given[1:]))
+    if is_plain_help(given):
+        sys.stdout.write(cached_help(given))
+        sys.exit(0)
+    from loopformer.cli.command import main as run
+
+    run(argv)
+
+
+def is_plain_help(args: list[str]) -> bool:
+    """``--help`` or ``<fit|validate|test|predict> --help`` and nothing else (other flags can change the help)."""
+    return (len(args) == 1 and args[0] in HELP_FLAGS) or (
+        len(args) == 2 and args[0] in LIGHTNING_COMMANDS and args[1] in HELP_FLAGS
+    )
+
+
+def cache_dir() -> Path:
+    if os.environ.get("LOOPFORMER_CACHE_DIR"):
+        return Path(os.environ["LOOPFORMER_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "loopformer"
+
+
+def source_fingerprint(package_dir: Path = PACKAGE_DIR) -> str:
+    """Changes whenever a file of the package changes (path, size and modification time of every .py file)."""
+    digest = hashlib.sha256()
+    for path in sorted(package_dir.rglob("*.py")):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(package_dir)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def help_key(args: list[str]) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = [" ".join(args), str(shutil.get_terminal_size().columns), sys.version, source_fingerprint()]
+    for name in VERSIONED:
+        try:
+            parts.append(f"{name}={version(name)}")
+        except PackageNotFoundError:
+            parts.append(f"{name}=none")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def cached_help(args: list[str]) -> str:
+    """The help text: from the cache, or built by the command itself (and cached, atomically; a cache that cannot
+    be written is skipped)."""
+    path = cache_dir() / f"help-{help_key(args)}.txt"
+    try:
+        return path.read_text()
+    except OSError:
+        pass
+    from loopformer.cli.command import main as run
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            run(args)
+        except SystemExit as e:
+            if e.code not in (0, None):
+                sys.stdout.write(out.getvalue())
+                raise
+    text = out.getvalue()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        partial.write_text(text)
+        os.replace(partial, path)
+    except OSError:
+        pass
+    return text

@@ -1,0 +1,57 @@
+"""Start-up of the command: the tool subcommands' help without Lightning or torch, and the Lightning subcommands'
+help from a cache that follows the installed versions and loopformer's own files."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from loopformer.cli.entry import is_plain_help, source_fingerprint
+
+PROBE = textwrap.dedent(
+    """
+    import sys
+    from loopformer.cli.entry import main
+    try:
+        main(sys.argv[1:])
+    except SystemExit as e:
+        code = e.code
+    print("EXIT", code, "lightning" in sys.modules, "torch" in sys.modules)
+    """
+)
+
+
+def _probe(args, cache):
+    env = {**os.environ, "LOOPFORMER_CACHE_DIR": str(cache), "COLUMNS": "100"}
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True, timeout=300)
+    *text, status = done.stdout.rstrip("\n").split("\n")
+    return "\n".join(text), status
+
+
+@pytest.mark.parametrize("args", [["data", "--help"], ["data", "build", "sudoku-gen", "--help"], ["sweep", "--help"],
+                                  ["import-checkpoint", "--help"]])  # fmt: skip
+def test_the_tools_answer_help_without_lightning_or_torch(args, tmp_path):
+    text, status = _probe(args, tmp_path)
+    assert status == "EXIT 0 False False" and "usage: loopformer" in text
+
+
+def test_the_lightning_commands_help_is_cached_and_identical(tmp_path):
+    built, status = _probe(["fit", "--help"], tmp_path)
+    assert status == "EXIT 0 True True" and "--model.arch.stages" in built and "--trainer.max_steps" in built
+    assert len(list(tmp_path.glob("help-*.txt"))) == 1
+    cached, status = _probe(["fit", "--help"], tmp_path)
+    assert status == "EXIT 0 False False"  # no Lightning, no torch: a file read
+    assert cached == built
+    top, status = _probe(["--help"], tmp_path)
+    assert status == "EXIT 0 True True" and "{fit,validate,test,predict}" in top and "import-checkpoint" in top
+
+
+def test_only_plain_help_is_cached_and_the_key_follows_the_sources(tmp_path):
+    assert is_plain_help(["--help"]) and is_plain_help(["validate", "-h"])
+    assert not is_plain_help(["fit", "--config", "c.yaml", "--help"]) and not is_plain_help(["fit"])
+    (tmp_path / "a.py").write_text("x = 1\n")
+    before = source_fingerprint(tmp_path)
+    (tmp_path / "a.py").write_text("x = 22\n")
+    assert source_fingerprint(tmp_path) != before
