@@ -27,11 +27,13 @@ from loopformer.evaluation.evaluators import (
 from loopformer.evaluation.options import EvalOptions
 from loopformer.evaluation.predictions import PredictionWriter
 from loopformer.model import ACTCarry, ArchConfig, LoopTransformer, RuntimeConfig
+from loopformer.model.compute import compute_cost
 from loopformer.model.summary import describe
 from loopformer.model.training_step import ACTTrainingStep
 from loopformer.runs.attention import ResolveAttention
 from loopformer.runs.directory import run_directory
 from loopformer.training import training_algorithm
+from loopformer.training.budget import BudgetConfig, TrainingBudget, train_flops_per_example
 from loopformer.training.config import EMAConfig, TrainConfig, network_config
 from loopformer.training.nonfinite import NonFiniteWatch
 from loopformer.training.optimization import OptimConfig, configure_optimizers, puzzle_embedding_step
@@ -47,6 +49,7 @@ class LoopformerModule(L.LightningModule):
         optim: OptimConfig = OptimConfig(),
         ema: EMAConfig = EMAConfig(),
         eval: EvalOptions = EvalOptions(),  # --model.eval.*
+        budget: BudgetConfig = BudgetConfig(),
         init_from: Optional[str] = None,
         freeze: Optional[list[str]] = None,
     ) -> None:
@@ -58,6 +61,8 @@ class LoopformerModule(L.LightningModule):
             optim: Optimizer, learning-rate schedule and the puzzle embeddings' update.
             ema: An exponential moving average of the weights, for validation and checkpoints.
             eval: What evaluation reports besides its metrics: pictures, ARC pass@k, depth curves.
+            budget: Training length and evaluation cadence in training FLOPs (equal-compute sweeps), instead of
+                the trainer's steps.
             init_from: Start fit from this checkpoint's network weights (ours or an imported one); the optimizer,
                 schedule and step start fresh. Ignored when resuming with --ckpt_path.
             freeze: Parameter-name patterns (fnmatch) kept fixed, e.g. ``inner.puzzle_emb.weights`` or
@@ -67,11 +72,13 @@ class LoopformerModule(L.LightningModule):
         self.arch, self.train_config = typed(ArchConfig, arch), typed(TrainConfig, train)
         self.runtime, self.optim = typed(RuntimeConfig, runtime), typed(OptimConfig, optim)
         self.ema_config, self.eval_options = typed(EMAConfig, ema), typed(EvalOptions, eval)
+        self.budget = typed(BudgetConfig, budget)
         self.train_config.check(self.arch)
         self.runtime.check(self.arch)
         # Plain dicts in the hyperparameters keep checkpoints loadable with torch.load(weights_only=True).
         arch, train, runtime = to_plain(self.arch), to_plain(self.train_config), to_plain(self.runtime)
         optim, ema, eval = to_plain(self.optim), to_plain(self.ema_config), to_plain(self.eval_options)
+        budget = to_plain(self.budget)
         self.save_hyperparameters()
         self.net: Optional[LoopTransformer] = None
         self.act_training_step: Optional[ACTTrainingStep] = None  # the ACT step with its loss
@@ -118,6 +125,20 @@ class LoopformerModule(L.LightningModule):
             self.net.compile_step(self.runtime.compile_mode)
             self.act_training_step.compile(self.runtime.compile_mode)
 
+    def global_batch_size(self) -> int:
+        return self.trainer.datamodule.global_batch_size
+
+    def train_flops_per_step(self) -> int:
+        """Training FLOPs of one optimizer step, all processes (``training/budget.py``), from the config and the
+        data's sizes: known before the network is built."""
+        dims = self.dataset_dims or self.trainer.datamodule.dims
+        config = (
+            self.net.config
+            if self.net is not None
+            else network_config(self.arch, self.train_config, self.runtime, dims)
+        )
+        return train_flops_per_example(compute_cost(config), self.train_config) * self.global_batch_size()
+
     def configure_model(self) -> None:
         if self.net is None and self._trainer is None:
             return  # load_from_checkpoint: on_load_checkpoint builds from the stored dataset sizes
@@ -134,6 +155,8 @@ class LoopformerModule(L.LightningModule):
         callbacks: list[L.Callback] = [ckpt_format.CheckpointDirCheck(), ResolveAttention(), self.compute_report]
         if self.ema_config.enabled:
             callbacks.append(EMA(self.ema_config.rate))
+        if self.budget.enabled:
+            callbacks.append(TrainingBudget(self.budget))
         return callbacks
 
     # -- training --------------------------------------------------------------------------------------

@@ -105,8 +105,11 @@ def cpu_sized(argv: list[str]) -> list[str]:
     if argv[1] == "sweep" and "--offline" in argv:
         count = argv.index("--count") + 1
         argv = argv[:count] + ["2"] + argv[count + 1 :]
-        return argv + ["--trainer.max_steps=4", "--trainer.val_check_interval=2", "--data.global_batch_size=8",
-                       "--data.eval_batch_size=8", "--trainer.limit_val_batches=1"]  # fmt: skip
+        small = ["--trainer.max_steps=4", "--trainer.val_check_interval=2", "--data.global_batch_size=8",
+                 "--data.eval_batch_size=8", "--trainer.limit_val_batches=1"]  # fmt: skip
+        if any("equal_compute" in a for a in argv):  # a budget in FLOPs sets the steps: a small one (8 steps)
+            small += ["--model.budget.train_flops=4.4e9", "--model.budget.eval_every_flops=2.2e9"]
+        return argv + small
     return argv
 
 

@@ -18,7 +18,7 @@ data              the run's ``data`` settings as the command line resolved them 
                   ``generate``): ``validate``/``test``/``predict`` with ``--ckpt_path`` alone evaluate on them
 ================  ==========================================================================================
 
-``hyper_parameters`` holds the module's arguments as plain dicts: ``{arch, train, runtime, optim, ema, eval}``.
+``hyper_parameters`` holds the module's arguments as plain dicts: ``{arch, train, runtime, optim, ema, eval, budget}``.
 Checkpoints written before those groups existed hold the same fields flat, or the training and runtime settings in
 ``arch`` and EMA, evaluation and compilation in ``run``; ``read_hyperparameters`` moves them into their groups (``migrate_hyperparameters``,
 ``config_groups.migrate_model``).
@@ -43,6 +43,7 @@ from loopformer.evaluation.options import EvalOptions
 from loopformer.files import load_torch, load_yaml
 from loopformer.model.act import PUZZLE_TABLE_KEY
 from loopformer.model.config import ArchConfig, RuntimeConfig
+from loopformer.training.budget import BudgetConfig
 from loopformer.training.config import EMAConfig, TrainConfig
 from loopformer.training.optimization import OptimConfig
 
@@ -56,6 +57,7 @@ GROUPS = {
     "optim": OptimConfig,
     "ema": EMAConfig,
     "eval": EvalOptions,
+    "budget": BudgetConfig,
 }
 
 

@@ -2,7 +2,9 @@
 
 From the config (``model.compute.compute_cost``), logged as run config fields at the start of fit:
 ``compute/block_flops``, ``compute/blocks_per_act_step``, ``compute/grad_blocks_per_act_step``,
-``compute/head_flops``, ``compute/flops_per_act_step``. At every evaluation (the module asks
+``compute/head_flops``, ``compute/flops_per_act_step``, ``compute/train_flops_per_step`` (forward + backward of one
+optimizer step, all processes: ``training/budget.py``). At every evaluation of fit: ``compute/train_flops``, the
+training FLOPs behind the weights evaluated (steps x train_flops_per_step). At every evaluation (the module asks
 ``evaluation_metrics``): ``<prefix>/blocks_per_puzzle`` and ``<prefix>/flops_per_puzzle`` (from the mean ACT steps
 used), ``<prefix>/best_exact_accuracy`` and ``<prefix>/seconds_to_best`` (training wall time, evaluations excluded,
 when it was first reached). At every logging interval of training: ``train/samples_per_second`` (over the interval,
@@ -21,6 +23,9 @@ import lightning as L
 import torch
 
 from loopformer.model.compute import ComputeCost, compute_cost
+
+TRAIN_FLOPS = "compute/train_flops"  # logged with every evaluation of fit: training FLOPs spent so far
+TRAIN_FLOPS_PER_STEP = "compute/train_flops_per_step"  # a run config field (training/budget.py counts it)
 
 
 def peak_memory_gb(device: torch.device) -> float:
@@ -48,8 +53,9 @@ class ComputeReport(L.Callback):
 
     # -- training: the clock and the throughput ------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        fields = {**self.cost_of(pl_module).as_config(), TRAIN_FLOPS_PER_STEP: pl_module.train_flops_per_step()}
         for logger in trainer.loggers:
-            logger.log_hyperparams(self.cost_of(pl_module).as_config())
+            logger.log_hyperparams(fields)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._since = time.perf_counter()
@@ -88,6 +94,9 @@ class ComputeReport(L.Callback):
             f"{prefix}/flops_per_puzzle": (steps * cost.flops_per_act_step).float(),
         }
         exact = float(metrics[f"{prefix}/exact_accuracy"])
+        if pl_module.trainer.state.fn == "fit":  # the training compute behind these weights
+            spent = pl_module.global_step * pl_module.train_flops_per_step()
+            out[TRAIN_FLOPS] = torch.tensor(float(spent), dtype=torch.float64)
         if prefix == "val" and pl_module.trainer.state.fn == "fit":
             if self.best is None or exact > self.best:
                 self.best, self.seconds_to_best = exact, self.training_seconds

@@ -75,6 +75,36 @@ def test_the_agents_command_line_reaches_the_model(path, sudoku4_dir, tmp_path):
     per_batch = train.dis.max_steps if train.algorithm == "dis" and train.dis.loss_method == "mask" else 1
     assert cli.trainer.global_step == per_batch
     assert arch.effective_depth == arch.outer_cycles * sum(s["repeat"] for s in stages)
+    if path.stem.endswith("_equal_compute"):  # the budget reaches the model beside the sampled schedule
+        twin = load_sweep(path.with_name(path.name.replace("_equal_compute", "")))
+        assert config["parameters"] == twin["parameters"] and config["method"] == twin["method"]
+        assert cli.model.budget.train_flops > 0 and cli.model.budget.eval_every_flops * 10 == pytest.approx(
+            cli.model.budget.train_flops
+        )  # 10 reports, as hyperband's max_iter counts
+
+
+def test_each_equal_compute_sweep_gives_its_default_schedule_the_steps_of_its_twin():
+    """The budgets were set to what the recipe's own schedule (3/2/1) spends in the twin file's steps."""
+    from loopformer.config_groups import typed
+    from loopformer.model.compute import compute_cost
+    from loopformer.model.config import ArchConfig, RuntimeConfig
+    from loopformer.training.budget import train_flops_per_example
+    from loopformer.training.config import TrainConfig, network_config
+
+    cases = {  # config, its dataset's sizes, global batch, the twin's steps and evaluation interval
+        "quickstart_stages_equal_compute.yaml": ("configs/quickstart.yaml", (6, 16), 128, 1000, 100),
+        "stages_random_equal_compute.yaml": ("configs/loop_transformer-3stage.yaml", (11, 81), 768, 65104, 6510),
+    }
+    for name, (recipe, (vocab, seq_len), batch, steps, every) in cases.items():
+        model = yaml.safe_load((ROOT / recipe).read_text())["model"]
+        dims = {"vocab_size": vocab, "seq_len": seq_len, "num_puzzle_identifiers": 1}
+        train = typed(TrainConfig, model.get("train", {}))
+        config = network_config(typed(ArchConfig, model["arch"]), train, typed(RuntimeConfig, model["runtime"]), dims)
+        per_step = train_flops_per_example(compute_cost(config), train) * batch
+        command = load_sweep(ROOT / "sweeps" / name)["command"]
+        flags = dict(a[2:].split("=", 1) for a in command if a.startswith("--model.budget."))
+        assert float(flags["model.budget.train_flops"]) == pytest.approx(steps * per_step, rel=0.01), name
+        assert float(flags["model.budget.eval_every_flops"]) == pytest.approx(every * per_step, rel=0.01), name
 
 
 def test_invalid_sweep_file_is_a_clear_error(tmp_path):

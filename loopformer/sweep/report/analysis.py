@@ -17,6 +17,7 @@ from typing import Any, Optional
 import numpy as np
 
 from loopformer.sweep.report.records import ScoredRun, SweepRuns, score
+from loopformer.sweep.report.training_compute import TrainingComputeViews, training_compute_views
 
 PERMUTATIONS = 50  # shuffles per parameter: the importance's spread across seeds is below 0.01 at 8-30 runs
 RIDGE = 1e-2  # keeps the fit defined when runs are fewer than the features; small against standardised features
@@ -33,6 +34,7 @@ class Analysis:
     front: list[ScoredRun]  # the Pareto front, cheapest first
     importance: dict[str, list[ParameterEffect]]  # target name -> one row per varying parameter
     importance_note: str
+    training: TrainingComputeViews  # the same runs against training compute
 
 
 @dataclass
@@ -51,7 +53,8 @@ def analyse(sweep: SweepRuns) -> Analysis:
     unscored = [s for s in done if s.best is None]
     front = pareto_front(ranked, sweep.goal)
     importance, note = parameter_importance(ranked, sweep.parameters)
-    return Analysis(sweep, ranked, unscored, running, duplicates, front, importance, note)
+    training = training_compute_views(ranked, sweep.metric, sweep.goal)
+    return Analysis(sweep, ranked, unscored, running, duplicates, front, importance, note, training)
 
 
 def _drop_duplicate_names(records: list) -> tuple[list, int]:

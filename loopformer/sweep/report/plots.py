@@ -19,31 +19,37 @@ def _pyplot():  # noqa: ANN202 (matplotlib.pyplot)
     return plt
 
 
-def plot_pareto(runs: list, front: list, metric: str, path: Path) -> None:
-    """Metric against FLOPs per puzzle (log x), one marker per run state, the front as a step line."""
+EVALUATION_COMPUTE = ("FLOPs per puzzle (forward, at the best report)", "compute")
+TRAINING_COMPUTE = ("training FLOPs behind the best report (forward + backward)", "training compute")
+
+
+def plot_pareto(
+    runs: list, front: list, metric: str, path: Path, x: Any = None, x_label: tuple[str, str] = EVALUATION_COMPUTE
+) -> None:
+    """Metric against a cost (log x; by default FLOPs per puzzle), one marker per run state, the front as a step line.
+    ``x(run)``: the run's cost, or None."""
     plt = _pyplot()
+    x = x or (lambda r: r.flops_per_puzzle)
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    costed = [r for r in runs if r.flops_per_puzzle is not None]
+    costed = [r for r in runs if x(r) is not None]
     for state, (marker, label) in STATE_MARKERS.items():
         pts = [r for r in costed if r.state == state]
         if pts:
-            ax.scatter(
-                [r.flops_per_puzzle for r in pts], [r.best for r in pts], marker=marker, s=36, color="0.55", label=label
-            )
+            ax.scatter([x(r) for r in pts], [r.best for r in pts], marker=marker, s=36, color="0.55", label=label)
     if front:
-        xs = [r.flops_per_puzzle for r in front]
+        xs = [x(r) for r in front]
         ys = [r.best for r in front]
         if len(front) > 1:  # the best metric at each budget, between the front's runs (not beyond the last)
             ax.step(xs, ys, where="post", color="C3", lw=1.4)
         ax.scatter(xs, ys, s=70, facecolors="none", edgecolors="C3", linewidths=1.8, label="Pareto front", zorder=3)
         for r in front:
-            ax.annotate(r.name, (r.flops_per_puzzle, r.best), textcoords="offset points", xytext=(5, -11), fontsize=7)
+            ax.annotate(r.name, (x(r), r.best), textcoords="offset points", xytext=(5, -11), fontsize=7)
     ax.set_xscale("log")
     if costed:
-        _sensible_limits(ax, [r.flops_per_puzzle for r in costed], [r.best for r in costed])
-    ax.set_xlabel("FLOPs per puzzle (forward, at the best report)")
+        _sensible_limits(ax, [x(r) for r in costed], [r.best for r in costed])
+    ax.set_xlabel(x_label[0])
     ax.set_ylabel(f"best {metric}")
-    ax.set_title(f"{metric} against compute ({len(costed)} runs with a FLOPs count)")
+    ax.set_title(f"{metric} against {x_label[1]} ({len(costed)} runs with a FLOPs count)")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -154,6 +160,34 @@ def plot_parallel_coordinates(lines: list[dict], axes: list[str], metric: str, p
     ax.set_ylim(-0.12, 1.1)
     ax.set_title(f"{len(scored)} runs, colour = {metric} (dashed: stopped early or crashed)")
     fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(m_lo, m_hi)), ax=ax, label=metric)
+    fig.tight_layout()
+    atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format=Path(path).suffix[1:] or "png"))
+    plt.close(fig)
+
+
+def plot_learning_curves(curves: dict[str, list[tuple[float, float]]], states: dict[str, str], metric: str,
+                         path: Path, budget: Optional[float] = None) -> None:  # fmt: skip
+    """Every run's metric against the training FLOPs behind it (log x): learning curves at equal compute, dashed
+    for runs that did not finish, the equal-compute budget as a vertical line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    drawn = {name: curve for name, curve in curves.items() if curve}
+    finals = {name: curve[-1][1] for name, curve in drawn.items()}
+    labelled = set(sorted(finals, key=finals.get, reverse=True)[:8])  # a legend of the 8 best ends, not of 100 runs
+    for k, (name, curve) in enumerate(sorted(drawn.items())):
+        style = "-" if states.get(name) == "finished" else "--"
+        ax.plot([p[0] for p in curve], [p[1] for p in curve], style, marker="o", ms=3, lw=1.3, color=f"C{k % 10}",
+                label=name if name in labelled else None)  # fmt: skip
+    if budget is not None:
+        ax.axvline(budget, color="0.4", lw=0.9, ls=":", label="compute every ranked run reached")
+    ax.set_xscale("log")
+    if drawn:
+        _sensible_limits(ax, [p[0] for c in drawn.values() for p in c], [p[1] for c in drawn.values() for p in c])
+    ax.set_xlabel("training FLOPs (forward + backward, all processes)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} against training compute ({len(drawn)} runs; dashed: stopped early or crashed)")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format=Path(path).suffix[1:] or "png"))
     plt.close(fig)

@@ -1,7 +1,8 @@
 """`loopformer sweep report SOURCE`: a finished (or running) sweep turned into the answer at equal compute.
 
-Writes ``report.md`` (runs ranked, the Pareto front read as budgets, parameter importance), ``report.json`` (the
-same numbers), ``pareto.png``, ``importance.png`` and ``parallel_coordinates.png`` to ``--out`` (default: the
+Writes ``report.md`` (runs ranked, the Pareto front read as budgets, the same against training compute, parameter
+importance), ``report.json`` (the same numbers), ``pareto.png``, ``learning_curves.png``, ``pareto_training.png``,
+``importance.png`` and ``parallel_coordinates.png`` to ``--out`` (default: the
 offline sweep's own directory, or ``runs/sweeps/<SWEEP_ID>`` for a W&B sweep), and prints a short summary.
 """
 
@@ -17,7 +18,9 @@ from typing import Optional
 from loopformer.checkpoint import atomic
 from loopformer.sweep.report.analysis import Analysis, analyse, metric_per_gflop
 from loopformer.sweep.report.plots import (
+    TRAINING_COMPUTE,
     plot_importance,
+    plot_learning_curves,
     plot_parallel_coordinates,
     plot_pareto,
     short_name,
@@ -79,6 +82,7 @@ def write_markdown(analysis: Analysis, path: Path) -> None:
         lines += ["No run reported its FLOPs per puzzle (runs older than compute accounting), so there is no front."]
     lines += [""]
 
+    lines += _training_compute_section(analysis)
     lines += ["## Parameter importance", ""]
     if analysis.importance:
         lines += ["![Parameter importance](importance.png)", ""]
@@ -148,6 +152,17 @@ def write_json(analysis: Analysis, path: Path) -> None:
         "unscored": [run(r) for r in analysis.unscored],
         "running": [r.name for r in analysis.running],
         "pareto_front": [run(r) for r in analysis.front],
+        "training_compute": {
+            "equal_budget": analysis.training.equal_budget,
+            "at_equal_budget": [{"run": r.name, "best": v} for r, v in analysis.training.at_equal],
+            "best_at_budget": [
+                {"train_flops": b, "run": r.name, "schedule": r.schedule, "best": v, "runs_compared": n}
+                for b, r, v, n in analysis.training.best_at_budget
+            ],
+            "pareto_front": [
+                {"run": r.name, "train_flops_to_best": spent, "best": v} for r, spent, v in analysis.training.front
+            ],
+        },
         "importance": {
             t: [{"parameter": e.parameter, "importance": e.importance, "correlation": e.correlation} for e in effects]
             for t, effects in analysis.importance.items()
@@ -156,12 +171,43 @@ def write_json(analysis: Analysis, path: Path) -> None:
     atomic.write_text(path, json.dumps(out, indent=1))
 
 
+def _tflops(flops: Optional[float]) -> str:
+    return "-" if flops is None else f"{flops:.4g}"
+
+
+def _training_compute_section(analysis: Analysis) -> list[str]:
+    views, metric = analysis.training, analysis.sweep.metric
+    lines = [f"## At equal training compute (`{metric}` against training FLOPs)", ""]
+    if not views.best_at_budget:
+        return lines + ["No run reported its training compute (`compute/train_flops`: runs older than it), so "
+                        "there is nothing to compare at equal training compute.", ""]  # fmt: skip
+    lines += ["![learning curves against training compute](learning_curves.png)", ""]
+    lines += [f"Ranked by the best `{metric}` within {_tflops(views.equal_budget)} training FLOPs, the compute "
+              "every ranked run reached (a run stopped early takes part only if it got that far):", ""]  # fmt: skip
+    rows = [[str(i), r.name, r.state, r.schedule, _number(v)] for i, (r, v) in enumerate(views.at_equal, 1)]
+    lines += _table(["#", "run", "state", "schedule", f"best {metric} up to it"], rows) + [""]
+    lines += ["The best schedule at each training budget (its best report within the budget):", ""]
+    rows = [[_tflops(b), r.name, r.schedule, _number(v), str(n)] for b, r, v, n in views.best_at_budget]
+    lines += _table(["training FLOPs", "run", "schedule", f"best {metric}", "runs compared"], rows) + [""]
+    lines += ["![Pareto front against training compute](pareto_training.png)", ""]
+    rows = [[_tflops(spent), r.name, r.schedule, _number(v)] for r, spent, v in views.front]
+    lines += [f"Pareto front: no other run reached a better `{metric}` with as little training compute.", ""]
+    return lines + _table(["training FLOPs to its best", "run", "schedule", f"best {metric}"], rows) + [""]
+
+
 def write_pictures(analysis: Analysis, out: Path) -> list[Path]:
     metric = analysis.sweep.metric
     written = []
     if analysis.front:
         plot_pareto(analysis.ranked, analysis.front, metric, out / "pareto.png")
         written.append(out / "pareto.png")
+    views = analysis.training
+    if views.best_at_budget:
+        states = {r.name: r.state for r in analysis.ranked}
+        plot_learning_curves(views.curves, states, metric, out / "learning_curves.png", views.equal_budget)
+        plot_pareto(analysis.ranked, [r for r, _, _ in views.front], metric, out / "pareto_training.png",
+                    x=lambda r: views.to_best.get(r.name), x_label=TRAINING_COMPUTE)  # fmt: skip
+        written += [out / "learning_curves.png", out / "pareto_training.png"]
     if analysis.importance:
         plot_importance(analysis.importance, out / "importance.png", metric)
         written.append(out / "importance.png")
@@ -193,6 +239,13 @@ def summary(analysis: Analysis, out: Path) -> str:
             f"  {_gflops(r):>9} GFLOPs/puzzle  {metric}={_number(r.best)}  {r.name}: {r.schedule}"
             for r in analysis.front
         ]
+    views = analysis.training
+    if views.at_equal:
+        best, value = views.at_equal[0]
+        lines.append(
+            f"at equal training compute ({_tflops(views.equal_budget)} FLOPs): best {best.name} {metric}="
+            f"{_number(value)}: {best.schedule}"
+        )
     for target, effects in analysis.importance.items():
         top = ", ".join(f"{short_name(e.parameter)} {e.importance:.2f}" for e in effects[:3])
         lines.append(f"most important for {target}: {top}")
