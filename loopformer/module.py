@@ -31,6 +31,7 @@ from loopformer.model.compute import compute_cost
 from loopformer.model.summary import describe
 from loopformer.model.training_step import ACTTrainingStep
 from loopformer.runs.attention import ResolveAttention
+from loopformer.runs.compiled import RecordCompiledStep
 from loopformer.runs.directory import run_directory
 from loopformer.training import training_algorithm
 from loopformer.training.budget import BudgetConfig, TrainingBudget, train_flops_per_example
@@ -157,6 +158,8 @@ class LoopformerModule(L.LightningModule):
             callbacks.append(EMA(self.ema_config.rate))
         if self.budget.enabled:
             callbacks.append(TrainingBudget(self.budget))
+        if self.runtime.compile:
+            callbacks.append(RecordCompiledStep())
         return callbacks
 
     # -- training --------------------------------------------------------------------------------------

@@ -45,7 +45,8 @@ TOOLS_EPILOG = (
     "other commands (each with its own --help): "
     "loopformer data {build,show} (puzzle datasets), "
     "loopformer sweep (run a W&B sweep file, online or offline), "
-    "loopformer import-checkpoint (HRM / TRM / VirtualRecursiveNetwork weights)"
+    "loopformer import-checkpoint (HRM / TRM / VirtualRecursiveNetwork weights), "
+    "loopformer doctor (check this machine: versions, GPUs, attention kernel, CUDA graphs)"
 )
 _NO_EARLY_EXIT = ("--print_config", "--help", "-h")
 

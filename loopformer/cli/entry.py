@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-TOOL_COMMANDS = ("import-checkpoint", "sweep", "data")
+TOOL_COMMANDS = ("import-checkpoint", "sweep", "data", "doctor")
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 HELP_FLAGS = ("-h", "--help")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]

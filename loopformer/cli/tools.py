@@ -51,7 +51,13 @@ def _data(argv: list[str]) -> int:
     return main(argv)
 
 
-TOOLS = {"import-checkpoint": _import_checkpoint, "sweep": _sweep, "data": _data}
+def _doctor(argv: list[str]) -> int:
+    from loopformer.cli.doctor import main
+
+    return main(argv)
+
+
+TOOLS = {"import-checkpoint": _import_checkpoint, "sweep": _sweep, "data": _data, "doctor": _doctor}
 
 
 def run_tool(name: str, argv: list[str]) -> int:

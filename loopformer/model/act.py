@@ -12,6 +12,7 @@ only, the same graph at every step.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -182,14 +183,39 @@ class CompiledStep:
     carry and the metrics still hold."""
 
     def __init__(self, fn: Callable[..., Any], mode: Optional[str], backend: Optional[str] = None) -> None:
-        self.cudagraphs = mode in ("reduce-overhead", "max-autotune")
-        self.fn = torch.compile(fn, backend=backend or COMPILE_BACKEND, mode=None if mode == "default" else mode)
+        self.cudagraphs = self.graphs_wanted = mode in ("reduce-overhead", "max-autotune")
+        self.original, self.backend = fn, backend or COMPILE_BACKEND
+        self.fn = torch.compile(fn, backend=self.backend, mode=None if mode == "default" else mode)
+        self.graphs_failed: Optional[str] = None  # why CUDA graphs were given up, when they were
+        self._ran = False
 
     def __call__(self, *args: Any) -> Any:
-        if self.cudagraphs:
+        if not self.cudagraphs:
+            return self.fn(*args)
+        try:
             torch.compiler.cudagraph_mark_step_begin()
-            return clone_tensors(self.fn(*args))
-        return self.fn(*args)
+            out = clone_tensors(self.fn(*args))
+        except Exception as e:  # noqa: BLE001 - at the first calls, a capture failure: go on without graphs
+            if self._ran:
+                raise
+            self.give_up_graphs(e)
+            return self.fn(*args)
+        self._ran = True
+        return out
+
+    def give_up_graphs(self, error: BaseException) -> None:
+        """Compile again without CUDA graphs (the step stays compiled) and say why, once. A step is a pure function
+        of its inputs, so the failed call is simply run again; an error that is not about graphs comes back from
+        that second call."""
+        message = str(error).strip()
+        reason = f"{type(error).__name__}: {message.splitlines()[0] if message else ''}"
+        self.cudagraphs, self.graphs_failed = False, reason
+        self.fn = torch.compile(self.original, backend=self.backend)
+        warnings.warn(
+            f"loopformer: CUDA graphs could not be captured ({reason}); the step runs compiled without them "
+            "(model.runtime.compile_mode: default).",
+            stacklevel=3,
+        )
 
 
 def clone_tensors(value: Any) -> Any:

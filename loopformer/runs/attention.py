@@ -4,13 +4,17 @@ fused kernel checked itself on the device (``kernels.selfcheck``), the same way 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Optional
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from loopformer.kernels.dispatch import resolve_attention
 
 RESOLVED_KEY = "attention_backend_resolved"
+REASON_KEY = "attention_backend_reason"
 
 
 log = logging.getLogger("loopformer.attention")
@@ -35,8 +39,10 @@ class ResolveAttention(L.Callback):
         choice, config = pl_module.net.attention, pl_module.net.config
         if choice.resolved is not None:
             return
+        reason = ""
         if config.arch.mixer != "attention":
             choice.resolved = "none"  # the sequence-MLP mixer has no attention layer
+            reason = "the sequence-MLP mixer has no attention"
         else:
             resolution = resolve_attention(
                 config.runtime.attention_backend,
@@ -49,9 +55,13 @@ class ResolveAttention(L.Callback):
             # One line: the rank whose check failed says why; rank 0 says so when another rank failed.
             if resolution.warning and (resolution.failed_here or trainer.is_global_zero):
                 log.warning("loopformer: warning: %s", resolution.warning)
-            choice.resolved = resolution.implementation
+            choice.resolved, reason = resolution.implementation, resolution.reason
+        choice.reason = reason
+        line = f"attention: {choice.resolved} ({reason})" if reason else f"attention: {choice.resolved}"
+        rank_zero_info(line)
         for logger in trainer.loggers:
-            logger.log_hyperparams({RESOLVED_KEY: choice.resolved})
+            logger.log_hyperparams({RESOLVED_KEY: choice.resolved, REASON_KEY: reason})
+        record_in_run_config(trainer, line)
 
     @staticmethod
     def _agree(trainer: L.Trainer, device: torch.device):  # noqa: ANN205
@@ -60,3 +70,19 @@ class ResolveAttention(L.Callback):
             return bool(trainer.strategy.reduce(flag, reduce_op="min").item() >= 1)
 
         return every_rank_passed
+
+
+def record_in_run_config(trainer: L.Trainer, line: Optional[str]) -> None:
+    """The attention used, as a comment at the end of the run directory's config.yaml (a comment: the file stays a
+    config that ``--config`` reads), so that it is recorded with W&B off too. A collective (the run directory): every
+    rank calls it, with None where there is nothing to write."""
+    from loopformer.checkpoint import atomic
+    from loopformer.runs.directory import run_directory
+
+    directory = run_directory(trainer)
+    path = Path(directory) / "config.yaml"
+    if line is None or not trainer.is_global_zero or "://" in directory or not path.is_file():
+        return
+    text = path.read_text()
+    if f"# {line}\n" not in text:
+        atomic.write_text(path, text.rstrip("\n") + f"\n# {line}\n")

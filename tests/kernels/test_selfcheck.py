@@ -96,8 +96,51 @@ def test_auto_falls_back_to_sdpa_with_one_line_naming_device_shape_and_failure(e
         "head dim 64, sequence length 97): wrong values: output max error 0.5 (bound 0.02); this run uses PyTorch "
         "SDPA instead (attention_backend_resolved: sdpa)."
     )
-    passing = dispatch.resolve_attention("auto", CPU, torch.bfloat16, 64, 97, check=lambda *a: Verdict(True, "ok"))
-    assert passing == dispatch.Resolution("triton")
+    passing = dispatch.resolve_attention(
+        "auto", CPU, torch.bfloat16, 64, 97, check=lambda *a: Verdict(True, "ok"), timer=_timings(1.0, 2.0)
+    )
+    assert passing.implementation == "triton" and not passing.warning
+
+
+def _timings(triton, sdpa, calls=None):
+    def timer(device, dtype, head_dim, seq_len):
+        if calls is not None:
+            calls.append((str(dtype), head_dim, seq_len))
+        return {"triton": triton * 1e-3, "sdpa": sdpa * 1e-3}
+
+    return timer
+
+
+@pytest.fixture(autouse=True)
+def _fresh_timings(monkeypatch):
+    from loopformer.kernels import timing
+
+    monkeypatch.setattr(timing, "CHOICES", {})
+
+
+def test_auto_takes_the_faster_of_kernel_and_sdpa_after_the_check_and_keeps_the_choice(eligible):
+    ok = lambda *a: Verdict(True, "ok")  # noqa: E731
+    calls = []
+    faster = dispatch.resolve_attention("auto", CPU, torch.bfloat16, 64, 97, check=ok, timer=_timings(0.4, 0.9, calls))
+    assert faster.implementation == "triton"
+    assert faster.reason == (
+        "auto timed forward + backward of one attention segment: sdpa 0.9 ms, triton 0.4 ms; triton is faster"
+    )
+    again = dispatch.resolve_attention("auto", CPU, torch.bfloat16, 64, 120, check=ok, timer=_timings(9, 1, calls))
+    assert again.implementation == "triton" and len(calls) == 1  # 120 shares 97's length bucket (128): kept
+    slower = dispatch.resolve_attention("auto", CPU, torch.bfloat16, 64, 916, check=ok, timer=_timings(2, 1, calls))
+    assert slower.implementation == "sdpa" and slower.reason.endswith("sdpa is faster") and len(calls) == 2
+    other_dtype = dispatch.resolve_attention("auto", CPU, torch.float16, 64, 97, check=ok, timer=_timings(2, 1, calls))
+    assert other_dtype.implementation == "sdpa" and len(calls) == 3
+    forced = dispatch.resolve_attention("triton", CPU, torch.bfloat16, 64, 916, check=ok, timer=_timings(2, 1, calls))
+    assert forced.implementation == "triton" and len(calls) == 3  # triton insists: no timing
+
+
+def test_every_rank_takes_the_kernel_only_where_it_is_faster_on_all(eligible):
+    answers = iter([True, False])  # the check passed on every rank; the kernel is faster here, not on every rank
+    res = dispatch.resolve_attention("auto", CPU, torch.bfloat16, 64, 97, check=lambda *a: Verdict(True, "ok"),
+                                     agree=lambda mine: next(answers), timer=_timings(0.4, 0.9))  # fmt: skip
+    assert res.implementation == "sdpa" and res.reason.endswith("sdpa, since the kernel is not faster on every rank")
 
 
 def test_forced_triton_fails_with_the_same_message(eligible):
@@ -144,6 +187,11 @@ def test_a_run_records_the_resolved_backend_and_warns_once(sudoku4_dir, tmp_path
     assert layers and all(m.choice is choice for m in layers)
     hparams = yaml.safe_load(next(tmp_path.glob("lightning_logs/version_*/hparams.yaml")).read_text())
     assert hparams["attention_backend_resolved"] == "sdpa"
+    assert hparams["attention_backend_reason"] == "auto: the kernel failed its self-check"
+    # and in the run directory's config, which W&B-less runs keep: a comment, so the file stays a usable --config
+    config = next(tmp_path.glob("lightning_logs/version_*/config.yaml")).read_text()
+    assert config.endswith("\n# attention: sdpa (auto: the kernel failed its self-check)\n")
+    assert yaml.safe_load(config)["model"]["runtime"]["attention_backend"] == "auto"
 
 
 def test_forced_triton_that_fails_its_check_exits_2_in_one_paragraph(sudoku4_dir, tmp_path, monkeypatch, capsys):

@@ -68,6 +68,62 @@ def test_default_mode_neither_marks_steps_nor_copies(monkeypatch):
     assert marks == []
 
 
+def test_a_failed_capture_goes_on_compiled_without_graphs_with_one_warning(monkeypatch):
+    """Injected: the CUDA-graph compilation raises at its first call (as a capture failure does); the step is compiled
+    again without graphs, computes the same loss as eager, warns once naming the reason and records it."""
+    compiled = []
+
+    def fake_compile(fn, mode=None, **kwargs):
+        compiled.append(mode)
+        if mode == "reduce-overhead":
+
+            def capture(*args):
+                raise RuntimeError("CUDA error: operation not permitted when stream is capturing (injected)")
+
+            return capture
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: None)
+    net = _net("cpu", hidden_size=32, num_heads=2, forward_dtype="float32", puzzle_emb_ndim=32, halt_max_steps=2)
+    eager = ACTTrainingStep(net, "stablemax_cross_entropy", "act")
+    step = ACTTrainingStep(net, "stablemax_cross_entropy", "act")
+    step.compile("reduce-overhead")
+    batch = _batch(0, 4, "cpu")
+    with pytest.warns(
+        UserWarning,
+        match=r"CUDA graphs could not be captured \(RuntimeError: CUDA error: operation "
+        r"not permitted when stream is capturing \(injected\)\); the step runs compiled without them",
+    ):
+        _, loss, _ = step(net.initial_carry(batch), batch)
+    assert compiled == ["reduce-overhead", None]  # compiled again, in the default mode
+    assert step._fn.graphs_failed.startswith("RuntimeError: CUDA error") and not step._fn.cudagraphs
+    assert torch.equal(loss, eager(net.initial_carry(batch), batch)[1])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the next steps: no second warning
+        step(net.initial_carry(batch), batch)
+
+
+def test_an_error_after_graphs_ran_is_not_taken_for_a_capture_failure(monkeypatch):
+    calls = []
+
+    def flaky(*args):
+        calls.append(1)
+        if len(calls) > 1:
+            raise ValueError("a real bug")
+        return torch.zeros(1)
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: flaky)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: None)
+    step = act.CompiledStep(lambda: None, "reduce-overhead")
+    step()
+    with pytest.raises(ValueError, match="a real bug"):
+        step()
+    assert step.graphs_failed is None
+
+
 @contextmanager
 def no_sync_after(step: int, warmup: int):
     """From step ``warmup`` on (compilation done), any device-to-host synchronisation raises."""
