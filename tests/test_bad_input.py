@@ -41,6 +41,9 @@ CASES = {
     "--model.eval.depth_curve=[0,abc]": "model.eval.depth_curve expected an integer, got abc",
     "--model.eval.num_pictures=-1": "model.eval.num_pictures must be >= 0",
     "--model.ema.rate=1.5": "model.ema.rate must lie in (0, 1)",
+    "--model.budget.train_flops=0": "model.budget.train_flops=0: expected a number of FLOPs > 0",
+    "--model.budget.eval_every_flops=-1e9": "model.budget.eval_every_flops=-1e+09: expected a number of FLOPs > 0",
+    "--model.budget.train_flops=lots": "model.budget.train_flops expected",
 }
 
 

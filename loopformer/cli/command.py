@@ -244,7 +244,12 @@ def parse_error_paragraph(message: str, parser: Any, args: list[str]) -> str:
     outer = re.match(r'Parser key "([\w.]+)":', text)
     keyed = re.findall(r'Parser key "([\w.]+)": Expected a (.+?)\. Got value: (\S+)', text)
     bare = re.search(r"Expected a (.+?)\. Got value: (\S+)", text)
-    if outer and (keyed or bare):  # a wrong type, perhaps deep inside a list or a union: say the innermost part
+    union = re.search(r"Union subtypes Subtypes: \[(.*?)\].*?Given value: (\S+?)\.?(?: |$)", text)
+    if outer and union and not (keyed or bare):  # a value none of an Optional's or a Union's types takes
+        kinds = [_type_name(t.strip()) for t in union.group(1).split(",")]
+        kinds = ["null" if k == "NoneType" else k for k in kinds]
+        text = f"{outer.group(1)} expected {' or '.join(kinds)}, got {union.group(2)}"
+    elif outer and (keyed or bare):  # a wrong type, perhaps deep inside a list or a union: say the innermost part
         key, expected, got = keyed[-1] if keyed else (outer.group(1), *bare.groups())
         where = f"{outer.group(1)}: " if key != outer.group(1) else ""
         text = f"{where}{key} expected {_type_name(expected)}, got {got}"

@@ -46,8 +46,9 @@ class BudgetConfig:
         for name in ("train_flops", "eval_every_flops"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                shown = f"{value:g}" if isinstance(value, (int, float)) else repr(value)
                 raise ConfigError(
-                    f"model.budget.{name}={value!r}: expected a number of FLOPs > 0 (e.g. 1.5e15), or null."
+                    f"model.budget.{name}={shown}: expected a number of FLOPs > 0 (e.g. 1.5e15), or null."
                 )
 
     @property
