@@ -37,6 +37,7 @@ def test_the_tools_answer_help_without_lightning_or_torch(args, tmp_path):
     assert status == "EXIT 0 False False" and "usage: loopformer" in text
 
 
+@pytest.mark.slow
 def test_the_lightning_commands_help_is_cached_and_identical(tmp_path):
     built, status = _probe(["fit", "--help"], tmp_path)
     assert status == "EXIT 0 True True" and "--model.arch.stages" in built and "--trainer.max_steps" in built

@@ -2,6 +2,7 @@
 into a new subdirectory of the checkpoint's run."""
 
 import numpy as np
+import pytest
 import torch
 
 from loopformer.checkpoint.format import EXTRA_KEY, read_settings
@@ -46,6 +47,7 @@ def test_a_checkpoint_evaluates_on_its_run_data_into_its_run_directory(sudoku4_d
     assert not (tmp_path / "runs").exists() and not (run / "predictions.npz").exists()
 
 
+@pytest.mark.slow
 def test_an_older_checkpoint_takes_the_data_from_its_run_config(sudoku4_dir, tmp_path):
     run = tmp_path / "run"
     ckpt = _fit(sudoku4_dir, run)
@@ -59,6 +61,7 @@ def test_an_older_checkpoint_takes_the_data_from_its_run_config(sudoku4_dir, tmp
     assert len(list(run.glob("test-*"))) == 1
 
 
+@pytest.mark.slow
 def test_a_config_or_root_dir_given_is_used_instead(sudoku4_dir, tmp_path, capsys):
     run = tmp_path / "run"
     ckpt = _fit(sudoku4_dir, run)
