@@ -91,3 +91,12 @@ def _torch_file_problem(path: Path, e: Exception) -> str:
             "arbitrary code)"
         )
     return "not a PyTorch file (it starts with neither a zip archive nor a pickle)"
+
+
+def is_a_terminal(stream: Any) -> bool:
+    """Whether ``stream`` (sys.stdout, sys.stderr) is a terminal; False for a file, a pipe or a closed stream."""
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False

@@ -11,15 +11,13 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ProgressBar
 
+from loopformer.files import is_a_terminal
+
 EVERY_S = 10.0  # seconds between two lines
 
 
 def stdout_is_a_terminal() -> bool:
-    isatty = getattr(sys.stdout, "isatty", None)
-    try:
-        return bool(isatty and isatty())
-    except ValueError:  # a closed stream
-        return False
+    return is_a_terminal(sys.stdout)
 
 
 def _duration(seconds: float) -> str:

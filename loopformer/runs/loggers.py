@@ -11,6 +11,8 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from loopformer.files import is_a_terminal
+
 WANDB_DEFAULT_BASE_URL = "https://api.wandb.ai"
 
 
@@ -26,11 +28,7 @@ def wandb_credentials_found() -> bool:
 
 
 def stderr_is_a_terminal() -> bool:
-    isatty = getattr(sys.stderr, "isatty", None)
-    try:
-        return bool(isatty and isatty())
-    except ValueError:  # a closed stream
-        return False
+    return is_a_terminal(sys.stderr)
 
 
 def in_wandb_sweep() -> bool:

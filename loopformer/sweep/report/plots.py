@@ -47,14 +47,24 @@ def plot_pareto(
     ax.set_xscale("log")
     if costed:
         _sensible_limits(ax, [x(r) for r in costed], [r.best for r in costed])
-    ax.set_xlabel(x_label[0])
-    ax.set_ylabel(f"best {metric}")
-    ax.set_title(f"{metric} against {x_label[1]} ({len(costed)} runs with a FLOPs count)")
-    ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=8, loc="lower right")
+    title = f"{metric} against {x_label[1]} ({len(costed)} runs with a FLOPs count)"
+    _log_axis_with_grid(ax, x_label[0], f"best {metric}", title, 8)
+    _save(plt, fig, path)
+
+
+def _save(plt, fig, path: Path) -> None:  # noqa: ANN001 (matplotlib's pyplot and Figure)
+    """Laid out, written atomically (in the format the suffix names), closed."""
     fig.tight_layout()
     atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format=Path(path).suffix[1:] or "png"))
     plt.close(fig)
+
+
+def _log_axis_with_grid(ax, x_label: str, y_label: str, title: str, legend_size: int) -> None:  # noqa: ANN001
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=legend_size, loc="lower right")
 
 
 def _sensible_limits(ax, xs: list[float], ys: list[float]) -> None:  # noqa: ANN001 (a matplotlib Axes)
@@ -98,9 +108,7 @@ def plot_importance(importance: dict[str, list], path: Path, metric: str = "metr
         ax.set_xlim(0, 1.15)
         ax.set_xlabel("permutation importance (sums to 1)")
         ax.set_title(f"importance for {target_title(target, metric)}\n(green: r > 0, red: r < 0)", fontsize=9)
-    fig.tight_layout()
-    atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format=Path(path).suffix[1:] or "png"))
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def short_name(parameter: str) -> str:
@@ -160,9 +168,7 @@ def plot_parallel_coordinates(lines: list[dict], axes: list[str], metric: str, p
     ax.set_ylim(-0.12, 1.1)
     ax.set_title(f"{len(scored)} runs, colour = {metric} (dashed: stopped early or crashed)")
     fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(m_lo, m_hi)), ax=ax, label=metric)
-    fig.tight_layout()
-    atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format=Path(path).suffix[1:] or "png"))
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_learning_curves(curves: dict[str, list[tuple[float, float]]], states: dict[str, str], metric: str,
@@ -183,11 +189,6 @@ def plot_learning_curves(curves: dict[str, list[tuple[float, float]]], states: d
     ax.set_xscale("log")
     if drawn:
         _sensible_limits(ax, [p[0] for c in drawn.values() for p in c], [p[1] for c in drawn.values() for p in c])
-    ax.set_xlabel("training FLOPs (forward + backward, all processes)")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} against training compute ({len(drawn)} runs; dashed: stopped early or crashed)")
-    ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format=Path(path).suffix[1:] or "png"))
-    plt.close(fig)
+    title = f"{metric} against training compute ({len(drawn)} runs; dashed: stopped early or crashed)"
+    _log_axis_with_grid(ax, "training FLOPs (forward + backward, all processes)", metric, title, 7)
+    _save(plt, fig, path)
