@@ -442,6 +442,7 @@ def test_the_installed_command_prints_help_and_config_without_warnings(tmp_path)
     assert "Warning" not in printed.stderr and "args parameter" not in printed.stderr, printed.stderr
 
 
+@pytest.mark.slow  # run by .ci/run; the default suite stays under 15 minutes
 def test_a_run_prints_none_of_the_other_packages_noise(sudoku4_dir, tmp_path):
     """Lightning's tips, wandb's 'anonymous' and 'git root' warnings, a Lightning deprecation, its worker
     warning (our loaders deal batches out to workers) and its mid-epoch resume warning (the data module keeps

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +110,7 @@ def test_two_processes_with_half_batches_match_one_process(sudoku4_dir, tmp_path
         assert torch.equal(rank0, rank1), step
 
 
+@pytest.mark.slow  # run by .ci/run; the default suite stays under 15 minutes
 def test_two_processes_resume_mid_run_bitwise(sudoku4_dir, tmp_path):
     """2 ranks: 4 steps straight equal 2 steps, a checkpoint, and 2 more (across an epoch boundary: 3 per epoch)."""
     for name in ("straight", "first", "second"):

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from loopformer.sweep.runner import OfflineSweep
@@ -58,6 +59,7 @@ def test_two_runners_on_one_sweep_run_every_trial_exactly_once(tmp_path):
     assert len(rows) == 6 and all(r["state"] == "finished" for r in rows)
 
 
+@pytest.mark.slow  # run by .ci/run; the default suite stays under 15 minutes
 def test_a_runner_killed_with_sigkill_leaves_no_trial_behind_and_its_trial_runs_again(tmp_path):
     sweep_file = _sweep_file(tmp_path, [0.5], pause=1.0)
     out = tmp_path / "out"
