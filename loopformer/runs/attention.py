@@ -4,14 +4,13 @@ fused kernel checked itself on the device (``kernels.selfcheck``), the same way 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Optional
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from loopformer.kernels.dispatch import resolve_attention
+from loopformer.runs.directory import record_in_run_config
 
 RESOLVED_KEY = "attention_backend_resolved"
 REASON_KEY = "attention_backend_reason"
@@ -70,19 +69,3 @@ class ResolveAttention(L.Callback):
             return bool(trainer.strategy.reduce(flag, reduce_op="min").item() >= 1)
 
         return every_rank_passed
-
-
-def record_in_run_config(trainer: L.Trainer, line: Optional[str]) -> None:
-    """The attention used, as a comment at the end of the run directory's config.yaml (a comment: the file stays a
-    config that ``--config`` reads), so that it is recorded with W&B off too. A collective (the run directory): every
-    rank calls it, with None where there is nothing to write."""
-    from loopformer.checkpoint import atomic
-    from loopformer.runs.directory import run_directory
-
-    directory = run_directory(trainer)
-    path = Path(directory) / "config.yaml"
-    if line is None or not trainer.is_global_zero or "://" in directory or not path.is_file():
-        return
-    text = path.read_text()
-    if f"# {line}\n" not in text:
-        atomic.write_text(path, text.rstrip("\n") + f"\n# {line}\n")

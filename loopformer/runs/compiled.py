@@ -9,7 +9,7 @@ from typing import Any
 import lightning as L
 
 from loopformer.model.act import CompiledStep
-from loopformer.runs.attention import record_in_run_config
+from loopformer.runs.directory import record_in_run_config
 
 GRAPHS_KEY = "compile_cuda_graphs"
 

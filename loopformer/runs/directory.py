@@ -12,6 +12,7 @@ from typing import Optional
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from loopformer.checkpoint import atomic
 from loopformer.checkpoint.atomic import remove_stale_temporaries, stale_notice
 from loopformer.runs.claim import Claim, ClaimedError
 
@@ -60,6 +61,19 @@ class OutputsInCheckpointRun(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         rank_zero_info(f"{self.command} of a checkpoint of run {self.run}: outputs in {self.directory(trainer)}")
+
+
+def record_in_run_config(trainer: L.Trainer, line: Optional[str]) -> None:
+    """A fact about the run (the attention it uses, its CUDA graphs) as a comment at the end of the run directory's
+    config.yaml (a comment: the file stays a config that ``--config`` reads), so that it is recorded with W&B off too.
+    A collective (the run directory): every rank calls it, with None where there is nothing to write."""
+    directory = run_directory(trainer)
+    path = Path(directory) / "config.yaml"
+    if line is None or not trainer.is_global_zero or "://" in directory or not path.is_file():
+        return
+    text = path.read_text()
+    if f"# {line}\n" not in text:
+        atomic.write_text(path, text.rstrip("\n") + f"\n# {line}\n")
 
 
 RUN_LOCK = "run.lock"
