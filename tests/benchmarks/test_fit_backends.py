@@ -1,0 +1,74 @@
+"""benchmarks/fit_backends.py: the real `loopformer fit` per attention backend, as the GPU check runs it there
+(no wandb, no sweeps on the GPU image); the command it builds parses; the verdicts it prints."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.fit_backends import RECIPE, comparison, fit_command, table
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "fit_backends.py"
+NOT_ON_THE_GPU_IMAGE = """import sys
+class _NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"wandb", "sweeps"}:
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, _NotInstalled())
+"""
+
+
+def test_smoke_fit_runs_without_wandb_and_prints_its_row(tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(NOT_ON_THE_GPU_IMAGE)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]))
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke"], capture_output=True, text=True, timeout=300,
+                          env=env, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    row = re.search(r"^\| sdpa \| sdpa \(attention_backend: sdpa\) \| ([\d.]+) \| (\d+) \| nan \| ([\d.]+) \| "
+                    r"([\d.]+) \| (\d+) \|$", proc.stdout, re.M)  # fmt: skip
+    assert row, proc.stdout
+    ms, samples, first, last = float(row.group(1)), int(row.group(2)), float(row.group(3)), float(row.group(4))
+    assert ms > 0 and abs(samples - 16 / ms * 1000) <= 1
+    assert 0.5 < first < 5 and 0 < last < first  # 4x4 Sudoku's 5 classes: ln 5 = 1.6 at the start, then it learns
+    assert "fused kernel vs SDPA" not in proc.stdout  # one backend: nothing to compare
+    assert list(tmp_path.iterdir()) == [tmp_path / "sitecustomize.py"]  # no run directory or data left behind
+
+
+def test_the_recipe_command_it_builds_parses_to_what_it_means(tmp_path):
+    args = type("Args", (), {"batch": 192, "steps": 200, "warmup": 20})()
+    command = fit_command(RECIPE, tmp_path / "sudoku9", "triton", args, tmp_path / "triton.json")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(command + ["--print_config"], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    config = proc.stdout
+    assert "  precision: bf16-mixed\n" in config and "  max_steps: 200\n" in config
+    assert "  global_batch_size: 192\n" in config and "    attention_backend: triton\n" in config
+    assert "    forward_dtype: bfloat16\n" in config and "  logger: false\n" in config
+    # the recipe's ModelCheckpoint replaced: the clock is the one callback given, and nothing is saved
+    assert re.findall(r"^  - class_path: (\S+)", config, re.M) == ["benchmarks.fit_backends.StepClock"]
+    assert "  enable_checkpointing: false\n" in config
+
+
+def result(backend, seconds, losses):
+    return {"backend": backend, "attention": backend, "timed_seconds": seconds, "timed_steps": 100,
+            "peak_gb": 1.5, "losses": losses, "wall_s": 30.0}  # fmt: skip
+
+
+def test_comparison_says_faster_and_agree_or_not():
+    same = [2.0] + [1.0] * 30
+    lines = comparison([result("triton", 2.0, same), result("sdpa", 3.0, [2.01] + [1.01] * 30)], tail=20, rtol=0.02)
+    assert lines[0] == "training step, fused kernel vs SDPA: 1.50x (faster)"
+    assert lines[1] == ("losses: step 1 differ by 4.98e-03, the last 20 steps' means by 9.90e-03 (relative; "
+                        "tolerance 0.02): agree")  # fmt: skip
+    lines = comparison([result("triton", 3.0, same), result("sdpa", 2.0, [2.0] + [1.1] * 30)], tail=20, rtol=0.02)
+    assert lines[0] == "training step, fused kernel vs SDPA: 0.67x (NOT faster)" and lines[1].endswith("DISAGREE")
+    assert comparison([result("sdpa", 2.0, same)], tail=20, rtol=0.02) == []
+
+
+def test_table_rows_are_per_step_times_and_mean_losses():
+    rows = table([result("triton", 2.0, [2.0] + [1.0] * 30)], batch=192, tail=20)
+    assert rows[2] == "| triton | triton | 20.0 | 9600 | 1.50 | 2.0000 | 1.0000 | 30 |"
+    assert json.dumps(rows)  # plain strings
