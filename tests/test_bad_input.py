@@ -2,6 +2,7 @@
 line naming the key and what was expected (and for an unknown key the nearest valid ones), exit 2. Table-driven:
 integer options at 0, negative and of the wrong type, devices the machine does not have, missing paths."""
 
+import importlib.util
 import os
 
 import pytest
@@ -76,3 +77,19 @@ def test_data_show_with_no_examples_to_show_is_one_line(sudoku4_dir, capsys, cou
     assert data_main(["show", str(sudoku4_dir), "--count", count]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"loopformer data show: error: --count {count}: expected an integer >= 1 (examples to show)."]
+
+
+@pytest.mark.parametrize("logger", ["loopformer.runs.loggers.WandbLogger", "lightning.pytorch.loggers.WandbLogger"])
+def test_a_wandb_logger_without_wandb_installed_is_one_paragraph(logger, sudoku4_dir, tmp_path, capsys, monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real_find_spec(name, *a)
+    )
+    with pytest.raises(SystemExit) as done:
+        main(tiny_fit_args(sudoku4_dir, tmp_path, f"--trainer.logger={logger}"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert done.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith(
+        "loopformer: error: trainer.logger is W&B (loopformer's default), but the wandb package is not "
+    )
+    assert "`--trainer.logger=false`" in err[0] and not (tmp_path / "loopformer").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import warnings
@@ -165,6 +166,7 @@ class LoopformerCLI(LightningCLI):
             warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used")
         check_devices(trainer.get("accelerator"), trainer.get("devices"), trainer.get("num_nodes"))
         logger = trainer.get("logger")
+        check_wandb_installed(logger)
         if getattr(logger, "class_path", None) == DEFAULT_LOGGER["class_path"]:
             if logger.init_args.get("save_dir") in (None, "", "."):
                 logger.init_args.save_dir = trainer.default_root_dir or DEFAULT_ROOT_DIR
@@ -344,6 +346,27 @@ def check_devices(accelerator: Any, devices: Any, num_nodes: Any) -> None:
 
 # ckpt_path values that Lightning resolves itself rather than reading as a file
 LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
+
+
+WANDB_LOGGERS = (DEFAULT_LOGGER["class_path"], "lightning.pytorch.loggers.WandbLogger")
+
+
+def check_wandb_installed(logger: Any) -> None:
+    """A W&B logger (loopformer's default) without the wandb package is one paragraph before anything starts, rather than
+    jsonargparse's traceback of the failed instantiation."""
+    loggers = logger if isinstance(logger, list) else [logger]
+    if not any(getattr(each, "class_path", None) in WANDB_LOGGERS for each in loggers):
+        return
+    try:
+        installed = importlib.util.find_spec("wandb") is not None
+    except ImportError:
+        installed = False
+    if not installed:
+        raise ConfigError(
+            "trainer.logger is W&B (loopformer's default), but the wandb package is not installed: `pip install "
+            "wandb` (or reinstall loopformer, which requires it), or run without a logger: `--trainer.logger=false` "
+            "(checkpoints and config.yaml still go to the run directory)."
+        )
 
 
 def check_ckpt_path(config) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
