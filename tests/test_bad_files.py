@@ -214,3 +214,22 @@ def test_import_checkpoint_with_binary_files_is_one_line_and_exit_2(tmp_path, ba
     assert lines[0].startswith(f"loopformer import-checkpoint: error: {arch if bad == 'arch' else src}: ")
     assert "weights_only" not in proc.stderr and "Re-running" not in proc.stderr  # no advice to unpickle it
     assert not (tmp_path / "out.ckpt").exists()
+
+
+def test_a_config_file_is_parsed_once_at_start_up_and_each_reader_gets_its_own_copy(tmp_path, monkeypatch):
+    from loopformer.cli import command
+
+    path = tmp_path / "run.yaml"
+    path.write_text("data:\n  global_batch_size: 8\nmodel:\n  arch:\n    hidden_size: 32\n")
+    parsed = []
+    monkeypatch.setattr(command, "load_yaml", lambda p, *a: parsed.append(p) or yaml.safe_load(Path(p).read_text()))
+    args = ["validate", "--config", str(path)]
+    command.check_config_files(args)
+    assert command.migrate_old_settings(args) == args  # nothing old in it: passed on as its path
+    assert command.data_given(args, "validate")
+    assert parsed == [str(path)]
+    first = command.read_config_file(path)
+    first["data"]["global_batch_size"] = 1
+    assert command.read_config_file(path)["data"]["global_batch_size"] == 8 and len(parsed) == 1
+    path.write_text("data:\n  global_batch_size: 16\n")  # changed (size and time): read again
+    assert command.read_config_file(path) == {"data": {"global_batch_size": 16}} and len(parsed) == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.util
 import os
 import sys
@@ -392,6 +394,18 @@ def check_ckpt_path(config) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
 CONFIG_EXPECTED = "a loopformer config: a YAML mapping with any of seed_everything, trainer, model, data (see configs/)"
 
 
+def read_config_file(path: str | Path) -> Any:
+    """A ``--config``/``--model`` file's content, parsed once per start-up however many checks read it (a copy: the
+    callers edit what they get)."""
+    stat = os.stat(path)
+    return copy.deepcopy(_parsed_config_file(str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed_config_file(path: str, inode: int, mtime_ns: int, size: int) -> Any:
+    return load_yaml(path, ConfigError, CONFIG_EXPECTED)
+
+
 def check_config_files(args: list[str]) -> None:
     """Every ``--config FILE`` is a readable YAML mapping, or one line naming it (jsonargparse would print the
     whole text, or a traceback for binary content)."""
@@ -404,7 +418,7 @@ def check_config_files(args: list[str]) -> None:
             continue
         if path.lstrip().startswith("{"):  # an inline config string
             continue
-        content = load_yaml(path, ConfigError, CONFIG_EXPECTED)
+        content = read_config_file(path) if Path(path).is_file() else load_yaml(path, ConfigError, CONFIG_EXPECTED)
         if not isinstance(content, dict):
             found = "nothing" if content is None else f"a {type(content).__name__}"
             raise ConfigError(f"{path}: holds {found}; expected {CONFIG_EXPECTED}.")
@@ -454,7 +468,7 @@ def _migrated_file_flags(key: str, value: str) -> list[str]:
     path = Path(value)
     if value.lstrip().startswith("{") or path.suffix.lower() not in (".yaml", ".yml") or not path.is_file():
         return [f"--{key}", value]
-    content = load_yaml(path, ConfigError, CONFIG_EXPECTED)
+    content = read_config_file(path)
     if key == "model.arch" and isinstance(content, dict):
         grouped = group_settings(content)
         if len(grouped) == 1:
@@ -542,7 +556,7 @@ def data_given(args: list[str], subcommand: str) -> bool:
         if key != "config" or (not eq and i + 1 >= len(args)):
             continue
         value = value if eq else args[i + 1]
-        content = load_yaml(value, ConfigError, CONFIG_EXPECTED) if Path(value).is_file() else yaml.safe_load(value)
+        content = read_config_file(value) if Path(value).is_file() else yaml.safe_load(value)
         if isinstance(content, dict) and ("data" in content or "data" in (content.get(subcommand) or {})):
             return True
     return False
