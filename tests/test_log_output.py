@@ -49,3 +49,13 @@ def test_a_run_with_a_wrong_data_path_leaves_nothing_behind(tmp_path):
         "test/ (or set data.generate to build a generated dataset there)."
     ]
     assert list(tmp_path.iterdir()) == []  # no runs/, no W&B directory
+
+
+def test_the_progress_line_interval_is_an_option(sudoku4_dir, tmp_path, capsys):
+    from loopformer.cli import main
+    from tests.helpers import tiny_fit_args
+
+    main(tiny_fit_args(sudoku4_dir, tmp_path, "--trainer.max_steps=5", "--trainer.enable_progress_bar=true",
+                       "--trainer.callbacks+=loopformer.cli.progress.LineProgress", "--trainer.callbacks.every_s=0"))  # fmt: skip
+    steps = re.findall(r"^step (\d)/5 \(\d+%\) \| [\d.]+ steps/s \| elapsed", capsys.readouterr().out, re.M)
+    assert steps == ["1", "2", "3", "4", "5"]  # every step with every_s=0 (the default: one line per 10 s)
