@@ -95,3 +95,19 @@ def process_alive(pid: int) -> bool:
         return _proc_stat_fields(pid)[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+NOT_INSTALLED = """import sys
+class _NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {names!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}")
+sys.meta_path.insert(0, _NotInstalled())
+"""
+
+
+def environment_without(packages: set[str], site: Path) -> dict[str, str]:
+    """``os.environ`` for a subprocess in which ``packages`` cannot be imported, as on a machine that lacks them (a
+    ``sitecustomize`` written into ``site``), with this checkout importable."""
+    (site / "sitecustomize.py").write_text(NOT_INSTALLED.format(names=sorted(packages)))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(ROOT)]), WANDB_MODE="disabled")

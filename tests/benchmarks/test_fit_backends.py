@@ -9,21 +9,14 @@ import sys
 from pathlib import Path
 
 from benchmarks.fit_backends import RECIPE, comparison, fit_command, table
+from tests.helpers import environment_without
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "fit_backends.py"
-NOT_ON_THE_GPU_IMAGE = """import sys
-class _NotInstalled:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"wandb", "sweeps"}:
-            raise ModuleNotFoundError(f"No module named {name!r}")
-sys.meta_path.insert(0, _NotInstalled())
-"""
 
 
 def test_smoke_fit_runs_without_wandb_and_prints_its_row(tmp_path):
-    (tmp_path / "sitecustomize.py").write_text(NOT_ON_THE_GPU_IMAGE)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]))
+    env = environment_without({"wandb", "sweeps"}, tmp_path)  # the GPU image has neither
     proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke"], capture_output=True, text=True, timeout=300,
                           env=env, cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -31,7 +24,7 @@ def test_smoke_fit_runs_without_wandb_and_prints_its_row(tmp_path):
                     r"([\d.]+) \| (\d+) \|$", proc.stdout, re.M)  # fmt: skip
     assert row, proc.stdout
     ms, samples, first, last = float(row.group(1)), int(row.group(2)), float(row.group(3)), float(row.group(4))
-    assert ms > 0 and abs(samples - 16 / ms * 1000) <= 1
+    assert ms > 0 and abs(samples - 16 / ms * 1000) <= 0.02 * samples  # ms is printed to 0.1
     assert 0.5 < first < 5 and 0 < last < first  # 4x4 Sudoku's 5 classes: ln 5 = 1.6 at the start, then it learns
     assert "fused kernel vs SDPA" not in proc.stdout  # one backend: nothing to compare
     assert list(tmp_path.iterdir()) == [tmp_path / "sitecustomize.py"]  # no run directory or data left behind

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import environment_without
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.sh"
 STAND_IN = """#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
@@ -82,22 +84,12 @@ def test_a_part_whose_limit_does_not_fit_the_budget_is_left_out_with_its_command
     assert not (out / "tests.txt").exists() and not any("pytest" in call for call in calls)
 
 
-GPU_IMAGE_LACKS = """import sys
-class _NotInstalled:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"jsonargparse", "wandb", "sweeps"}:
-            raise ModuleNotFoundError(f"No module named {name!r}")
-sys.meta_path.insert(0, _NotInstalled())
-"""
-
-
 def test_the_parts_before_fit_need_nothing_the_gpu_image_lacks(tmp_path):
     """The lent GPU machines have torch, triton, lightning and pytest but not jsonargparse, wandb or sweeps (only
     `fit` gets jsonargparse, from device_prep.sh's wheels): the doctor, the gpu tests' collection and the benchmark
     scripts' imports must work without them."""
-    (tmp_path / "sitecustomize.py").write_text(GPU_IMAGE_LACKS)
     repo = SCRIPT.parents[1]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(repo)]), WANDB_MODE="disabled")
+    env = environment_without({"jsonargparse", "wandb", "sweeps"}, tmp_path)
     env.pop("TRITON_INTERPRET", None)
 
     def run(*args):
