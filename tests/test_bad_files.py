@@ -99,7 +99,7 @@ def _import_arch(path: Path) -> None:
 
 
 def _cli_config(path: Path) -> None:
-    from loopformer.cli.command import check_config_files
+    from loopformer.cli.config_files import check_config_files
 
     check_config_files(["fit", "--config", str(path)])
 
@@ -217,7 +217,7 @@ def test_import_checkpoint_with_binary_files_is_one_line_and_exit_2(tmp_path, ba
 
 
 def test_a_config_file_is_parsed_once_at_start_up_and_each_reader_gets_its_own_copy(tmp_path, monkeypatch):
-    from loopformer.cli import command
+    from loopformer.cli import config_files as command
 
     path = tmp_path / "run.yaml"
     path.write_text("data:\n  global_batch_size: 8\nmodel:\n  arch:\n    hidden_size: 32\n")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from loopformer.cli import main
-from loopformer.cli.command import CLUSTER_VARIABLES
+from loopformer.cli.checks import CLUSTER_VARIABLES
 from loopformer.data.cli import main as data_main
 from tests.helpers import tiny_fit_args
 

@@ -118,3 +118,33 @@ def apply_overrides(lookup: Callable[[str], Any], overrides: list[ListItemOverri
 
 def edited_list_flags(edited: dict[str, list]) -> list[str]:
     return [f"--{key}={json.dumps(value)}" for key, value in edited.items()]
+
+
+# flags that end jsonargparse early: left out of the first pass that resolves the lists
+_NO_EARLY_EXIT = ("--print_config", "--help", "-h")
+
+
+def expand_list_item_overrides(parser, args: list[str]) -> list[str]:
+    """Turn ``--model.arch.stages.0.repeat=3`` into one ``--model.arch.stages=[...]`` flag (this module's docstring)."""
+    try:
+        rest, overrides = split_list_item_overrides(args)
+    except OverrideError as e:
+        parser.error(str(e))
+    if not overrides:
+        return args
+    first_pass = [a for a in rest if a.split("=", 1)[0] not in _NO_EARLY_EXIT]
+    if len(first_pass) != len(rest):  # --print_config takes an optional value
+        first_pass = [a for a in first_pass if not a.startswith("--print_config")]
+    cfg = parser.parse_args(first_pass)
+    section = cfg[cfg.subcommand] if getattr(cfg, "subcommand", None) else cfg
+
+    def lookup(key: str) -> Any:
+        if key not in section:
+            raise KeyError(key)
+        return section[key]
+
+    try:
+        edited = apply_overrides(lookup, overrides)
+    except OverrideError as e:
+        parser.error(str(e))
+    return rest + edited_list_flags(edited)

@@ -1,0 +1,143 @@
+"""Checks of a parsed command line that stop a run in one line before anything of it starts: devices and nodes the
+machine lacks, a checkpoint path that is no file, a W&B logger without wandb, a dataset to generate that nobody
+asked for."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from loopformer.data.format import DatasetError
+from loopformer.errors import ConfigError
+
+CLUSTER_VARIABLES = (
+    "MASTER_ADDR",
+    "SLURM_JOB_ID",
+    "NODE_RANK",
+    "TORCHELASTIC_RUN_ID",
+    "LSB_JOBID",
+    "OMPI_COMM_WORLD_SIZE",
+)
+
+
+def check_devices(accelerator: Any, devices: Any, num_nodes: Any) -> None:
+    """Devices or nodes this machine does not have are one line now, before any process is started (Lightning
+    would start them, or wait for nodes that never come, and end in a traceback)."""
+    import torch
+
+    nodes = 1 if num_nodes is None else int(num_nodes)
+    if nodes < 1:
+        raise ConfigError(f"--trainer.num_nodes={num_nodes}: expected an integer >= 1.")
+    if nodes > 1 and not any(v in os.environ for v in CLUSTER_VARIABLES):
+        raise ConfigError(
+            f"--trainer.num_nodes={num_nodes}: this process was not started by a multi-node launcher (none of "
+            f"{', '.join(CLUSTER_VARIABLES)} is set), so the other nodes would never join; start one process per "
+            "node with torchrun or SLURM (configs/trainer/gpu-2x4.yaml says how), or use num_nodes: 1."
+        )
+    accelerator = str(getattr(accelerator, "class_path", accelerator) or "auto").lower()
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        available, what = torch.cuda.device_count(), "CUDA GPU"
+        if available == 0:
+            raise ConfigError(
+                f"--trainer.accelerator={accelerator}: no CUDA GPU is visible on this machine "
+                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use --trainer.accelerator=cpu."
+            )
+    elif accelerator == "cpu" or accelerator == "auto":
+        available, what = (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+            "CPU core",
+        )
+    else:
+        return  # tpu, mps, a custom accelerator: Lightning checks them
+    if isinstance(devices, (list, tuple)):
+        wanted = len(devices)
+        too_high = [d for d in devices if isinstance(d, int) and d >= available]
+        if too_high:
+            raise ConfigError(
+                f"--trainer.devices={list(devices)}: this machine has {available} {what}(s), numbered 0 to "
+                f"{available - 1}; {too_high[0]} is not one of them."
+            )
+    elif isinstance(devices, int) or (isinstance(devices, str) and devices.strip().lstrip("-").isdigit()):
+        wanted = int(devices)
+        if wanted == 0 or wanted < -1:
+            raise ConfigError(
+                f"--trainer.devices={devices}: expected a count >= 1, -1 (all), a list of indices or auto."
+            )
+    else:
+        return  # auto
+    if wanted > available:
+        raise ConfigError(
+            f"--trainer.devices={devices}: this machine has {available} {what}(s); ask for at most {available} "
+            "(each device is one process)."
+        )
+
+
+# ckpt_path values that Lightning resolves itself rather than reading as a file
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
+
+
+# loopformer's own W&B logger (the default) and Lightning's
+WANDB_LOGGERS = ("loopformer.runs.loggers.WandbLogger", "lightning.pytorch.loggers.WandbLogger")
+
+
+def check_wandb_installed(logger: Any) -> None:
+    """A W&B logger (loopformer's default) without the wandb package is one paragraph before anything starts, rather than
+    jsonargparse's traceback of the failed instantiation."""
+    loggers = logger if isinstance(logger, list) else [logger]
+    if not any(getattr(each, "class_path", None) in WANDB_LOGGERS for each in loggers):
+        return
+    try:
+        installed = importlib.util.find_spec("wandb") is not None
+    except ImportError:
+        installed = False
+    if not installed:
+        raise ConfigError(
+            "trainer.logger is W&B (loopformer's default), but the wandb package is not installed: `pip install "
+            "wandb` (or reinstall loopformer, which requires it), or run without a logger: `--trainer.logger=false` "
+            "(checkpoints and config.yaml still go to the run directory)."
+        )
+
+
+def check_ckpt_path(config) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
+    """A local --ckpt_path that is not a file fails now, before data and model are built, in one line."""
+    subcommand = config.get("subcommand")
+    ckpt_path = config[subcommand].get("ckpt_path") if subcommand else None
+    if ckpt_path is not None and not str(ckpt_path).strip():
+        raise ConfigError(
+            "--ckpt_path is empty: expected a checkpoint file written by `loopformer fit` (e.g. "
+            f"<run>/checkpoints/last.ckpt) or `loopformer import-checkpoint`, or one of {', '.join(LIGHTNING_CKPT_NAMES)}."
+        )
+    if not ckpt_path or "://" in str(ckpt_path) or str(ckpt_path).split(":")[0] in LIGHTNING_CKPT_NAMES:
+        return
+    path = Path(ckpt_path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise ConfigError(
+            f"--ckpt_path {ckpt_path} {what}: expected a checkpoint file written by `loopformer fit` (e.g. "
+            f"<run>/checkpoints/last.ckpt) or `loopformer import-checkpoint`, or one of {', '.join(LIGHTNING_CKPT_NAMES)}."
+        )
+
+
+def given(args: list[str], key: str) -> bool:
+    return any(a == f"--{key}" or a.startswith((f"--{key}=", f"--{key}.")) for a in args)
+
+
+def check_generation_was_asked(config, args: list[str]) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
+    """A config file's ``data.generate`` builds a dataset where that file points. When ``data.data_paths`` comes
+    from the command line and no ``--data.generate`` flag does, a missing dataset there is an error (a typo must
+    not silently become a new dataset)."""
+    subcommand = config.get("subcommand")
+    section = config[subcommand] if subcommand else config
+    data = section.get("data")
+    if data is None or not data.get("generate") or not given(args, "data.data_paths") or given(args, "data.generate"):
+        return
+    paths = data.get("data_paths")
+    first = Path(paths if isinstance(paths, (str, os.PathLike)) else paths[0])
+    if not (first / "train" / "dataset.json").is_file():
+        raise DatasetError(
+            f"--data.data_paths {first.resolve()} holds no dataset (no train/dataset.json). The config's data.generate "
+            f"builds one only where the config file points; to generate one at {first}, also pass a --data.generate "
+            "flag (e.g. --data.generate.seed=0)."
+        )

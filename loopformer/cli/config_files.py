@@ -1,0 +1,168 @@
+"""What the command line's ``--config``/``--model`` files and group flags say, read before jsonargparse parses them:
+each file a YAML mapping (one line naming it otherwise), settings under their old names migrated, whether data
+settings are given, a group's flags as a mapping."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from loopformer.cli.list_overrides import parse_scalar
+from loopformer.config_groups import group_settings, migrate_flags, migrate_model, notice
+from loopformer.errors import ConfigError
+from loopformer.files import load_yaml
+
+CONFIG_EXPECTED = "a loopformer config: a YAML mapping with any of seed_everything, trainer, model, data (see configs/)"
+
+
+def read_config_file(path: str | Path) -> Any:
+    """A ``--config``/``--model`` file's content, parsed once per start-up however many checks read it (a copy: the
+    callers edit what they get)."""
+    stat = os.stat(path)
+    return copy.deepcopy(_parsed_config_file(str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed_config_file(path: str, inode: int, mtime_ns: int, size: int) -> Any:
+    return load_yaml(path, ConfigError, CONFIG_EXPECTED)
+
+
+def check_config_files(args: list[str]) -> None:
+    """Every ``--config FILE`` is a readable YAML mapping, or one line naming it (jsonargparse would print the
+    whole text, or a traceback for binary content)."""
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            path = args[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        else:
+            continue
+        if path.lstrip().startswith("{"):  # an inline config string
+            continue
+        content = read_config_file(path) if Path(path).is_file() else load_yaml(path, ConfigError, CONFIG_EXPECTED)
+        if not isinstance(content, dict):
+            found = "nothing" if content is None else f"a {type(content).__name__}"
+            raise ConfigError(f"{path}: holds {found}; expected {CONFIG_EXPECTED}.")
+
+
+def _scalar_flag(key: str, value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**9).strip()
+    return f"--{key}={text.removesuffix(chr(10) + '...').strip()}"
+
+
+def _flags(prefix: str, values: dict[str, Any]) -> list[str]:
+    """``{"act": {"halt_max_steps": 8}}`` under ``model.train`` -> ``["--model.train.act.halt_max_steps=8"]``."""
+    out: list[str] = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out += _flags(f"{prefix}.{key}", value)
+        else:
+            out.append(_scalar_flag(f"{prefix}.{key}", value))
+    return out
+
+
+def migrate_old_settings(args: list[str]) -> list[str]:
+    """Settings under their old names (``config_groups``) in flags, ``--config``, ``--model`` and ``--model.arch``
+    files, renamed in place, with one notice line per source. A file is read here and passed on as its migrated text
+    (``--config`` accepts a YAML string); an architecture file's moved keys follow it as flags."""
+    args, old_flags = migrate_flags(args)
+    if old_flags:
+        print(notice("the command line", old_flags), file=sys.stderr)
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        key, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if key not in ("config", "model", "model.arch") or (not eq and i + 1 >= len(args)):
+            out.append(arg)
+            i += 1
+            continue
+        if not eq:
+            value = args[i + 1]
+            i += 1
+        i += 1
+        out += _migrated_file_flags(key, value)
+    return out
+
+
+def _migrated_file_flags(key: str, value: str) -> list[str]:
+    path = Path(value)
+    if value.lstrip().startswith("{") or path.suffix.lower() not in (".yaml", ".yml") or not path.is_file():
+        return [f"--{key}", value]
+    content = read_config_file(path)
+    if key == "model.arch" and isinstance(content, dict):
+        grouped = group_settings(content)
+        if len(grouped) == 1:
+            return [f"--{key}", value]
+        moved = [f"model.arch.{k}" for k in content if k not in grouped["arch"]]
+        print(notice(str(path), moved), file=sys.stderr)
+        arch = yaml.safe_dump(grouped.pop("arch"), sort_keys=False)
+        extra = [flag for group, values in grouped.items() for flag in _flags(f"model.{group}", values)]
+        return [f"--{key}", arch, *extra]
+    if key == "model" and isinstance(content, dict):  # a model file (configs/vrn/): arch, train, runtime, ...
+        content = {"model": content}
+    sections = [content] + [
+        content[s] for s in ("fit", "validate", "test", "predict") if isinstance(content.get(s), dict)
+    ]
+    found: list[str] = []
+    for section in sections:
+        if isinstance(section.get("model"), dict):
+            section["model"], old = migrate_model(section["model"])
+            found += old
+    if not found:
+        return [f"--{key}", value]
+    print(notice(str(path), found), file=sys.stderr)
+    migrated = content["model"] if key == "model" else content
+    return [f"--{key}", yaml.safe_dump(migrated, sort_keys=False)]
+
+
+def data_given(args: list[str], subcommand: str) -> bool:
+    """Whether the command line gives data settings as a whole: ``--data FILE`` or a ``--config`` with ``data``."""
+    for i, arg in enumerate(args):
+        key, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if key == "data":
+            return True
+        if key != "config" or (not eq and i + 1 >= len(args)):
+            continue
+        value = value if eq else args[i + 1]
+        content = read_config_file(value) if Path(value).is_file() else yaml.safe_load(value)
+        if isinstance(content, dict) and ("data" in content or "data" in (content.get(subcommand) or {})):
+            return True
+    return False
+
+
+def group_flags(args: list[str], group: str) -> dict[str, Any]:
+    """``--model.a=1 --model.b 2`` -> ``{"a": 1, "b": 2}`` for group ``model`` (values parsed as wandb writes
+    them)."""
+    out: dict[str, Any] = {}
+    prefix = f"--{group}."
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith(prefix):
+            if "=" in arg:
+                key, value = arg[len(prefix) :].split("=", 1)
+            elif i + 1 < len(args):
+                key, value = arg[len(prefix) :], args[i + 1]
+                i += 1
+            else:
+                break
+            parsed = parse_scalar(value)
+            if isinstance(parsed, str) and parsed.endswith((".yaml", ".yml")) and Path(parsed).is_file():
+                # a whole group from a file (`--model.arch configs/arch/x.yaml`): later flags edit inside it
+                parsed = load_yaml(parsed, ConfigError, f"the settings of {prefix}{key}")
+            node = out
+            *parents, leaf = key.split(".")
+            for part in parents:
+                if not isinstance(node.get(part), dict):
+                    node[part] = {}
+                node = node[part]
+            node[leaf] = parsed
+        i += 1
+    return out
