@@ -17,7 +17,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ALL_PARTS="doctor tests attention fit step tune"
-declare -A LIMIT_S=([doctor]=60 [tests]=150 [attention]=50 [fit]=200 [step]=170 [tune]=45)
+declare -A LIMIT_S=([doctor]=60 [tests]=150 [attention]=50 [fit]=230 [step]=170 [tune]=45)
 parts=("$@")
 [ ${#parts[@]} -eq 0 ] && read -r -a parts <<< "$ALL_PARTS"
 for part in "${parts[@]}"; do
@@ -57,7 +57,7 @@ run_part() {  # the part's command, its output in $RESULTS/<part>.txt
     fit)
         local data=(--num-train 200)  # generated there, ~10 s, unless device_prep.sh made it ahead
         [ -f .device/sudoku9/train/dataset.json ] && data=(--data .device/sudoku9)
-        "$PYTHON" benchmarks/fit_backends.py "${data[@]}" --timeout-s 95 ;;
+        "$PYTHON" benchmarks/fit_backends.py "${data[@]}" --timeout-s 110 ;;
     step) "$PYTHON" benchmarks/bench_step.py --rounds 6 --budget-s 80 ;;
     tune) "$PYTHON" benchmarks/tune_attention.py --budget-s 30 ;;
     esac
