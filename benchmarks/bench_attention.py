@@ -24,6 +24,8 @@ from loopformer.model.layers import RotaryEmbedding
 
 # Peak HBM bandwidth (GB/s) of the GPUs we expect, for the memory-bandwidth floor.
 PEAK_GBPS = {"H100": 3350.0, "H200": 4800.0, "A100": 2039.0}
+# The fused segment's forward+backward speed-up over the reference path (RoPE + SDPA) that it must reach, by length.
+GOALS = {97: 2.0, 916: 1.0}
 
 
 def bench(fn, smoke: bool) -> float:
@@ -142,6 +144,13 @@ def main() -> None:
         print(
             f"| {fused['S']} | {ref['fwd_ms'] / fused['fwd_ms']:.2f}x | {ref['fwd_bwd_ms'] / fused['fwd_bwd_ms']:.2f}x |"
         )
+    for fused, ref in zip(seg[0::2], seg[1::2], strict=True):
+        if fused["S"] in GOALS:
+            speedup = ref["fwd_bwd_ms"] / fused["fwd_bwd_ms"]
+            met = "met" if speedup >= GOALS[fused["S"]] else "NOT met"
+            print(
+                f"goal at S = {fused['S']}: fwd+bwd >= {GOALS[fused['S']]:.1f}x the reference path: {speedup:.2f}x, {met}"
+            )
 
     paths = backward_path_rows(device, args.smoke, dtype)
     print("\n| S | B x H | backward: one pass ms | three kernels (delta, dK/dV, dQ) ms | one pass speed-up |")

@@ -201,6 +201,12 @@ def main() -> None:
             print(f"{v.name} vs {v.backend}, eager: {median[v.backend, None] / median[v.backend, v.mode]:.2f}x")
     if ("triton", None) in median:
         print(f"triton vs sdpa, eager: {median['sdpa', None] / median['triton', None]:.2f}x")
+        graphs = median["triton", None] / median["triton", "reduce-overhead"]
+        print(f"goal: triton, compiled + CUDA graphs >= 2x eager: {graphs:.2f}x, {'met' if graphs >= 2 else 'NOT met'}")
+        fused = median["sdpa", None] / median["triton", None]
+        print(
+            f"goal: the fused kernel's step faster than SDPA's (eager): {fused:.2f}x, {'met' if fused > 1 else 'NOT met'}"
+        )
 
 
 if __name__ == "__main__":

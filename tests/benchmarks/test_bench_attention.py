@@ -31,6 +31,11 @@ def test_smoke_run_prints_every_table():
                 impl,
             )
         assert re.search(rf"^\| {S} \| {NUM}x \| {NUM}x \|$", out, re.M), S
+    # the goal at the Sudoku length, judged on the speed-up the table prints (S = 916 is not in the smoke run)
+    speedup = float(re.search(rf"^\| 97 \| {NUM}x \| ({NUM})x \|$", out, re.M).group(1))
+    goal = re.search(rf"^goal at S = 97: fwd\+bwd >= 2.0x the reference path: ({NUM})x, (met|NOT met)$", out, re.M)
+    assert goal and abs(float(goal.group(1)) - speedup) <= 0.01 and (goal.group(2) == "met") == (speedup >= 2)
+    assert "goal at S = 144" not in out
     # the backward both ways at the Sudoku length
     assert re.search(rf"^\| 97 \| 1x8 \| {NUM} \| {NUM} \| {NUM}x \|$", out, re.M)
 
