@@ -63,6 +63,9 @@ run_part() {  # the part's command, its output in $RESULTS/<part>.txt
     esac
 }
 
+export -f run_part  # timeout starts a new bash, which needs the function
+export PYTHON
+for part in "${parts[@]}"; do rm -f "$RESULTS/$part.txt"; done  # no older run's output is printed as this one's
 summary=()
 for part in "${parts[@]}"; do
     elapsed=$(( $(date +%s) - start ))
@@ -72,9 +75,6 @@ for part in "${parts[@]}"; do
     fi
     began=$(date +%s)
     echo "== $part (limit ${LIMIT_S[$part]}s)"
-    # export -f: timeout runs a new bash, which needs the function
-    export -f run_part
-    export PYTHON
     timeout "${LIMIT_S[$part]}" bash -c "run_part $part" > "$RESULTS/$part.txt" 2>&1
     rc=$?
     note=""

@@ -38,7 +38,7 @@ def run_stand_in(tmp_path, *parts, budget=None):
     python.write_text(STAND_IN)
     python.chmod(python.stat().st_mode | stat.S_IEXEC)
     out = tmp_path / "out"
-    out.mkdir()
+    out.mkdir(exist_ok=True)
     env = dict(os.environ, PYTHON=str(python), OUT=str(out), CALLS=str(tmp_path / "calls"))
     if budget is not None:
         env["GPU_CHECK_BUDGET_S"] = str(budget)
@@ -73,6 +73,9 @@ def test_the_parts_asked_for_run_in_order_each_into_its_file_with_a_summary(tmp_
 
 
 def test_a_part_whose_limit_does_not_fit_the_budget_is_left_out_with_its_command(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tests.txt").write_text("an older run's output\n")
     proc, out, calls = run_stand_in(tmp_path, budget=100)  # every part: limits 60 150 50 230 170 45
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = (out / "summary.txt").read_text().splitlines()
@@ -82,6 +85,7 @@ def test_a_part_whose_limit_does_not_fit_the_budget_is_left_out_with_its_command
     assert summary[3].endswith("bash benchmarks/gpu_check.sh fit") and "left out" in summary[4]
     assert summary[5].startswith("tune: exit 0")
     assert not (out / "tests.txt").exists() and not any("pytest" in call for call in calls)
+    assert "an older run's output" not in proc.stdout
 
 
 def test_the_parts_before_fit_need_nothing_the_gpu_image_lacks(tmp_path):
