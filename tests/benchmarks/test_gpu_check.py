@@ -88,6 +88,18 @@ def test_a_part_whose_limit_does_not_fit_the_budget_is_left_out_with_its_command
     assert "an older run's output" not in proc.stdout
 
 
+HELP_OF_EACH_SCRIPT = """
+import runpy, sys
+for script in ("bench_attention.py", "bench_step.py", "tune_attention.py", "fit_backends.py"):
+    sys.argv = [script, "--help"]
+    sys.path.insert(0, "benchmarks")
+    try:
+        runpy.run_path("benchmarks/" + script, run_name="__main__")
+    except SystemExit as e:
+        assert e.code == 0, (script, e.code)
+"""
+
+
 def test_the_parts_before_fit_need_nothing_the_gpu_image_lacks(tmp_path):
     """The lent GPU machines have torch, triton, lightning and pytest but not jsonargparse, wandb or sweeps (only
     `fit` gets jsonargparse, from device_prep.sh's wheels): the doctor, the gpu tests' collection and the benchmark
@@ -109,6 +121,7 @@ def test_the_parts_before_fit_need_nothing_the_gpu_image_lacks(tmp_path):
     assert collected.returncode == 0, collected.stdout[-3000:]
     count = int(re.search(r"(\d+)/\d+ tests collected", collected.stdout).group(1))
     assert count >= 30 and "test_cuda_graph_training_steps_agree_with_eager_ones" in collected.stdout
-    for script in ("bench_attention.py", "bench_step.py", "tune_attention.py", "fit_backends.py"):
-        helped = run(f"benchmarks/{script}", "--help")  # as gpu_check runs them: every import at the top
-        assert helped.returncode == 0 and helped.stdout.startswith("usage: "), helped.stderr[-2000:]
+    # each script as gpu_check runs it (every import at its top), asked for --help: one process for the four
+    helped = run("-c", HELP_OF_EACH_SCRIPT)
+    assert helped.returncode == 0, helped.stderr[-2000:]
+    assert helped.stdout.count("usage: ") == 4 and "fit_backends.py [-h]" in helped.stdout, helped.stdout
