@@ -58,7 +58,7 @@ run_part() {  # the part's command, its output in $RESULTS/<part>.txt
         local data=(--num-train 200)  # generated there, ~10 s, unless device_prep.sh made it ahead
         [ -f .device/sudoku9/train/dataset.json ] && data=(--data .device/sudoku9)
         "$PYTHON" benchmarks/fit_backends.py "${data[@]}" --timeout-s 110 ;;
-    step) "$PYTHON" benchmarks/bench_step.py --rounds 6 --budget-s 80 ;;
+    step) "$PYTHON" benchmarks/bench_step.py --rounds 6 --budget-s 60 --warmup-budget-s 70 ;;  # SIGTERM: prints what it has
     tune) "$PYTHON" benchmarks/tune_attention.py --budget-s 30 ;;
     esac
 }

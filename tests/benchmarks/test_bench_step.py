@@ -1,8 +1,11 @@
 """benchmarks/bench_step.py --smoke: eager and compiled side by side, the table and the ratio it prints."""
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_step.py"
@@ -24,3 +27,24 @@ def test_smoke_run_prints_both_sides_and_the_ratio():
     assert rows["eager"].group(5) == rows["compiled"].group(5) and 0 < float(rows["eager"].group(5)) < 10
     ratio = float(re.search(r"sdpa, compiled vs sdpa, eager: ([\d.]+)x", out).group(1))
     assert abs(ratio - float(rows["eager"].group(1)) / float(rows["compiled"].group(1))) < 0.02
+
+
+def test_a_warm_up_budget_leaves_out_the_later_variants_and_sigterm_still_prints_the_rounds(tmp_path):
+    command = [sys.executable, str(SCRIPT), "--shape", "smoke", "--rounds", "1000000", "--steps-per-round", "1",
+               "--warmup", "1", "--warmup-budget-s", "0.001"]  # fmt: skip
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        lines = []
+        for line in proc.stdout:  # the eager variant warms up; then rounds until the SIGTERM
+            lines.append(line)
+            if "sdpa, compiled: left out" in line:
+                time.sleep(2)
+                proc.send_signal(signal.SIGTERM)
+                break
+        out = "".join(lines) + proc.stdout.read()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()[-3000:]
+    assert "  sdpa, compiled: left out (warm-up budget of 0 s spent)" in out
+    assert re.search(r"^stopped \(SIGTERM\) after \d+ s: the rounds measured so far$", out, re.M), out
+    row = re.search(ROW.format("eager"), out)
+    assert row and 0 < float(row.group(2)) <= float(row.group(1)) <= float(row.group(3)), out
+    assert "sdpa, compiled |" not in out and "vs sdpa, eager" not in out  # nothing for what was never measured

@@ -15,19 +15,29 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "fit_backends.py"
 
 
-def test_smoke_fit_runs_without_wandb_and_prints_its_row(tmp_path):
+def test_smoke_fit_runs_without_wandb_and_a_failed_backend_does_not_stop_the_other(tmp_path):
     env = environment_without({"wandb", "sweeps"}, tmp_path)  # the GPU image has neither
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke"], capture_output=True, text=True, timeout=300,
-                          env=env, cwd=tmp_path)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    command = [sys.executable, str(SCRIPT), "--smoke", "--backends", "triton", "sdpa"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-3000:]  # triton cannot run the quickstart
     row = re.search(r"^\| sdpa \| sdpa \(attention_backend: sdpa\) \| ([\d.]+) \| (\d+) \| nan \| ([\d.]+) \| "
                     r"([\d.]+) \| (\d+) \|$", proc.stdout, re.M)  # fmt: skip
     assert row, proc.stdout
     ms, samples, first, last = float(row.group(1)), int(row.group(2)), float(row.group(3)), float(row.group(4))
     assert ms > 0 and abs(samples - 16 / ms * 1000) <= 0.02 * samples  # ms is printed to 0.1
     assert 0.5 < first < 5 and 0 < last < first  # 4x4 Sudoku's 5 classes: ln 5 = 1.6 at the start, then it learns
-    assert "fused kernel vs SDPA" not in proc.stdout  # one backend: nothing to compare
+    assert "| triton |" not in proc.stdout and "fused kernel vs SDPA" not in proc.stdout  # nothing to compare
+    failed = proc.stdout.split("the triton run failed (exit 2); its output ends:\n")[1]
+    assert "model.runtime.attention_backend=triton supports head dims (32, 64, 128)" in failed
     assert list(tmp_path.iterdir()) == [tmp_path / "sitecustomize.py"]  # no run directory or data left behind
+
+
+def test_a_fit_that_outlasts_its_time_is_reported_not_waited_for(tmp_path):
+    command = [sys.executable, str(SCRIPT), "--smoke", "--timeout-s", "1"]
+    proc = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, env=environment_without(set(), tmp_path)
+    )
+    assert proc.returncode == 1 and "the sdpa run failed (not done in 1 s); its output ends:" in proc.stdout
 
 
 def test_the_recipe_command_it_builds_parses_to_what_it_means(tmp_path):
