@@ -48,10 +48,10 @@ start=$(date +%s)
 run_part() {  # the part's command, its output in $RESULTS/<part>.txt
     case "$1" in
     doctor) "$PYTHON" -m loopformer.cli doctor --no-compile ;;  # CUDA graphs: tests/model/test_cuda_graphs.py
-    tests)  # compiling the kernels dominates: spread it over 4 processes where pytest-xdist is there
+    tests)  # compiling the kernels dominates: 8 processes where pytest-xdist is there; -v: a line per test as it ends
         local parallel
-        parallel=$("$PYTHON" -c "import xdist" 2>/dev/null && echo "-n 4" || true)
-        "$PYTHON" -m pytest -q -rfE -m gpu -p no:warnings -p no:cacheprovider ${parallel} tests/kernels \
+        parallel=$("$PYTHON" -c "import xdist" 2>/dev/null && echo "-n 8" || true)  # 16 cores there
+        "$PYTHON" -m pytest -v -rfE -m gpu -p no:warnings -p no:cacheprovider ${parallel} tests/kernels \
             tests/model/test_cuda_graphs.py ;;
     attention) "$PYTHON" benchmarks/bench_attention.py ;;
     fit)
