@@ -121,7 +121,8 @@ def run_backend(configs: list[str], data: Path, backend: str, args: argparse.Nam
         proc = subprocess.run(fit_command(configs, data, backend, args, record), cwd=run_dir, env=child_environment(),
                               capture_output=True, text=True, timeout=args.timeout_s)  # fmt: skip
     except subprocess.TimeoutExpired as e:
-        output = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else e.stdout or ""
+        text = (x.decode(errors="replace") if isinstance(x, bytes) else x or "" for x in (e.stdout, e.stderr))
+        output = "".join(text)
         return {"backend": backend, "failed": f"not done in {args.timeout_s:.0f} s", "output": output}
     wall = time.perf_counter() - began
     output = proc.stdout + proc.stderr
