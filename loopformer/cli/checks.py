@@ -83,8 +83,8 @@ WANDB_LOGGERS = ("loopformer.runs.loggers.WandbLogger", "lightning.pytorch.logge
 
 
 def check_wandb_installed(logger: Any) -> None:
-    """A W&B logger (loopformer's default) without the wandb package is one paragraph before anything starts, rather than
-    jsonargparse's traceback of the failed instantiation."""
+    """A W&B logger (loopformer's default) without the wandb package is one paragraph before anything starts,
+    rather than jsonargparse's traceback of the failed instantiation."""
     loggers = logger if isinstance(logger, list) else [logger]
     if not any(getattr(each, "class_path", None) in WANDB_LOGGERS for each in loggers):
         return
@@ -121,6 +121,7 @@ def check_ckpt_path(config) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
 
 
 def given(args: list[str], key: str) -> bool:
+    """Whether the command line sets ``key``, or a key under it."""
     return any(a == f"--{key}" or a.startswith((f"--{key}=", f"--{key}.")) for a in args)
 
 
