@@ -149,7 +149,8 @@ def main() -> None:
             speedup = ref["fwd_bwd_ms"] / fused["fwd_bwd_ms"]
             met = "met" if speedup >= GOALS[fused["S"]] else "NOT met"
             print(
-                f"goal at S = {fused['S']}: fwd+bwd >= {GOALS[fused['S']]:.1f}x the reference path: {speedup:.2f}x, {met}"
+                f"goal at S = {fused['S']}: fwd+bwd >= {GOALS[fused['S']]:.1f}x the reference path: "
+                f"{speedup:.2f}x, {met}"
             )
 
     paths = backward_path_rows(device, args.smoke, dtype)

@@ -173,7 +173,8 @@ def report(variants: list[Variant], shape: Shape) -> None:
         fused = median["sdpa", None] / median["triton", None]
         print(f"triton vs sdpa, eager: {fused:.2f}x")
         print(
-            f"goal: the fused kernel's step faster than SDPA's (eager): {fused:.2f}x, {'met' if fused > 1 else 'NOT met'}"
+            f"goal: the fused kernel's step faster than SDPA's (eager): {fused:.2f}x, "
+            f"{'met' if fused > 1 else 'NOT met'}"
         )
     if ("triton", None) in median and ("triton", "reduce-overhead") in median:
         graphs = median["triton", None] / median["triton", "reduce-overhead"]
@@ -188,8 +189,7 @@ def main() -> None:
     p.add_argument("--steps-per-round", type=int, default=10)
     p.add_argument("--warmup", type=int, default=5, help="steps per variant before timing (compilation)")
     p.add_argument("--budget-s", type=float, help="start no round after this many seconds (at least one runs)")
-    p.add_argument("--warmup-budget-s", type=float,
-                   help="warm up (compile) no further variant after this many seconds; those left out are named")  # fmt: skip
+    p.add_argument("--warmup-budget-s", type=float, help="warm up (compile) no further variant after this many seconds")
     args = p.parse_args()
     signal.signal(signal.SIGTERM, _stop)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
