@@ -230,6 +230,9 @@ def main() -> None:
                 break
             for v in variants:
                 v.samples.append(v.run(args.steps_per_round, batches))
+            print(
+                f"  round {r + 1}: " + ", ".join(f"{v.name} {1e3 * v.samples[-1]:.2f} ms" for v in variants), flush=True
+            )
     except Stopped:
         print(f"stopped (SIGTERM) after {time.perf_counter() - began:.0f} s: the rounds measured so far")
     report(variants, shape)
