@@ -44,3 +44,22 @@ def test_every_gpu_is_checked_and_one_that_fails_fails_the_verdict(monkeypatch, 
     assert "driver 999.1); 2 GPU(s)" in out and "cuda:1 fake" in out
     assert out.rstrip().splitlines()[-1] == ("verdict: ready: every GPU passed" if ready else
                                              "verdict: NOT READY: see the lines above")  # fmt: skip
+
+
+@pytest.mark.parametrize("absent", ["jsonargparse", "wandb"])
+def test_a_missing_package_is_named_with_what_it_costs_and_one_runs_need_fails_the_verdict(monkeypatch, capsys, absent):
+    real = doctor.installed_version
+    monkeypatch.setattr(doctor, "installed_version", lambda name: None if name == absent else real(name))
+    code = doctor.main([])
+    lines = capsys.readouterr().out.rstrip().splitlines()
+    if absent == "jsonargparse":  # runs cannot start
+        assert "jsonargparse: not installed (fit/validate/test/predict cannot start; `pip install -e .`)" in lines
+        assert code == 1 and lines[-1] == (
+            "verdict: NOT READY: jsonargparse not installed: runs cannot start (`pip install -e .`)"
+        )
+    else:  # runs start, without the default logger
+        assert (
+            "wandb: not installed (the default logger: runs need `--trainer.logger=false`; `pip install wandb`)"
+            in lines
+        )
+        assert code == 0 and lines[-1].startswith("verdict: ready for CPU runs")

@@ -19,14 +19,36 @@ PACKAGES = ("torch", "triton", "lightning", "jsonargparse", "wandb", "sweeps", "
 RECIPE = dict(dtype="bfloat16", head_dim=64, seq_len=97)  # configs/loop_transformer-3stage.yaml: 512/8, 81 + 16
 
 
+NEEDED_FOR_RUNS = ("torch", "lightning", "jsonargparse", "numpy")  # fit/validate/test/predict cannot start without
+WITHOUT = {  # what a missing package costs, said beside it
+    "triton": "the fused kernel: runs use SDPA; `pip install -e '.[triton]'`",
+    "wandb": "the default logger: runs need `--trainer.logger=false`; `pip install wandb`",
+    "sweeps": "the offline sweep runner; `pip install -e '.[sweep]'`",
+    **{name: "fit/validate/test/predict cannot start; `pip install -e .`" for name in NEEDED_FOR_RUNS},
+}
+
+
+def installed_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
 def versions() -> list[str]:
     lines = [f"python {platform.python_version()} ({sys.executable})"]
     for name in PACKAGES:
-        try:
-            lines.append(f"{name} {version(name)}")
-        except PackageNotFoundError:
-            lines.append(f"{name}: not installed" + (" (`pip install -e '.[sweep]'`)" if name == "sweeps" else ""))
+        found = installed_version(name)
+        lines.append(f"{name} {found}" if found else f"{name}: not installed ({WITHOUT[name]})")
     return lines
+
+
+def missing_for_runs() -> list[str]:
+    return [name for name in NEEDED_FOR_RUNS if installed_version(name) is None]
+
+
+def missing_verdict(missing: list[str]) -> str:
+    return f"verdict: NOT READY: {', '.join(missing)} not installed: runs cannot start (`pip install -e .`)"
 
 
 def check_gpu(index: int, dtype_name: str, head_dim: int, seq_len: int, compile_step: bool) -> tuple[bool, list[str]]:
@@ -117,6 +139,9 @@ def main(argv: list[str]) -> int:
         ok, lines = check_gpu(index, args.dtype, args.head_dim, args.seq_len, not args.no_compile)
         print("\n".join(lines))
         ready &= ok
+    if missing_for_runs():
+        print(missing_verdict(missing_for_runs()))
+        return 1
     print(f"verdict: {'ready' if ready else 'NOT READY'}: " + ("every GPU passed" if ready else "see the lines above"))
     return 0 if ready else 1
 
@@ -149,5 +174,8 @@ def _cpu_only(args: argparse.Namespace) -> int:
         "not checked here (no GPU): the kernel on a device, auto's timing of kernel against SDPA, CUDA graphs. "
         "Runs use PyTorch SDPA on this machine (attention auto on cpu)."
     )
+    if missing_for_runs():
+        print(missing_verdict(missing_for_runs()))
+        return 1
     print("verdict: ready for CPU runs (attention: sdpa); run `loopformer doctor` on the GPU machine before a sweep")
     return 0
