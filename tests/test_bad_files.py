@@ -217,6 +217,7 @@ def test_import_checkpoint_with_binary_files_is_one_line_and_exit_2(tmp_path, ba
 
 
 def test_a_config_file_is_parsed_once_at_start_up_and_each_reader_gets_its_own_copy(tmp_path, monkeypatch):
+    """However its path is spelt (check_config_files gets it as typed, the migration as a Path)."""
     from loopformer.cli import config_files as command
 
     path = tmp_path / "run.yaml"
@@ -231,5 +232,6 @@ def test_a_config_file_is_parsed_once_at_start_up_and_each_reader_gets_its_own_c
     first = command.read_config_file(path)
     first["data"]["global_batch_size"] = 1
     assert command.read_config_file(path)["data"]["global_batch_size"] == 8 and len(parsed) == 1
+    assert command.read_config_file(f"{tmp_path}/./run.yaml") == command.read_config_file(path) and len(parsed) == 1
     path.write_text("data:\n  global_batch_size: 16\n")  # changed (size and time): read again
     assert command.read_config_file(path) == {"data": {"global_batch_size": 16}} and len(parsed) == 2

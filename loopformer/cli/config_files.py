@@ -5,7 +5,6 @@ settings are given, a group's flags as a mapping."""
 from __future__ import annotations
 
 import copy
-import functools
 import os
 import sys
 from pathlib import Path
@@ -21,16 +20,17 @@ from loopformer.files import load_yaml
 CONFIG_EXPECTED = "a loopformer config: a YAML mapping with any of seed_everything, trainer, model, data (see configs/)"
 
 
+_parsed: dict[tuple[int, int, int, int], Any] = {}  # by the file's identity and version, however it is spelt
+
+
 def read_config_file(path: str | Path) -> Any:
     """A ``--config``/``--model`` file's content, parsed once per start-up however many checks read it (a copy: the
     callers edit what they get)."""
     stat = os.stat(path)
-    return copy.deepcopy(_parsed_config_file(str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size))
-
-
-@functools.lru_cache(maxsize=32)
-def _parsed_config_file(path: str, inode: int, mtime_ns: int, size: int) -> Any:
-    return load_yaml(path, ConfigError, CONFIG_EXPECTED)
+    key = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    if key not in _parsed:
+        _parsed[key] = load_yaml(path, ConfigError, CONFIG_EXPECTED)
+    return copy.deepcopy(_parsed[key])
 
 
 def check_config_files(args: list[str]) -> None:
