@@ -139,8 +139,9 @@ def main(argv: list[str]) -> int:
         ok, lines = check_gpu(index, args.dtype, args.head_dim, args.seq_len, not args.no_compile)
         print("\n".join(lines))
         ready &= ok
-    if missing_for_runs():
-        print(missing_verdict(missing_for_runs()))
+    missing = missing_for_runs()
+    if missing:
+        print(missing_verdict(missing))
         return 1
     print(f"verdict: {'ready' if ready else 'NOT READY'}: " + ("every GPU passed" if ready else "see the lines above"))
     return 0 if ready else 1
@@ -174,8 +175,9 @@ def _cpu_only(args: argparse.Namespace) -> int:
         "not checked here (no GPU): the kernel on a device, auto's timing of kernel against SDPA, CUDA graphs. "
         "Runs use PyTorch SDPA on this machine (attention auto on cpu)."
     )
-    if missing_for_runs():
-        print(missing_verdict(missing_for_runs()))
+    missing = missing_for_runs()
+    if missing:
+        print(missing_verdict(missing))
         return 1
     print("verdict: ready for CPU runs (attention: sdpa); run `loopformer doctor` on the GPU machine before a sweep")
     return 0
