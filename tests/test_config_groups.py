@@ -96,3 +96,15 @@ def test_an_old_model_file_still_works(capsys, tmp_path):
     assert model["arch"]["hidden_size"] == 32 and model["train"]["act"]["halt_max_steps"] == 5
     assert model["ema"]["enabled"] is True
     assert f"{model_file} uses old setting names (model.arch.halt_max_steps -> model.train.act.halt_max_steps" in err
+
+
+def test_an_old_config_file_still_finds_the_files_it_names_relative_to_itself(capsys, tmp_path, monkeypatch):
+    """Migrated, the file is passed on as text; the architecture file it names beside itself is still that one."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "arch.yaml").write_text("hidden_size: 32\nouter_cycles: 1\n")
+    (tmp_path / "sub" / "old.yaml").write_text("model:\n  arch: arch.yaml\n  run:\n    compile: true\n")
+    (tmp_path / "arch.yaml").write_text("hidden_size: 48\n")  # the same name where the command runs: not this one
+    monkeypatch.chdir(tmp_path)
+    model, err = _print_config(capsys, "--config", "sub/old.yaml")
+    assert model["arch"]["hidden_size"] == 32 and model["arch"]["outer_cycles"] == 1
+    assert model["runtime"]["compile"] is True and "sub/old.yaml uses old setting names" in err

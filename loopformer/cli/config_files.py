@@ -70,7 +70,8 @@ def _flags(prefix: str, values: dict[str, Any]) -> list[str]:
 def migrate_old_settings(args: list[str]) -> list[str]:
     """Settings under their old names (``config_groups``) in flags, ``--config``, ``--model`` and ``--model.arch``
     files, renamed in place, with one notice line per source. A file is read here and passed on as its migrated text
-    (``--config`` accepts a YAML string); an architecture file's moved keys follow it as flags."""
+    (``--config`` accepts a YAML string; the files it names relative to itself made absolute); an architecture file's
+    moved keys follow it as flags."""
     args, old_flags = migrate_flags(args)
     if old_flags:
         print(notice("the command line", old_flags), file=sys.stderr)
@@ -118,8 +119,20 @@ def _migrated_file_flags(key: str, value: str) -> list[str]:
     if not found:
         return [f"--{key}", value]
     print(notice(str(path), found), file=sys.stderr)
-    migrated = content["model"] if key == "model" else content
+    migrated = _anchored(content["model"] if key == "model" else content, path.parent)
     return [f"--{key}", yaml.safe_dump(migrated, sort_keys=False)]
+
+
+def _anchored(value: Any, base: Path) -> Any:
+    """Config files a file names by a path relative to itself (``arch: arch.yaml``), made absolute against its
+    directory, as jsonargparse resolves them when it reads the file: the migrated text passed on in its place has no
+    directory of its own."""
+    if isinstance(value, dict):
+        return {k: _anchored(v, base) for k, v in value.items()}
+    if isinstance(value, str) and value.endswith((".yaml", ".yml")) and not os.path.isabs(value):
+        if (base / value).is_file():
+            return str((base / value).resolve())
+    return value
 
 
 def data_given(args: list[str], subcommand: str) -> bool:
