@@ -46,3 +46,20 @@ def test_a_warm_up_budget_leaves_out_the_later_variants_and_sigterm_still_prints
     row = re.search(ROW.format("eager"), out)
     assert row and 0 < float(row.group(2)) <= float(row.group(1)) <= float(row.group(3)), out
     assert "sdpa, compiled |" not in out and "vs sdpa, eager" not in out  # nothing for what was never measured
+
+
+def test_the_gpu_report_judges_the_goals_on_the_ratios_it_prints(capsys):
+    from types import SimpleNamespace
+
+    from benchmarks.bench_step import SHAPES, report
+
+    def variant(backend, mode, name, seconds):
+        return SimpleNamespace(backend=backend, mode=mode, name=name, samples=[seconds], peak_gb=1.0, loss=2.0)
+
+    report([variant("triton", None, "triton, eager", 0.030), variant("sdpa", None, "sdpa, eager", 0.033),
+            variant("triton", "reduce-overhead", "triton, compiled + CUDA graphs", 0.020),
+            variant("triton", "default", "triton, compiled", 0.025)], SHAPES["recipe"])  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert "triton, compiled + CUDA graphs vs triton, eager: 1.50x (goal >= 2x: NOT met)" in lines
+    assert "triton, compiled vs triton, eager: 1.20x" in lines  # no goal for it
+    assert "triton vs sdpa, eager: 1.10x (goal > 1x: met)" in lines
