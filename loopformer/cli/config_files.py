@@ -23,13 +23,13 @@ CONFIG_EXPECTED = "a loopformer config: a YAML mapping with any of seed_everythi
 _parsed: dict[tuple[int, int, int, int], Any] = {}  # by the file's identity and version, however it is spelt
 
 
-def read_config_file(path: str | Path) -> Any:
-    """A ``--config``/``--model`` file's content, parsed once per start-up however many checks read it (a copy: the
-    callers edit what they get)."""
+def read_config_file(path: str | Path, expected: str = CONFIG_EXPECTED) -> Any:
+    """A ``--config``/``--model``/``--model.arch`` file's content, parsed once per start-up however many checks read
+    it (a copy: the callers edit what they get); ``expected`` says what it should hold if it is no YAML."""
     stat = os.stat(path)
     key = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
     if key not in _parsed:
-        _parsed[key] = load_yaml(path, ConfigError, CONFIG_EXPECTED)
+        _parsed[key] = load_yaml(path, ConfigError, expected)
     return copy.deepcopy(_parsed[key])
 
 
@@ -169,7 +169,7 @@ def group_flags(args: list[str], group: str) -> dict[str, Any]:
             parsed = parse_scalar(value)
             if isinstance(parsed, str) and parsed.endswith((".yaml", ".yml")) and Path(parsed).is_file():
                 # a whole group from a file (`--model.arch configs/arch/x.yaml`): later flags edit inside it
-                parsed = load_yaml(parsed, ConfigError, f"the settings of {prefix}{key}")
+                parsed = read_config_file(parsed, f"the settings of {prefix}{key}")
             node = out
             *parents, leaf = key.split(".")
             for part in parents:
