@@ -31,11 +31,12 @@ from loopformer.cli.checks import (
 from loopformer.cli.config_files import check_config_files, data_given, group_flags, migrate_old_settings
 from loopformer.cli.list_overrides import expand_list_item_overrides
 from loopformer.cli.parse_errors import parse_error_paragraph
-from loopformer.cli.progress import LineProgress, stdout_is_a_terminal
+from loopformer.cli.progress import LineProgress
 from loopformer.cli.terminal import ParameterSummary, quiet_third_party_noise
 from loopformer.data.datamodule import PuzzleDataModule
 from loopformer.data.format import DatasetError
 from loopformer.errors import ConfigError
+from loopformer.files import is_a_terminal
 from loopformer.module import LoopformerModule
 from loopformer.runs.directory import ClaimRunDirectory, OutputsInCheckpointRun, run_directory
 from loopformer.runs.parent import die_with_parent_if_asked
@@ -125,9 +126,9 @@ class LoopformerCLI(LightningCLI):
         if self._outputs_in_checkpoint_run is not None:
             callbacks = [*callbacks, self._outputs_in_checkpoint_run]
         configured = config.get("callbacks") or []
-        given = [*callbacks, *(configured if isinstance(configured, (list, tuple)) else [configured])]
-        if config.get("enable_progress_bar") is not False and not stdout_is_a_terminal():
-            if not any(isinstance(c, ProgressBar) for c in given):
+        every_callback = [*callbacks, *(configured if isinstance(configured, (list, tuple)) else [configured])]
+        if config.get("enable_progress_bar") is not False and not is_a_terminal(sys.stdout):
+            if not any(isinstance(c, ProgressBar) for c in every_callback):
                 callbacks = [*callbacks, LineProgress()]  # a line every few seconds, not tqdm's updates, in a log
         plugins = config.get("plugins")
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]

@@ -4,20 +4,13 @@ file, with ANSI cursor codes)."""
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ProgressBar
 
-from loopformer.files import is_a_terminal
-
 EVERY_S = 10.0  # seconds between two lines
-
-
-def stdout_is_a_terminal() -> bool:
-    return is_a_terminal(sys.stdout)
 
 
 def _duration(seconds: float) -> str:

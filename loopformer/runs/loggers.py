@@ -27,10 +27,6 @@ def wandb_credentials_found() -> bool:
         return False
 
 
-def stderr_is_a_terminal() -> bool:
-    return is_a_terminal(sys.stderr)
-
-
 def in_wandb_sweep() -> bool:
     return bool(os.environ.get("WANDB_SWEEP_ID"))
 
@@ -52,7 +48,7 @@ class WandbLogger(_LightningWandbLogger):
         # In a log file wandb's own lines end in ANSI colour codes (its service process writes them whatever the
         # output is): it stays silent there, and this logger says in one plain line where the run is.
         self._says_where = (
-            kwargs.get("settings") is None and "WANDB_SILENT" not in os.environ and not stderr_is_a_terminal()
+            kwargs.get("settings") is None and "WANDB_SILENT" not in os.environ and not is_a_terminal(sys.stderr)
         )
         if self._says_where:
             import wandb
