@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from loopformer.cli.flag_scan import Flag, find_flags, replace_flags
 from loopformer.cli.list_overrides import parse_scalar
 from loopformer.config_groups import group_settings, migrate_flags, migrate_model, notice
 from loopformer.errors import ConfigError
@@ -36,14 +37,9 @@ def read_config_file(path: str | Path, expected: str = CONFIG_EXPECTED) -> Any:
 def check_config_files(args: list[str]) -> None:
     """Every ``--config FILE`` is a readable YAML mapping, or one line naming it (jsonargparse would print the
     whole text, or a traceback for binary content)."""
-    for i, arg in enumerate(args):
-        if arg == "--config" and i + 1 < len(args):
-            path = args[i + 1]
-        elif arg.startswith("--config="):
-            path = arg.split("=", 1)[1]
-        else:
-            continue
-        if path.lstrip().startswith("{"):  # an inline config string
+    for flag in find_flags(args, lambda key: key == "config"):
+        path = flag.value
+        if path is None or path.lstrip().startswith("{"):  # no value, or an inline config string
             continue
         content = read_config_file(path) if Path(path).is_file() else load_yaml(path, ConfigError, CONFIG_EXPECTED)
         if not isinstance(content, dict):
@@ -75,24 +71,13 @@ def migrate_old_settings(args: list[str]) -> list[str]:
     args, old_flags = migrate_flags(args)
     if old_flags:
         print(notice("the command line", old_flags), file=sys.stderr)
-    out: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        key, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
-        if key not in ("config", "model", "model.arch") or (not eq and i + 1 >= len(args)):
-            out.append(arg)
-            i += 1
-            continue
-        if not eq:
-            value = args[i + 1]
-            i += 1
-        i += 1
-        out += _migrated_file_flags(key, value)
-    return out
+    return replace_flags(args, lambda key: key in ("config", "model", "model.arch"), _migrated_file_flags)
 
 
-def _migrated_file_flags(key: str, value: str) -> list[str]:
+def _migrated_file_flags(flag: Flag) -> list[str]:
+    key, value = flag.key, flag.value
+    if value is None:
+        return [f"--{key}"]
     path = Path(value)
     if value.lstrip().startswith("{") or path.suffix.lower() not in (".yaml", ".yml") or not path.is_file():
         return [f"--{key}", value]
@@ -137,13 +122,12 @@ def _anchored(value: Any, base: Path) -> Any:
 
 def data_given(args: list[str], subcommand: str) -> bool:
     """Whether the command line gives data settings as a whole: ``--data FILE`` or a ``--config`` with ``data``."""
-    for i, arg in enumerate(args):
-        key, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
-        if key == "data":
+    for flag in find_flags(args, lambda key: key in ("data", "config")):
+        if flag.key == "data":
             return True
-        if key != "config" or (not eq and i + 1 >= len(args)):
+        if flag.value is None:
             continue
-        value = value if eq else args[i + 1]
+        value = flag.value
         content = read_config_file(value) if Path(value).is_file() else yaml.safe_load(value)
         if isinstance(content, dict) and ("data" in content or "data" in (content.get(subcommand) or {})):
             return True
@@ -154,28 +138,18 @@ def group_flags(args: list[str], group: str) -> dict[str, Any]:
     """``--model.a=1 --model.b 2`` -> ``{"a": 1, "b": 2}`` for group ``model`` (values parsed as wandb writes
     them)."""
     out: dict[str, Any] = {}
-    prefix = f"--{group}."
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg.startswith(prefix):
-            if "=" in arg:
-                key, value = arg[len(prefix) :].split("=", 1)
-            elif i + 1 < len(args):
-                key, value = arg[len(prefix) :], args[i + 1]
-                i += 1
-            else:
-                break
-            parsed = parse_scalar(value)
-            if isinstance(parsed, str) and parsed.endswith((".yaml", ".yml")) and Path(parsed).is_file():
-                # a whole group from a file (`--model.arch configs/arch/x.yaml`): later flags edit inside it
-                parsed = read_config_file(parsed, f"the settings of {prefix}{key}")
-            node = out
-            *parents, leaf = key.split(".")
-            for part in parents:
-                if not isinstance(node.get(part), dict):
-                    node[part] = {}
-                node = node[part]
-            node[leaf] = parsed
-        i += 1
+    for flag in find_flags(args, lambda key: key.startswith(f"{group}.")):
+        if flag.value is None:
+            continue
+        parsed = parse_scalar(flag.value)
+        if isinstance(parsed, str) and parsed.endswith((".yaml", ".yml")) and Path(parsed).is_file():
+            # a whole group from a file (`--model.arch configs/arch/x.yaml`): later flags edit inside it
+            parsed = read_config_file(parsed, f"the settings of --{flag.key}")
+        node = out
+        *parents, leaf = flag.key.removeprefix(f"{group}.").split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[leaf] = parsed
     return out

@@ -11,13 +11,14 @@ import dataclasses
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
+from loopformer.cli.flag_scan import Flag, replace_flags
 from loopformer.config_groups import to_plain
 
-_FLAG = re.compile(r"^--([A-Za-z_][\w]*(?:\.[\w]+)*)$")
+_KEY = re.compile(r"^[A-Za-z_][\w]*(?:\.[\w]+)*$")
 
 
 @dataclasses.dataclass
@@ -32,28 +33,27 @@ class OverrideError(ValueError):
     pass
 
 
+def _first_index(key: str) -> Optional[int]:
+    """Where the first list index is in a dotted key (``model.stages.0.repeat`` -> 2); None if it has none, or
+    is no dotted key."""
+    if not _KEY.match(key):
+        return None
+    return next((j for j, part in enumerate(key.split(".")) if part.isdigit()), None)
+
+
 def split_list_item_overrides(args: list[str]) -> tuple[list[str], list[ListItemOverride]]:
     """Separate ``--a.b.N.c=value`` / ``--a.b.N.c value`` flags from the other arguments."""
-    rest, overrides = [], []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        key, value, consumed = arg, None, 1
-        if arg.startswith("--") and "=" in arg:
-            key, value = arg.split("=", 1)
-        match = _FLAG.match(key)
-        parts = match.group(1).split(".") if match else []
-        first_index = next((j for j, p in enumerate(parts) if p.isdigit()), None)
-        if first_index is None or first_index == 0:
-            rest.append(arg)
-            i += 1
-            continue
-        if value is None:
-            if i + 1 >= len(args):
-                raise OverrideError(f"{key}: expected a value after the flag.")
-            value, consumed = args[i + 1], 2
-        overrides.append(ListItemOverride(key, ".".join(parts[:first_index]), parts[first_index:], value))
-        i += consumed
+    overrides = []
+
+    def take(flag: Flag) -> list[str]:
+        if flag.value is None:
+            raise OverrideError(f"--{flag.key}: expected a value after the flag.")
+        parts = flag.key.split(".")
+        first = _first_index(flag.key)
+        overrides.append(ListItemOverride(f"--{flag.key}", ".".join(parts[:first]), parts[first:], flag.value))
+        return []
+
+    rest = replace_flags(args, lambda key: bool(_first_index(key)), take)
     return rest, overrides
 
 
