@@ -2,6 +2,7 @@
 
     python benchmarks/compile_report.py                 # sm_80 (A100), sm_86, sm_90 (H100), every dtype
     python benchmarks/compile_report.py --arch 90 --dtype bfloat16 --head-dim 64
+    python benchmarks/compile_report.py --sass /tmp/before   # then again after a change: diff -r /tmp/before /tmp/after
 
 Triton's own compiler and ptxas turn each launch exactly as ``attention_forward`` / ``attention_backward``
 would issue it (same arguments, so the same specialisations) into a cubin for the chosen architecture;
@@ -9,6 +10,10 @@ would issue it (same arguments, so the same specialisations) into a cubin for th
 decides whether a tile configuration can run at all (shared memory within the architecture's limit, no
 register spills) and whether the matrix products use tensor cores; it says nothing about speed, which
 ``benchmarks/bench_attention.py`` measures on a GPU.
+
+``--sass DIR`` also writes each launch's machine code (SASS, one file per architecture, dtype, head dim, RoPE and
+kernel, without the instruction encodings): a kernel refactor meant to change nothing can be checked to compile to
+the same instructions, on a machine without a GPU.
 
 Needs ``TRITON_INTERPRET`` unset (the interpreter replaces the kernels with Python functions).
 """
@@ -138,20 +143,32 @@ def _compiling_for(arch: int) -> Iterator[None]:
         driver._active = previous
 
 
-def _cubin_resources(cubin: bytes) -> dict[str, int]:
+def _cuobjdump(cubin: bytes, option: str) -> str:
+    """What Triton's bundled cuobjdump prints with ``option`` for ``cubin``."""
     import triton
 
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        out = subprocess.run(
-            [triton.knobs.nvidia.cuobjdump.path, "--dump-resource-usage", f.name],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
+        return subprocess.run(
+            [triton.knobs.nvidia.cuobjdump.path, option, f.name], capture_output=True, text=True, check=True
+        ).stdout
+
+
+def _cubin_resources(cubin: bytes) -> dict[str, int]:
+    out = _cuobjdump(cubin, "--dump-resource-usage")
     fields = dict(re.findall(r"\b(REG|STACK|SHARED|LOCAL):(\d+)", out))
     if "REG" not in fields:
         raise RuntimeError(f"could not read the resource usage from cuobjdump's output:\n{out}")
     return {k: int(v) for k, v in fields.items()}
+
+
+def sass_text(cubin: bytes) -> str:
+    """The instructions of ``cubin`` as cuobjdump prints them, address and instruction per line, without the
+    128-bit encodings printed beside them, so that a diff reads as instructions (register numbers included)."""
+    out = _cuobjdump(cubin, "-sass")
+    lines = (re.sub(r"\s*/\* 0x[0-9a-f]{16} \*/", "", line).rstrip() for line in out.splitlines() if "/*" in line)
+    return "\n".join(line for line in lines if line.strip()) + "\n"
 
 
 def _matmul_kind(ptx: str) -> str:
@@ -188,9 +205,11 @@ def compile_kernels(
     heads: int = 8,
     tiles: Optional[dict[str, attn.Tiles]] = None,
     kernels: Optional[set[str]] = None,
+    sass_dir: Optional[Path] = None,
 ) -> list[KernelResources]:
     """Compile every attention kernel (or those named in ``kernels``) for ``sm_<arch>`` (no GPU needed) and read
-    back its resources. The one-pass backward is among them where a tile of it covers ``seq_len``."""
+    back its resources. The one-pass backward is among them where a tile of it covers ``seq_len``. With
+    ``sass_dir``, each kernel's machine code is written there too (see sass_text)."""
     if attn.interpreter_enabled():
         raise RuntimeError("compile_report compiles for a GPU: unset TRITON_INTERPRET (it is set to 1).")
     if not attn.HAVE_TRITON:
@@ -204,6 +223,11 @@ def compile_kernels(
                 continue
             compiled = launch.kernel.warmup(*launch.args, grid=launch.grid, **launch.meta)
             used = _cubin_resources(compiled.asm["cubin"])
+            if sass_dir is not None:
+                rope_name = "rope" if rope else "no_rope"
+                name = f"sm{arch}_{str(dtype).removeprefix('torch.')}_d{head_dim}_{rope_name}_{launch.name}.sass"
+                sass_dir.mkdir(parents=True, exist_ok=True)
+                (sass_dir / name).write_text(sass_text(compiled.asm["cubin"]))
             meta = launch.meta
             reports.append(
                 KernelResources(
@@ -310,7 +334,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--seq-len", type=int, default=97)
     p.add_argument("--json", type=Path, help="also write the reports to this file")
     p.add_argument("--search", action="store_true", help="compile every candidate tile and print the preferred ones")
+    p.add_argument(
+        "--sass", type=Path, metavar="DIR",
+        help="also write each kernel's machine code (SASS) to DIR, one file per launch: diff -r two of them to see "
+        "whether a change compiles to other instructions",
+    )  # fmt: skip
     args = p.parse_args(argv)
+    if args.sass is not None and args.search:
+        p.error("--sass writes the machine code of TILES' entries; it does not combine with --search")
     reports = []
     archs = args.arch or [80, 86, 90]
     if args.search:  # one search per family, over all of its architectures
@@ -336,7 +367,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 else:
                     reports += compile_kernels(
                         arch, DTYPES[dtype], head_dim, not args.no_rope, args.seq_len,
-                        kernels=set(args.kernel) if args.kernel else None,
+                        kernels=set(args.kernel) if args.kernel else None, sass_dir=args.sass,
                     )  # fmt: skip
     print(markdown_table(reports))
     if args.json:

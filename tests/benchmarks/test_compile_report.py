@@ -7,6 +7,7 @@ the tiles in TILES must compile without spilling registers, within shared memory
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +172,33 @@ def test_blocks_per_sm_follow_the_occupancy_calculator():
     assert _resources(arch=86, num_warps=16, registers=32, shared_bytes=0).blocks_per_sm == 3
     # and the block limit itself (16 on sm_86)
     assert _resources(arch=86, num_warps=1, registers=32, shared_bytes=0).blocks_per_sm == 16
+
+
+def _sass_run(out_dir: Path, cache_dir: Path, *flags: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1", "TRITON_CACHE_DIR": str(cache_dir)}
+    cmd = [sys.executable, str(SCRIPT), "--arch", "90", "--dtype", "bfloat16", "--head-dim", "64", "--kernel", "fwd"]
+    return subprocess.run(cmd + ["--sass", str(out_dir), *flags], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_sass_is_written_per_launch_and_is_the_same_for_the_same_kernel(tmp_path):
+    # each run compiles afresh (its own Triton cache), so equal text means the compile is reproducible
+    for run in ("a", "b"):
+        proc = _sass_run(tmp_path / run, tmp_path / f"cache_{run}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _sass_run(tmp_path / "no_rope", tmp_path / "cache_no_rope", "--no-rope")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["sm90_bfloat16_d64_rope_fwd.sass"]
+    rope = (tmp_path / "a" / "sm90_bfloat16_d64_rope_fwd.sass").read_text()
+    assert rope == (tmp_path / "b" / "sm90_bfloat16_d64_rope_fwd.sass").read_text()
+    assert "HGMMA" in rope  # Hopper's tensor-core products
+    assert not re.search(r"0x[0-9a-f]{16}", rope)  # the encodings are left out
+    no_rope = (tmp_path / "no_rope" / "sm90_bfloat16_d64_no_rope_fwd.sass").read_text()
+    # the rotation is code of its own: the variant without it has fewer instructions
+    assert len(no_rope.splitlines()) < len(rope.splitlines())
+
+
+def test_sass_does_not_combine_with_search(tmp_path):
+    proc = _sass_run(tmp_path / "out", tmp_path / "cache", "--search")
+    assert proc.returncode == 2
+    assert "--sass writes the machine code of TILES' entries" in proc.stderr
+    assert not (tmp_path / "out").exists()
