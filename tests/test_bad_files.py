@@ -14,6 +14,7 @@ import yaml
 
 from loopformer.checkpoint.format import CheckpointFileError, load_checkpoint
 from loopformer.checkpoint.importer import CheckpointImportError, import_checkpoint
+from loopformer.cli.config_files import EXPECTED_BY_FLAG, migrate_old_settings
 from loopformer.data.builders.arc import load_arc_subset
 from loopformer.data.builders.maze import read_maze_csv
 from loopformer.data.builders.sudoku import read_sudoku_csv
@@ -104,6 +105,21 @@ def _cli_config(path: Path) -> None:
     check_config_files(["fit", "--config", str(path)])
 
 
+def _flow_style_copy(source: str):
+    def write(path: Path) -> None:  # one line of YAML's flow style: cut anywhere, it is no longer valid
+        path.write_text(json.dumps(yaml.safe_load((ROOT / source).read_text())))
+
+    return write
+
+
+def _cli_file_flag(flag: str):
+    def read(path: Path) -> None:  # the migration reads files whose names end in .yaml
+        named = path.rename(path.with_suffix(".yaml"))
+        migrate_old_settings(["fit", f"--{flag}", str(named)])
+
+    return read
+
+
 def _arc_subset(path: Path) -> None:
     os.replace(path, path.parent / "arc_training_challenges.json")
     load_arc_subset(str(path.parent / "arc"), "training")
@@ -114,6 +130,18 @@ READERS = {  # name: (write a valid file, read it, the error it raises, the name
     "state dict (import-checkpoint SRC)": (_state_dict, _import_src, CheckpointImportError, None),
     "arch YAML (import-checkpoint --arch)": (_arch, _import_arch, CheckpointImportError, None),
     "config (--config)": (_config, _cli_config, ConfigError, None),
+    "model file (--model)": (
+        _flow_style_copy("configs/vrn/loop_transformer.yaml"),
+        _cli_file_flag("model"),
+        ConfigError,
+        None,
+    ),
+    "arch file (--model.arch)": (
+        _flow_style_copy("configs/arch/trm_hier6.yaml"),
+        _cli_file_flag("model.arch"),
+        ConfigError,
+        None,
+    ),
     "dataset.json": (_dataset_json, PuzzleDatasetMetadata.load, DatasetError, None),
     "dataset array (.npy)": (_npy, _read_npy, DatasetError, "all__inputs.npy"),
     "sweep file": (_sweep, load_sweep, SweepFileError, None),
@@ -235,3 +263,18 @@ def test_a_config_file_is_parsed_once_at_start_up_and_each_reader_gets_its_own_c
     assert command.read_config_file(f"{tmp_path}/./run.yaml") == command.read_config_file(path) and len(parsed) == 1
     path.write_text("data:\n  global_batch_size: 16\n")  # changed (size and time): read again
     assert command.read_config_file(path) == {"data": {"global_batch_size": 16}} and len(parsed) == 2
+
+
+@pytest.mark.parametrize("flag", ["config", "model", "model.arch"])
+@pytest.mark.parametrize("content", ["- 1\n- 2\n", "stages: [1\n"])
+def test_a_config_file_that_is_no_mapping_says_what_its_flag_expects(tmp_path, flag, content):
+    path = tmp_path / "settings.yaml"
+    path.write_text(content)
+    config = [] if flag == "config" else ["--config", str(ROOT / "configs/quickstart.yaml")]
+    proc = _run("fit", *config, f"--{flag}", str(path), "--trainer.logger=false", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    found = "holds a list" if content.startswith("-") else "not valid YAML"
+    assert lines[0].startswith(f"loopformer: error: {path}: {found}"), lines[0]
+    assert lines[0].endswith(f"expected {EXPECTED_BY_FLAG[flag]}."), lines[0]

@@ -19,6 +19,12 @@ from loopformer.errors import ConfigError
 from loopformer.files import load_yaml
 
 CONFIG_EXPECTED = "a loopformer config: a YAML mapping with any of seed_everything, trainer, model, data (see configs/)"
+EXPECTED_BY_FLAG = {  # what the file a flag names should hold, for its errors
+    "config": CONFIG_EXPECTED,
+    "model": "a model config: a YAML mapping with any of arch, train, runtime, optim, ema, eval, budget (see configs/vrn/)",
+    "model.arch": "an architecture config: a YAML mapping with any of states, stages, outer_cycles, hidden_size, ... "
+    "(see configs/arch/)",
+}
 
 
 _parsed: dict[tuple[int, int, int, int], Any] = {}  # by the file's identity and version, however it is spelt
@@ -42,9 +48,13 @@ def check_config_files(args: list[str]) -> None:
         if path is None or path.lstrip().startswith("{"):  # no value, or an inline config string
             continue
         content = read_config_file(path) if Path(path).is_file() else load_yaml(path, ConfigError, CONFIG_EXPECTED)
-        if not isinstance(content, dict):
-            found = "nothing" if content is None else f"a {type(content).__name__}"
-            raise ConfigError(f"{path}: holds {found}; expected {CONFIG_EXPECTED}.")
+        _require_mapping(path, content, CONFIG_EXPECTED)
+
+
+def _require_mapping(path: str | Path, content: Any, expected: str) -> None:
+    if not isinstance(content, dict):
+        found = "nothing" if content is None else f"a {type(content).__name__}"
+        raise ConfigError(f"{path}: holds {found}; expected {expected}.")
 
 
 def _scalar_flag(key: str, value: Any) -> str:
@@ -81,8 +91,9 @@ def _migrated_file_flags(flag: Flag) -> list[str]:
     path = Path(value)
     if value.lstrip().startswith("{") or path.suffix.lower() not in (".yaml", ".yml") or not path.is_file():
         return [f"--{key}", value]
-    content = read_config_file(path)
-    if key == "model.arch" and isinstance(content, dict):
+    content = read_config_file(path, EXPECTED_BY_FLAG[key])
+    _require_mapping(path, content, EXPECTED_BY_FLAG[key])
+    if key == "model.arch":
         grouped = group_settings(content)
         if len(grouped) == 1:
             return [f"--{key}", value]
@@ -91,7 +102,7 @@ def _migrated_file_flags(flag: Flag) -> list[str]:
         arch = yaml.safe_dump(grouped.pop("arch"), sort_keys=False)
         extra = [flag for group, values in grouped.items() for flag in _flags(f"model.{group}", values)]
         return [f"--{key}", arch, *extra]
-    if key == "model" and isinstance(content, dict):  # a model file (configs/vrn/): arch, train, runtime, ...
+    if key == "model":  # a model file (configs/vrn/): arch, train, runtime, ...
         content = {"model": content}
     sections = [content] + [
         content[s] for s in ("fit", "validate", "test", "predict") if isinstance(content.get(s), dict)
