@@ -135,6 +135,31 @@ if HAVE_TRITON:
         return dlo * c + dhi * s, dhi * c - dlo * s
 
     @triton.jit
+    def _program_rows(S, H, BLOCK: tl.constexpr):
+        """This program's batch b and head h (grid axis 1: b * H + h) and its BLOCK rows along the sequence
+        (grid axis 0), with the mask of those inside S."""
+        pid_rows = tl.program_id(0)
+        pid_bh = tl.program_id(1)
+        b = pid_bh // H
+        h = pid_bh % H
+        rows = pid_rows * BLOCK + tl.arange(0, BLOCK)
+        return pid_bh, b, h, rows, rows < S
+
+    @triton.jit
+    def _load_head(base, head, head_stride, rows, row_stride, mask, COS, SIN, ROPE: tl.constexpr, HALF: tl.constexpr):
+        """Rows of one head of the packed tensor (q heads 0..H-1, k H..2H-1, v 2H..3H-1) as two halves,
+        rotated when ROPE."""
+        lo, hi = _load_halves(base + head * head_stride, rows, row_stride, mask, HALF)
+        if ROPE:
+            lo, hi = _rope_halves(lo, hi, COS, SIN, rows, mask, HALF)
+        return lo, hi
+
+    @triton.jit
+    def _load_lse2(LSE, pid_bh, S, rows, mask):
+        """The forward's log-sum-exp of these rows in base 2 (the kernels' exponentials are exp2)."""
+        return tl.load(LSE + pid_bh * S + rows, mask=mask, other=0.0) * 1.4426950408889634
+
+    @triton.jit
     def _attn_fwd_kernel(
         QKV, COS, SIN, OUT, LSE,
         stride_qkv_b, stride_qkv_s, stride_qkv_h,
@@ -143,16 +168,9 @@ if HAVE_TRITON:
         HALF: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ROPE: tl.constexpr,
         PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     ):  # fmt: skip
-        pid_m = tl.program_id(0)
-        pid_bh = tl.program_id(1)
-        b = pid_bh // H
-        h = pid_bh % H
-        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        mask_m = offs_m < S
+        pid_bh, b, h, offs_m, mask_m = _program_rows(S, H, BLOCK_M)
         base = QKV + b * stride_qkv_b
-        q_lo, q_hi = _load_halves(base + h * stride_qkv_h, offs_m, stride_qkv_s, mask_m, HALF)
-        if ROPE:
-            q_lo, q_hi = _rope_halves(q_lo, q_hi, COS, SIN, offs_m, mask_m, HALF)
+        q_lo, q_hi = _load_head(base, h, stride_qkv_h, offs_m, stride_qkv_s, mask_m, COS, SIN, ROPE, HALF)
 
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -161,9 +179,7 @@ if HAVE_TRITON:
         for start_n in range(0, S, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
             mask_n = offs_n < S
-            k_lo, k_hi = _load_halves(base + (H + h) * stride_qkv_h, offs_n, stride_qkv_s, mask_n, HALF)
-            if ROPE:
-                k_lo, k_hi = _rope_halves(k_lo, k_hi, COS, SIN, offs_n, mask_n, HALF)
+            k_lo, k_hi = _load_head(base, H + h, stride_qkv_h, offs_n, stride_qkv_s, mask_n, COS, SIN, ROPE, HALF)
             qk = _dot(q_lo, tl.trans(k_lo), PRECISION, UPCAST)
             qk += _dot(q_hi, tl.trans(k_hi), PRECISION, UPCAST)
             qk = tl.where(mask_n[None, :], qk * scale_log2, float("-inf"))
@@ -171,7 +187,7 @@ if HAVE_TRITON:
             p = tl.math.exp2(qk - m_new[:, None])
             alpha = tl.math.exp2(m_i - m_new)
             l_i = l_i * alpha + tl.sum(p, 1)
-            v_lo, v_hi = _load_halves(base + (2 * H + h) * stride_qkv_h, offs_n, stride_qkv_s, mask_n, HALF)
+            v_lo, v_hi = _load_head(base, 2 * H + h, stride_qkv_h, offs_n, stride_qkv_s, mask_n, COS, SIN, False, HALF)
             p_v = p.to(v_lo.dtype)
             acc_lo = acc_lo * alpha[:, None] + _dot(p_v, v_lo, PRECISION, UPCAST)
             acc_hi = acc_hi * alpha[:, None] + _dot(p_v, v_hi, PRECISION, UPCAST)
@@ -208,12 +224,7 @@ if HAVE_TRITON:
         D: tl.constexpr, BLOCK_M: tl.constexpr,
     ):  # fmt: skip
         """delta[b, h, i] = sum_d dO[b, i, h, d] * O[b, i, h, d] in float32: the softmax-backward row term."""
-        pid_m = tl.program_id(0)
-        pid_bh = tl.program_id(1)
-        b = pid_bh // H
-        h = pid_bh % H
-        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        mask_m = offs_m < S
+        pid_bh, b, h, offs_m, mask_m = _program_rows(S, H, BLOCK_M)
         offs_d = tl.arange(0, D)
         o = tl.load(
             OUT + b * stride_o_b + h * stride_o_h + offs_m[:, None] * stride_o_s + offs_d[None, :],
@@ -242,18 +253,11 @@ if HAVE_TRITON:
         dQ kernel), and takes the row term delta = dO . O from the tile as sum_j P_ij dP_ij (equal in exact
         arithmetic), so neither O nor a delta kernel is needed.
         """
-        pid_n = tl.program_id(0)
-        pid_bh = tl.program_id(1)
-        b = pid_bh // H
-        h = pid_bh % H
         scale_log2 = sm_scale * 1.4426950408889634
-        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        mask_n = offs_n < S
+        pid_bh, b, h, offs_n, mask_n = _program_rows(S, H, BLOCK_N)
         base = QKV + b * stride_qkv_b
-        k_lo, k_hi = _load_halves(base + (H + h) * stride_qkv_h, offs_n, stride_qkv_s, mask_n, HALF)
-        if ROPE:
-            k_lo, k_hi = _rope_halves(k_lo, k_hi, COS, SIN, offs_n, mask_n, HALF)
-        v_lo, v_hi = _load_halves(base + (2 * H + h) * stride_qkv_h, offs_n, stride_qkv_s, mask_n, HALF)
+        k_lo, k_hi = _load_head(base, H + h, stride_qkv_h, offs_n, stride_qkv_s, mask_n, COS, SIN, ROPE, HALF)
+        v_lo, v_hi = _load_head(base, 2 * H + h, stride_qkv_h, offs_n, stride_qkv_s, mask_n, COS, SIN, False, HALF)
 
         dk_lo = tl.zeros([BLOCK_N, HALF], dtype=tl.float32)
         dk_hi = tl.zeros([BLOCK_N, HALF], dtype=tl.float32)
@@ -262,11 +266,9 @@ if HAVE_TRITON:
         for start_m in range(0, S, BLOCK_M):
             offs_m = start_m + tl.arange(0, BLOCK_M)
             mask_m = offs_m < S
-            q_lo, q_hi = _load_halves(base + h * stride_qkv_h, offs_m, stride_qkv_s, mask_m, HALF)
-            if ROPE:
-                q_lo, q_hi = _rope_halves(q_lo, q_hi, COS, SIN, offs_m, mask_m, HALF)
+            q_lo, q_hi = _load_head(base, h, stride_qkv_h, offs_m, stride_qkv_s, mask_m, COS, SIN, ROPE, HALF)
             do_lo, do_hi = _load_halves(DO + b * stride_do_b + h * stride_do_h, offs_m, stride_do_s, mask_m, HALF)
-            lse2 = tl.load(LSE + pid_bh * S + offs_m, mask=mask_m, other=0.0) * 1.4426950408889634
+            lse2 = _load_lse2(LSE, pid_bh, S, offs_m, mask_m)
             p, dp = _probs_and_dprobs(
                 q_lo, q_hi, k_lo, k_hi, v_lo, v_hi, do_lo, do_hi, lse2, mask_m, mask_n, scale_log2, PRECISION, UPCAST
             )
@@ -306,19 +308,12 @@ if HAVE_TRITON:
         HALF: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ROPE: tl.constexpr,
         PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     ):  # fmt: skip
-        pid_m = tl.program_id(0)
-        pid_bh = tl.program_id(1)
-        b = pid_bh // H
-        h = pid_bh % H
         scale_log2 = sm_scale * 1.4426950408889634
-        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        mask_m = offs_m < S
+        pid_bh, b, h, offs_m, mask_m = _program_rows(S, H, BLOCK_M)
         base = QKV + b * stride_qkv_b
-        q_lo, q_hi = _load_halves(base + h * stride_qkv_h, offs_m, stride_qkv_s, mask_m, HALF)
-        if ROPE:
-            q_lo, q_hi = _rope_halves(q_lo, q_hi, COS, SIN, offs_m, mask_m, HALF)
+        q_lo, q_hi = _load_head(base, h, stride_qkv_h, offs_m, stride_qkv_s, mask_m, COS, SIN, ROPE, HALF)
         do_lo, do_hi = _load_halves(DO + b * stride_do_b + h * stride_do_h, offs_m, stride_do_s, mask_m, HALF)
-        lse2 = tl.load(LSE + pid_bh * S + offs_m, mask=mask_m, other=0.0) * 1.4426950408889634
+        lse2 = _load_lse2(LSE, pid_bh, S, offs_m, mask_m)
         delta = tl.load(DELTA + pid_bh * S + offs_m, mask=mask_m, other=0.0)
 
         dq_lo = tl.zeros([BLOCK_M, HALF], dtype=tl.float32)
@@ -326,10 +321,8 @@ if HAVE_TRITON:
         for start_n in range(0, S, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
             mask_n = offs_n < S
-            k_lo, k_hi = _load_halves(base + (H + h) * stride_qkv_h, offs_n, stride_qkv_s, mask_n, HALF)
-            if ROPE:
-                k_lo, k_hi = _rope_halves(k_lo, k_hi, COS, SIN, offs_n, mask_n, HALF)
-            v_lo, v_hi = _load_halves(base + (2 * H + h) * stride_qkv_h, offs_n, stride_qkv_s, mask_n, HALF)
+            k_lo, k_hi = _load_head(base, H + h, stride_qkv_h, offs_n, stride_qkv_s, mask_n, COS, SIN, ROPE, HALF)
+            v_lo, v_hi = _load_head(base, 2 * H + h, stride_qkv_h, offs_n, stride_qkv_s, mask_n, COS, SIN, False, HALF)
             p, dp = _probs_and_dprobs(
                 q_lo, q_hi, k_lo, k_hi, v_lo, v_hi, do_lo, do_hi, lse2, mask_m, mask_n, scale_log2, PRECISION, UPCAST
             )
