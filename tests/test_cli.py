@@ -230,34 +230,15 @@ def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir,
         "pos_encodings: rope\npuzzle_emb_ndim: 0\nhalt_max_steps: 2\nhalt_exploration_prob: 0.1\n"
         "forward_dtype: float32\n"
     )
+    command = ["import-checkpoint", "--from", "trm", str(tmp_path / "trm.pt"), "--arch", str(tmp_path / "trm.yaml")]
+    command.append(str(tmp_path / "out.ckpt"))
     with pytest.raises(SystemExit) as e:
-        main(
-            [
-                "import-checkpoint",
-                "--from",
-                "trm",
-                str(tmp_path / "trm.pt"),
-                "--arch",
-                str(tmp_path / "trm.yaml"),
-                str(tmp_path / "out.ckpt"),
-            ]
-        )
+        main(command)
     assert e.value.code == 2 and "--seq-len" in capsys.readouterr().err
+    assert not (tmp_path / "out.ckpt").exists()
     with pytest.raises(SystemExit) as e:
-        main(
-            [
-                "import-checkpoint",
-                "--from",
-                "trm",
-                str(tmp_path / "trm.pt"),
-                "--arch",
-                str(tmp_path / "trm.yaml"),
-                str(tmp_path / "out.ckpt"),
-                "--seq-len",
-                "16",
-            ]
-        )
-    assert e.value.code == 0
+        main(command + ["--seq-len", "16"])
+    assert e.value.code == 0 and (tmp_path / "out.ckpt").is_file()
     out = capsys.readouterr().out
     assert f"wrote {tmp_path / 'out.ckpt'}: TRM weights, schedule z_L<-[z_H,x]x2  z_H<-[z_L]x1, 2 cycles" in out
     cli = LoopformerCLI(

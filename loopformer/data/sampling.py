@@ -60,7 +60,22 @@ def collate(
     }
 
 
-class TrainBatches(torch.utils.data.IterableDataset):
+class _RankBatches(torch.utils.data.IterableDataset):
+    """Batches of ``global_batch_size`` examples over all ranks, of which this rank makes its share."""
+
+    def __init__(
+        self, meta: PuzzleDatasetMetadata, sets: dict[str, PuzzleSet], global_batch_size: int, rank: int,
+        world_size: int, setting: str,
+    ) -> None:  # fmt: skip
+        if global_batch_size % world_size:
+            raise ValueError(f"{setting}={global_batch_size} is not divisible by the {world_size} processes.")
+        self.meta, self.sets = meta, sets
+        self.global_batch_size = global_batch_size
+        self.local_batch_size = global_batch_size // world_size
+        self.rank, self.world_size = rank, world_size
+
+
+class TrainBatches(_RankBatches):
     """Training batches for one rank. Each iteration continues from the last batch trained (or the resume point):
     the rest of that epoch, or the next epoch (``epochs_per_iter`` passes, its order seeded by its number).
 
@@ -77,17 +92,11 @@ class TrainBatches(torch.utils.data.IterableDataset):
         seed: int = 0,
         epochs_per_iter: int = 1,
     ) -> None:
-        if global_batch_size % world_size:
-            raise ValueError(
-                f"data.global_batch_size={global_batch_size} is not divisible by the {world_size} processes."
-            )
+        super().__init__(meta, sets, global_batch_size, rank, world_size, "data.global_batch_size")
         if epochs_per_iter < 1:
             raise ValueError(f"data.epochs_per_iter must be >= 1, got {epochs_per_iter}.")
         self.epochs_per_iter = epochs_per_iter
-        self.meta, self.sets = meta, sets
-        self.global_batch_size = global_batch_size
-        self.local_batch_size = global_batch_size // world_size
-        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.seed = seed
         self.epoch = 0  # the epoch to continue from, until a batch is trained
         self.skip = 0  # batches of it already trained (a resume)
         self.trained: Optional[tuple[int, int]] = None  # (epoch, batches) trained so far
@@ -173,7 +182,7 @@ class TrainBatches(torch.utils.data.IterableDataset):
             epoch, skip = epoch + 1, 0  # a resume at an epoch's end continues with the next one
 
 
-class EvalBatches(torch.utils.data.IterableDataset):
+class EvalBatches(_RankBatches):
     """Every example once across all ranks, in order; each batch also carries ``example_index``."""
 
     def __init__(
@@ -184,14 +193,7 @@ class EvalBatches(torch.utils.data.IterableDataset):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if global_batch_size % world_size:
-            raise ValueError(
-                f"data.eval_batch_size={global_batch_size} is not divisible by the {world_size} processes."
-            )
-        self.meta, self.sets = meta, sets
-        self.global_batch_size = global_batch_size
-        self.local_batch_size = global_batch_size // world_size
-        self.rank, self.world_size = rank, world_size
+        super().__init__(meta, sets, global_batch_size, rank, world_size, "data.eval_batch_size")
 
     def __len__(self) -> int:
         return sum(-(-s.num_examples // self.global_batch_size) for s in self.sets.values())
