@@ -155,7 +155,7 @@ def group_flags(args: list[str], group: str) -> dict[str, Any]:
         parsed = parse_scalar(flag.value)
         if isinstance(parsed, str) and parsed.endswith((".yaml", ".yml")) and Path(parsed).is_file():
             # a whole group from a file (`--model.arch configs/arch/x.yaml`): later flags edit inside it
-            parsed = read_config_file(parsed, f"the settings of --{flag.key}")
+            parsed = read_config_file(parsed, EXPECTED_BY_FLAG.get(flag.key, f"the settings of --{flag.key}"))
         node = out
         *parents, leaf = flag.key.removeprefix(f"{group}.").split(".")
         for part in parents:
