@@ -18,6 +18,20 @@ from tests.model import reference_trm as ref
 V, L, C, HEADS, PUZZLES = 11, 16, 64, 4, 5
 
 
+THREE_STAGE = {  # the 3-stage schedule: z_L from z_H and the input (x3), z_M from z_L and the input (x2), z_H from z_M
+    "states": [
+        {"name": "z_H", "layers": 1},
+        {"name": "z_M", "layers": 1, "share_weights_with": "z_H"},
+        {"name": "z_L", "layers": 1, "share_weights_with": "z_H"},
+    ],
+    "stages": [
+        {"target": "z_L", "sources": ["z_H"], "include_inputs": True, "repeat": 3},
+        {"target": "z_M", "sources": ["z_L"], "include_inputs": True, "repeat": 2},
+        {"target": "z_H", "sources": ["z_M"], "repeat": 1},
+    ],
+}
+
+
 def _random_weights(core, module_names, init_names, pos, prefix_len, gen, ndim=C):
     def w(*shape, std=None):
         std = std if std is not None else shape[-1] ** -0.5
@@ -181,16 +195,7 @@ lr: 1e-4
         "pos_encodings": "rope",
         "outer_cycles": 3,
         "readout_state": "z_H",
-        "states": [
-            {"name": "z_H", "layers": 1},
-            {"name": "z_M", "layers": 1, "share_weights_with": "z_H"},
-            {"name": "z_L", "layers": 1, "share_weights_with": "z_H"},
-        ],
-        "stages": [
-            {"target": "z_L", "sources": ["z_H"], "include_inputs": True, "repeat": 3},
-            {"target": "z_M", "sources": ["z_L"], "include_inputs": True, "repeat": 2},
-            {"target": "z_H", "sources": ["z_M"], "repeat": 1},
-        ],
+        **THREE_STAGE,
     }
     S = L + prefix_len
     states = {n: sd[f"_orig_mod.model.core.{n}_init"].expand(32, S, C) for n in ("z_H", "z_M", "z_L")}

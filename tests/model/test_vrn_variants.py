@@ -14,22 +14,17 @@ from loopformer.model.layers import swiglu_inner_size
 from loopformer.module import LoopformerModule
 from loopformer.training.config import groups_from_flat, network_config_from_flat, typed_groups
 from tests.model import reference_trm as ref
-from tests.model.test_reference_equivalence import HEADS, C, _assert_close_steps, _batch, _random_weights
+from tests.model.test_reference_equivalence import (
+    HEADS,
+    THREE_STAGE,
+    C,
+    _assert_close_steps,
+    _batch,
+    _random_weights,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = "_orig_mod.model.core"
-THREE_STAGE = {
-    "states": [
-        {"name": "z_H", "layers": 1},
-        {"name": "z_M", "layers": 1, "share_weights_with": "z_H"},
-        {"name": "z_L", "layers": 1, "share_weights_with": "z_H"},
-    ],
-    "stages": [
-        {"target": "z_L", "sources": ["z_H"], "include_inputs": True, "repeat": 3},
-        {"target": "z_M", "sources": ["z_L"], "include_inputs": True, "repeat": 2},
-        {"target": "z_H", "sources": ["z_M"], "repeat": 1},
-    ],
-}
 
 
 def _vrn_yaml(**over) -> dict:
