@@ -51,6 +51,19 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def _triton_version() -> tuple[int, int]:
+    import triton
+
+    return tuple(int(part) for part in triton.__version__.split(".")[:2])
+
+
+# fp32 with D=128 on sm_86: every candidate tile of dK/dV spills a little there (16 B at best); Triton 3.6 (the lent
+# GPU machines' torch 2.11) also spills 8 B in fp32 dK/dV at D=64 on sm_80 (BENCHMARKS.md, "Triton versions").
+KNOWN_SPILLS = {(86, "float32", 128, "dkdv"): 16} | (
+    {(80, "float32", 64, "dkdv"): 8} if attn.HAVE_TRITON and _triton_version() < (3, 7) else {}
+)
+
+
 def test_every_kernel_fits_a100_sm86_and_h100(tmp_path):
     report = tmp_path / "report.json"
     env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
@@ -73,8 +86,7 @@ def test_every_kernel_fits_a100_sm86_and_h100(tmp_path):
     } <= expected
     for r in reports:
         where = f"{r['kernel']} sm_{r['arch']} {r['dtype']} D={r['head_dim']}"
-        # fp32 with D=128 on sm_86: every candidate tile of dK/dV spills a little there (16 B at best)
-        allowed = 16 if (r["arch"], r["dtype"], r["head_dim"], r["kernel"]) == (86, "float32", 128, "dkdv") else 0
+        allowed = KNOWN_SPILLS.get((r["arch"], r["dtype"], r["head_dim"], r["kernel"]), 0)
         assert r["spilled_bytes"] <= allowed, where
         assert 0 < r["registers"] <= 255, where
         assert r["shared_bytes"] <= {80: 101_376, 86: 101_376, 90: 232_448}[r["arch"]], where  # sm80 tiles serve sm_86
