@@ -39,11 +39,6 @@ def _arch(path: Path) -> None:
     path.write_text(yaml.safe_dump({"arch": TRM_ARCH}))
 
 
-def _config(path: Path) -> None:
-    # the quickstart's config in YAML's flow style (one line): cut anywhere, it is no longer valid
-    path.write_text(json.dumps(yaml.safe_load((ROOT / "configs/quickstart.yaml").read_text())))
-
-
 def _dataset_json(path: Path) -> None:
     meta = {"seq_len": 16, "vocab_size": 6, "pad_id": 0, "ignore_label_id": 0, "blank_identifier_id": 0}
     meta |= {"num_puzzle_identifiers": 1, "total_groups": 1, "mean_puzzle_examples": 1.0, "sets": ["all"]}
@@ -129,7 +124,7 @@ READERS = {  # name: (write a valid file, read it, the error it raises, the name
     "checkpoint": (_checkpoint, load_checkpoint, CheckpointFileError, None),
     "state dict (import-checkpoint SRC)": (_state_dict, _import_src, CheckpointImportError, None),
     "arch YAML (import-checkpoint --arch)": (_arch, _import_arch, CheckpointImportError, None),
-    "config (--config)": (_config, _cli_config, ConfigError, None),
+    "config (--config)": (_flow_style_copy("configs/quickstart.yaml"), _cli_config, ConfigError, None),
     "model file (--model)": (
         _flow_style_copy("configs/vrn/loop_transformer.yaml"),
         _cli_file_flag("model"),
