@@ -117,6 +117,19 @@ class ArchConfig:
 
     # ----------------------------------------------------------------------------------------------
     def _validate(self) -> None:
+        self._validate_sizes()
+        names = self._validate_states()
+        self._validate_stages(names)
+        for key in ("readout_state", "halt_state"):
+            value = getattr(self, key)
+            if value is not None and value not in names:
+                raise ConfigError(f"model.arch.{key}={value!r} is not a state (states: {', '.join(names)}).")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.arch.dropout must lie in [0, 1), got {self.dropout}.")
+        self._validate_puzzle_embedding()
+        check_choices("model.arch", self, {"pos_encodings": PosEncoding, "mixer": Mixer, "mlp_type": MlpType})
+
+    def _validate_sizes(self) -> None:
         for key in ("hidden_size", "num_heads", "outer_cycles"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"model.arch.{key} must be a positive integer, got {getattr(self, key)!r}.")
@@ -132,6 +145,9 @@ class ArchConfig:
             )
         if self.pos_encodings == "rope" and (self.hidden_size // self.num_heads) % 2:
             raise ConfigError(f"RoPE needs an even head dimension; hidden_size/num_heads = {self.head_dim}.")
+
+    def _validate_states(self) -> list[str]:
+        """Checks the states; returns their names."""
         if not self.states:
             raise ConfigError("model.arch.states is empty: define at least one state, e.g. {name: z_H, layers: 2}.")
         seen: dict[str, StateSpec] = {}
@@ -147,14 +163,17 @@ class ArchConfig:
             if state.share_weights_with is None and state.layers < 1:
                 raise ConfigError(f"model.arch.states.{i} ({state.name}): layers must be >= 1, got {state.layers}.")
             seen[state.name] = state
-        names = ", ".join(seen)
+        return list(seen)
+
+    def _validate_stages(self, states: list[str]) -> None:
+        names = ", ".join(states)
         if not self.stages:
             raise ConfigError("model.arch.stages is empty: the loop schedule needs at least one stage.")
         for i, stage in enumerate(self.stages):
-            if stage.target not in seen:
+            if stage.target not in states:
                 raise ConfigError(f"model.arch.stages.{i}: target {stage.target!r} is not a state (states: {names}).")
             for src in stage.sources:
-                if src not in seen:
+                if src not in states:
                     raise ConfigError(f"model.arch.stages.{i}: source {src!r} is not a state (states: {names}).")
             if isinstance(stage.repeat, bool) or int(stage.repeat) != stage.repeat or stage.repeat < 0:
                 raise ConfigError(f"model.arch.stages.{i}: repeat must be an integer >= 0, got {stage.repeat!r}.")
@@ -173,12 +192,8 @@ class ArchConfig:
                 "model.arch.stages: grad_last leaves no block application with gradient in the last outer cycle, so "
                 "nothing in the loop trains; give at least one stage grad_last >= 1 (or null)."
             )
-        for key in ("readout_state", "halt_state"):
-            value = getattr(self, key)
-            if value is not None and value not in seen:
-                raise ConfigError(f"model.arch.{key}={value!r} is not a state (states: {names}).")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.arch.dropout must lie in [0, 1), got {self.dropout}.")
+
+    def _validate_puzzle_embedding(self) -> None:
         if self.puzzle_emb_ndim < 0 or self.puzzle_emb_len < 0:
             raise ConfigError("model.arch.puzzle_emb_ndim and model.arch.puzzle_emb_len must be >= 0.")
         if self.puzzle_emb_ndim == 0 and self.puzzle_emb_len > 0:
@@ -191,7 +206,6 @@ class ArchConfig:
                 f"model.arch.puzzle_emb_ndim={self.puzzle_emb_ndim} does not fit in puzzle_emb_len={self.puzzle_emb_len} "
                 f"prefix tokens of hidden_size={self.hidden_size}."
             )
-        check_choices("model.arch", self, {"pos_encodings": PosEncoding, "mixer": Mixer, "mlp_type": MlpType})
 
     # ----------------------------------------------------------------------------------------------
     @property
