@@ -5,7 +5,8 @@ with their gradient windows. The gradient check is what proves HRM's one-step gr
 import pytest
 import torch
 
-from loopformer.checkpoint.importer import CheckpointImportError, _our_key, import_checkpoint, variant_for
+from loopformer.checkpoint.importer import CheckpointImportError, _our_key, import_checkpoint
+from loopformer.checkpoint.upstream import variant_for
 from loopformer.module import LoopformerModule
 from tests.model import reference_trm as ref
 from tests.model.test_reference_equivalence import HEADS, PUZZLES, C, L, _assert_close_steps, _batch, _random_weights
@@ -146,7 +147,7 @@ def test_one_training_step_has_the_reference_gradient_for_every_parameter(tmp_pa
 
 def test_hrm_window_differs_from_the_whole_last_cycle():
     """The gradient window is not a no-op: with TRM's window (all of the last cycle) HRM's gradient changes."""
-    from loopformer.checkpoint.importer import arch_from_hrm
+    from loopformer.checkpoint.upstream import arch_from_hrm
     from loopformer.training.config import groups_from_flat
 
     arch = arch_from_hrm(
@@ -172,7 +173,7 @@ def test_configs_hrm_yaml_is_what_the_importer_makes_of_hrm_v1():
 
     import yaml
 
-    from loopformer.checkpoint.importer import arch_from_hrm
+    from loopformer.checkpoint.upstream import arch_from_hrm
     from loopformer.model.config import ArchConfig
     from loopformer.training.config import TrainConfig, groups_from_flat
 
@@ -197,7 +198,7 @@ def test_configs_arch_files_are_what_the_importer_makes_of_trms_own(variant):
 
     import yaml
 
-    from loopformer.checkpoint.importer import VARIANTS
+    from loopformer.checkpoint.upstream import VARIANTS
     from loopformer.model.config import ArchConfig, RuntimeConfig
     from loopformer.training.config import TrainConfig, groups_from_flat
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 import yaml
 
-from loopformer.checkpoint.importer import CheckpointImportError, arch_from_vrn, import_checkpoint
+from loopformer.checkpoint.importer import CheckpointImportError, import_checkpoint
+from loopformer.checkpoint.upstream import arch_from_vrn
 from loopformer.model import LoopTransformer
 from loopformer.model.config import ArchConfig
 from loopformer.model.layers import swiglu_inner_size
