@@ -47,8 +47,14 @@ def missing_for_runs() -> list[str]:
     return [name for name in NEEDED_FOR_RUNS if installed_version(name) is None]
 
 
-def missing_verdict(missing: list[str]) -> str:
-    return f"verdict: NOT READY: {', '.join(missing)} not installed: runs cannot start (`pip install -e .`)"
+def print_verdict(ready: bool, verdict: str) -> int:
+    """The last line and the exit code: ``verdict`` unless a package that runs need is missing, which fails it."""
+    missing = missing_for_runs()
+    if missing:
+        print(f"verdict: NOT READY: {', '.join(missing)} not installed: runs cannot start (`pip install -e .`)")
+        return 1
+    print(verdict)
+    return 0 if ready else 1
 
 
 def check_gpu(index: int, dtype_name: str, head_dim: int, seq_len: int, compile_step: bool) -> tuple[bool, list[str]]:
@@ -139,12 +145,10 @@ def main(argv: list[str]) -> int:
         ok, lines = check_gpu(index, args.dtype, args.head_dim, args.seq_len, not args.no_compile)
         print("\n".join(lines))
         ready &= ok
-    missing = missing_for_runs()
-    if missing:
-        print(missing_verdict(missing))
-        return 1
-    print(f"verdict: {'ready' if ready else 'NOT READY'}: " + ("every GPU passed" if ready else "see the lines above"))
-    return 0 if ready else 1
+    return print_verdict(
+        ready,
+        f"verdict: {'ready' if ready else 'NOT READY'}: " + ("every GPU passed" if ready else "see the lines above"),
+    )
 
 
 def _driver() -> str:
@@ -175,9 +179,6 @@ def _cpu_only(args: argparse.Namespace) -> int:
         "not checked here (no GPU): the kernel on a device, auto's timing of kernel against SDPA, CUDA graphs. "
         "Runs use PyTorch SDPA on this machine (attention auto on cpu)."
     )
-    missing = missing_for_runs()
-    if missing:
-        print(missing_verdict(missing))
-        return 1
-    print("verdict: ready for CPU runs (attention: sdpa); run `loopformer doctor` on the GPU machine before a sweep")
-    return 0
+    return print_verdict(
+        True, "verdict: ready for CPU runs (attention: sdpa); run `loopformer doctor` on the GPU machine before a sweep"
+    )
