@@ -48,6 +48,12 @@ def test_list_item_overrides_reach_the_model(sudoku4_dir, tmp_path):
         ("--model.optim.lr.0=2", "model.optim.lr is float, not a list"),
         ("--model.arch.stages.0.repeat=-1", "model.arch.stages.0: repeat must be an integer >= 0"),
         ("--model.arch.stages.1.target=z_Q", "model.arch.stages.1: target 'z_Q' is not a state"),
+        (
+            "--model.stages.0.repeat=2",
+            "no option 'model.stages' to index into; did you mean --model.arch.stages.0.repeat? `loopformer",
+        ),
+        ("--model.arch.stags.2.sources.0=z_L", "did you mean --model.arch.stages.2.sources.0 or --model.arch.states"),
+        ("--nothing.like.it.0=1", "no option 'nothing.like.it' to index into. `loopformer"),
     ],
 )
 def test_bad_overrides_exit_with_a_clear_message(flag, message, sudoku4_dir, capsys):

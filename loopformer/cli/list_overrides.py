@@ -8,9 +8,10 @@ dotted key holds an integer, resolves the list they point into from everything e
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Optional
 
 import yaml
@@ -71,15 +72,29 @@ def parse_scalar(raw: str) -> Any:
     return value
 
 
-def apply_overrides(lookup: Callable[[str], Any], overrides: list[ListItemOverride]) -> dict[str, list]:
-    """Edited copies of every list the overrides touch; ``lookup(key)`` gives a list's current value."""
+def _nearest_lists(key: str, list_keys: Iterable[str]) -> list[str]:
+    """The list options a mistyped or moved list key most likely means: those with its last name
+    (``model.stages`` -> ``model.arch.stages``), else the closest spellings."""
+    list_keys = list(list_keys)
+    last = key.rsplit(".", 1)[-1]
+    same_name = [k for k in list_keys if k.rsplit(".", 1)[-1] == last]
+    return same_name or difflib.get_close_matches(key, list_keys, n=3, cutoff=0.6)
+
+
+def apply_overrides(
+    lookup: Callable[[str], Any], overrides: list[ListItemOverride], list_keys: Iterable[str] = ()
+) -> dict[str, list]:
+    """Edited copies of every list the overrides touch; ``lookup(key)`` gives a list's current value, ``list_keys``
+    the options that hold lists (for suggestions)."""
     edited: dict[str, list] = {}
     for ov in overrides:
         if ov.list_key not in edited:
             try:
                 current = lookup(ov.list_key)
             except KeyError:
-                raise OverrideError(f"{ov.flag}: there is no option {ov.list_key!r} to index into.") from None
+                near = [f"--{k}.{'.'.join(ov.path)}" for k in _nearest_lists(ov.list_key, list_keys)]
+                hint = f"; did you mean {' or '.join(near)}?" if near else "."
+                raise OverrideError(f"{ov.flag}: there is no option {ov.list_key!r} to index into{hint}") from None
             if not isinstance(current, (list, tuple)):
                 kind = "unset" if current is None else type(current).__name__
                 raise OverrideError(f"{ov.flag}: {ov.list_key} is {kind}, not a list, so it has no item {ov.path[0]}.")
@@ -143,8 +158,9 @@ def expand_list_item_overrides(parser, args: list[str]) -> list[str]:
             raise KeyError(key)
         return section[key]
 
+    list_keys = [key for key, value in section.items() if isinstance(value, (list, tuple))]
     try:
-        edited = apply_overrides(lookup, overrides)
+        edited = apply_overrides(lookup, overrides, list_keys)
     except OverrideError as e:
         parser.error(str(e))
     return rest + edited_list_flags(edited)

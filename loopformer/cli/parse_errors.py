@@ -48,7 +48,8 @@ def parse_error_paragraph(message: str, parser: Any, args: list[str]) -> str:
         near = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
         if near:
             hints.append(f"{key}: did you mean {' or '.join(near)}?")
-    suffix = (". " + " ".join(hints)) if hints else "."
+    end = "" if text.endswith("?") else "."
+    suffix = (". " + " ".join(hints)) if hints else end
     return f"{text.rstrip('.')}{suffix} `loopformer <command> --help` lists every option."
 
 
