@@ -32,6 +32,9 @@ from typing import Any
 from loopformer.files import load_yaml
 
 SOURCES = ("trm", "vrn", "hrm")
+VRN_COMMIT = (
+    "maxwell-gao/VirtualRecursiveNetwork at 9909a38, 2025-12-22"  # the code the VRN notes below were checked on
+)
 _INTERP = re.compile(r"^\$\{(\.*)([\w.]+)\}$")
 
 
@@ -92,11 +95,32 @@ COMMON_FIELDS = (
 )
 
 
+def _refuse_trm_dis(arch: dict[str, Any], model: str) -> None:
+    """VRN's copy of TRM adds DIS switches (its ``trm_dis``) that TRM and HRM do not have: refused with the reason,
+    never imported as plain ACT weights."""
+    for key in ("dis_enabled", "use_step_embedding"):
+        if arch.get(key):
+            raise CheckpointImportError(
+                f"{model} architecture sets {key}: true, VRN's trm_dis (config/arch/trm_dis.yaml), which does not run "
+                f"in VRN as published ({VRN_COMMIT}): its TRM adds a step embedding it never creates (AttributeError "
+                "'step_emb' at the first step), so no checkpoint of it exists. loopformer's DIS is VRN's looper's: "
+                "--from vrn, configs/vrn/loop_transformer_dis.yaml."
+            )
+    loss = arch.get("loss") or {}
+    name = str(loss.get("name", "")) if isinstance(loss, dict) else ""
+    if name and "ACTLossHead" not in name:
+        raise CheckpointImportError(
+            f"{model} architecture's loss is {name!r}; {model} trains with its ACT loss head (losses@ACTLossHead), "
+            "the one loopformer imports it with."
+        )
+
+
 def arch_from_trm(arch: dict[str, Any]) -> dict[str, Any]:
     """TRM: ``z_L <- z_H + x`` (L_cycles times), ``z_H <- z_L``; H_cycles outer cycles; one shared module."""
     for key in ("H_cycles", "L_cycles", "L_layers", "hidden_size", "num_heads", "expansion"):
         if key not in arch:
             raise CheckpointImportError(f"TRM architecture is missing {key!r} (keys: {', '.join(sorted(arch))}).")
+    _refuse_trm_dis(arch, "TRM")
     out = {k: arch[k] for k in COMMON_FIELDS if k in arch}
     ndim = int(arch.get("puzzle_emb_ndim", 0) or 0)
     out.update(
@@ -130,6 +154,7 @@ def arch_from_hrm(arch: dict[str, Any]) -> dict[str, Any]:
     the last application of each carries gradient, halting on ``q_halt > q_continue`` with the bootstrapped
     Q-continue target."""
     _require(arch, "HRM", ("H_cycles", "L_cycles", "H_layers", "L_layers", "hidden_size", "num_heads", "expansion"))
+    _refuse_trm_dis(arch, "HRM")
     out = {k: arch[k] for k in COMMON_FIELDS if k in arch}
     ndim = int(arch.get("puzzle_emb_ndim", 0) or 0)
     out.update(
@@ -213,8 +238,9 @@ def arch_from_vrn(arch: dict[str, Any]) -> dict[str, Any]:
             raise CheckpointImportError(f"VRN architecture is missing {key!r} (keys: {', '.join(sorted(arch))}).")
     if arch.get("mlp_type") == "metric_conv":
         raise CheckpointImportError(
-            "VRN option mlp_type='metric_conv' needs torchvision's deform_conv2d, which loopformer does not depend on; "
-            "loopformer imports mlp_type swiglu and conv_swiglu."
+            f"VRN option mlp_type='metric_conv' (MetricSwiGLU) does not run in VRN as published ({VRN_COMMIT}): it "
+            "calls torchvision's deform_conv2d with a `groups` argument that no torchvision release has (TypeError "
+            "at the first forward), so no checkpoint of it exists; loopformer imports mlp_type swiglu and conv_swiglu."
         )
     if arch.get("dis_schedule", "linear") != "linear":
         raise CheckpointImportError(f"VRN dis_schedule={arch['dis_schedule']!r}: loopformer has VRN's linear schedule.")
@@ -309,12 +335,17 @@ def variant_for(source: str, arch: dict[str, Any]) -> Variant:
     """The upstream model that saved the weights: the source, and for TRM the architecture's ``name``."""
     if source not in SOURCES:
         raise CheckpointImportError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}.")
-    if source == "vrn":
-        return VARIANTS["vrn"]
     name = arch.get("name")
+    module = str(name).split("@", 1)[0].rsplit(".", 1)[-1] if name else ""
+    if source == "vrn":
+        if module in TRM_MODULES or module in HRM_MODULES:  # VRN keeps copies of TRM's models beside its looper
+            raise CheckpointImportError(
+                f"architecture name {name!r} is VRN's copy of a TRM/HRM model, not its looper: import it with --from "
+                "trm (--from vrn imports VRN's looper, looper@LoopTransformer)."
+            )
+        return VARIANTS["vrn"]
     if not name:  # an architecture file without a name: the source's main model
         return VARIANTS[source]
-    module = str(name).split("@", 1)[0].rsplit(".", 1)[-1]
     known = TRM_MODULES if source == "trm" else HRM_MODULES
     if module not in known:
         raise CheckpointImportError(

@@ -114,10 +114,39 @@ def test_act_disabled_trains_every_row_to_halt_max_steps():
 
 
 def test_import_refuses_what_it_cannot_build_with_the_reason():
-    with pytest.raises(CheckpointImportError, match="deform_conv2d"):
+    with pytest.raises(CheckpointImportError, match=r"not run in VRN as published .*`groups`"):
         arch_from_vrn(_vrn_yaml(mlp_type="metric_conv"))
     with pytest.raises(CheckpointImportError, match="dis_schedule='cosine'"):
         arch_from_vrn(_vrn_yaml(dis_enabled=True, dis_schedule="cosine"))
+
+
+# VRN's config/arch/trm_dis.yaml: its copy of TRM with DIS switches TRM does not have
+VRN_TRM_DIS = dict(
+    name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1", loss={"name": "losses@CrossEntropyLossHead"},
+    halt_exploration_prob=0.0, halt_max_steps=6, H_cycles=1, L_cycles=2, H_layers=0, L_layers=2, hidden_size=C,
+    num_heads=HEADS, expansion=4, puzzle_emb_ndim=C, pos_encodings="rope", mlp_t=False, puzzle_emb_len=16,
+    dis_enabled=True, dis_max_steps=6, dis_schedule="linear", use_step_embedding=True,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "source,over,message",
+    [
+        ("trm", {}, r"TRM architecture sets dis_enabled: true, VRN's trm_dis .*'step_emb'.*--from vrn"),
+        ("trm", {"dis_enabled": False}, r"sets use_step_embedding: true, VRN's trm_dis"),
+        ("trm", {"dis_enabled": False, "use_step_embedding": False}, r"loss is 'losses@CrossEntropyLossHead'"),
+        ("vrn", {}, r"VRN's copy of a TRM/HRM model, not its looper: import it with --from trm"),
+    ],
+)
+def test_vrns_trm_dis_is_refused_never_imported_as_plain_trm(source, over, message):
+    from loopformer.checkpoint.upstream import variant_for
+
+    arch = {**VRN_TRM_DIS, **over}
+    with pytest.raises(CheckpointImportError, match=message):
+        variant_for(source, arch).arch(arch)
+    plain = {**arch, "dis_enabled": False, "use_step_embedding": False, "loss": {"name": "losses@ACTLossHead"}}
+    if source == "trm":  # the same file without DIS is VRN's copy of TRM: it imports
+        assert variant_for("trm", plain).arch(plain)["stages"][0]["repeat"] == 2
 
 
 VRN_ARCH_FILES = {
@@ -367,3 +396,9 @@ def test_a_dis_model_evaluated_deeper_than_it_trained_reuses_the_last_step_embed
     with torch.no_grad():
         outputs, steps = run_to_halt(net, batch)
     assert steps.tolist() == [5] * 16 and torch.isfinite(outputs["logits"]).all()
+
+
+def test_vrns_varc_files_import_as_the_loopers_they_are():
+    # VRN's looper (9909a38) never builds a patch embedding: config/arch/varc_*.yaml run as plain loopers
+    varc = _vrn_yaml(patch_embed_type="metric", patch_size=3, metric_eps_w=0.5)
+    assert arch_from_vrn(varc) == arch_from_vrn(_vrn_yaml())
