@@ -152,7 +152,9 @@ class LoopTransformer(nn.Module):
             k: torch.where(carry.halted.view((-1,) + (1,) * (batch[k].ndim - 1)), batch[k], v)
             for k, v in carry.current_data.items()
         }
-        step_ids = steps if self.config.supervision_steps else None  # DIS: a step's id is its ACT step count, from 0
+        # DIS: a step's id is its ACT step count, from 0
+        embeds_steps = self.config.supervision_steps and (self.training or self.config.eval_step_embedding)
+        step_ids = steps if embeds_steps else None
         rows = controls.puzzle_rows
         new_states, logits, q_halt, q_continue = self.inner(
             states, data["inputs"], data["puzzle_identifiers"], step_ids, rows

@@ -324,6 +324,8 @@ class LoopTransformerConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     supervision_steps: int = 0
     """DIS: a learned embedding per supervision step, and a mask token after the dataset's vocabulary (0: none)."""
+    eval_step_embedding: bool = True
+    """DIS: whether evaluation adds the step embeddings too (false: as VRN evaluates)."""
 
     def __post_init__(self) -> None:
         for key in DATASET_FIELDS:

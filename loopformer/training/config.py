@@ -60,6 +60,9 @@ class DISConfig:
     """mask method: weight step s's loss by (s+1)/N."""
     mask_penalty_weight: float = 0.0
     """Penalty on the probability of the mask token where the target is a token."""
+    eval_step_embedding: bool = True
+    """Evaluation adds ACT step s's step embedding, as training does. false: evaluate as VRN's evaluate does, without
+    them (VRN runs a DIS model through its ACT path there): to reproduce the numbers VRN reports for its checkpoint."""
 
     def __post_init__(self) -> None:
         check_choices("model.train.dis", self, {"loss_method": DisLossMethod})
@@ -141,7 +144,12 @@ def network_config(
     """The network a run builds: its architecture, the halting and step embeddings of its training algorithm, its
     runtime, and the dataset's sizes (``vocab_size``, ``seq_len``, ``num_puzzle_identifiers``)."""
     return LoopTransformerConfig(
-        arch, **dims, halting=train.halting(), runtime=runtime, supervision_steps=train.supervision_steps
+        arch,
+        **dims,
+        halting=train.halting(),
+        runtime=runtime,
+        supervision_steps=train.supervision_steps,
+        eval_step_embedding=train.dis.eval_step_embedding,
     )
 
 

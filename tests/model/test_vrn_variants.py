@@ -398,6 +398,42 @@ def test_a_dis_model_evaluated_deeper_than_it_trained_reuses_the_last_step_embed
     assert steps.tolist() == [5] * 16 and torch.isfinite(outputs["logits"]).all()
 
 
+def test_dis_evaluates_with_its_step_embeddings_unless_told_to_evaluate_as_vrn_does():
+    from loopformer.training.config import TrainConfig, network_config
+
+    groups = groups_from_flat(dict(hidden_size=32, num_heads=4, outer_cycles=1, no_grad_cycles=0))
+    train = TrainConfig(algorithm="dis", dis={"max_steps": 3, "eval_step_embedding": False})
+    dims = {"vocab_size": 6, "seq_len": 8}
+    config = network_config(groups["arch"], train, groups["runtime"], dims)
+    assert config.eval_step_embedding is False  # the setting reaches the network
+
+    def logits(net):
+        carry, batch, out = net.initial_carry(_batch_small()), _batch_small(), []
+        with torch.no_grad():
+            for _ in range(3):
+                carry, step = net(carry, batch)
+                out.append(step["logits"])
+        return torch.stack(out)
+
+    net = _net(dis_enabled=True, dis_max_steps=3, act_enabled=False, outer_cycles=1, loss_head="cross_entropy")
+    with torch.no_grad():
+        net.inner.step_emb.weight.normal_()
+    without = _net(dis_enabled=True, dis_max_steps=3, act_enabled=False, outer_cycles=1, loss_head="cross_entropy")
+    without.load_state_dict(net.state_dict())
+    without.config.eval_step_embedding = False
+    zeroed = _net(dis_enabled=True, dis_max_steps=3, act_enabled=False, outer_cycles=1, loss_head="cross_entropy")
+    zeroed.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        zeroed.inner.step_emb.weight.zero_()
+    for model in (net, without, zeroed):
+        model.eval()
+    assert not torch.allclose(logits(net), logits(without))
+    torch.testing.assert_close(logits(without), logits(zeroed), atol=0, rtol=0)  # no step embedding at all
+    for model in (net, without):
+        model.train()
+    torch.testing.assert_close(logits(net), logits(without), atol=0, rtol=0)  # training keeps them either way
+
+
 def test_vrns_varc_files_import_as_the_loopers_they_are():
     # VRN's looper (9909a38) never builds a patch embedding: config/arch/varc_*.yaml run as plain loopers
     varc = _vrn_yaml(patch_embed_type="metric", patch_size=3, metric_eps_w=0.5)

@@ -1,0 +1,225 @@
+"""Opt-in: an imported checkpoint computes what the upstream code itself computes, forward and gradient.
+
+The other equivalence tests compare with reference_trm.py, written from the published semantics; these run the
+published code. Set ``LOOPFORMER_UPSTREAM_DIR`` to a directory holding checkouts of sapientinc/HRM (``HRM``),
+SamsungSAILMontreal/TinyRecursiveModels (``TinyRecursiveModels``) and maxwell-gao/VirtualRecursiveNetwork
+(``VirtualRecursiveNetwork``); their code needs ``einops`` and ``pydantic``. Each test builds their model from
+their own architecture file (sizes made small, float32), gives it random weights, saves its state dict as their
+pretrain script does, imports it with ``import_checkpoint`` and compares three ACT steps' outputs and the fourth
+step's gradient for every weight (DIS models: training's supervision steps, from the initial states). HRM's FlashAttention is stood in for by SDPA (the same attention; FlashAttention needs
+a GPU). Without the variable the tests are skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import types
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from loopformer.checkpoint.importer import convert_state_dict, import_checkpoint
+from loopformer.checkpoint.upstream import load_arch_yaml, variant_for
+from loopformer.module import LoopformerModule
+
+UPSTREAM_ENV = "LOOPFORMER_UPSTREAM_DIR"
+REPOS = {"hrm": "HRM", "trm": "TinyRecursiveModels", "vrn": "VirtualRecursiveNetwork"}
+V, L, C, HEADS, PUZZLES, B = 11, 16, 64, 4, 5, 8
+THEIR_PACKAGES = ("models", "utils", "flash_attn_interface")  # one name in every repo: imported from one at a time
+
+# (source, their architecture file): every model of theirs that loopformer imports and that runs as published
+CASES = [
+    ("hrm", "config/arch/hrm_v1.yaml"),
+    ("trm", "config/arch/trm.yaml"),
+    ("trm", "config/arch/trm_singlez.yaml"),
+    ("trm", "config/arch/trm_hier6.yaml"),
+    ("trm", "config/arch/hrm.yaml"),
+    ("vrn", "config/arch/loop_transformer.yaml"),
+    ("vrn", "config/arch/loop_transformer-3stage.yaml"),
+    ("vrn", "config/arch/loop_transformer_conv.yaml"),
+    ("vrn", "config/arch/loop_transformer_baseline.yaml"),
+    ("vrn", "config/arch/loop_transformer_dis.yaml"),
+    ("vrn", "config/arch/loop_transformer_dis_3s.yaml"),
+    ("vrn", "config/arch/loop_transformer_dis_loss.yaml"),
+]
+
+
+def _checkout(source: str) -> Path:
+    base = os.environ.get(UPSTREAM_ENV)
+    if not base:
+        pytest.skip(f"{UPSTREAM_ENV} is not set (a directory with checkouts of {', '.join(REPOS.values())})")
+    path = Path(base) / REPOS[source]
+    if not (path / "models").is_dir():
+        pytest.skip(f"{path}: no checkout of {REPOS[source]} there ({UPSTREAM_ENV} names their parent directory)")
+    pytest.importorskip("einops")
+    pytest.importorskip("pydantic")
+    return path
+
+
+def _sdpa_flash_attention() -> types.ModuleType:
+    """FlashAttention's ``flash_attn_func`` ([B, S, H, D] in and out), as SDPA: HRM imports it, a CPU has none."""
+    module = types.ModuleType("flash_attn_interface")
+
+    def flash_attn_func(q, k, v, causal=False):
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal)
+        return out.transpose(1, 2)
+
+    module.flash_attn_func = flash_attn_func
+    return module
+
+
+@contextmanager
+def _their_code(repo: Path):
+    """Their ``models`` package importable from ``repo`` alone for the block, and forgotten after it."""
+
+    def forget() -> None:
+        for name in list(sys.modules):
+            if name.split(".")[0] in THEIR_PACKAGES:
+                del sys.modules[name]
+
+    saved = list(sys.path)
+    forget()
+    sys.modules["flash_attn_interface"] = _sdpa_flash_attention()
+    sys.path.insert(0, str(repo))
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+        forget()
+
+
+def _small(arch: dict[str, Any]) -> dict[str, Any]:
+    """Their architecture at test size, in float32."""
+    out = dict(arch, hidden_size=C, num_heads=HEADS, forward_dtype="float32")
+    if int(arch.get("puzzle_emb_ndim", 0) or 0) > 0:
+        out["puzzle_emb_ndim"] = C
+    return out
+
+
+def _their_model(arch: dict[str, Any]) -> torch.nn.Module:
+    """Built as their pretrain script builds it: ``models.<module>@<class>`` with the dataset's sizes."""
+    module_path, class_name = arch["name"].split("@")
+    model_class = getattr(importlib.import_module(f"models.{module_path}"), class_name)
+    settings = {k: v for k, v in arch.items() if k not in ("name", "loss")}
+    return model_class(
+        dict(settings, batch_size=B, seq_len=L, vocab_size=V, num_puzzle_identifiers=PUZZLES, causal=False)
+    )
+
+
+def _randomize(model: torch.nn.Module, gen: torch.Generator) -> None:
+    """Weights away from their initialisation where it is special (zero Q head, zero puzzle table); the blocks at half
+    their initial scale, so that the recursion contracts (random full-scale blocks amplify float32 rounding)."""
+    with torch.no_grad():
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            leaf = name.rsplit(".", 1)[-1]
+            if name.endswith("q_head.weight"):
+                t.copy_(torch.randn(t.shape, generator=gen) * C**-0.5)
+            elif name.endswith("q_head.bias"):
+                t.copy_(torch.tensor([-0.3, 0.2]))
+            elif name.endswith("puzzle_emb.weights"):
+                t.copy_(torch.randn(t.shape, generator=gen) * 0.5)
+            elif ("layers." in name and t.ndim == 2) or leaf == "bias" and "dwconv" in name:
+                t.mul_(0.5)
+
+
+def _batch(gen: torch.Generator) -> dict[str, torch.Tensor]:
+    return {
+        "inputs": torch.randint(0, V, (B, L), generator=gen, dtype=torch.int32),
+        "labels": torch.randint(1, V, (B, L), generator=gen),
+        "puzzle_identifiers": torch.randint(0, PUZZLES, (B,), generator=gen, dtype=torch.int32),
+    }
+
+
+def _probe(out: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A fixed random linear function of a step's outputs: its gradient reaches every weight the step trains."""
+    return sum((out[k].float() * w).sum() for k, w in weights.items())
+
+
+def _imported(source: str, arch: dict[str, Any], theirs: torch.nn.Module, tmp_path: Path) -> torch.nn.Module:
+    arch_file, weights, dest = tmp_path / "arch.yaml", tmp_path / "theirs.pt", tmp_path / "imported.ckpt"
+    arch_file.write_text(yaml.safe_dump(arch, sort_keys=False))
+    torch.save({f"_orig_mod.model.{k}": v for k, v in theirs.state_dict().items()}, weights)  # their pretrain's keys
+    import_checkpoint(source, weights, arch_file, dest, seq_len=L)
+    return LoopformerModule.load_from_checkpoint(dest, weights_only=True).net
+
+
+@contextmanager
+def _both(source: str, arch_file: str, tmp_path: Path):
+    """Their model from their architecture file, with random weights, and ours imported from it; both in eval mode.
+    Their code stays importable for the block."""
+    repo = _checkout(source)
+    arch = _small(load_arch_yaml(repo / arch_file))
+    gen = torch.Generator().manual_seed(0)
+    with _their_code(repo):
+        torch.manual_seed(0)
+        theirs = _their_model(arch)
+        _randomize(theirs, gen)
+        ours = _imported(source, arch, theirs, tmp_path)
+        yield arch, theirs.eval(), ours.eval(), _batch(gen), gen
+
+
+def _assert_same_outputs(out_ours, out_theirs, step: int) -> list[str]:
+    keys = [k for k in ("logits", "q_halt_logits", "q_continue_logits") if k in out_theirs]
+    close = dict(atol=1e-5, rtol=1e-5) if step == 1 else dict(atol=1e-4, rtol=1e-4)
+    for key in keys:
+        torch.testing.assert_close(out_ours[key].float(), out_theirs[key].float(), **close, msg=f"step {step}: {key}")
+    return keys
+
+
+@pytest.mark.parametrize("source,arch_file", CASES, ids=[Path(f).stem for _, f in CASES])
+def test_an_imported_checkpoint_computes_what_their_code_computes(source, arch_file, tmp_path):
+    with _both(source, arch_file, tmp_path) as (arch, theirs, ours, batch, gen):
+        carry_theirs, carry_ours = theirs.initial_carry(batch), ours.initial_carry(batch)
+        dis = bool(arch.get("dis_enabled"))
+        if dis:  # VRN's DIS loop starts from torch.empty states it never resets; loopformer from the initial states
+            carry_theirs.core_carry = theirs.core.reset_carry(torch.ones(B, dtype=torch.bool), carry_theirs.core_carry)
+
+        def their_step(carry, step):  # DIS: training's supervision step s (loopformer: the ACT step count)
+            return theirs(carry=carry, batch=batch, **({"step": torch.tensor(step)} if dis else {}))
+
+        with torch.no_grad():
+            for step in range(1, 4):
+                carry_theirs, out_theirs = their_step(carry_theirs, step - 1)
+                carry_ours, out_ours = ours(carry_ours, batch)
+                outputs = _assert_same_outputs(out_ours, out_theirs, step)
+
+        # the gradient of the next step, from the states the three steps reached
+        weights = {k: torch.randn(out_theirs[k].shape, generator=gen) for k in outputs}
+        _, out_theirs = their_step(carry_theirs, 3)
+        _probe(out_theirs, weights).backward()
+        _, out_ours = ours(carry_ours, batch)
+        _probe(out_ours, weights).backward()
+
+    their_grads = {f"model.{n}": p.grad for n, p in theirs.named_parameters() if p.grad is not None}
+    expected = convert_state_dict(their_grads, variant_for(source, arch))
+    got = {n: p.grad for n, p in ours.named_parameters() if p.grad is not None}
+    assert set(got) == set(expected) and len(got) >= 7, (sorted(got), sorted(expected))
+    for name, grad in expected.items():
+        scale = grad.abs().max().item()
+        torch.testing.assert_close(got[name], grad, atol=1e-5 * scale, rtol=1e-4, msg=name)
+
+
+DIS_CASES = [f for source, f in CASES if "_dis" in f]
+
+
+@pytest.mark.parametrize("arch_file", DIS_CASES, ids=[Path(f).stem for f in DIS_CASES])
+def test_a_dis_checkpoint_evaluates_as_vrn_evaluates_with_eval_step_embedding_false(arch_file, tmp_path):
+    """VRN's evaluate runs a DIS model through its ACT path (no step argument): no step embeddings,
+    halt_max_steps steps from the initial states."""
+    with _both("vrn", arch_file, tmp_path) as (arch, theirs, ours, batch, _):
+        ours.config.eval_step_embedding = False  # as --model.train.dis.eval_step_embedding=false builds it
+        carry_theirs, carry_ours = theirs.initial_carry(batch), ours.initial_carry(batch)
+        with torch.no_grad():
+            for step in range(1, int(arch["halt_max_steps"]) + 1):
+                carry_theirs, out_theirs = theirs(carry=carry_theirs, batch=batch)
+                carry_ours, out_ours = ours(carry_ours, batch)
+                _assert_same_outputs(out_ours, out_theirs, step)
+                assert carry_ours.halted.tolist() == carry_theirs.halted.tolist()
+        assert carry_ours.halted.all()
