@@ -6,7 +6,8 @@ SamsungSAILMontreal/TinyRecursiveModels (``TinyRecursiveModels``) and maxwell-ga
 (``VirtualRecursiveNetwork``); their code needs ``einops`` and ``pydantic``. Each test builds their model from
 their own architecture file (sizes made small, float32), gives it random weights, saves its state dict as their
 pretrain script does, imports it with ``import_checkpoint`` and compares three ACT steps' outputs and the fourth
-step's gradient for every weight (DIS models: training's supervision steps, from the initial states). HRM's FlashAttention is stood in for by SDPA (the same attention; FlashAttention needs
+step's gradient for every weight (DIS models: training's supervision steps, from the initial states); and their loss
+heads (``models/losses.py``) against ``loopformer.model.losses`` on the same step outputs: loss, metrics, gradient. HRM's FlashAttention is stood in for by SDPA (the same attention; FlashAttention needs
 a GPU). Without the variable the tests are skipped.
 """
 
@@ -223,3 +224,67 @@ def test_a_dis_checkpoint_evaluates_as_vrn_evaluates_with_eval_step_embedding_fa
                 _assert_same_outputs(out_ours, out_theirs, step)
                 assert carry_ours.halted.tolist() == carry_theirs.halted.tolist()
         assert carry_ours.halted.all()
+
+
+LOSS_CASES = [  # (source, their head, loss_type, with a bootstrapped Q-continue target)
+    ("hrm", "ACTLossHead", "softmax_cross_entropy", True),
+    ("trm", "ACTLossHead", "stablemax_cross_entropy", False),
+    ("trm", "ACTLossHead", "stablemax_cross_entropy", True),  # TRM's softmax one fails in TRM (no valid_mask)
+    ("vrn", "ACTLossHead", "stablemax_cross_entropy", False),
+    ("vrn", "CrossEntropyLossHead", "softmax_cross_entropy", False),
+    ("vrn", "CrossEntropyLossHead", "stablemax_cross_entropy", False),
+]
+
+
+def _step_outputs(gen: torch.Generator, target_q: bool):
+    """One ACT step's outputs, labels (some ignored, one row without any) and carry fields; rows 0-2 predicted
+    exactly, so that exact accuracy and the Q-halt target are not all zero."""
+    labels = torch.randint(0, V, (B, L), generator=gen)
+    labels[torch.rand(B, L, generator=gen) < 0.2] = -100
+    labels[3] = -100
+    logits = torch.randn(B, L, V, generator=gen) * 3
+    logits[:3] += 20 * F.one_hot(labels[:3].clamp_min(0), V)
+    outputs = {"logits": logits, "q_halt_logits": torch.randn(B, generator=gen) * 2}
+    outputs["q_continue_logits"] = torch.randn(B, generator=gen) * 2
+    if target_q:
+        outputs["target_q_continue"] = torch.sigmoid(torch.randn(B, generator=gen))
+    halted = torch.rand(B, generator=gen) < 0.6
+    halted[:2] = True
+    steps = torch.randint(1, 9, (B,), generator=gen, dtype=torch.int32)
+    return outputs, labels, halted, steps
+
+
+@pytest.mark.parametrize("source,head,loss_type,target_q", LOSS_CASES)
+def test_the_loss_heads_compute_what_theirs_compute(source, head, loss_type, target_q):
+    from loopformer.model.losses import act_loss, cross_entropy_loss
+
+    repo = _checkout(source)
+    outputs, labels, halted, steps = _step_outputs(torch.Generator().manual_seed(1), target_q)
+    carry = types.SimpleNamespace(current_data={"labels": labels}, halted=halted, steps=steps)
+    with _their_code(repo):
+        losses = importlib.import_module("models.losses")
+
+        def loss_of(fn):
+            leaf = outputs["logits"].clone().requires_grad_()
+            loss, metrics = fn({**outputs, "logits": leaf})
+            loss.backward()
+            return loss.detach(), metrics, leaf.grad
+
+        def theirs(out):
+            model = lambda **_: (carry, out)  # noqa: E731 - their head calls its model, here the fixed step
+            _, loss, metrics, _, _ = getattr(losses, head)(model, loss_type=loss_type)(return_keys=[])
+            return loss, metrics
+
+        def ours(out):
+            if head == "ACTLossHead":
+                return act_loss(out, labels, halted, steps, loss_type)
+            return cross_entropy_loss(out, labels, loss_type, 0.0, V - 1)
+
+        loss_t, metrics_t, grad_t = loss_of(theirs)
+        loss_o, metrics_o, grad_o = loss_of(ours)
+    torch.testing.assert_close(loss_o.double(), loss_t.double(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(grad_o, grad_t, rtol=1e-5, atol=1e-7)
+    assert metrics_t["exact_accuracy"] > 0
+    for key in set(metrics_t) & set(metrics_o):
+        torch.testing.assert_close(metrics_o[key].double(), metrics_t[key].double(), rtol=1e-6, atol=0, msg=key)
+    assert set(metrics_t) - {"steps"} <= set(metrics_o), sorted(set(metrics_t) - set(metrics_o))
