@@ -7,7 +7,8 @@ SamsungSAILMontreal/TinyRecursiveModels (``TinyRecursiveModels``) and maxwell-ga
 their own architecture file (sizes made small, float32), gives it random weights, saves its state dict as their
 pretrain script does, imports it with ``import_checkpoint`` and compares three ACT steps' outputs and the fourth
 step's gradient for every weight (DIS models: training's supervision steps, from the initial states); and their loss
-heads (``models/losses.py``) against ``loopformer.model.losses`` on the same step outputs: loss, metrics, gradient. HRM's FlashAttention is stood in for by SDPA (the same attention; FlashAttention needs
+heads (``models/losses.py``) against ``loopformer.model.losses`` on the same step outputs: loss, metrics, gradient;
+ACT training over several batches (halting, exploration, new puzzles); and the puzzle table's sparse sign-SGD. HRM's FlashAttention is stood in for by SDPA (the same attention; FlashAttention needs
 a GPU). Without the variable the tests are skipped.
 """
 
@@ -152,11 +153,11 @@ def _imported(source: str, arch: dict[str, Any], theirs: torch.nn.Module, tmp_pa
 
 
 @contextmanager
-def _both(source: str, arch_file: str, tmp_path: Path):
-    """Their model from their architecture file, with random weights, and ours imported from it; both in eval mode.
-    Their code stays importable for the block."""
+def _both(source: str, arch_file: str, tmp_path: Path, **over: Any):
+    """Their model from their architecture file (``over`` changing its settings), with random weights, and ours
+    imported from it; both in eval mode. Their code stays importable for the block."""
     repo = _checkout(source)
-    arch = _small(load_arch_yaml(repo / arch_file))
+    arch = {**_small(load_arch_yaml(repo / arch_file)), **over}
     gen = torch.Generator().manual_seed(0)
     with _their_code(repo):
         torch.manual_seed(0)
@@ -288,3 +289,68 @@ def test_the_loss_heads_compute_what_theirs_compute(source, head, loss_type, tar
     for key in set(metrics_t) & set(metrics_o):
         torch.testing.assert_close(metrics_o[key].double(), metrics_t[key].double(), rtol=1e-6, atol=0, msg=key)
     assert set(metrics_t) - {"steps"} <= set(metrics_o), sorted(set(metrics_t) - set(metrics_o))
+
+
+@pytest.mark.parametrize("source", ["hrm", "trm", "vrn"])
+def test_the_puzzle_table_update_is_their_sparse_sign_sgd(source):
+    from loopformer.model.puzzle_embedding import SparsePuzzleEmbedding
+
+    repo = _checkout(source)
+    gen = torch.Generator().manual_seed(2)
+    ids = torch.tensor([2, 0, 2, 4, 1, 4, 4, 0], dtype=torch.int32)  # repeated puzzles: their gradients add up
+    table, probe = torch.randn(PUZZLES + 2, C, generator=gen), torch.randn(B, C, generator=gen)
+    probe[5] = 0  # a row whose gradient is partly zero: sign(0) leaves it to the decay
+    with _their_code(repo):
+        sparse = importlib.import_module("models.embed.sparse" if source == "vrn" else "models.sparse_embedding")
+        theirs = sparse.CastedSparseEmbedding(PUZZLES + 2, C, batch_size=B, init_std=0, cast_to=torch.float32)
+        with torch.no_grad():
+            theirs.weights.copy_(table)
+        theirs.train()
+        (theirs(ids) * probe).sum().backward()
+        optimizer = sparse.CastedSparseEmbeddingSignSGD_Distributed(
+            theirs.buffers(), world_size=1, lr=0.1, weight_decay=0.5
+        )
+        optimizer.step()
+    ours = SparsePuzzleEmbedding(PUZZLES + 2, C)
+    ours.weights.copy_(table)
+    ours.train()
+    (ours.rows(ids) * probe).sum().backward()
+    ours.sign_sgd_step(lr=0.1, weight_decay=0.5)
+    assert not torch.equal(theirs.weights, table)
+    torch.testing.assert_close(ours.weights, theirs.weights, atol=0, rtol=0)
+
+
+ACT_CASES = [(source, f) for source, f in CASES if "_dis" not in f and "baseline" not in f]
+
+
+@pytest.mark.parametrize("source,arch_file", ACT_CASES, ids=[Path(f).stem for _, f in ACT_CASES])
+def test_act_training_halts_explores_and_takes_new_puzzles_as_theirs_does(source, arch_file, tmp_path):
+    """Training mode over several batches: rows halt on the Q head or at halt_max_steps, exploration's draws (the
+    same random numbers) hold some back, halted rows take the next batch's puzzle; HRM's bootstrapped target."""
+    with _both(source, arch_file, tmp_path, halt_max_steps=3, halt_exploration_prob=0.5) as (
+        arch,
+        theirs,
+        ours,
+        _,
+        gen,
+    ):
+        theirs.train()
+        ours.train()
+        first = _batch(gen)
+        carry_theirs, carry_ours = theirs.initial_carry(first), ours.initial_carry(first)
+        halts = 0
+        with torch.no_grad():
+            for step in range(1, 7):
+                batch = _batch(gen)
+                torch.manual_seed(step)
+                carry_theirs, out_theirs = theirs(carry=carry_theirs, batch=batch)
+                torch.manual_seed(step)
+                carry_ours, out_ours = ours(carry_ours, batch)
+                _assert_same_outputs(out_ours, out_theirs, step)
+                assert ("target_q_continue" in out_ours) == ("target_q_continue" in out_theirs)
+                if "target_q_continue" in out_theirs:
+                    torch.testing.assert_close(out_ours["target_q_continue"], out_theirs["target_q_continue"])
+                assert carry_ours.halted.tolist() == carry_theirs.halted.tolist(), f"step {step}"
+                assert carry_ours.steps.tolist() == carry_theirs.steps.tolist(), f"step {step}"
+                halts += int(carry_theirs.halted.sum())
+        assert 0 < halts < 6 * B  # some rows halted and took new puzzles, not all at every step
