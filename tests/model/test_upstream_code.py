@@ -8,13 +8,15 @@ their own architecture file (sizes made small, float32), gives it random weights
 pretrain script does, imports it with ``import_checkpoint`` and compares three ACT steps' outputs and the fourth
 step's gradient for every weight (DIS models: training's supervision steps, from the initial states); and their loss
 heads (``models/losses.py``) against ``loopformer.model.losses`` on the same step outputs: loss, metrics, gradient;
-ACT training over several batches (halting, exploration, new puzzles); and the puzzle table's sparse sign-SGD. HRM's FlashAttention is stood in for by SDPA (the same attention; FlashAttention needs
+ACT training over several batches (halting, exploration, new puzzles); the puzzle table's sparse sign-SGD; and TRM's
+Sudoku and maze dataset scripts against loopformer's builders. HRM's FlashAttention is stood in for by SDPA (the same attention; FlashAttention needs
 a GPU). Without the variable the tests are skipped.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 import types
@@ -22,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -34,7 +37,12 @@ from loopformer.module import LoopformerModule
 UPSTREAM_ENV = "LOOPFORMER_UPSTREAM_DIR"
 REPOS = {"hrm": "HRM", "trm": "TinyRecursiveModels", "vrn": "VirtualRecursiveNetwork"}
 V, L, C, HEADS, PUZZLES, B = 11, 16, 64, 4, 5, 8
-THEIR_PACKAGES = ("models", "utils", "flash_attn_interface")  # one name in every repo: imported from one at a time
+THEIR_PACKAGES = (
+    "models",
+    "utils",
+    "flash_attn_interface",
+    "common",
+)  # one name in every repo: imported from one at a time
 
 # (source, their architecture file): every model of theirs that loopformer imports and that runs as published
 CASES = [
@@ -354,3 +362,77 @@ def test_act_training_halts_explores_and_takes_new_puzzles_as_theirs_does(source
                 assert carry_ours.steps.tolist() == carry_theirs.steps.tolist(), f"step {step}"
                 halts += int(carry_theirs.halted.sum())
         assert 0 < halts < 6 * B  # some rows halted and took new puzzles, not all at every step
+
+
+def _sudoku_csvs(src: Path) -> None:
+    from loopformer.data.generators.sudoku import generate_sudoku
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 5), ("test", 3)):
+        rows = ["source,question,answer,rating"]
+        for i in range(n):
+            q, a = generate_sudoku(9, 30, rng)
+            rows.append(f"s{i},{''.join('.' if d == 0 else str(d) for d in q)},{''.join(map(str, a))},{i}")
+        (src / f"{split}.csv").write_text("\n".join(rows) + "\n")
+
+
+def _maze_csvs(src: Path) -> None:
+    from loopformer.data.common import CHARSET
+    from loopformer.data.generators.maze import generate_maze
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("test", 2)):
+        rows = ["source,question,answer,rating"]
+        for i in range(n):
+            grids = generate_maze(7, rng)
+            rows.append(f"s{i}," + ",".join("".join(CHARSET[t - 1] for t in g.ravel()) for g in grids) + ",0")
+        (src / f"{split}.csv").write_text("\n".join(rows) + "\n")
+
+
+BUILDERS = [  # (their script, its settings, our builder's arguments, the CSV writer)
+    ("build_sudoku_dataset", {}, {}, _sudoku_csvs),
+    ("build_sudoku_dataset", {"min_difficulty": 2}, {"min_difficulty": 2}, _sudoku_csvs),
+    ("build_maze_dataset", {}, {}, _maze_csvs),
+    ("build_maze_dataset", {"aug": True}, {"aug": True}, _maze_csvs),
+]
+
+
+@pytest.mark.parametrize("script,theirs,ours,write_csvs", BUILDERS, ids=["sudoku", "sudoku-min", "maze", "maze-aug"])
+def test_the_dataset_builders_write_what_trms_write(script, theirs, ours, write_csvs, tmp_path):
+    """TRM's dataset scripts (``dataset/build_*_dataset.py``) on the same CSV files, read from disk in place of the
+    Hugging Face download; their command-line parser (argdantic) is not needed to call ``convert_subset``."""
+    from loopformer.data.builders.maze import build_maze_from_csv
+    from loopformer.data.builders.sudoku import build_sudoku_from_csv
+
+    repo = _checkout("trm")
+    src = tmp_path / "csv"
+    src.mkdir()
+    write_csvs(src)
+    hub = types.ModuleType("huggingface_hub")
+    hub.hf_hub_download = lambda repo_id, filename, repo_type=None: str(src / filename)
+    cli = types.ModuleType("argdantic")
+    cli.ArgParser = lambda: types.SimpleNamespace(command=lambda **_: lambda fn: fn)
+    with _their_code(repo / "dataset"):
+        sys.modules.update(huggingface_hub=hub, argdantic=cli)
+        try:
+            builder = importlib.import_module(script)
+            config = builder.DataProcessConfig(source_repo="local", output_dir=str(tmp_path / "theirs"), **theirs)
+            for split in ("train", "test"):
+                builder.convert_subset(split, config)
+        finally:
+            for name in (script, "common", "huggingface_hub", "argdantic"):
+                sys.modules.pop(name, None)
+    build = build_sudoku_from_csv if "sudoku" in script else build_maze_from_csv
+    build(str(src), tmp_path / "ours", **ours)
+    for split in ("train", "test"):
+        their_meta = json.loads((tmp_path / "theirs" / split / "dataset.json").read_text())
+        our_meta = json.loads((tmp_path / "ours" / split / "dataset.json").read_text())
+        if theirs.get("aug") and split == "train":
+            # TRM writes total_puzzles = its groups even where each group holds 8 puzzles (the dihedral copies);
+            # loopformer writes the puzzles, as its merge of several datasets counts them
+            assert (their_meta.pop("total_puzzles"), our_meta["total_puzzles"]) == (3, 24)
+        assert {k: our_meta[k] for k in their_meta} == their_meta
+        for path in sorted((tmp_path / "theirs" / split).glob("*.npy")):
+            expected, got = np.load(path), np.load(tmp_path / "ours" / split / path.name)
+            assert got.dtype == expected.dtype and np.array_equal(got, expected), (split, path.name)
+    assert np.load(tmp_path / "ours" / "train" / "all__inputs.npy").shape[0] >= 3  # something was compared
