@@ -9,7 +9,7 @@ pretrain script does, imports it with ``import_checkpoint`` and compares three A
 step's gradient for every weight (DIS models: training's supervision steps, from the initial states); and their loss
 heads (``models/losses.py``) against ``loopformer.model.losses`` on the same step outputs: loss, metrics, gradient;
 ACT training over several batches (halting, exploration, new puzzles); the puzzle table's sparse sign-SGD; and TRM's
-Sudoku and maze dataset scripts against loopformer's builders. HRM's FlashAttention is stood in for by SDPA (the same attention; FlashAttention needs
+Sudoku and maze dataset scripts against loopformer's builders; TRM's ARC evaluator against loopformer's voting. HRM's FlashAttention is stood in for by SDPA (the same attention; FlashAttention needs
 a GPU). Without the variable the tests are skipped.
 """
 
@@ -436,3 +436,53 @@ def test_the_dataset_builders_write_what_trms_write(script, theirs, ours, write_
             expected, got = np.load(path), np.load(tmp_path / "ours" / split / path.name)
             assert got.dtype == expected.dtype and np.array_equal(got, expected), (split, path.name)
     assert np.load(tmp_path / "ours" / "train" / "all__inputs.npy").shape[0] >= 3  # something was compared
+
+
+def test_arc_voting_scores_and_submits_as_trms_evaluator(tmp_path):
+    """TRM's ``evaluators/arc.py`` and loopformer's ARC voting on the same predictions of a small augmented ARC
+    build: pass@k and submission.json. Predictions are the labels or the labels with one cell changed, so that
+    candidates split the votes; numba's ``njit`` (TRM's crop) runs as plain Python."""
+    from loopformer.data.format import load_split
+    from loopformer.evaluation.arc import ARCCollector, ARCSet
+    from tests.data.test_arc import _tiny_arc_build
+
+    repo = _checkout("trm")
+    data, _ = _tiny_arc_build(tmp_path, seed=4, num_aug=3)
+    meta, sets = load_split(data / "test")
+    examples = sets["all"]
+    puzzle_of_example = np.repeat(np.arange(examples.puzzle_identifiers.size), np.diff(examples.puzzle_indices))
+    ids = examples.puzzle_identifiers[puzzle_of_example].astype(np.int32)
+    inputs, preds = np.array(examples.inputs), np.array(examples.labels)
+    rng = np.random.default_rng(0)
+    for row in np.flatnonzero(rng.random(len(preds)) < 0.5):  # one cell of the grid to another colour
+        cell = rng.choice(np.flatnonzero(preds[row] >= 2))
+        preds[row, cell] = (preds[row, cell] - 2 + 1) % 10 + 2
+    q_halt = rng.normal(size=len(preds)).astype(np.float32)
+    ks = (1, 2, 5)
+
+    ours = ARCCollector([ARCSet("arc", json.loads((data / "identifiers.json").read_text()),
+                                json.loads((data / "test_puzzles.json").read_text()))], ks=ks)  # fmt: skip
+    ours.add(ids, inputs, preds, q_halt)
+    metrics, submissions = ours.compute()
+
+    numba = types.ModuleType("numba")
+    numba.njit = lambda fn: fn
+    cli = types.ModuleType("argdantic")
+    cli.ArgParser = lambda: types.SimpleNamespace(command=lambda **_: lambda fn: fn)
+    with _their_code(repo):
+        sys.modules.update(numba=numba, argdantic=cli)
+        try:
+            arc = importlib.import_module("evaluators.arc")
+            arc.dist = types.SimpleNamespace(gather_object=lambda obj, out, dst, group: out.__setitem__(0, obj))
+            theirs = arc.ARC(str(data), meta, pass_Ks=ks)
+            theirs.update_batch(
+                {"inputs": torch.from_numpy(inputs), "puzzle_identifiers": torch.from_numpy(ids)},
+                {"preds": torch.from_numpy(preds), "q_halt_logits": torch.from_numpy(q_halt)},
+            )
+            their_metrics = theirs.result(str(tmp_path), rank=0, world_size=1)
+        finally:
+            for name in [m for m in sys.modules if m.split(".")[0] in ("evaluators", "dataset", "numba", "argdantic")]:
+                del sys.modules[name]
+    assert {k: metrics[f"arc/pass@{k}"] for k in ks} == {k: their_metrics[f"ARC/pass@{k}"] for k in ks}
+    assert 0 < metrics["arc/pass@1"] < metrics["arc/pass@5"] <= 1
+    assert submissions["arc"] == json.loads((tmp_path / "submission.json").read_text())
