@@ -1,30 +1,22 @@
-"""Opt-in: an imported checkpoint computes what the upstream code itself computes, forward and gradient.
+"""Opt-in (tests/upstream_code.py says how): an imported checkpoint computes what the upstream code computes.
 
 The other equivalence tests compare with reference_trm.py, written from the published semantics; these run the
-published code. Set ``LOOPFORMER_UPSTREAM_DIR`` to a directory holding checkouts of sapientinc/HRM (``HRM``),
-SamsungSAILMontreal/TinyRecursiveModels (``TinyRecursiveModels``) and maxwell-gao/VirtualRecursiveNetwork
-(``VirtualRecursiveNetwork``); their code needs ``einops`` and ``pydantic``. Each test builds their model from
-their own architecture file (sizes made small, float32), gives it random weights, saves its state dict as their
-pretrain script does, imports it with ``import_checkpoint`` and compares three ACT steps' outputs and the fourth
-step's gradient for every weight (DIS models: training's supervision steps, from the initial states); and their loss
-heads (``models/losses.py``) against ``loopformer.model.losses`` on the same step outputs: loss, metrics, gradient;
-ACT training over several batches (halting, exploration, new puzzles); the puzzle table's sparse sign-SGD; and TRM's
-Sudoku and maze dataset scripts against loopformer's builders; TRM's ARC evaluator against loopformer's voting. HRM's FlashAttention is stood in for by SDPA (the same attention; FlashAttention needs
-a GPU). Without the variable the tests are skipped.
+published code. Each model test builds their model from their own architecture file (sizes made small, float32),
+gives it random weights, saves its state dict as their pretrain script does, imports it with ``import_checkpoint``
+and compares three ACT steps' outputs and the fourth step's gradient for every weight (DIS models: training's
+supervision steps, from the initial states); ACT training over several batches (halting, exploration, new puzzles);
+their loss heads (``models/losses.py``) against ``loopformer.model.losses`` on the same step outputs (loss, metrics,
+gradient); the puzzle table's sparse sign-SGD against their optimizer.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
-import os
-import sys
 import types
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -33,16 +25,9 @@ import yaml
 from loopformer.checkpoint.importer import convert_state_dict, import_checkpoint
 from loopformer.checkpoint.upstream import load_arch_yaml, variant_for
 from loopformer.module import LoopformerModule
+from tests.upstream_code import checkout, their_code
 
-UPSTREAM_ENV = "LOOPFORMER_UPSTREAM_DIR"
-REPOS = {"hrm": "HRM", "trm": "TinyRecursiveModels", "vrn": "VirtualRecursiveNetwork"}
 V, L, C, HEADS, PUZZLES, B = 11, 16, 64, 4, 5, 8
-THEIR_PACKAGES = (
-    "models",
-    "utils",
-    "flash_attn_interface",
-    "common",
-)  # one name in every repo: imported from one at a time
 
 # (source, their architecture file): every model of theirs that loopformer imports and that runs as published
 CASES = [
@@ -59,50 +44,6 @@ CASES = [
     ("vrn", "config/arch/loop_transformer_dis_3s.yaml"),
     ("vrn", "config/arch/loop_transformer_dis_loss.yaml"),
 ]
-
-
-def _checkout(source: str) -> Path:
-    base = os.environ.get(UPSTREAM_ENV)
-    if not base:
-        pytest.skip(f"{UPSTREAM_ENV} is not set (a directory with checkouts of {', '.join(REPOS.values())})")
-    path = Path(base) / REPOS[source]
-    if not (path / "models").is_dir():
-        pytest.skip(f"{path}: no checkout of {REPOS[source]} there ({UPSTREAM_ENV} names their parent directory)")
-    pytest.importorskip("einops")
-    pytest.importorskip("pydantic")
-    return path
-
-
-def _sdpa_flash_attention() -> types.ModuleType:
-    """FlashAttention's ``flash_attn_func`` ([B, S, H, D] in and out), as SDPA: HRM imports it, a CPU has none."""
-    module = types.ModuleType("flash_attn_interface")
-
-    def flash_attn_func(q, k, v, causal=False):
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal)
-        return out.transpose(1, 2)
-
-    module.flash_attn_func = flash_attn_func
-    return module
-
-
-@contextmanager
-def _their_code(repo: Path):
-    """Their ``models`` package importable from ``repo`` alone for the block, and forgotten after it."""
-
-    def forget() -> None:
-        for name in list(sys.modules):
-            if name.split(".")[0] in THEIR_PACKAGES:
-                del sys.modules[name]
-
-    saved = list(sys.path)
-    forget()
-    sys.modules["flash_attn_interface"] = _sdpa_flash_attention()
-    sys.path.insert(0, str(repo))
-    try:
-        yield
-    finally:
-        sys.path[:] = saved
-        forget()
 
 
 def _small(arch: dict[str, Any]) -> dict[str, Any]:
@@ -164,10 +105,10 @@ def _imported(source: str, arch: dict[str, Any], theirs: torch.nn.Module, tmp_pa
 def _both(source: str, arch_file: str, tmp_path: Path, **over: Any):
     """Their model from their architecture file (``over`` changing its settings), with random weights, and ours
     imported from it; both in eval mode. Their code stays importable for the block."""
-    repo = _checkout(source)
+    repo = checkout(source)
     arch = {**_small(load_arch_yaml(repo / arch_file)), **over}
     gen = torch.Generator().manual_seed(0)
-    with _their_code(repo):
+    with their_code(repo):
         torch.manual_seed(0)
         theirs = _their_model(arch)
         _randomize(theirs, gen)
@@ -267,10 +208,10 @@ def _step_outputs(gen: torch.Generator, target_q: bool):
 def test_the_loss_heads_compute_what_theirs_compute(source, head, loss_type, target_q):
     from loopformer.model.losses import act_loss, cross_entropy_loss
 
-    repo = _checkout(source)
+    repo = checkout(source)
     outputs, labels, halted, steps = _step_outputs(torch.Generator().manual_seed(1), target_q)
     carry = types.SimpleNamespace(current_data={"labels": labels}, halted=halted, steps=steps)
-    with _their_code(repo):
+    with their_code(repo):
         losses = importlib.import_module("models.losses")
 
         def loss_of(fn):
@@ -303,12 +244,12 @@ def test_the_loss_heads_compute_what_theirs_compute(source, head, loss_type, tar
 def test_the_puzzle_table_update_is_their_sparse_sign_sgd(source):
     from loopformer.model.puzzle_embedding import SparsePuzzleEmbedding
 
-    repo = _checkout(source)
+    repo = checkout(source)
     gen = torch.Generator().manual_seed(2)
     ids = torch.tensor([2, 0, 2, 4, 1, 4, 4, 0], dtype=torch.int32)  # repeated puzzles: their gradients add up
     table, probe = torch.randn(PUZZLES + 2, C, generator=gen), torch.randn(B, C, generator=gen)
     probe[5] = 0  # a row whose gradient is partly zero: sign(0) leaves it to the decay
-    with _their_code(repo):
+    with their_code(repo):
         sparse = importlib.import_module("models.embed.sparse" if source == "vrn" else "models.sparse_embedding")
         theirs = sparse.CastedSparseEmbedding(PUZZLES + 2, C, batch_size=B, init_std=0, cast_to=torch.float32)
         with torch.no_grad():
@@ -362,127 +303,3 @@ def test_act_training_halts_explores_and_takes_new_puzzles_as_theirs_does(source
                 assert carry_ours.steps.tolist() == carry_theirs.steps.tolist(), f"step {step}"
                 halts += int(carry_theirs.halted.sum())
         assert 0 < halts < 6 * B  # some rows halted and took new puzzles, not all at every step
-
-
-def _sudoku_csvs(src: Path) -> None:
-    from loopformer.data.generators.sudoku import generate_sudoku
-
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 5), ("test", 3)):
-        rows = ["source,question,answer,rating"]
-        for i in range(n):
-            q, a = generate_sudoku(9, 30, rng)
-            rows.append(f"s{i},{''.join('.' if d == 0 else str(d) for d in q)},{''.join(map(str, a))},{i}")
-        (src / f"{split}.csv").write_text("\n".join(rows) + "\n")
-
-
-def _maze_csvs(src: Path) -> None:
-    from loopformer.data.common import CHARSET
-    from loopformer.data.generators.maze import generate_maze
-
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 3), ("test", 2)):
-        rows = ["source,question,answer,rating"]
-        for i in range(n):
-            grids = generate_maze(7, rng)
-            rows.append(f"s{i}," + ",".join("".join(CHARSET[t - 1] for t in g.ravel()) for g in grids) + ",0")
-        (src / f"{split}.csv").write_text("\n".join(rows) + "\n")
-
-
-BUILDERS = [  # (their script, its settings, our builder's arguments, the CSV writer)
-    ("build_sudoku_dataset", {}, {}, _sudoku_csvs),
-    ("build_sudoku_dataset", {"min_difficulty": 2}, {"min_difficulty": 2}, _sudoku_csvs),
-    ("build_maze_dataset", {}, {}, _maze_csvs),
-    ("build_maze_dataset", {"aug": True}, {"aug": True}, _maze_csvs),
-]
-
-
-@pytest.mark.parametrize("script,theirs,ours,write_csvs", BUILDERS, ids=["sudoku", "sudoku-min", "maze", "maze-aug"])
-def test_the_dataset_builders_write_what_trms_write(script, theirs, ours, write_csvs, tmp_path):
-    """TRM's dataset scripts (``dataset/build_*_dataset.py``) on the same CSV files, read from disk in place of the
-    Hugging Face download; their command-line parser (argdantic) is not needed to call ``convert_subset``."""
-    from loopformer.data.builders.maze import build_maze_from_csv
-    from loopformer.data.builders.sudoku import build_sudoku_from_csv
-
-    repo = _checkout("trm")
-    src = tmp_path / "csv"
-    src.mkdir()
-    write_csvs(src)
-    hub = types.ModuleType("huggingface_hub")
-    hub.hf_hub_download = lambda repo_id, filename, repo_type=None: str(src / filename)
-    cli = types.ModuleType("argdantic")
-    cli.ArgParser = lambda: types.SimpleNamespace(command=lambda **_: lambda fn: fn)
-    with _their_code(repo / "dataset"):
-        sys.modules.update(huggingface_hub=hub, argdantic=cli)
-        try:
-            builder = importlib.import_module(script)
-            config = builder.DataProcessConfig(source_repo="local", output_dir=str(tmp_path / "theirs"), **theirs)
-            for split in ("train", "test"):
-                builder.convert_subset(split, config)
-        finally:
-            for name in (script, "common", "huggingface_hub", "argdantic"):
-                sys.modules.pop(name, None)
-    build = build_sudoku_from_csv if "sudoku" in script else build_maze_from_csv
-    build(str(src), tmp_path / "ours", **ours)
-    for split in ("train", "test"):
-        their_meta = json.loads((tmp_path / "theirs" / split / "dataset.json").read_text())
-        our_meta = json.loads((tmp_path / "ours" / split / "dataset.json").read_text())
-        if theirs.get("aug") and split == "train":
-            # TRM writes total_puzzles = its groups even where each group holds 8 puzzles (the dihedral copies);
-            # loopformer writes the puzzles, as its merge of several datasets counts them
-            assert (their_meta.pop("total_puzzles"), our_meta["total_puzzles"]) == (3, 24)
-        assert {k: our_meta[k] for k in their_meta} == their_meta
-        for path in sorted((tmp_path / "theirs" / split).glob("*.npy")):
-            expected, got = np.load(path), np.load(tmp_path / "ours" / split / path.name)
-            assert got.dtype == expected.dtype and np.array_equal(got, expected), (split, path.name)
-    assert np.load(tmp_path / "ours" / "train" / "all__inputs.npy").shape[0] >= 3  # something was compared
-
-
-def test_arc_voting_scores_and_submits_as_trms_evaluator(tmp_path):
-    """TRM's ``evaluators/arc.py`` and loopformer's ARC voting on the same predictions of a small augmented ARC
-    build: pass@k and submission.json. Predictions are the labels or the labels with one cell changed, so that
-    candidates split the votes; numba's ``njit`` (TRM's crop) runs as plain Python."""
-    from loopformer.data.format import load_split
-    from loopformer.evaluation.arc import ARCCollector, ARCSet
-    from tests.data.test_arc import _tiny_arc_build
-
-    repo = _checkout("trm")
-    data, _ = _tiny_arc_build(tmp_path, seed=4, num_aug=3)
-    meta, sets = load_split(data / "test")
-    examples = sets["all"]
-    puzzle_of_example = np.repeat(np.arange(examples.puzzle_identifiers.size), np.diff(examples.puzzle_indices))
-    ids = examples.puzzle_identifiers[puzzle_of_example].astype(np.int32)
-    inputs, preds = np.array(examples.inputs), np.array(examples.labels)
-    rng = np.random.default_rng(0)
-    for row in np.flatnonzero(rng.random(len(preds)) < 0.5):  # one cell of the grid to another colour
-        cell = rng.choice(np.flatnonzero(preds[row] >= 2))
-        preds[row, cell] = (preds[row, cell] - 2 + 1) % 10 + 2
-    q_halt = rng.normal(size=len(preds)).astype(np.float32)
-    ks = (1, 2, 5)
-
-    ours = ARCCollector([ARCSet("arc", json.loads((data / "identifiers.json").read_text()),
-                                json.loads((data / "test_puzzles.json").read_text()))], ks=ks)  # fmt: skip
-    ours.add(ids, inputs, preds, q_halt)
-    metrics, submissions = ours.compute()
-
-    numba = types.ModuleType("numba")
-    numba.njit = lambda fn: fn
-    cli = types.ModuleType("argdantic")
-    cli.ArgParser = lambda: types.SimpleNamespace(command=lambda **_: lambda fn: fn)
-    with _their_code(repo):
-        sys.modules.update(numba=numba, argdantic=cli)
-        try:
-            arc = importlib.import_module("evaluators.arc")
-            arc.dist = types.SimpleNamespace(gather_object=lambda obj, out, dst, group: out.__setitem__(0, obj))
-            theirs = arc.ARC(str(data), meta, pass_Ks=ks)
-            theirs.update_batch(
-                {"inputs": torch.from_numpy(inputs), "puzzle_identifiers": torch.from_numpy(ids)},
-                {"preds": torch.from_numpy(preds), "q_halt_logits": torch.from_numpy(q_halt)},
-            )
-            their_metrics = theirs.result(str(tmp_path), rank=0, world_size=1)
-        finally:
-            for name in [m for m in sys.modules if m.split(".")[0] in ("evaluators", "dataset", "numba", "argdantic")]:
-                del sys.modules[name]
-    assert {k: metrics[f"arc/pass@{k}"] for k in ks} == {k: their_metrics[f"ARC/pass@{k}"] for k in ks}
-    assert 0 < metrics["arc/pass@1"] < metrics["arc/pass@5"] <= 1
-    assert submissions["arc"] == json.loads((tmp_path / "submission.json").read_text())
