@@ -6,7 +6,7 @@ gives it random weights, saves its state dict as their pretrain script does, imp
 and compares three ACT steps' outputs and the fourth step's gradient for every weight (DIS models: training's
 supervision steps, from the initial states); ACT training over several batches (halting, exploration, new puzzles);
 their loss heads (``models/losses.py``) against ``loopformer.model.losses`` on the same step outputs (loss, metrics,
-gradient); the puzzle table's sparse sign-SGD against their optimizer.
+gradient); the puzzle table's sparse sign-SGD against their optimizer; DIS's intermediate targets.
 """
 
 from __future__ import annotations
@@ -303,3 +303,24 @@ def test_act_training_halts_explores_and_takes_new_puzzles_as_theirs_does(source
                 assert carry_ours.steps.tolist() == carry_theirs.steps.tolist(), f"step {step}"
                 halts += int(carry_theirs.halted.sum())
         assert 0 < halts < 6 * B  # some rows halted and took new puzzles, not all at every step
+
+
+def test_dis_targets_are_vrns():
+    """VRN's ``utils/dis.get_dis_target`` with one noise draw per batch, then its loop's clue protection (a label
+    that equals the input is never masked: ``train/loops.py``), against ``dis_target``, at every step."""
+    from loopformer.model.losses import dis_target
+
+    repo = checkout("vrn")
+    gen = torch.Generator().manual_seed(3)
+    labels = torch.randint(1, V - 1, (B, L), generator=gen)
+    labels[:, :3] = -100
+    inputs = torch.where(torch.rand(B, L, generator=gen) < 0.3, labels.clamp_min(0), 1)
+    noise = torch.rand(B, L, generator=gen)
+    with their_code(repo):
+        get_dis_target = importlib.import_module("utils.dis").get_dis_target
+        for step in range(6):
+            theirs = get_dis_target(labels, step, 6, V, V - 1, noise=noise)
+            theirs = torch.where(inputs == labels, labels, theirs)
+            ours = dis_target(labels, inputs, step, 6, V - 1, noise)
+            assert torch.equal(ours, theirs), step
+            assert (ours == V - 1).any() == (step < 5)
