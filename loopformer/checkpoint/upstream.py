@@ -32,9 +32,8 @@ from typing import Any
 from loopformer.files import load_yaml
 
 SOURCES = ("trm", "vrn", "hrm")
-VRN_COMMIT = (
-    "maxwell-gao/VirtualRecursiveNetwork at 9909a38, 2025-12-22"  # the code the VRN notes below were checked on
-)
+# the VirtualRecursiveNetwork code the notes below on its options that do not run were checked on
+VRN_COMMIT = "maxwell-gao/VirtualRecursiveNetwork at 9909a38, 2025-12-22"
 _INTERP = re.compile(r"^\$\{(\.*)([\w.]+)\}$")
 
 
