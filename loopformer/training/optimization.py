@@ -14,7 +14,7 @@ from torch import nn
 
 from loopformer.errors import ConfigError
 
-OptimizerName = Literal["adamw", "adam_atan2", "muon"]
+OptimizerName = Literal["adamw", "adam_atan2", "adam_atan2_vrn", "muon"]
 
 
 @dataclass
@@ -22,8 +22,9 @@ class OptimConfig:
     """How the network is optimised: ``--model.optim.<field>`` on the command line."""
 
     optimizer: OptimizerName = "adamw"
-    """adamw; adam_atan2 (what HRM/TRM train with: no epsilon, scale invariant); or muon (Muon on the blocks'
-    weight matrices, AdamW on embeddings, heads and biases, as VirtualRecursiveNetwork offers)."""
+    """adamw; adam_atan2 (what HRM/TRM train with: no epsilon, scale invariant); adam_atan2_vrn (the Adam-atan2
+    VirtualRecursiveNetwork trains with by default: adam-atan2-pytorch's, its update scaled by 1.27); or muon (Muon
+    on the weight matrices, Adam on embeddings, heads and biases, as VirtualRecursiveNetwork's muon does)."""
     lr: float = 1e-4
     """Peak learning rate of the network weights (with muon: of the AdamW part)."""
     lr_min_ratio: float = 1.0
@@ -65,21 +66,25 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: float, min_ratio: f
 
 
 def muon_parameters(net: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(the blocks' 2-D weight matrices, everything else): Muon orthogonalises the former; embeddings, the heads
-    and biases stay with AdamW (as in VirtualRecursiveNetwork)."""
-    blocks = {id(p) for p in net.inner.state_modules.parameters()}
+    """(the weights Muon updates, the rest), split as VirtualRecursiveNetwork splits them: every weight of two
+    dimensions or more (the blocks' matrices, a convolution's filters, DIS's step embedding) but the token and
+    position embeddings and the heads; those and every bias go to Adam."""
+    inner = net.inner
+    adam_only = {id(p) for name in ("embed_tokens", "embed_pos", "lm_head", "q_head") if hasattr(inner, name)
+                 for p in getattr(inner, name).parameters()}  # fmt: skip
     muon, other = [], []
     for p in net.parameters():
-        (muon if id(p) in blocks and p.ndim == 2 else other).append(p)
+        (muon if p.ndim >= 2 and id(p) not in adam_only else other).append(p)
     return muon, other
 
 
 def build_optimizer(net: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
     betas = (config.beta1, config.beta2)
-    if config.optimizer == "adam_atan2":
-        from loopformer.training.optimizers import AdamAtan2
+    if config.optimizer in ("adam_atan2", "adam_atan2_vrn"):
+        from loopformer.training.optimizers import AdamAtan2, AdamAtan2VRN
 
-        return AdamAtan2(net.parameters(), lr=config.lr, betas=betas, weight_decay=config.weight_decay)
+        optimizer = AdamAtan2 if config.optimizer == "adam_atan2" else AdamAtan2VRN
+        return optimizer(net.parameters(), lr=config.lr, betas=betas, weight_decay=config.weight_decay)
     if config.optimizer == "muon":
         from loopformer.training.optimizers import MuonWithAdamW
 

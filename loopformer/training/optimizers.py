@@ -9,9 +9,15 @@
 
 No epsilon, and the update is invariant to the gradient's scale.
 
-``MuonWithAdamW``: ``torch.optim.Muon`` on the blocks' 2-D weight matrices and AdamW on everything else
-(embeddings, heads, biases), as VirtualRecursiveNetwork's ``MuonWithAuxAdam``; one optimizer for Lightning and
-the learning-rate schedule, whose param groups are the two inner optimizers' groups.
+``AdamAtan2VRN``: the Adam-atan2 VirtualRecursiveNetwork trains with by default (it imports the
+``adam-atan2-pytorch`` package, whose defaults scale the update by 1.27 and correct the bias inside ``atan2``)::
+
+    p <- p * (1 - lr * wd)
+    p <- p - 1.27 lr * atan2(m / (1 - beta1^t), sqrt(v / (1 - beta2^t)))
+
+``MuonWithAdamW``: Muon on the weights VirtualRecursiveNetwork gives it (``optimization.muon_parameters``) and Adam
+on the rest (embeddings, heads, biases), as its ``MuonWithAuxAdam`` (the ``muon-optimizer`` package) updates them;
+one optimizer for Lightning and the learning-rate schedule, whose param groups are the two inner optimizers' groups.
 """
 
 from __future__ import annotations
@@ -52,26 +58,138 @@ class AdamAtan2(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32)
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                t = float(state["step"])
-                exp_avg, exp_avg_sq, grad = state["exp_avg"], state["exp_avg_sq"], p.grad
+                exp_avg, exp_avg_sq, t = _adam_moments(self.state[p], p, p.grad, beta1, beta2)
                 p.mul_(1.0 - lr * weight_decay)
-                exp_avg.lerp_(grad, 1.0 - beta1)
-                exp_avg_sq.lerp_(grad * grad, 1.0 - beta2)
                 denom = exp_avg_sq.sqrt() / math.sqrt(1.0 - beta2**t)
                 p.add_(torch.atan2(exp_avg, denom), alpha=-lr / (1.0 - beta1**t))
         return loss
 
 
+class AdamAtan2VRN(torch.optim.Optimizer):
+    SCALE = 1.27  # adam-atan2-pytorch's default ``a``
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.95),
+        weight_decay: float = 0.1,
+    ) -> None:
+        if lr < 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"AdamAtan2VRN: invalid lr={lr}, betas={betas} or weight_decay={weight_decay}.")
+        super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        loss = _evaluate(closure)
+        for group in self.param_groups:
+            lr, weight_decay = group["lr"], group["weight_decay"]
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                exp_avg, exp_avg_sq, t = _adam_moments(self.state[p], p, p.grad, beta1, beta2)
+                update = exp_avg.mul(1.0 / (1.0 - beta1**t)).atan2_(exp_avg_sq.mul(1.0 / (1.0 - beta2**t)).sqrt_())
+                p.mul_(1.0 - lr * weight_decay)
+                p.add_(update, alpha=-lr * self.SCALE)
+        return loss
+
+
+def _adam_moments(
+    state: dict, p: torch.Tensor, grad: torch.Tensor, beta1: float, beta2: float
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Adam's moving averages after this step's gradient (``lerp``, as the reference packages write them), and
+    the step's number, from 1."""
+    if not state:
+        state["step"] = torch.zeros((), dtype=torch.float32)
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    state["step"] += 1
+    state["exp_avg"].lerp_(grad, 1.0 - beta1)
+    state["exp_avg_sq"].lerp_(grad.square(), 1.0 - beta2)
+    return state["exp_avg"], state["exp_avg_sq"], float(state["step"])
+
+
+def orthogonalised(update: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Muon's Newton-Schulz iteration (the quintic with coefficients 3.4445, -4.7750, 2.0315), in bfloat16: about
+    the nearest semi-orthogonal matrix to each matrix of the last two dimensions, with singular values in roughly
+    [0.5, 1.5]."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = update.bfloat16()
+    tall = update.size(-2) > update.size(-1)
+    if tall:
+        x = x.mT
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # spectral norm at most 1
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.mT if tall else x
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon as the ``muon-optimizer`` package (Keller Jordan's, which VirtualRecursiveNetwork trains with) updates a
+    weight: Nesterov momentum, the update orthogonalised (``orthogonalised``; a 4-D filter as a matrix per output
+    channel, a 3-D weight as a stack of matrices) and scaled by ``sqrt(max(1, rows / columns))``, weight decay
+    ``p * (1 - lr * wd)``."""
+
+    def __init__(self, params: Iterable, lr: float = 0.02, weight_decay: float = 0.0, momentum: float = 0.95) -> None:
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "momentum": momentum})
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        loss = _evaluate(closure)
+        for group in self.param_groups:
+            beta = group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                momentum = state["momentum_buffer"]
+                momentum.lerp_(p.grad, 1 - beta)
+                update = p.grad.lerp(momentum, beta)  # Nesterov
+                if update.ndim == 4:
+                    update = update.view(len(update), -1)
+                update = orthogonalised(update) * max(1, p.grad.size(-2) / p.grad.size(-1)) ** 0.5
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(update.reshape(p.shape), alpha=-group["lr"])
+        return loss
+
+
+class AuxAdam(torch.optim.Optimizer):
+    """The Adam the ``muon-optimizer`` package runs beside Muon (``eps`` 1e-10 by default, added to the
+    bias-corrected ``sqrt(v)``; weight decay ``p * (1 - lr * wd)``)."""
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.95),
+        weight_decay: float = 0.0,
+        eps: float = 1e-10,
+    ) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        loss = _evaluate(closure)
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                exp_avg, exp_avg_sq, t = _adam_moments(self.state[p], p, p.grad, beta1, beta2)
+                update = (exp_avg / (1 - beta1**t)) / ((exp_avg_sq / (1 - beta2**t)).sqrt() + group["eps"])
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(update, alpha=-group["lr"])
+        return loss
+
+
 class MuonWithAdamW(torch.optim.Optimizer):
     def __init__(self, muon_params: list, adamw_params: list, muon: dict[str, Any], adamw: dict[str, Any]) -> None:
-        self.muon = torch.optim.Muon(muon_params, **muon) if muon_params else None
-        self.adamw = torch.optim.AdamW(adamw_params, **adamw) if adamw_params else None
+        self.muon = Muon(muon_params, **muon) if muon_params else None
+        self.adamw = AuxAdam(adamw_params, **adamw) if adamw_params else None
         inner = [o for o in (self.muon, self.adamw) if o is not None]
         # The same group dicts: the schedule's lr changes reach the inner optimizers.
         super().__init__([g for o in inner for g in o.param_groups], {})

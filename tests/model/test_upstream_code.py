@@ -324,3 +324,27 @@ def test_dis_targets_are_vrns():
             ours = dis_target(labels, inputs, step, 6, V - 1, noise)
             assert torch.equal(ours, theirs), step
             assert (ours == V - 1).any() == (step < 5)
+
+
+@pytest.mark.parametrize(
+    "arch_file", ["config/arch/loop_transformer_conv.yaml", "config/arch/loop_transformer_dis.yaml"]
+)
+def test_muon_gets_the_weights_vrns_muon_gets(arch_file, tmp_path):
+    """VRN's ``train/state.get_muon_param_groups`` on its model against ``muon_parameters`` on the imported one (a
+    convolution's filters and DIS's step embedding included). Its module imports the optimizers' packages."""
+    from loopformer.training.optimization import muon_parameters
+
+    pytest.importorskip("adam_atan2_pytorch")
+    pytest.importorskip("muon")
+    with _both("vrn", arch_file, tmp_path) as (arch, theirs, ours, _, _):
+        state = importlib.import_module("train.state")
+        settings = types.SimpleNamespace(muon_lr=0.02, muon_weight_decay=0.01, muon_momentum=0.95, lr=1e-4,
+                                         beta1=0.9, beta2=0.95, weight_decay=0.1)  # fmt: skip
+        wrapped = types.SimpleNamespace(model=theirs, parameters=theirs.parameters)  # their loss head around it
+        their_muon, _ = state.get_muon_param_groups(wrapped, settings)
+    their_names = {id(p): f"model.{n}" for n, p in theirs.named_parameters()}
+    expected = convert_state_dict({their_names[id(p)]: p for p in their_muon["params"]}, variant_for("vrn", arch))
+    our_names = {id(p): n for n, p in ours.named_parameters()}
+    got = {our_names[id(p)] for p in muon_parameters(ours)[0]}
+    assert got == set(expected)
+    assert any("dwconv.weight" in n or "step_emb" in n for n in got)
