@@ -6,7 +6,8 @@ gives it random weights, saves its state dict as their pretrain script does, imp
 and compares three ACT steps' outputs and the fourth step's gradient for every weight (DIS models: training's
 supervision steps, from the initial states); ACT training over several batches (halting, exploration, new puzzles);
 their loss heads (``models/losses.py``) against ``loopformer.model.losses`` on the same step outputs (loss, metrics,
-gradient); the puzzle table's sparse sign-SGD against their optimizer; DIS's intermediate targets.
+gradient); the puzzle table's sparse sign-SGD against their optimizer; DIS's intermediate targets; VRN's split
+of the weights between Muon and Adam; the learning-rate schedule.
 """
 
 from __future__ import annotations
@@ -348,3 +349,23 @@ def test_muon_gets_the_weights_vrns_muon_gets(arch_file, tmp_path):
     got = {our_names[id(p)] for p in muon_parameters(ours)[0]}
     assert got == set(expected)
     assert any("dwconv.weight" in n or "step_emb" in n for n in got)
+
+
+@pytest.mark.parametrize("min_ratio", [0.0, 0.1, 1.0])
+def test_the_learning_rate_schedule_is_vrns(min_ratio):
+    """VRN's ``train/schedulers.cosine_schedule_with_warmup`` (TRM's pretrain.py has the same function) at the t-th
+    optimizer step (theirs count from 1), against the multiplier loopformer's schedule gives that step."""
+    from loopformer.training.optimization import OptimConfig, configure_optimizers
+
+    repo = checkout("vrn")
+    with their_code(repo):
+        schedule = importlib.import_module("train.schedulers").cosine_schedule_with_warmup
+    net = torch.nn.Linear(2, 2)
+    config = OptimConfig(lr=1e-3, lr_warmup_steps=10, lr_min_ratio=min_ratio)
+    scheduler = configure_optimizers(net, config, total_steps=60)["lr_scheduler"]["scheduler"]
+    optimizer = scheduler.optimizer
+    for t in range(1, 61):
+        expected = schedule(t, base_lr=1e-3, num_warmup_steps=10, num_training_steps=60, min_ratio=min_ratio)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12, abs=1e-18), t
+        optimizer.step()
+        scheduler.step()
