@@ -36,6 +36,11 @@ def _import_checkpoint(argv: list[str]) -> int:
 
     schedule = describe_schedule({"model": {"arch": hparams["arch"]}})
     print(f"wrote {args.dest}: {args.source.upper()} weights, schedule {schedule}")
+    if hparams["train"].get("algorithm") == "dis":
+        print(
+            "note: VirtualRecursiveNetwork evaluates a DIS model without its step embeddings; loopformer evaluates "
+            "with them, as it trained: add --model.train.dis.eval_step_embedding=false to evaluate as VRN does."
+        )
     return 0
 
 

@@ -285,7 +285,7 @@ def test_cross_entropy_head_and_the_improvement_loss_by_hand():
     assert dis_improvement_loss(steps).item() == pytest.approx(1.0 + 0.5)  # the last, plus the one step that rose
 
 
-def test_dis_checkpoint_matches_the_reference_with_step_embeddings(tmp_path):
+def test_dis_checkpoint_matches_the_reference_with_step_embeddings(tmp_path, capsys):
     gen = torch.Generator().manual_seed(5)
     arch = _vrn_yaml(
         loss={"name": "losses@CrossEntropyLossHead", "loss_type": "softmax_cross_entropy", "mask_penalty_weight": 0.1},
@@ -301,7 +301,11 @@ def test_dis_checkpoint_matches_the_reference_with_step_embeddings(tmp_path):
     sd[f"{CORE}.lm_head.weight"] = torch.cat([sd[f"{CORE}.lm_head.weight"], torch.randn(1, C, generator=gen) * C**-0.5])
     sd[f"{CORE}.step_emb.weight"] = torch.randn(4, C, generator=gen)
     torch.save(sd, tmp_path / "vrn.pt")
-    import_checkpoint("vrn", tmp_path / "vrn.pt", tmp_path / "arch.yaml", tmp_path / "ours.ckpt", seq_len=16)
+    from loopformer.cli.tools import _import_checkpoint
+
+    command = ["--from", "vrn", str(tmp_path / "vrn.pt"), "--arch", str(tmp_path / "arch.yaml")]
+    assert _import_checkpoint([*command, str(tmp_path / "ours.ckpt"), "--seq-len", "16"]) == 0
+    assert "--model.train.dis.eval_step_embedding=false to evaluate as VRN does" in capsys.readouterr().out
     module = LoopformerModule.load_from_checkpoint(tmp_path / "ours.ckpt", weights_only=True)
     assert module.net.config.vocab_size == V and module.net.config.mask_token_id == V  # the last row is the mask
     hp = module.hparams.train
