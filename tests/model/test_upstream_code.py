@@ -369,3 +369,29 @@ def test_the_learning_rate_schedule_is_vrns(min_ratio):
         assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12, abs=1e-18), t
         optimizer.step()
         scheduler.step()
+
+
+@pytest.mark.parametrize("source,arch_file", CASES, ids=[Path(f).stem for _, f in CASES])
+def test_in_bfloat16_the_forward_is_theirs_but_for_vrns_float32_promotions(source, arch_file, tmp_path):
+    """Their recipes' forward dtype. VRN's ConvSwiGLU and DIS step embedding are float32 and promote the rest of its
+    step to float32; loopformer stays in the forward dtype there (rounding differences). trm_hier6 sums in another
+    order."""
+    with _both(source, arch_file, tmp_path, forward_dtype="bfloat16") as (arch, theirs, ours, batch, _):
+        dis = bool(arch.get("dis_enabled"))
+        carry_theirs, carry_ours = theirs.initial_carry(batch), ours.initial_carry(batch)
+        if dis:
+            carry_theirs.core_carry = theirs.core.reset_carry(torch.ones(B, dtype=torch.bool), carry_theirs.core_carry)
+        promoted = dis or arch.get("mlp_type") == "conv_swiglu"
+        with torch.no_grad():
+            for step in range(3):
+                carry_theirs, out_theirs = theirs(
+                    carry=carry_theirs, batch=batch, **({"step": torch.tensor(step)} if dis else {})
+                )
+                carry_ours, out_ours = ours(carry_ours, batch)
+                assert out_ours["logits"].dtype == torch.bfloat16
+                assert out_theirs["logits"].dtype == (torch.float32 if promoted else torch.bfloat16)
+                difference = (out_ours["logits"].float() - out_theirs["logits"].float()).abs().max().item()
+                if promoted or "hier6" in arch_file:
+                    assert difference < 0.1, step
+                else:
+                    assert difference == 0, step
