@@ -46,7 +46,7 @@ class AdamAtan2(torch.optim.Optimizer):
         weight_decay: float = 0.1,
     ) -> None:
         if lr < 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"AdamAtan2: invalid lr={lr}, betas={betas} or weight_decay={weight_decay}.")
+            raise ValueError(f"{type(self).__name__}: invalid lr={lr}, betas={betas} or weight_decay={weight_decay}.")
         super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay})
 
     @torch.no_grad()
@@ -60,39 +60,22 @@ class AdamAtan2(torch.optim.Optimizer):
                     continue
                 exp_avg, exp_avg_sq, t = _adam_moments(self.state[p], p, p.grad, beta1, beta2)
                 p.mul_(1.0 - lr * weight_decay)
-                denom = exp_avg_sq.sqrt() / math.sqrt(1.0 - beta2**t)
-                p.add_(torch.atan2(exp_avg, denom), alpha=-lr / (1.0 - beta1**t))
+                self._descend(p, exp_avg, exp_avg_sq, lr, 1.0 - beta1**t, 1.0 - beta2**t)
         return loss
 
+    @staticmethod
+    def _descend(p: torch.Tensor, m: torch.Tensor, v: torch.Tensor, lr: float, bias1: float, bias2: float) -> None:
+        """HRM/TRM's (the adam-atan2 CUDA package's): the bias corrections outside ``atan2``."""
+        p.add_(torch.atan2(m, v.sqrt() / math.sqrt(bias2)), alpha=-lr / bias1)
 
-class AdamAtan2VRN(torch.optim.Optimizer):
+
+class AdamAtan2VRN(AdamAtan2):
     SCALE = 1.27  # adam-atan2-pytorch's default ``a``
 
-    def __init__(
-        self,
-        params: Iterable,
-        lr: float = 1e-4,
-        betas: tuple[float, float] = (0.9, 0.95),
-        weight_decay: float = 0.1,
-    ) -> None:
-        if lr < 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"AdamAtan2VRN: invalid lr={lr}, betas={betas} or weight_decay={weight_decay}.")
-        super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay})
-
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
-        loss = _evaluate(closure)
-        for group in self.param_groups:
-            lr, weight_decay = group["lr"], group["weight_decay"]
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                exp_avg, exp_avg_sq, t = _adam_moments(self.state[p], p, p.grad, beta1, beta2)
-                update = exp_avg.mul(1.0 / (1.0 - beta1**t)).atan2_(exp_avg_sq.mul(1.0 / (1.0 - beta2**t)).sqrt_())
-                p.mul_(1.0 - lr * weight_decay)
-                p.add_(update, alpha=-lr * self.SCALE)
-        return loss
+    @staticmethod
+    def _descend(p: torch.Tensor, m: torch.Tensor, v: torch.Tensor, lr: float, bias1: float, bias2: float) -> None:
+        """adam-atan2-pytorch's: the bias corrections inside ``atan2``, the update scaled by ``SCALE``."""
+        p.add_(m.mul(1.0 / bias1).atan2_(v.mul(1.0 / bias2).sqrt_()), alpha=-lr * AdamAtan2VRN.SCALE)
 
 
 def _adam_moments(
