@@ -70,14 +70,13 @@ def _randomize(model: torch.nn.Module, gen: torch.Generator) -> None:
     their initial scale, so that the recursion contracts (random full-scale blocks amplify float32 rounding)."""
     with torch.no_grad():
         for name, t in [*model.named_parameters(), *model.named_buffers()]:
-            leaf = name.rsplit(".", 1)[-1]
             if name.endswith("q_head.weight"):
                 t.copy_(torch.randn(t.shape, generator=gen) * C**-0.5)
             elif name.endswith("q_head.bias"):
                 t.copy_(torch.tensor([-0.3, 0.2]))
             elif name.endswith("puzzle_emb.weights"):
                 t.copy_(torch.randn(t.shape, generator=gen) * 0.5)
-            elif ("layers." in name and t.ndim == 2) or leaf == "bias" and "dwconv" in name:
+            elif "layers." in name and t.ndim == 2:
                 t.mul_(0.5)
 
 
@@ -125,17 +124,22 @@ def _assert_same_outputs(out_ours, out_theirs, step: int) -> list[str]:
     return keys
 
 
+def _training_steps(arch: dict[str, Any], theirs: torch.nn.Module, batch: dict[str, torch.Tensor]):
+    """Their first carry and their step as training takes it: DIS (VRN's loop) passes the supervision step s (in
+    loopformer, the ACT step count) and starts from ``torch.empty`` states it never resets, loopformer from the
+    initial states, so theirs are reset here."""
+    carry = theirs.initial_carry(batch)
+    if not arch.get("dis_enabled"):
+        return carry, lambda carry, step: theirs(carry=carry, batch=batch)
+    carry.core_carry = theirs.core.reset_carry(torch.ones(B, dtype=torch.bool), carry.core_carry)
+    return carry, lambda carry, step: theirs(carry=carry, batch=batch, step=torch.tensor(step))
+
+
 @pytest.mark.parametrize("source,arch_file", CASES, ids=[Path(f).stem for _, f in CASES])
 def test_an_imported_checkpoint_computes_what_their_code_computes(source, arch_file, tmp_path):
     with _both(source, arch_file, tmp_path) as (arch, theirs, ours, batch, gen):
-        carry_theirs, carry_ours = theirs.initial_carry(batch), ours.initial_carry(batch)
-        dis = bool(arch.get("dis_enabled"))
-        if dis:  # VRN's DIS loop starts from torch.empty states it never resets; loopformer from the initial states
-            carry_theirs.core_carry = theirs.core.reset_carry(torch.ones(B, dtype=torch.bool), carry_theirs.core_carry)
-
-        def their_step(carry, step):  # DIS: training's supervision step s (loopformer: the ACT step count)
-            return theirs(carry=carry, batch=batch, **({"step": torch.tensor(step)} if dis else {}))
-
+        carry_theirs, their_step = _training_steps(arch, theirs, batch)
+        carry_ours = ours.initial_carry(batch)
         with torch.no_grad():
             for step in range(1, 4):
                 carry_theirs, out_theirs = their_step(carry_theirs, step - 1)
@@ -377,16 +381,12 @@ def test_in_bfloat16_the_forward_is_theirs_but_for_vrns_float32_promotions(sourc
     step to float32; loopformer stays in the forward dtype there (rounding differences). trm_hier6 sums in another
     order."""
     with _both(source, arch_file, tmp_path, forward_dtype="bfloat16") as (arch, theirs, ours, batch, _):
-        dis = bool(arch.get("dis_enabled"))
-        carry_theirs, carry_ours = theirs.initial_carry(batch), ours.initial_carry(batch)
-        if dis:
-            carry_theirs.core_carry = theirs.core.reset_carry(torch.ones(B, dtype=torch.bool), carry_theirs.core_carry)
-        promoted = dis or arch.get("mlp_type") == "conv_swiglu"
+        carry_theirs, their_step = _training_steps(arch, theirs, batch)
+        carry_ours = ours.initial_carry(batch)
+        promoted = arch.get("dis_enabled") or arch.get("mlp_type") == "conv_swiglu"
         with torch.no_grad():
             for step in range(3):
-                carry_theirs, out_theirs = theirs(
-                    carry=carry_theirs, batch=batch, **({"step": torch.tensor(step)} if dis else {})
-                )
+                carry_theirs, out_theirs = their_step(carry_theirs, step)
                 carry_ours, out_ours = ours(carry_ours, batch)
                 assert out_ours["logits"].dtype == torch.bfloat16
                 assert out_theirs["logits"].dtype == (torch.float32 if promoted else torch.bfloat16)
