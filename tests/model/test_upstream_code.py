@@ -7,7 +7,7 @@ and compares three ACT steps' outputs and the fourth step's gradient for every w
 supervision steps, from the initial states); ACT training over several batches (halting, exploration, new puzzles);
 their loss heads (``models/losses.py``) against ``loopformer.model.losses`` on the same step outputs (loss, metrics,
 gradient); the puzzle table's sparse sign-SGD against their optimizer; DIS's intermediate targets; VRN's split
-of the weights between Muon and Adam; the learning-rate schedule.
+of the weights between Muon and Adam; the learning-rate schedule; TRM's weight average (EMA).
 """
 
 from __future__ import annotations
@@ -395,3 +395,26 @@ def test_in_bfloat16_the_forward_is_theirs_but_for_vrns_float32_promotions(sourc
                     assert difference < 0.1, step
                 else:
                     assert difference == 0, step
+
+
+def test_the_weight_average_is_trms():
+    """TRM's ``models/ema.EMAHelper`` (register, update after each step) against ``WeightEMA`` over a few steps."""
+    from loopformer.ema import WeightEMA
+
+    repo = checkout("trm")
+    gen = torch.Generator().manual_seed(5)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.Linear(4, 3))
+    with their_code(repo):
+        theirs = importlib.import_module("models.ema").EMAHelper(mu=0.99)
+    theirs.register(net)
+    ours = WeightEMA(net, rate=0.99)
+    for _ in range(5):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn(p.shape, generator=gen))
+        theirs.update(net)
+        ours.update()
+    assert set(ours.shadow) == set(theirs.shadow)
+    for name, value in theirs.shadow.items():
+        torch.testing.assert_close(ours.shadow[name], value, rtol=1e-6, atol=1e-7, msg=name)
+        assert not torch.equal(value, dict(net.named_parameters())[name])
