@@ -1,8 +1,9 @@
 """Opt-in (tests/upstream_code.py says how): TRM's dataset scripts and ARC evaluator against loopformer's.
 
 TRM's Sudoku and maze scripts (``dataset/build_*_dataset.py``: their ``convert_subset``, the CSV read from disk in
-place of the Hugging Face download) write the same arrays and metadata as loopformer's builders; TRM's
-``evaluators/arc.py`` and loopformer's voting give the same pass@k and submission on the same predictions.
+place of the Hugging Face download) write the same arrays and metadata as loopformer's builders, its ARC script the
+same puzzles; TRM's ``evaluators/arc.py`` and loopformer's voting give the same pass@k and submission on the same
+predictions.
 """
 
 from __future__ import annotations
@@ -125,3 +126,50 @@ def test_arc_voting_scores_and_submits_as_trms_evaluator(tmp_path):
     assert {k: metrics[f"arc/pass@{k}"] for k in ks} == {k: their_metrics[f"ARC/pass@{k}"] for k in ks}
     assert 0 < metrics["arc/pass@1"] < metrics["arc/pass@5"] <= 1
     assert submissions["arc"] == json.loads((tmp_path / "submission.json").read_text())
+
+
+def _examples_by_puzzle(split_dir: Path, identifiers: list[str]) -> dict[str, list[tuple[bytes, bytes]]]:
+    """Each puzzle's examples as (input grid, output grid), wherever on the 30x30 canvas they were placed."""
+    from loopformer.data.format import load_split
+
+    def grid(canvas: np.ndarray) -> bytes:
+        canvas = canvas.reshape(30, 30)
+        rows, cols = np.flatnonzero((canvas >= 2).any(1)), np.flatnonzero((canvas >= 2).any(0))
+        cropped = canvas[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] - 2
+        return bytes(cropped.shape) + cropped.astype(np.uint8).tobytes()
+
+    _, sets = load_split(split_dir)
+    s = sets["all"]
+    out: dict[str, list] = {}
+    for p, ident in enumerate(s.puzzle_identifiers):
+        rows = range(s.puzzle_indices[p], s.puzzle_indices[p + 1])
+        out[identifiers[ident]] = sorted((grid(np.asarray(s.inputs[r])), grid(np.asarray(s.labels[r]))) for r in rows)
+    return out
+
+
+def test_the_arc_builder_writes_the_puzzles_trms_writes(tmp_path):
+    """TRM's ``dataset/build_arc_dataset.py`` and loopformer's ARC builder without augmentation: the same puzzles
+    with the same examples in each split (theirs and ours draw the order and the translations from different random
+    streams, so those are compared as sets), the same identifiers, test puzzles and metadata."""
+    from tests.data.test_arc import _tiny_arc_build
+
+    repo = checkout("trm")
+    ours_dir, _ = _tiny_arc_build(tmp_path, seed=5, num_aug=0)
+    with their_code(repo):
+        builder = importlib.import_module("dataset.build_arc_dataset")
+        config = builder.DataProcessConfig(input_file_prefix=str(tmp_path / "arc-agi"), output_dir=str(tmp_path / "theirs"),
+                                           subsets=["training", "evaluation"], test_set_name="evaluation", num_aug=0)  # fmt: skip
+        builder.convert_dataset(config)
+    theirs_dir = tmp_path / "theirs"
+    their_ids = json.loads((theirs_dir / "identifiers.json").read_text())
+    our_ids = json.loads((ours_dir / "identifiers.json").read_text())
+    assert sorted(their_ids) == sorted(our_ids) and their_ids[0] == our_ids[0] == "<blank>"
+    assert json.loads((theirs_dir / "test_puzzles.json").read_text()) == json.loads(
+        (ours_dir / "test_puzzles.json").read_text()
+    )
+    for split in ("train", "test"):
+        theirs = _examples_by_puzzle(theirs_dir / split, their_ids)
+        assert theirs == _examples_by_puzzle(ours_dir / split, our_ids) and theirs, split
+        their_meta = json.loads((theirs_dir / split / "dataset.json").read_text())
+        our_meta = json.loads((ours_dir / split / "dataset.json").read_text())
+        assert {k: our_meta[k] for k in their_meta} == their_meta, split
