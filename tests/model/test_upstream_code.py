@@ -331,16 +331,21 @@ def test_dis_targets_are_vrns():
             assert (ours == V - 1).any() == (step < 5)
 
 
+def _vrn_training_packages() -> None:
+    """VRN's ``train`` package imports the optimizers' packages (the test extras)."""
+    pytest.importorskip("adam_atan2_pytorch")
+    pytest.importorskip("muon")
+
+
 @pytest.mark.parametrize(
     "arch_file", ["config/arch/loop_transformer_conv.yaml", "config/arch/loop_transformer_dis.yaml"]
 )
 def test_muon_gets_the_weights_vrns_muon_gets(arch_file, tmp_path):
     """VRN's ``train/state.get_muon_param_groups`` on its model against ``muon_parameters`` on the imported one (a
-    convolution's filters and DIS's step embedding included). Its module imports the optimizers' packages."""
+    convolution's filters and DIS's step embedding included)."""
     from loopformer.training.optimization import muon_parameters
 
-    pytest.importorskip("adam_atan2_pytorch")
-    pytest.importorskip("muon")
+    _vrn_training_packages()
     with _both("vrn", arch_file, tmp_path) as (arch, theirs, ours, _, _):
         state = importlib.import_module("train.state")
         settings = types.SimpleNamespace(muon_lr=0.02, muon_weight_decay=0.01, muon_momentum=0.95, lr=1e-4,
@@ -362,6 +367,7 @@ def test_the_learning_rate_schedule_is_vrns(min_ratio):
     from loopformer.training.optimization import OptimConfig, configure_optimizers
 
     repo = checkout("vrn")
+    _vrn_training_packages()
     with their_code(repo):
         schedule = importlib.import_module("train.schedulers").cosine_schedule_with_warmup
     net = torch.nn.Linear(2, 2)
