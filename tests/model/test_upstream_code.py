@@ -7,7 +7,8 @@ and compares three ACT steps' outputs and the fourth step's gradient for every w
 supervision steps, from the initial states); ACT training over several batches (halting, exploration, new puzzles);
 their loss heads (``models/losses.py``) against ``loopformer.model.losses`` on the same step outputs (loss, metrics,
 gradient); the puzzle table's sparse sign-SGD against their optimizer; DIS's intermediate targets; VRN's split
-of the weights between Muon and Adam; the learning-rate schedule; TRM's weight average (EMA).
+of the weights between Muon and Adam; the learning-rate schedule; TRM's weight average (EMA); evaluation that
+halts on the Q head (VRN's act_inference).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def _randomize(model: torch.nn.Module, gen: torch.Generator) -> None:
             if name.endswith("q_head.weight"):
                 t.copy_(torch.randn(t.shape, generator=gen) * C**-0.5)
             elif name.endswith("q_head.bias"):
-                t.copy_(torch.tensor([-0.3, 0.2]))
+                t.copy_(torch.tensor([0.0, 0.2]))  # q_halt around 0: some rows halt on it
             elif name.endswith("puzzle_emb.weights"):
                 t.copy_(torch.randn(t.shape, generator=gen) * 0.5)
             elif "layers." in name and t.ndim == 2:
@@ -424,3 +425,20 @@ def test_the_weight_average_is_trms():
     for name, value in theirs.shadow.items():
         torch.testing.assert_close(ours.shadow[name], value, rtol=1e-6, atol=1e-7, msg=name)
         assert not torch.equal(value, dict(net.named_parameters())[name])
+
+
+@pytest.mark.parametrize("arch_file", ["config/arch/loop_transformer.yaml", "config/arch/loop_transformer-3stage.yaml"])
+def test_evaluation_halts_on_the_q_head_as_vrns_with_act_inference(arch_file, tmp_path):
+    """VRN's ``act_inference: true``: evaluation halts a row when its Q head says so (no exploration), not only at
+    halt_max_steps."""
+    with _both("vrn", arch_file, tmp_path, act_inference=True, halt_max_steps=4) as (arch, theirs, ours, batch, _):
+        carry_theirs, carry_ours = theirs.initial_carry(batch), ours.initial_carry(batch)
+        early = False
+        with torch.no_grad():
+            for step in range(1, 4):
+                carry_theirs, out_theirs = theirs(carry=carry_theirs, batch=batch)
+                carry_ours, out_ours = ours(carry_ours, batch)
+                _assert_same_outputs(out_ours, out_theirs, step)
+                assert carry_ours.halted.tolist() == carry_theirs.halted.tolist(), step
+                early |= bool(carry_theirs.halted.any()) and step < 4
+        assert early  # some row halted before halt_max_steps
