@@ -182,13 +182,14 @@ def test_a_dis_checkpoint_evaluates_as_vrn_evaluates_with_eval_step_embedding_fa
         assert carry_ours.halted.all()
 
 
-LOSS_CASES = [  # (source, their head, loss_type, with a bootstrapped Q-continue target)
-    ("hrm", "ACTLossHead", "softmax_cross_entropy", True),
-    ("trm", "ACTLossHead", "stablemax_cross_entropy", False),
-    ("trm", "ACTLossHead", "stablemax_cross_entropy", True),  # TRM's softmax one fails in TRM (no valid_mask)
-    ("vrn", "ACTLossHead", "stablemax_cross_entropy", False),
-    ("vrn", "CrossEntropyLossHead", "softmax_cross_entropy", False),
-    ("vrn", "CrossEntropyLossHead", "stablemax_cross_entropy", False),
+LOSS_CASES = [  # (source, their head, loss_type, with a bootstrapped Q-continue target, DIS's mask penalty)
+    ("hrm", "ACTLossHead", "softmax_cross_entropy", True, 0.0),
+    ("trm", "ACTLossHead", "stablemax_cross_entropy", False, 0.0),
+    ("trm", "ACTLossHead", "stablemax_cross_entropy", True, 0.0),  # TRM's softmax one fails in TRM (no valid_mask)
+    ("vrn", "ACTLossHead", "stablemax_cross_entropy", False, 0.0),
+    ("vrn", "CrossEntropyLossHead", "softmax_cross_entropy", False, 0.0),
+    ("vrn", "CrossEntropyLossHead", "stablemax_cross_entropy", False, 0.0),
+    ("vrn", "CrossEntropyLossHead", "softmax_cross_entropy", False, 0.5),
 ]
 
 
@@ -210,8 +211,8 @@ def _step_outputs(gen: torch.Generator, target_q: bool):
     return outputs, labels, halted, steps
 
 
-@pytest.mark.parametrize("source,head,loss_type,target_q", LOSS_CASES)
-def test_the_loss_heads_compute_what_theirs_compute(source, head, loss_type, target_q):
+@pytest.mark.parametrize("source,head,loss_type,target_q,penalty", LOSS_CASES)
+def test_the_loss_heads_compute_what_theirs_compute(source, head, loss_type, target_q, penalty):
     from loopformer.model.losses import act_loss, cross_entropy_loss
 
     repo = checkout(source)
@@ -228,19 +229,20 @@ def test_the_loss_heads_compute_what_theirs_compute(source, head, loss_type, tar
 
         def theirs(out):
             model = lambda **_: (carry, out)  # noqa: E731 - their head calls its model, here the fixed step
-            _, loss, metrics, _, _ = getattr(losses, head)(model, loss_type=loss_type)(return_keys=[])
+            settings = {"mask_penalty_weight": penalty} if penalty else {}
+            _, loss, metrics, _, _ = getattr(losses, head)(model, loss_type=loss_type, **settings)(return_keys=[])
             return loss, metrics
 
         def ours(out):
             if head == "ACTLossHead":
                 return act_loss(out, labels, halted, steps, loss_type)
-            return cross_entropy_loss(out, labels, loss_type, 0.0, V - 1)
+            return cross_entropy_loss(out, labels, loss_type, penalty, V - 1)  # the mask token: the last row
 
         loss_t, metrics_t, grad_t = loss_of(theirs)
         loss_o, metrics_o, grad_o = loss_of(ours)
     torch.testing.assert_close(loss_o.double(), loss_t.double(), rtol=1e-6, atol=0)
     torch.testing.assert_close(grad_o, grad_t, rtol=1e-5, atol=1e-7)
-    assert metrics_t["exact_accuracy"] > 0
+    assert metrics_t["exact_accuracy"] > 0 and (metrics_t.get("mask_penalty", 0) > 0) == (penalty > 0)
     for key in set(metrics_t) & set(metrics_o):
         torch.testing.assert_close(metrics_o[key].double(), metrics_t[key].double(), rtol=1e-6, atol=0, msg=key)
     assert set(metrics_t) - {"steps"} <= set(metrics_o), sorted(set(metrics_t) - set(metrics_o))
