@@ -28,6 +28,8 @@ from typing import Any, Optional
 
 import torch
 
+from loopformer.errors import ConfigError
+
 
 def _evaluate(closure: Optional[Callable[[], Any]]) -> Any:
     """The loss of an optimizer's closure (forward and backward, with gradients on), or None."""
@@ -194,7 +196,17 @@ class MuonWithAdamW(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         for name in ("muon", "adamw"):
             optimizer = getattr(self, name)
-            if optimizer is not None and state_dict.get(name) is not None:
-                optimizer.load_state_dict(state_dict[name])  # (moves the state to each parameter's device)
+            saved = state_dict.get(name)
+            if optimizer is None or saved is None:
+                continue
+            sizes = [len(g["params"]) for g in saved["param_groups"]]
+            if sizes != [len(g["params"]) for g in optimizer.param_groups]:
+                raise ConfigError(
+                    f"the checkpoint's muon optimizer holds {sum(sizes)} weights in its {name} part, this network "
+                    f"{sum(len(g['params']) for g in optimizer.param_groups)}: it was saved before loopformer split "
+                    "the weights as VirtualRecursiveNetwork does (a convolution's filters and DIS's step embedding "
+                    "now go to Muon). Start from its weights with a fresh optimizer instead: --model.init_from CKPT."
+                )
+            optimizer.load_state_dict(saved)  # (moves the state to each parameter's device)
         # Loading replaces the inner group dicts: share them again.
         self.param_groups = [g for o in (self.muon, self.adamw) if o is not None for g in o.param_groups]

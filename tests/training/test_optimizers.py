@@ -263,3 +263,13 @@ def test_a_muon_state_saved_before_loopformer_had_its_own_muon_resumes():
         opt.muon.state[params[0]]["momentum_buffer"],
         saved["muon"]["state"][0]["momentum_buffer"].lerp(params[0].grad, 0.05),
     )
+
+
+def test_a_muon_state_split_otherwise_is_a_clear_error():
+    """Before loopformer split the weights as VRN does, a convolution's filters went to AdamW."""
+    gen = torch.Generator().manual_seed(5)
+    params = [torch.nn.Parameter(torch.randn(6, 4, generator=gen)), torch.nn.Parameter(torch.randn(3, 1, 2))]
+    old = MuonWithAdamW(params[:1], params[1:], dict(lr=0.02), dict(lr=1e-3))
+    new = MuonWithAdamW(params, [torch.nn.Parameter(torch.zeros(2))], dict(lr=0.02), dict(lr=1e-3))
+    with pytest.raises(ConfigError, match=r"holds 1 weights in its muon part, this network 2: .* --model.init_from"):
+        new.load_state_dict(old.state_dict())
