@@ -156,7 +156,7 @@ def test_muon_first_step_is_the_orthogonalised_nesterov_gradient():
     nesterov = g.double() + mu * (buffer - g.double())
     update = _newton_schulz(nesterov) * math.sqrt(max(1.0, 6 / 3))
     expected = p0.double() * (1 - lr * wd) - lr * update
-    # torch's Muon orthogonalises in bfloat16 (5 iterations): agreement to a few percent of the update
+    # Muon orthogonalises in bfloat16 (5 iterations): agreement to a few percent of the update
     torch.testing.assert_close(p.detach().double(), expected, rtol=0, atol=0.05 * lr * update.abs().max().item())
     assert not torch.allclose(p.detach().double(), p0.double() * (1 - lr * wd) - lr * nesterov, atol=1e-4)
     torch.testing.assert_close(bias.detach(), torch.full((3,), -0.1), rtol=0, atol=1e-6)  # AdamW's first step
