@@ -94,6 +94,12 @@ COMMON_FIELDS = (
 )
 
 
+def _require(arch: dict[str, Any], model: str, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if key not in arch:
+            raise CheckpointImportError(f"{model} architecture is missing {key!r} (keys: {', '.join(sorted(arch))}).")
+
+
 def _refuse_trm_dis(arch: dict[str, Any], model: str) -> None:
     """VRN's copy of TRM adds DIS switches (its ``trm_dis``) that TRM and HRM do not have: refused with the reason,
     never imported as plain ACT weights."""
@@ -116,9 +122,7 @@ def _refuse_trm_dis(arch: dict[str, Any], model: str) -> None:
 
 def arch_from_trm(arch: dict[str, Any]) -> dict[str, Any]:
     """TRM: ``z_L <- z_H + x`` (L_cycles times), ``z_H <- z_L``; H_cycles outer cycles; one shared module."""
-    for key in ("H_cycles", "L_cycles", "L_layers", "hidden_size", "num_heads", "expansion"):
-        if key not in arch:
-            raise CheckpointImportError(f"TRM architecture is missing {key!r} (keys: {', '.join(sorted(arch))}).")
+    _require(arch, "TRM", ("H_cycles", "L_cycles", "L_layers", "hidden_size", "num_heads", "expansion"))
     _refuse_trm_dis(arch, "TRM")
     out = {k: arch[k] for k in COMMON_FIELDS if k in arch}
     ndim = int(arch.get("puzzle_emb_ndim", 0) or 0)
@@ -140,12 +144,6 @@ def arch_from_trm(arch: dict[str, Any]) -> dict[str, Any]:
         mixer="mlp" if arch.get("mlp_t", False) else "attention",
     )
     return _with_loss(out, arch)
-
-
-def _require(arch: dict[str, Any], model: str, keys: tuple[str, ...]) -> None:
-    for key in keys:
-        if key not in arch:
-            raise CheckpointImportError(f"{model} architecture is missing {key!r} (keys: {', '.join(sorted(arch))}).")
 
 
 def arch_from_hrm(arch: dict[str, Any]) -> dict[str, Any]:
@@ -232,9 +230,7 @@ def arch_from_vrn(arch: dict[str, Any]) -> dict[str, Any]:
     With ``no_ACT_continue: false`` VRN bootstraps the Q-continue target from the states *before* the step (the
     step's own Q, recomputed); loopformer bootstraps as HRM does, from the states after it. The forward pass and
     evaluation are the same; only that training target differs."""
-    for key in ("states", "stages", "outer_cycles", "readout_state", "hidden_size", "num_heads"):
-        if key not in arch:
-            raise CheckpointImportError(f"VRN architecture is missing {key!r} (keys: {', '.join(sorted(arch))}).")
+    _require(arch, "VRN", ("states", "stages", "outer_cycles", "readout_state", "hidden_size", "num_heads"))
     if arch.get("mlp_type") == "metric_conv":
         raise CheckpointImportError(
             f"VRN option mlp_type='metric_conv' (MetricSwiGLU) does not run in VRN as published ({VRN_COMMIT}): it "
