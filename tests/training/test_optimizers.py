@@ -27,39 +27,29 @@ def test_adam_atan2_first_step_is_atan_of_one_minus_beta1_per_sign():
     torch.testing.assert_close(p.detach(), expected, rtol=0, atol=1e-6)
 
 
-def test_adam_atan2_follows_its_formula_over_steps_in_float64():
+def _hrm_trm_update(m, v, t, b1, b2):  # the bias corrections outside atan2 (the adam-atan2 CUDA package)
+    return torch.atan2(m, v.sqrt() / math.sqrt(1 - b2**t)) / (1 - b1**t)
+
+
+def _vrn_update(m, v, t, b1, b2):  # inside atan2, scaled by 1.27 (adam-atan2-pytorch)
+    return 1.27 * torch.atan2(m / (1 - b1**t), (v / (1 - b2**t)).sqrt())
+
+
+@pytest.mark.parametrize("optimizer,update", [(AdamAtan2, _hrm_trm_update), (AdamAtan2VRN, _vrn_update)])
+def test_adam_atan2_follows_its_formula_over_steps_in_float64(optimizer, update):
     gen = torch.Generator().manual_seed(0)
     p0 = torch.randn(4, 5, generator=gen, dtype=torch.float64)
     grads = [torch.randn(4, 5, generator=gen, dtype=torch.float64) for _ in range(4)]
     lr, wd, b1, b2 = 0.01, 0.1, 0.9, 0.95
     p = p0.clone().requires_grad_(True)
-    opt = AdamAtan2([p], lr=lr, betas=(b1, b2), weight_decay=wd)
-    ref, m, v = p0.clone(), torch.zeros_like(p0), torch.zeros_like(p0)
-    for t, g in enumerate(grads, start=1):
-        p.grad = g.clone()
-        opt.step()
-        ref = ref * (1 - lr * wd)
-        m = b1 * m + (1 - b1) * g
-        v = b2 * v + (1 - b2) * g * g
-        ref = ref - lr / (1 - b1**t) * torch.atan2(m, v.sqrt() / math.sqrt(1 - b2**t))
-    torch.testing.assert_close(p.detach(), ref, rtol=1e-12, atol=1e-12)
-
-
-def test_vrns_adam_atan2_follows_its_formula_over_steps_in_float64():
-    gen = torch.Generator().manual_seed(0)
-    p0 = torch.randn(4, 5, generator=gen, dtype=torch.float64)
-    grads = [torch.randn(4, 5, generator=gen, dtype=torch.float64) for _ in range(4)]
-    lr, wd, b1, b2 = 0.01, 0.1, 0.9, 0.95
-    p = p0.clone().requires_grad_(True)
-    opt = AdamAtan2VRN([p], lr=lr, betas=(b1, b2), weight_decay=wd)
+    opt = optimizer([p], lr=lr, betas=(b1, b2), weight_decay=wd)
     ref, m, v = p0.clone(), torch.zeros_like(p0), torch.zeros_like(p0)
     for t, g in enumerate(grads, start=1):
         p.grad = g.clone()
         opt.step()
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
-        # the bias corrections inside atan2, the update scaled by 1.27 (HRM/TRM's: outside, unscaled)
-        ref = ref * (1 - lr * wd) - 1.27 * lr * torch.atan2(m / (1 - b1**t), (v / (1 - b2**t)).sqrt())
+        ref = ref * (1 - lr * wd) - lr * update(m, v, t, b1, b2)
     torch.testing.assert_close(p.detach(), ref, rtol=1e-12, atol=1e-12)
 
 
