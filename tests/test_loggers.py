@@ -86,3 +86,25 @@ def test_the_run_config_holds_the_fully_resolved_config(sudoku4_dir, tmp_path, m
     assert config["trainer"]["max_steps"] == 1 and config["data"]["global_batch_size"] == 16
     assert run.settings.mode in ("offline", "dryrun")  # wandb names its offline mode "dryrun" internally
     run.finish()
+
+
+@pytest.mark.parametrize("mode", ["disabled", "offline"])
+def test_the_line_saying_where_the_run_is_names_what_happens_to_it(no_wandb_env, monkeypatch, caplog, mode):
+    import wandb
+
+    wandb.teardown()  # wandb keeps the settings of its first run in this process (WANDB_MODE among them)
+    monkeypatch.setenv("WANDB_MODE", mode)
+    monkeypatch.chdir(no_wandb_env)
+    caplog.set_level("INFO")
+    logger = WandbLogger(save_dir=str(no_wandb_env / "runs"))
+    try:
+        run = logger.experiment
+    finally:
+        logger.experiment.finish()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(("W&B: disabled", "W&B: offline"))]
+    if mode == "disabled":
+        assert lines == ["W&B: disabled (WANDB_MODE=disabled): this run sends nothing to W&B"]
+    else:
+        where = f"{no_wandb_env}/runs/wandb/offline-run-"
+        assert len(lines) == 1 and lines[0].startswith(f"W&B: offline run {run.id} in {where}"), lines
+    assert "None" not in lines[0]

@@ -67,9 +67,15 @@ class WandbLogger(_LightningWandbLogger):
             os.makedirs(self._save_dir, exist_ok=True)
         run = _LightningWandbLogger.experiment.fget(self)
         if first and self._says_where and getattr(run, "dir", None):
-            if getattr(run.settings, "_offline", False):
-                where = os.path.dirname(run.dir.rstrip(os.sep))
-                rank_zero_info(f"W&B: offline run {run.id} in {where} (`wandb sync {where}` uploads it)")
-            else:
-                rank_zero_info(f"W&B: run {run.id} at {run.url}")
+            rank_zero_info(where_the_run_is(run))
         return run
+
+
+def where_the_run_is(run) -> str:  # noqa: ANN001 (a wandb Run)
+    """One line saying where a started W&B run's data goes."""
+    if getattr(run.settings, "mode", None) == "disabled":
+        return "W&B: disabled (WANDB_MODE=disabled): this run sends nothing to W&B"
+    if getattr(run.settings, "_offline", False):
+        where = os.path.dirname(run.dir.rstrip(os.sep))
+        return f"W&B: offline run {run.id} in {where} (`wandb sync {where}` uploads it)"
+    return f"W&B: run {run.id} at {run.url}"
