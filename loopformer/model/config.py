@@ -126,6 +126,9 @@ class ArchConfig:
                 raise ConfigError(f"model.arch.{key}={value!r} is not a state (states: {', '.join(names)}).")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.arch.dropout must lie in [0, 1), got {self.dropout}.")
+        for key in ("expansion", "rope_theta", "rms_norm_eps"):
+            if not getattr(self, key) > 0:  # NaN fails too
+                raise ConfigError(f"model.arch.{key} must be > 0, got {getattr(self, key)}.")
         self._validate_puzzle_embedding()
         check_choices("model.arch", self, {"pos_encodings": PosEncoding, "mixer": Mixer, "mlp_type": MlpType})
 

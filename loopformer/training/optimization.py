@@ -53,6 +53,19 @@ class OptimConfig:
             raise ConfigError(
                 f"model.optim.optimizer={self.optimizer!r}; expected one of {', '.join(get_args(OptimizerName))}."
             )
+        for key in ("lr", "puzzle_emb_lr", "muon_lr", "weight_decay", "puzzle_emb_weight_decay", "muon_weight_decay"):
+            if not getattr(self, key) >= 0:  # NaN fails too
+                raise ConfigError(f"model.optim.{key} must be >= 0, got {getattr(self, key)}.")
+        for key in ("beta1", "beta2", "muon_momentum"):
+            if not 0 <= getattr(self, key) < 1:
+                raise ConfigError(f"model.optim.{key} must lie in [0, 1), got {getattr(self, key)}.")
+        if not 0 <= self.lr_min_ratio <= 1:
+            raise ConfigError(
+                f"model.optim.lr_min_ratio (the final learning rate as a fraction of the peak) must lie in [0, 1], "
+                f"got {self.lr_min_ratio}."
+            )
+        if self.lr_warmup_steps < 0:
+            raise ConfigError(f"model.optim.lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}.")
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: float, min_ratio: float) -> float:
