@@ -3,6 +3,7 @@ optimizer. The rest is components it calls: ``evaluation``, ``checkpoint`` (the 
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional
 
 import lightning as L
@@ -172,7 +173,11 @@ class LoopformerModule(L.LightningModule):
         if self._initialised_from is not None:
             resumed = self._checkpoint_step is not None
             rank_zero_info(f"model.init_from: {'ignored, resuming instead' if resumed else self._initialised_from}")
-        rank_zero_info(f"run directory: {run_directory(self.trainer)} (checkpoints/, predictions/, config.yaml)")
+        seed = os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything (none with seed_everything: false)
+        rank_zero_info(
+            f"run directory: {run_directory(self.trainer)} (checkpoints/, predictions/, config.yaml)"
+            + (f"; seed {seed}" if seed is not None else "")
+        )
 
     def forward(self, carry: ACTCarry, batch: Batch):
         return self.net(carry, batch)

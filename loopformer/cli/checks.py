@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,36 @@ def check_wandb_installed(logger: Any) -> None:
             "wandb` (or reinstall loopformer, which requires it), or run without a logger: `--trainer.logger=false` "
             "(checkpoints and config.yaml still go to the run directory)."
         )
+
+
+SEED_RANGE = (0, 2**32 - 1)  # numpy's, which seed_everything seeds too
+
+
+def resolve_seed(seed: bool | int) -> bool | int:
+    """``seed_everything`` as the run uses it: an integer in numpy's range, ``False`` (no seeding), or for ``True``
+    a seed drawn at random, as LightningCLI's help says (Lightning itself would take 0). The processes Lightning
+    starts for DDP inherit the first one's seed (``PL_GLOBAL_SEED``); processes started by another launcher
+    (torchrun, SLURM, MPI) cannot agree on a drawn seed, so there ``True`` is an error."""
+    if seed is False:
+        return False
+    if seed is True:
+        inherited = os.environ.get("PL_GLOBAL_SEED")
+        if inherited is not None:
+            return int(inherited)
+        launched = ("WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+        if any(int(os.environ.get(name) or 1) > 1 for name in launched):
+            raise ConfigError(
+                "seed_everything: true draws a seed at random, but this is one of several processes started by a "
+                "launcher (torchrun, SLURM or MPI), which would each draw another; give every process the same "
+                "integer, e.g. --seed_everything=$RANDOM."
+            )
+        return random.SystemRandom().randint(*SEED_RANGE)
+    if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ConfigError(
+            f"seed_everything={seed}: expected an integer in [{SEED_RANGE[0]}, {SEED_RANGE[1]}] (numpy's seeds), "
+            "true for a random one, or false for none."
+        )
+    return seed
 
 
 def check_ckpt_path(config) -> None:  # noqa: ANN001 (a jsonargparse Namespace)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -27,6 +28,7 @@ from loopformer.cli.checks import (
     check_generation_was_asked,
     check_wandb_installed,
     given,
+    resolve_seed,
 )
 from loopformer.cli.config_files import check_config_files, data_given, group_flags, migrate_old_settings
 from loopformer.cli.list_overrides import expand_list_item_overrides
@@ -115,6 +117,19 @@ class LoopformerCLI(LightningCLI):
             *trainer_defaults.get("callbacks", []),
         ]
         super().__init__(LoopformerModule, PuzzleDataModule, *args, trainer_defaults=trainer_defaults, **kwargs)
+
+    def _set_seed(self) -> None:
+        section = self.config[self.subcommand] if self.subcommand else self.config
+        section["seed_everything"] = resolve_seed(section.get("seed_everything"))
+        # Quietly: Lightning's "Seed set to N" came before the checks of the settings, so a run stopped by a bad
+        # value printed it above its one-line error. The run's start-up summary names the seed instead.
+        seed_log = logging.getLogger("lightning.fabric.utilities.seed")
+        level = seed_log.level
+        seed_log.setLevel(logging.WARNING)
+        try:
+            super()._set_seed()
+        finally:
+            seed_log.setLevel(level)
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (LightningCLI's signature)
         # --last_checkpoint.every_minutes etc.: the checkpoint on SIGTERM/SIGINT and the time-based last.ckpt
