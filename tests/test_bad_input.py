@@ -43,6 +43,8 @@ CASES = {
     "--model.eval.num_pictures=-1": "model.eval.num_pictures must be >= 0",
     "--model.ema.rate=1.5": "model.ema.rate must lie in (0, 1)",
     "--seed_everything=-5": "seed_everything=-5: expected an integer in [0, 4294967295]",
+    "--data.generate.num_train=-3": "data.generate: num_train must be >= 1, got -3",
+    "--data.generate.clues=0": "data.generate: clues=0 must lie in [1, 16] for a 4x4 sudoku",
     "--model.optim.lr=-1": "model.optim.lr must be >= 0, got -1.0",
     "--model.optim.puzzle_emb_lr=-1e-2": "model.optim.puzzle_emb_lr must be >= 0, got -0.01",
     "--model.optim.weight_decay=-0.1": "model.optim.weight_decay must be >= 0, got -0.1",
@@ -86,6 +88,31 @@ def test_data_show_with_no_examples_to_show_is_one_line(sudoku4_dir, capsys, cou
     assert data_main(["show", str(sudoku4_dir), "--count", count]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"loopformer data show: error: --count {count}: expected an integer >= 1 (examples to show)."]
+
+
+TOOL_CASES = {
+    # a tool subcommand's arguments: its argparse error line
+    "data build sudoku-gen OUT --num-train -3": "sudoku-gen: error: argument --num-train: expected an integer >= 1, got -3",
+    "data build maze-gen OUT --num-test 0": "maze-gen: error: argument --num-test: expected an integer >= 1, got 0",
+    "data build sudoku SRC OUT --num-aug -1": "sudoku: error: argument --num-aug: expected an integer >= 0, got -1",
+    "data build maze SRC OUT --subsample-size 0": "maze: error: argument --subsample-size: expected an integer >= 1, got 0",
+    "data build arc SRC OUT --num-aug x": "arc: error: argument --num-aug: expected an integer >= 0, got 'x'",
+    "sweep FILE --count 0": "sweep: error: argument --count: expected an integer >= 1, got 0",
+    "import-checkpoint --from trm SRC OUT --seq-len 0": "argument --seq-len: expected an integer >= 1, got 0",
+    "doctor --seq-len -1": "doctor: error: argument --seq-len: expected an integer >= 1, got -1",
+    "doctor --head-dim 48": "doctor: error: argument --head-dim: the fused kernel supports head dims 32, 64, 128; a model "
+    "of head dim 48 runs PyTorch SDPA, so there is no kernel to check",
+}
+
+
+@pytest.mark.parametrize("command", list(TOOL_CASES))
+def test_a_tool_argument_out_of_range_is_one_line_and_exit_2(command, tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([str(tmp_path / w.lower()) if w.isupper() else w for w in command.split()])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert done.value.code == 2
+    assert err[-1].startswith("loopformer ") and err[-1].endswith(TOOL_CASES[command]), err
+    assert not list(tmp_path.iterdir())  # nothing was written
 
 
 @pytest.mark.parametrize("logger", ["loopformer.runs.loggers.WandbLogger", "lightning.pytorch.loggers.WandbLogger"])

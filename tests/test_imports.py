@@ -13,7 +13,7 @@ ALLOWED_BELOW = {
     "batch": set(),
     "kernels": {"errors"},
     "model": {"kernels", "batch", "errors"},
-    "data": {"batch", "errors", "files", "checkpoint.atomic"},
+    "data": {"batch", "errors", "files", "argtypes", "checkpoint.atomic"},
     "checkpoint.atomic": set(),
 }
 THIRD_PARTY_BANNED = {"model": {"lightning", "pytorch_lightning"}, "kernels": {"lightning", "pytorch_lightning"}}

@@ -15,6 +15,8 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from loopformer.argtypes import at_least
+
 PACKAGES = ("torch", "triton", "lightning", "jsonargparse", "wandb", "sweeps", "numpy")
 RECIPE = dict(dtype="bfloat16", head_dim=64, seq_len=97)  # configs/loop_transformer-3stage.yaml: 512/8, 81 + 16
 
@@ -125,12 +127,19 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="loopformer doctor", description=__doc__.splitlines()[0])
     p.add_argument("--dtype", default=RECIPE["dtype"], choices=("bfloat16", "float16", "float32"))
     p.add_argument("--head-dim", type=int, default=RECIPE["head_dim"])
-    p.add_argument("--seq-len", type=int, default=RECIPE["seq_len"], help="tokens, the puzzle prefix included")
+    p.add_argument("--seq-len", type=at_least(1), default=RECIPE["seq_len"], help="tokens, the puzzle prefix included")
     p.add_argument("--no-compile", action="store_true", help="skip the compiled step (its compilation takes ~1 min)")
     args = p.parse_args(argv)
     gpu_likely = Path("/dev/nvidiactl").exists() or bool(os.environ.get("CUDA_VISIBLE_DEVICES"))
     if not gpu_likely and "triton" not in sys.modules:
         os.environ.setdefault("TRITON_INTERPRET", "1")  # no GPU: the kernel can still check itself in the interpreter
+    from loopformer.kernels.attention import SUPPORTED_HEAD_DIMS  # after TRITON_INTERPRET: it may load triton
+
+    if args.head_dim not in SUPPORTED_HEAD_DIMS:
+        p.error(
+            f"argument --head-dim: the fused kernel supports head dims {', '.join(map(str, SUPPORTED_HEAD_DIMS))}; "
+            f"a model of head dim {args.head_dim} runs PyTorch SDPA, so there is no kernel to check"
+        )
     for line in versions():
         print(line)
     import torch

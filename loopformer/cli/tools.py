@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from loopformer.argtypes import at_least
+
 
 def _import_checkpoint(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
@@ -23,7 +25,9 @@ def _import_checkpoint(argv: list[str]) -> int:
         help="their architecture YAML (config/arch/*.yaml or all_config.yaml); TRM's `name` picks the variant",
     )
     p.add_argument("dest", help="loopformer checkpoint to write")
-    p.add_argument("--seq-len", type=int, default=None, help="token sequence length (needed for RoPE checkpoints)")
+    p.add_argument(
+        "--seq-len", type=at_least(1), default=None, help="token sequence length (needed for RoPE checkpoints)"
+    )
     args = p.parse_args(argv)
     from loopformer.checkpoint.importer import CheckpointImportError, import_checkpoint  # after --help: it loads torch
 

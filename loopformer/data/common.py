@@ -108,6 +108,13 @@ def write_maze_split(out_dir: Path, split: str, inputs: np.ndarray, labels: np.n
     return {"mazes": groups, "examples": total}
 
 
+def check_counts(num_train: int, num_test: int) -> None:
+    """A generated dataset's sizes: at least one puzzle in each split."""
+    for key, value in (("num_train", num_train), ("num_test", num_test)):
+        if value < 1:
+            raise DatasetError(f"{key} must be >= 1, got {value}.")
+
+
 def progress(iterable: Any = None, **kwargs: Any) -> Any:
     """A tqdm progress bar on a terminal; nothing in a log file or a pipe (thousands of carriage-return updates
     there are noise: the builders print their summary line when done)."""

@@ -76,6 +76,8 @@ class PuzzleDataModule(L.LightningDataModule):
         if prefetch < 0:
             raise DatasetError(f"data.prefetch must be >= 0 (batches prepared ahead), got {prefetch}.")
         self.prefetch = prefetch
+        if generate is not None:
+            generate.check()
         self.generate = generate
         self.train_batches: Optional[TrainBatches] = None
         self._sampler_state: Optional[dict] = None

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Optional
 
+from loopformer.argtypes import at_least
 from loopformer.runs.parent import die_with_parent
 from loopformer.sweep.spec import SweepFileError, load_sweep
 
@@ -100,7 +101,10 @@ def main(argv: list[str], wandb_api=None) -> int:  # noqa: ANN001 (a wandb.Api f
     )
     p.add_argument("sweep_file")
     p.add_argument(
-        "--count", type=int, default=None, help="trials in all; offline, a resumed sweep counts those done (default 10)"
+        "--count",
+        type=at_least(1),
+        default=None,
+        help="trials in all; offline, a resumed sweep counts those done (default 10)",
     )
     p.add_argument("--project", default="loopformer")
     p.add_argument("--entity", default=None)

@@ -23,6 +23,7 @@ from typing import Optional
 
 import numpy as np
 
+from loopformer.argtypes import at_least
 from loopformer.data.common import DIHEDRAL_INVERSE, dihedral_transform, progress
 from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, PuzzleSet, save_split
 from loopformer.data.kinds import arc_token_names
@@ -231,7 +232,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-set", default="evaluation", help="subset whose test inputs form the test split")
     p.add_argument(
         "--num-aug",
-        type=int,
+        type=at_least(0),
         default=1000,
         help="augmented copies of each task (dihedral, colour permutation, translation)",
     )

@@ -14,6 +14,7 @@ from typing import Optional
 
 import numpy as np
 
+from loopformer.argtypes import at_least
 from loopformer.data.common import CHARSET, fetch_csv, progress, reading_csv, subsample, write_maze_split
 from loopformer.data.format import DatasetError
 from loopformer.data.registry import DatasetCommand, register
@@ -83,7 +84,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", help="dataset directory to write (train/ and test/)")
     p.add_argument("--aug", action="store_true", help="the 8 dihedral transforms of every training maze")
     p.add_argument(
-        "--subsample-size", type=int, default=None, help="training mazes kept, drawn at random (default: all)"
+        "--subsample-size", type=at_least(1), default=None, help="training mazes kept, drawn at random (default: all)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the subsampling")
 

@@ -17,6 +17,7 @@ from typing import Optional
 
 import numpy as np
 
+from loopformer.argtypes import at_least
 from loopformer.data.common import fetch_csv, progress, reading_csv, subsample
 from loopformer.data.format import DatasetError, PuzzleSet, grid_task_metadata, save_split
 from loopformer.data.kinds import sudoku_token_names
@@ -119,12 +120,12 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("out", help="dataset directory to write (train/ and test/)")
     p.add_argument(
-        "--subsample-size", type=int, default=None, help="training puzzles kept, drawn at random (default: all)"
+        "--subsample-size", type=at_least(1), default=None, help="training puzzles kept, drawn at random (default: all)"
     )
     p.add_argument("--min-difficulty", type=int, default=None, help="keep puzzles rated at least this (default: all)")
     p.add_argument(
         "--num-aug",
-        type=int,
+        type=at_least(0),
         default=0,
         help="augmented copies of each training puzzle (digit relabelling, band/row shuffles, transposes)",
     )

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from loopformer.data.common import GOAL, OPEN, PATH, START, WALL, progress, write_maze_split
+from loopformer.argtypes import at_least
+from loopformer.data.common import GOAL, OPEN, PATH, START, WALL, check_counts, progress, write_maze_split
 from loopformer.data.format import DatasetError
 from loopformer.data.registry import DatasetCommand, register
 
@@ -98,6 +99,7 @@ def build_maze_dataset(
     seen: set[bytes] = set()
     mazes, labels = [], []
     check_side(side)  # before the progress bar starts
+    check_counts(num_train, num_test)
     bar = progress(total=num_train + num_test, desc=f"maze {side}x{side}", unit="maze")
     while len(mazes) < num_train + num_test:
         maze, label = generate_maze(side, rng)
@@ -134,6 +136,14 @@ class MazeGenerator:
     seed: int = 0
     """Generator seed."""
 
+    def check(self) -> None:
+        """Its values, as ``data.generate`` (the data module checks them, where the dataset exists already too)."""
+        try:
+            check_side(self.side)
+            check_counts(self.num_train, self.num_test)
+        except DatasetError as e:
+            raise DatasetError(f"data.generate: {e}") from None
+
     def describe(self) -> str:
         return f"{self.side}x{self.side} mazes"
 
@@ -148,8 +158,8 @@ class MazeGenerator:
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", help="dataset directory to write (train/ and test/)")
     p.add_argument("--side", type=int, default=15, help="odd grid side")
-    p.add_argument("--num-train", type=int, default=1000, help="training mazes")
-    p.add_argument("--num-test", type=int, default=200, help="held-out test mazes, none of them in training")
+    p.add_argument("--num-train", type=at_least(1), default=1000, help="training mazes")
+    p.add_argument("--num-test", type=at_least(1), default=200, help="held-out test mazes, none of them in training")
     p.add_argument("--aug", action="store_true", help="the 8 dihedral transforms of every training maze")
     p.add_argument("--seed", type=int, default=0, help="generator seed")
 

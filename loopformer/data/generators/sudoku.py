@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from loopformer.data.common import progress
+from loopformer.argtypes import at_least
+from loopformer.data.common import check_counts, progress
 from loopformer.data.format import DatasetError, PuzzleSet, grid_task_metadata, save_split
 from loopformer.data.kinds import sudoku_token_names
 from loopformer.data.registry import DatasetCommand, register
@@ -171,6 +172,7 @@ def build_sudoku_dataset(
     attempts, max_attempts = 0, 50 * (num_train + num_test)
     box_shape(n)  # bad arguments fail before the progress bar starts
     check_clues(n, clues)
+    check_counts(num_train, num_test)
     bar = progress(total=num_train + num_test, desc=f"sudoku {n}x{n}", unit="puzzle")
     while len(puzzles) < num_train + num_test:
         attempts += 1
@@ -220,6 +222,15 @@ class SudokuGenerator:
     seed: int = 0
     """Generator seed."""
 
+    def check(self) -> None:
+        """Its values, as ``data.generate`` (the data module checks them, where the dataset exists already too)."""
+        try:
+            box_shape(self.n)
+            check_clues(self.n, self.clues)
+            check_counts(self.num_train, self.num_test)
+        except DatasetError as e:
+            raise DatasetError(f"data.generate: {e}") from None
+
     def describe(self) -> str:
         return f"{self.n}x{self.n} sudoku ({self.clues} clues)"
 
@@ -237,8 +248,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", help="dataset directory to write (train/ and test/)")
     p.add_argument("--size", type=int, default=4, help="grid size n of the n x n Sudoku (4, 6, 8, 9, ...)")
     p.add_argument("--clues", type=int, default=6, help="givens per puzzle (the difficulty knob)")
-    p.add_argument("--num-train", type=int, default=10000, help="training puzzles")
-    p.add_argument("--num-test", type=int, default=1000, help="held-out test puzzles, none of them in training")
+    p.add_argument("--num-train", type=at_least(1), default=10000, help="training puzzles")
+    p.add_argument("--num-test", type=at_least(1), default=1000, help="held-out test puzzles, none of them in training")
     p.add_argument("--seed", type=int, default=0, help="generator seed")
 
 
