@@ -43,6 +43,8 @@ CASES = {
     "--model.eval.num_pictures=-1": "model.eval.num_pictures must be >= 0",
     "--model.ema.rate=1.5": "model.ema.rate must lie in (0, 1)",
     "--seed_everything=-5": "seed_everything=-5: expected an integer in [0, 4294967295]",
+    "--last_checkpoint.every_minutes=-1": "last_checkpoint.every_minutes must be >= 0 (0: never), got -1.0",
+    "--last_checkpoint.grace_seconds=0": "last_checkpoint.grace_seconds must be > 0, got 0.0",
     "--data.generate.num_train=-3": "data.generate: num_train must be >= 1, got -3",
     "--data.generate.clues=0": "data.generate: clues=0 must lie in [1, 16] for a 4x4 sudoku",
     "--model.optim.lr=-1": "model.optim.lr must be >= 0, got -1.0",

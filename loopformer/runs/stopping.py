@@ -29,6 +29,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from loopformer.errors import ConfigError
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 STOPPED_EXIT_CODE = 128 + signal.SIGTERM
 STOPPED_SUMMARY_KEY = "stopped_by_signal"  # in a stopped run's W&B summary, read by the sweep report
@@ -71,6 +73,10 @@ class LastCheckpoint(L.Callback):
             at_end: Write ``last.ckpt`` when training ends (after max_steps, max_epochs or early stopping), unless a
                 ModelCheckpoint with ``save_last`` just wrote it at that step. Only with checkpointing enabled.
         """
+        if not every_minutes >= 0:
+            raise ConfigError(f"last_checkpoint.every_minutes must be >= 0 (0: never), got {every_minutes}.")
+        if not grace_seconds > 0:
+            raise ConfigError(f"last_checkpoint.grace_seconds must be > 0, got {grace_seconds}.")
         self.every_minutes = every_minutes
         self.at_end = at_end
         self.on_signal = on_signal
