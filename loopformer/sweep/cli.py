@@ -119,7 +119,8 @@ def main(argv: list[str], wandb_api=None) -> int:  # noqa: ANN001 (a wandb.Api f
     p.add_argument("--label", default="", help=argparse.SUPPRESS)  # set for the runners --gpus starts
     p.epilog = (
         "offline, any further --key=value flags are appended to every trial's command, e.g. "
-        "`loopformer sweep sweeps/quickstart_stages.yaml --offline --trainer.max_steps=60` to try a sweep quickly"
+        "`loopformer sweep sweeps/quickstart_stages.yaml --offline --trainer.max_steps=60 "
+        "--trainer.val_check_interval=20` to try a sweep quickly"
     )
     if argv[:1] == ["report"]:
         from loopformer.sweep.report import main as report_main

@@ -219,6 +219,13 @@ class OfflineSweep:
             f"best {best}",
             flush=True,
         )
+        if trial.state == "finished" and best is None:
+            print(
+                f"{self.prefix} {trial.name}: it reported no {self.metric}, so the sweep learns nothing from it: did "
+                "training end before its first evaluation (trainer.max_steps below trainer.val_check_interval)? "
+                f"Its log: {log_file}",
+                flush=True,
+            )
 
     def _signal_trial(self, signum: int) -> float:
         if self._proc is not None:

@@ -1,5 +1,5 @@
-"""A stand-in for `loopformer fit` in offline-runner tests: reports `--quality * k / 10` for k = 1..10, one every
-`--pause` seconds (0.15)."""
+"""A stand-in for `loopformer fit` in offline-runner tests: reports `--quality * k / 10` for k = 1..`--reports` (10),
+one every `--pause` seconds (0.15)."""
 
 import json
 import signal
@@ -9,9 +9,10 @@ import time
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 quality = float(next(a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--quality=")))
 pause = float(next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--pause=")), 0.15))
+reports = int(next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--reports=")), 10))
 callback = next(a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--trainer.callbacks+="))
 path = json.loads(callback)["init_args"]["path"]
-for k in range(1, 11):
+for k in range(1, reports + 1):
     with open(path, "a") as f:
         report = {"_step": k, "val/exact_accuracy": quality * k / 10, "val/flops_per_puzzle": 1e6 * quality + k}
         f.write(json.dumps(report) + "\n")

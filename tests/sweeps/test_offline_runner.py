@@ -61,6 +61,19 @@ def test_offline_runner_stops_poor_trials_and_resumes(tmp_path):
     assert (out / "parallel_coordinates.png").stat().st_size > 1000
 
 
+def test_a_finished_trial_without_a_report_is_named_with_the_likely_reason(tmp_path, capsys):
+    sweep_file = tmp_path / "fake.yaml"
+    sweep_file.write_text(yaml.safe_dump(_config(parameters={"quality": {"values": [0.5]}})))
+    (trial,) = OfflineSweep(sweep_file, tmp_path / "out", poll_seconds=0.05, overrides=["--reports=0"]).run(count=1)
+    assert trial.state == "finished" and trial.history == []
+    out = capsys.readouterr().out
+    assert "trial-000: finished (exit 0), 0 reports, best None" in out
+    assert (
+        "trial-000: it reported no val/exact_accuracy, so the sweep learns nothing from it: did training end before "
+        "its first evaluation (trainer.max_steps below trainer.val_check_interval)? Its log: "
+    ) in out
+
+
 def test_sweep_command_rejects_a_bad_file(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: sideways\n")
