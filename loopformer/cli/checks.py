@@ -151,6 +151,32 @@ def check_ckpt_path(config) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
         )
 
 
+def check_last_has_a_run_to_find(subcommand: str, ckpt_path: Any, trainer: Any) -> None:  # noqa: ANN401
+    """``--ckpt_path last`` (or ``best``) is Lightning's: the checkpoint of that name in this run's own checkpoint
+    directory. Where the run directory is new (a logger without a fixed id or version gets a new one every run),
+    there is none, and Lightning would train from step 0, or evaluate untrained weights, after one warning: stop
+    instead, naming the checkpoint that was most likely meant."""
+    if ckpt_path not in ("last", "best"):
+        return
+    loggers = trainer.get("logger")
+    first = (loggers[0] if loggers else None) if isinstance(loggers, list) else loggers
+    if first is None or first is False:
+        return  # no logger: the run directory is trainer.default_root_dir, the same for every run there
+    init_args = getattr(first, "init_args", None) or {}
+    if init_args.get("id") is not None or init_args.get("version") is not None:
+        return  # a fixed run id: the same directory for every run that names it
+    root = Path(init_args.get("save_dir") or trainer.get("default_root_dir") or ".")
+    candidates = sorted(root.glob(f"*/*/checkpoints/{ckpt_path}.ckpt"), key=lambda p: p.stat().st_mtime)
+    meant = f" (the most recent under {root}: {candidates[-1]})" if candidates else ""
+    outcome = "training would start from step 0" if subcommand == "fit" else f"{subcommand} would run untrained weights"
+    raise ConfigError(
+        f"--ckpt_path {ckpt_path} means the {ckpt_path} checkpoint in this run's own directory, and every run without a "
+        f"fixed id gets a new directory under {root}, so there is none: {outcome}. Give the checkpoint file itself"
+        f"{meant}, or give every submission of a run the same id (--trainer.logger.init_args.id=NAME for W&B, "
+        "init_args.version=NAME for CSV or TensorBoard), so that `last` finds the checkpoint of the one before."
+    )
+
+
 def given(args: list[str], key: str) -> bool:
     """Whether the command line sets ``key``, or a key under it."""
     return any(a == f"--{key}" or a.startswith((f"--{key}=", f"--{key}.")) for a in args)

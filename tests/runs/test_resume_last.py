@@ -1,0 +1,59 @@
+"""``--ckpt_path last``: Lightning's name for the last checkpoint in this run's own directory. A run whose directory
+is new (a logger without a fixed id) stops in one line naming the checkpoint it most likely meant, instead of
+training from step 0 (or evaluating untrained weights) after a warning; a run with a fixed id continues the one
+before it in the same directory (a resubmitted job)."""
+
+import pytest
+import torch
+
+from loopformer.cli import main
+from tests.helpers import tiny_fit_args
+
+
+def _args(data_dir, root, *extra):
+    """The tiny fit, with the default W&B logger (WANDB_MODE=disabled in the tests) saving under ``root``."""
+    return [a for a in tiny_fit_args(data_dir, root, *extra) if a != "--trainer.logger=false"]
+
+
+def _fit(args):
+    import wandb
+
+    try:
+        main(args)
+    finally:  # as the run's process ends: its W&B run finished, no settings left (Lightning reuses a live wandb.run)
+        if wandb.run is not None:
+            wandb.run.finish()
+        wandb.teardown()
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate"])
+def test_last_in_a_new_run_directory_stops_naming_the_checkpoint_meant(subcommand, sudoku4_dir, tmp_path, capsys):
+    _fit(_args(sudoku4_dir, tmp_path, "--trainer.max_steps=2"))
+    (earlier,) = (tmp_path / "loopformer").iterdir()
+    capsys.readouterr()
+    args = _args(sudoku4_dir, tmp_path, "--trainer.max_steps=4", "--ckpt_path=last")
+    with pytest.raises(SystemExit) as done:
+        _fit([subcommand, *args[1:]])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert done.value.code == 2 and len(err) == 1, err
+    outcome = "training would start from step 0" if subcommand == "fit" else "validate would run untrained weights"
+    assert err[0].startswith(
+        "loopformer: error: --ckpt_path last means the last checkpoint in this run's own directory"
+    )
+    assert outcome in err[0]
+    assert f"(the most recent under {tmp_path}: {earlier}/checkpoints/last.ckpt)" in err[0]
+    assert "--trainer.logger.init_args.id=NAME" in err[0]
+    assert list((tmp_path / "loopformer").iterdir()) == [earlier]  # nothing of the stopped run was made
+
+
+def test_a_fixed_id_makes_last_continue_the_submission_before(sudoku4_dir, tmp_path, capsys):
+    args = _args(sudoku4_dir, tmp_path, "--trainer.logger.init_args.id=job7", "--ckpt_path=last")
+    _fit([*args, "--trainer.max_steps=2"])  # the first submission: no checkpoint yet, it starts at step 0
+    run = tmp_path / "loopformer" / "job7"
+    assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 2
+    capsys.readouterr()
+    _fit([*args, "--trainer.max_steps=4"])  # resubmitted: continues from that checkpoint
+    out = capsys.readouterr()
+    assert f"Restored all states from the checkpoint at {run}/checkpoints/last.ckpt" in out.out + out.err
+    assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 4
+    assert list((tmp_path / "loopformer").iterdir()) == [run]
