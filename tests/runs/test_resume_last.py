@@ -46,14 +46,14 @@ def test_last_in_a_new_run_directory_stops_naming_the_checkpoint_meant(subcomman
     assert list((tmp_path / "loopformer").iterdir()) == [earlier]  # nothing of the stopped run was made
 
 
-def test_a_fixed_id_makes_last_continue_the_submission_before(sudoku4_dir, tmp_path, capsys):
+def test_a_fixed_id_makes_last_continue_the_submission_before(sudoku4_dir, tmp_path, caplog):
+    caplog.set_level("INFO")
     args = _args(sudoku4_dir, tmp_path, "--trainer.logger.init_args.id=job7", "--ckpt_path=last")
     _fit([*args, "--trainer.max_steps=2"])  # the first submission: no checkpoint yet, it starts at step 0
     run = tmp_path / "loopformer" / "job7"
     assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 2
-    capsys.readouterr()
+    assert "Restored all states" not in caplog.text
     _fit([*args, "--trainer.max_steps=4"])  # resubmitted: continues from that checkpoint
-    out = capsys.readouterr()
-    assert f"Restored all states from the checkpoint at {run}/checkpoints/last.ckpt" in out.out + out.err
+    assert f"Restored all states from the checkpoint at {run}/checkpoints/last.ckpt" in caplog.text
     assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 4
     assert list((tmp_path / "loopformer").iterdir()) == [run]
