@@ -41,7 +41,7 @@ from loopformer.data.format import DatasetError
 from loopformer.errors import ConfigError
 from loopformer.files import is_a_terminal
 from loopformer.module import LoopformerModule
-from loopformer.runs.directory import ClaimRunDirectory, OutputsInCheckpointRun, run_directory
+from loopformer.runs.directory import ClaimRunDirectory, FirstStartNotice, OutputsInCheckpointRun, run_directory
 from loopformer.runs.parent import die_with_parent_if_asked
 from loopformer.runs.ranks import RankWatch, lost_rank
 from loopformer.runs.stopping import LastCheckpoint, finish_stopped_run, stop_requested, stopped_exit_code
@@ -141,6 +141,9 @@ class LoopformerCLI(LightningCLI):
         CheckpointIO."""
         if self._outputs_in_checkpoint_run is not None:
             callbacks = [*callbacks, self._outputs_in_checkpoint_run]
+        if self.subcommand == "fit" and self.config.fit.get("ckpt_path") == "last":
+            warnings.filterwarnings("ignore", message=FirstStartNotice.LIGHTNING_WARNING)
+            callbacks = [*callbacks, FirstStartNotice()]
         configured = config.get("callbacks") or []
         every_callback = [*callbacks, *(configured if isinstance(configured, (list, tuple)) else [configured])]
         if config.get("enable_progress_bar") is not False and not is_a_terminal(sys.stdout):

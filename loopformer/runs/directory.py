@@ -63,6 +63,20 @@ class OutputsInCheckpointRun(L.Callback):
         rank_zero_info(f"{self.command} of a checkpoint of run {self.run}: outputs in {self.directory(trainer)}")
 
 
+class FirstStartNotice(L.Callback):
+    """``fit --ckpt_path last`` whose run directory has no last checkpoint yet (the first start of a run with a fixed
+    id): one line saying that it starts at step 0, in place of Lightning's warning and its hint to set
+    ``save_last`` (loopformer always writes ``last.ckpt``)."""
+
+    LIGHTNING_WARNING = r".*ckpt_path=\"last\"\) is set, but there is no last checkpoint available"
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is None:
+            rank_zero_info(
+                f"--ckpt_path last: no last checkpoint in {run_directory(trainer)} yet; this run starts at step 0"
+            )
+
+
 def record_in_run_config(trainer: L.Trainer, line: Optional[str]) -> None:
     """A fact about the run (the attention it uses, its CUDA graphs) as a comment at the end of the run directory's
     config.yaml (a comment: the file stays a config that ``--config`` reads), so that it is recorded with W&B off too.

@@ -46,14 +46,17 @@ def test_last_in_a_new_run_directory_stops_naming_the_checkpoint_meant(subcomman
     assert list((tmp_path / "loopformer").iterdir()) == [earlier]  # nothing of the stopped run was made
 
 
-def test_a_fixed_id_makes_last_continue_the_submission_before(sudoku4_dir, tmp_path, caplog):
+def test_a_fixed_id_makes_last_continue_the_submission_before(sudoku4_dir, tmp_path, caplog, recwarn):
     caplog.set_level("INFO")
     args = _args(sudoku4_dir, tmp_path, "--trainer.logger.init_args.id=job7", "--ckpt_path=last")
     _fit([*args, "--trainer.max_steps=2"])  # the first submission: no checkpoint yet, it starts at step 0
     run = tmp_path / "loopformer" / "job7"
+    assert f"--ckpt_path last: no last checkpoint in {run} yet; this run starts at step 0" in caplog.text
+    assert not [w for w in recwarn if "no last checkpoint available" in str(w.message)]  # Lightning's, with its hint
     assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 2
     assert "Restored all states" not in caplog.text
     _fit([*args, "--trainer.max_steps=4"])  # resubmitted: continues from that checkpoint
     assert f"Restored all states from the checkpoint at {run}/checkpoints/last.ckpt" in caplog.text
+    assert caplog.text.count("no last checkpoint in") == 1  # said by the first submission only
     assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 4
     assert list((tmp_path / "loopformer").iterdir()) == [run]
