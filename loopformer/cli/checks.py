@@ -8,7 +8,7 @@ import importlib.util
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from loopformer.data.format import DatasetError
 from loopformer.errors import ConfigError
@@ -151,30 +151,56 @@ def check_ckpt_path(config) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
         )
 
 
-def check_last_has_a_run_to_find(subcommand: str, ckpt_path: Any, trainer: Any) -> None:  # noqa: ANN401
+def reused_run_directory(trainer: Any) -> Optional[Path]:  # noqa: ANN401 (a jsonargparse Namespace)
+    """The run directory when every run with these settings uses the same one: no logger (the run directory is
+    trainer.default_root_dir) or a logger with a fixed id or version; None when each run gets a new one."""
+    loggers = trainer.get("logger")
+    first = (loggers[0] if loggers else None) if isinstance(loggers, list) else loggers
+    root = trainer.get("default_root_dir") or "."
+    if first is None or first is False:
+        return Path(root)
+    init_args = getattr(first, "init_args", None) or {}
+    version = init_args.get("id") if init_args.get("id") is not None else init_args.get("version")
+    if version is None and getattr(first, "class_path", None) in WANDB_LOGGERS:
+        version = os.environ.get("WANDB_RUN_ID")  # a W&B agent names the run it starts
+    if version is None:
+        return None
+    name = init_args.get("project") or init_args.get("name") or "lightning_logs"
+    version = version if isinstance(version, str) else f"version_{version}"
+    return Path(init_args.get("save_dir") or root) / str(name) / version
+
+
+def check_runs_keep_their_checkpoints(subcommand: str, ckpt_path: Any, trainer: Any) -> None:  # noqa: ANN401
     """``--ckpt_path last`` (or ``best``) is Lightning's: the checkpoint of that name in this run's own checkpoint
     directory. Where the run directory is new (a logger without a fixed id or version gets a new one every run),
     there is none, and Lightning would train from step 0, or evaluate untrained weights, after one warning: stop
-    instead, naming the checkpoint that was most likely meant."""
-    if ckpt_path not in ("last", "best"):
-        return
-    loggers = trainer.get("logger")
-    first = (loggers[0] if loggers else None) if isinstance(loggers, list) else loggers
-    if first is None or first is False:
-        return  # no logger: the run directory is trainer.default_root_dir, the same for every run there
-    init_args = getattr(first, "init_args", None) or {}
-    if init_args.get("id") is not None or init_args.get("version") is not None:
-        return  # a fixed run id: the same directory for every run that names it
-    root = Path(init_args.get("save_dir") or trainer.get("default_root_dir") or ".")
-    candidates = sorted(root.glob(f"*/*/checkpoints/{ckpt_path}.ckpt"), key=lambda p: p.stat().st_mtime)
-    meant = f" (the most recent under {root}: {candidates[-1]})" if candidates else ""
-    outcome = "training would start from step 0" if subcommand == "fit" else f"{subcommand} would run untrained weights"
-    raise ConfigError(
-        f"--ckpt_path {ckpt_path} means the {ckpt_path} checkpoint in this run's own directory, and every run without a "
-        f"fixed id gets a new directory under {root}, so there is none: {outcome}. Give the checkpoint file itself"
-        f"{meant}, or give every submission of a run the same id (--trainer.logger.init_args.id=NAME for W&B, "
-        "init_args.version=NAME for CSV or TensorBoard), so that `last` finds the checkpoint of the one before."
-    )
+    instead, naming the checkpoint that was most likely meant. Where the run directory is used again, a fit that
+    starts afresh would overwrite the checkpoints of the run before it: stop instead."""
+    reused = reused_run_directory(trainer)
+    if ckpt_path in ("last", "best") and reused is None:
+        init_args = getattr(trainer.get("logger"), "init_args", None) or {}
+        root = Path(init_args.get("save_dir") or trainer.get("default_root_dir") or ".")
+        candidates = sorted(root.glob(f"*/*/checkpoints/{ckpt_path}.ckpt"), key=lambda p: p.stat().st_mtime)
+        meant = f" (the most recent under {root}: {candidates[-1]})" if candidates else ""
+        outcome = (
+            "training would start from step 0" if subcommand == "fit" else f"{subcommand} would run untrained weights"
+        )
+        raise ConfigError(
+            f"--ckpt_path {ckpt_path} means the {ckpt_path} checkpoint in this run's own directory, and every run without "
+            f"a fixed id gets a new directory under {root}, so there is none: {outcome}. Give the checkpoint file itself"
+            f"{meant}, or give every submission of a run the same id (--trainer.logger.init_args.id=NAME for W&B, "
+            "init_args.version=NAME for CSV or TensorBoard), so that `last` finds the checkpoint of the one before."
+        )
+    if subcommand == "fit" and ckpt_path is None and reused is not None:
+        checkpoints = reused / "checkpoints"
+        found = sorted(p.name for p in checkpoints.glob("*.ckpt")) if checkpoints.is_dir() else []
+        if found:
+            shown = ", ".join(found[:3]) + (f", ... ({len(found)} in all)" if len(found) > 3 else "")
+            raise ConfigError(
+                f"{checkpoints} holds the checkpoints of an earlier run ({shown}), which this run, starting at step 0, "
+                "would overwrite. Continue that run with --ckpt_path last, or give this one a directory of its own "
+                "(another --trainer.default_root_dir or logger id)."
+            )
 
 
 def given(args: list[str], key: str) -> bool:

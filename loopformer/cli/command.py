@@ -26,7 +26,7 @@ from loopformer.cli.checks import (
     check_ckpt_path,
     check_devices,
     check_generation_was_asked,
-    check_last_has_a_run_to_find,
+    check_runs_keep_their_checkpoints,
     check_wandb_installed,
     given,
     resolve_seed,
@@ -190,7 +190,7 @@ class LoopformerCLI(LightningCLI):
         if getattr(logger, "class_path", None) == DEFAULT_LOGGER["class_path"]:
             if logger.init_args.get("save_dir") in (None, "", "."):
                 logger.init_args.save_dir = trainer.default_root_dir or DEFAULT_ROOT_DIR
-        check_last_has_a_run_to_find(self.subcommand, section.get("ckpt_path"), trainer)
+        check_runs_keep_their_checkpoints(self.subcommand, section.get("ckpt_path"), trainer)
 
     def _check_data(self) -> None:
         if hasattr(self.datamodule, "check_paths"):

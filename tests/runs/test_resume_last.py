@@ -60,3 +60,52 @@ def test_a_fixed_id_makes_last_continue_the_submission_before(sudoku4_dir, tmp_p
     assert caplog.text.count("no last checkpoint in") == 1  # said by the first submission only
     assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 4
     assert list((tmp_path / "loopformer").iterdir()) == [run]
+
+
+@pytest.mark.parametrize("reuse", ["--trainer.logger.init_args.id=job8", "--trainer.logger=false"])
+def test_a_fresh_fit_where_a_run_left_checkpoints_stops_before_overwriting_them(reuse, sudoku4_dir, tmp_path, capsys):
+    args = [*_args(sudoku4_dir, tmp_path, "--trainer.max_steps=2"), reuse]
+    _fit(args)
+    run = tmp_path / "loopformer" / "job8" if "id=" in reuse else tmp_path
+    before = {p.name: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != "run.lock"}
+    assert "last.ckpt" in before and "config.yaml" in before
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        _fit(args)  # the same command again, without --ckpt_path
+    err = capsys.readouterr().err.strip().splitlines()
+    assert done.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"loopformer: error: {run / 'checkpoints'} holds the checkpoints of an earlier run (")
+    assert "Continue that run with --ckpt_path last" in err[0]
+    after = {p.name: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != "run.lock"}
+    assert after == before  # its checkpoints and config.yaml untouched
+
+
+def _trainer(logger, root="R"):
+    from jsonargparse import Namespace
+
+    return Namespace(logger=logger, default_root_dir=root)
+
+
+def _logger(class_path, **init_args):
+    from jsonargparse import Namespace
+
+    return Namespace(class_path=class_path, init_args=Namespace(**init_args))
+
+
+def test_the_run_directory_is_reused_only_where_nothing_makes_a_new_one(monkeypatch):
+    from pathlib import Path
+
+    from loopformer.cli.checks import reused_run_directory
+
+    monkeypatch.delenv("WANDB_RUN_ID", raising=False)
+    wandb = "loopformer.runs.loggers.WandbLogger"
+    csv = "lightning.pytorch.loggers.CSVLogger"
+    assert reused_run_directory(_trainer(False)) == Path("R")
+    assert reused_run_directory(_trainer([])) == Path("R")
+    assert reused_run_directory(_trainer(_logger(wandb, project="p", save_dir="S", id=None))) is None
+    assert reused_run_directory(_trainer(_logger(wandb, project="p", save_dir="S", id="a1"))) == Path("S/p/a1")
+    assert reused_run_directory(_trainer([_logger(csv, save_dir="S", name="n", version=3)])) == Path("S/n/version_3")
+    assert reused_run_directory(_trainer(_logger(csv, save_dir="S", name="n", version=None))) is None
+    monkeypatch.setenv("WANDB_RUN_ID", "agent9")  # a W&B agent names the run it starts
+    assert reused_run_directory(_trainer(_logger(wandb, project="p", save_dir=None, id=None))) == Path("R/p/agent9")
+    assert reused_run_directory(_trainer(_logger(csv, save_dir="S", name="n", version=None))) is None
