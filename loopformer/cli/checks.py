@@ -191,7 +191,12 @@ def check_runs_keep_their_checkpoints(subcommand: str, ckpt_path: Any, trainer: 
             f"{meant}, or give every submission of a run the same id (--trainer.logger.init_args.id=NAME for W&B, "
             "init_args.version=NAME for CSV or TensorBoard), so that `last` finds the checkpoint of the one before."
         )
-    if subcommand == "fit" and ckpt_path is None and reused is not None:
+    if (
+        subcommand == "fit"
+        and ckpt_path is None
+        and reused is not None
+        and trainer.get("enable_checkpointing") is not False
+    ):
         checkpoints = reused / "checkpoints"
         found = sorted(p.name for p in checkpoints.glob("*.ckpt")) if checkpoints.is_dir() else []
         if found:

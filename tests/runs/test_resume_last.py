@@ -78,6 +78,9 @@ def test_a_fresh_fit_where_a_run_left_checkpoints_stops_before_overwriting_them(
     assert "Continue that run with --ckpt_path last" in err[0]
     after = {p.name: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != "run.lock"}
     assert after == before  # its checkpoints and config.yaml untouched
+    _fit([*args, "--trainer.enable_checkpointing=false"])  # a run that writes no checkpoint may go there
+    ckpts = {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()}
+    assert ckpts == {name: t for name, t in before.items() if name.endswith(".ckpt")}
 
 
 def _trainer(logger, root="R"):
