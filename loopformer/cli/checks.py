@@ -151,11 +151,16 @@ def check_ckpt_path(config) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
         )
 
 
+def _first_logger(trainer: Any) -> Any:  # noqa: ANN401 (jsonargparse Namespaces)
+    """The logger whose directory holds the run's (Lightning places checkpoints by the first), None or False."""
+    loggers = trainer.get("logger")
+    return (loggers[0] if loggers else None) if isinstance(loggers, list) else loggers
+
+
 def reused_run_directory(trainer: Any) -> Optional[Path]:  # noqa: ANN401 (a jsonargparse Namespace)
     """The run directory when every run with these settings uses the same one: no logger (the run directory is
     trainer.default_root_dir) or a logger with a fixed id or version; None when each run gets a new one."""
-    loggers = trainer.get("logger")
-    first = (loggers[0] if loggers else None) if isinstance(loggers, list) else loggers
+    first = _first_logger(trainer)
     root = trainer.get("default_root_dir") or "."
     if first is None or first is False:
         return Path(root)
@@ -178,7 +183,7 @@ def check_runs_keep_their_checkpoints(subcommand: str, ckpt_path: Any, trainer: 
     starts afresh would overwrite the checkpoints of the run before it: stop instead."""
     reused = reused_run_directory(trainer)
     if ckpt_path in ("last", "best") and reused is None:
-        init_args = getattr(trainer.get("logger"), "init_args", None) or {}
+        init_args = getattr(_first_logger(trainer), "init_args", None) or {}
         root = Path(init_args.get("save_dir") or trainer.get("default_root_dir") or ".")
         candidates = sorted(root.glob(f"*/*/checkpoints/{ckpt_path}.ckpt"), key=lambda p: p.stat().st_mtime)
         meant = f" (the most recent under {root}: {candidates[-1]})" if candidates else ""
