@@ -157,13 +157,18 @@ def _first_logger(trainer: Any) -> Any:  # noqa: ANN401 (jsonargparse Namespaces
     return (loggers[0] if loggers else None) if isinstance(loggers, list) else loggers
 
 
+def _save_dir(trainer: Any) -> Path:  # noqa: ANN401 (a jsonargparse Namespace)
+    """Where the first logger puts its runs (trainer.default_root_dir unless it names its own save_dir)."""
+    init_args = getattr(_first_logger(trainer), "init_args", None) or {}
+    return Path(init_args.get("save_dir") or trainer.get("default_root_dir") or ".")
+
+
 def reused_run_directory(trainer: Any) -> Optional[Path]:  # noqa: ANN401 (a jsonargparse Namespace)
     """The run directory when every run with these settings uses the same one: no logger (the run directory is
     trainer.default_root_dir) or a logger with a fixed id or version; None when each run gets a new one."""
     first = _first_logger(trainer)
-    root = trainer.get("default_root_dir") or "."
     if first is None or first is False:
-        return Path(root)
+        return Path(trainer.get("default_root_dir") or ".")
     init_args = getattr(first, "init_args", None) or {}
     version = init_args.get("id") if init_args.get("id") is not None else init_args.get("version")
     if version is None and getattr(first, "class_path", None) in WANDB_LOGGERS:
@@ -172,7 +177,7 @@ def reused_run_directory(trainer: Any) -> Optional[Path]:  # noqa: ANN401 (a jso
         return None
     name = init_args.get("project") or init_args.get("name") or "lightning_logs"
     version = version if isinstance(version, str) else f"version_{version}"
-    return Path(init_args.get("save_dir") or root) / str(name) / version
+    return _save_dir(trainer) / str(name) / version
 
 
 def check_runs_keep_their_checkpoints(subcommand: str, ckpt_path: Any, trainer: Any) -> None:  # noqa: ANN401
@@ -183,8 +188,7 @@ def check_runs_keep_their_checkpoints(subcommand: str, ckpt_path: Any, trainer: 
     starts afresh would overwrite the checkpoints of the run before it: stop instead."""
     reused = reused_run_directory(trainer)
     if ckpt_path in ("last", "best") and reused is None:
-        init_args = getattr(_first_logger(trainer), "init_args", None) or {}
-        root = Path(init_args.get("save_dir") or trainer.get("default_root_dir") or ".")
+        root = _save_dir(trainer)
         candidates = sorted(root.glob(f"*/*/checkpoints/{ckpt_path}.ckpt"), key=lambda p: p.stat().st_mtime)
         meant = f" (the most recent under {root}: {candidates[-1]})" if candidates else ""
         outcome = (
