@@ -39,6 +39,27 @@ def timed(owner: type, method: str, name: str) -> None:
 
 
 phases: dict[str, float] = {}
+BUILD = "build the parser (signatures of trainer, model, data)"
+
+
+def parser_times(command, config_args: list[str]) -> list[tuple[str, float]]:
+    """Both sides in this process, after the run above has built it once: the parser as a run builds it (the
+    config classes' field docstrings not read) and as ``--help`` builds it (read: they are the help text)."""
+    import contextlib
+    import io
+
+    out = []
+    for what, flag in (("as a run builds it (field docs not read)", "--print_config"),
+                       ("as --help builds it (field docs read)", "--help")):  # fmt: skip
+        before = phases.pop(BUILD)
+        with contextlib.redirect_stdout(io.StringIO()):
+            try:
+                command.LoopformerCLI(args=["fit", *config_args, flag])
+            except SystemExit:
+                pass
+        out.append((what, phases.pop(BUILD)))
+        phases[BUILD] = before
+    return out
 
 
 def help_times() -> list[tuple[str, float]]:
@@ -80,7 +101,7 @@ def main() -> None:
     from loopformer.runs.attention import ResolveAttention
     from loopformer.runs.loggers import WandbLogger
 
-    timed(command.LoopformerCLI, "setup_parser", "build the parser (signatures and field docs of trainer, model, data)")
+    timed(command.LoopformerCLI, "setup_parser", BUILD)
     timed(command.LoopformerCLI, "parse_arguments", "parse the command line and config files")
     timed(command.LoopformerCLI, "instantiate_classes", "instantiate model, data module, trainer")
     timed(PuzzleDataModule, "_split", "load the dataset (train and test splits)")
@@ -111,19 +132,11 @@ def main() -> None:
                 mark("first step ends")
                 raise SystemExit(0)
 
+    config_args = ["--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_paths={args.data}",
+                   f"--trainer.default_root_dir={work}", "--trainer.enable_progress_bar=false"]  # fmt: skip
     cli_start = time.perf_counter()
     try:
-        command.LoopformerCLI(
-            args=[
-                "fit",
-                "--config",
-                str(ROOT / "configs/quickstart.yaml"),
-                f"--data.data_paths={args.data}",
-                f"--trainer.default_root_dir={work}",
-                "--trainer.enable_progress_bar=false",
-            ],  # fmt: skip
-            trainer_defaults={"callbacks": [FirstStep()]},
-        )
+        command.LoopformerCLI(args=["fit", *config_args], trainer_defaults={"callbacks": [FirstStep()]})
     except SystemExit:
         pass
     total = time.perf_counter() - T0
@@ -138,6 +151,9 @@ def main() -> None:
     print(
         f"| the rest (Lightning's trainer and fit start, model summary, start-up lines) | {fit_start - accounted:.3f} |"
     )
+    print("\n| building the parser of fit/validate/test/predict, in this process | seconds |\n|---|---:|")
+    for name, seconds in parser_times(command, config_args):
+        print(f"| {name} | {seconds:.3f} |")
     print("\n| command | seconds (a process each) |\n|---|---:|")
     for name, seconds in help_times():
         print(f"| `{name}` | {seconds:.3f} |")

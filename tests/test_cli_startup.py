@@ -56,3 +56,25 @@ def test_only_plain_help_is_cached_and_the_key_follows_the_sources(tmp_path):
     before = source_fingerprint(tmp_path)
     (tmp_path / "a.py").write_text("x = 22\n")
     assert source_fingerprint(tmp_path) != before
+
+
+def test_only_a_command_line_asking_for_help_reads_the_fields_docstrings(tmp_path, capsys, monkeypatch):
+    """Reading the config classes' field docstrings is most of building the parser: a run skips it, and the help
+    built afterwards in the same process still shows them."""
+    import jsonargparse
+
+    from loopformer.cli.command import main
+
+    settings = []
+    real = jsonargparse.set_parsing_settings
+    monkeypatch.setattr(jsonargparse, "set_parsing_settings", lambda **kw: settings.append(kw) or real(**kw))
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--model.optim.lr=-1", f"--trainer.default_root_dir={tmp_path}"])
+    assert done.value.code == 2
+    assert settings[-1] == {"docstring_parse_attribute_docstrings": False}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--help"])
+    assert done.value.code == 0 and settings[-1] == {"docstring_parse_attribute_docstrings": True}
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "Passes over the whole schedule per ACT step." in help_text  # ArchConfig.outer_cycles's docstring
