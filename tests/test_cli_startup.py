@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 
-from loopformer.cli.entry import is_plain_help, source_fingerprint
+from loopformer.cli.entry import source_fingerprint
+from loopformer.cli.flag_scan import is_plain_help
 
 PROBE = textwrap.dedent(
     """
@@ -58,23 +59,32 @@ def test_only_plain_help_is_cached_and_the_key_follows_the_sources(tmp_path):
     assert source_fingerprint(tmp_path) != before
 
 
-def test_only_a_command_line_asking_for_help_reads_the_fields_docstrings(tmp_path, capsys, monkeypatch):
-    """Reading the config classes' field docstrings is most of building the parser: a run skips it, and the help
-    built afterwards in the same process still shows them."""
+def test_only_the_subcommand_whose_help_is_printed_reads_the_fields_docstrings(tmp_path, capsys, monkeypatch):
+    """Reading the config classes' field docstrings is most of building the parser: a run skips it, ``fit --help``
+    reads them for fit alone, and the help is what it was (ArchConfig's field docs in it)."""
     import jsonargparse
 
     from loopformer.cli.command import main
+    from loopformer.cli.flag_scan import help_asked_of
 
-    settings = []
+    read_for = []
     real = jsonargparse.set_parsing_settings
-    monkeypatch.setattr(jsonargparse, "set_parsing_settings", lambda **kw: settings.append(kw) or real(**kw))
+    monkeypatch.setattr(
+        jsonargparse,
+        "set_parsing_settings",
+        lambda **kw: read_for.append(kw["docstring_parse_attribute_docstrings"]) or real(**kw),
+    )
     with pytest.raises(SystemExit) as done:
         main(["fit", "--model.optim.lr=-1", f"--trainer.default_root_dir={tmp_path}"])
-    assert done.value.code == 2
-    assert settings[-1] == {"docstring_parse_attribute_docstrings": False}
+    assert done.value.code == 2 and read_for == [False] * 4  # fit, validate, test, predict
     capsys.readouterr()
+    read_for.clear()
     with pytest.raises(SystemExit) as done:
         main(["fit", "--help"])
-    assert done.value.code == 0 and settings[-1] == {"docstring_parse_attribute_docstrings": True}
+    assert done.value.code == 0 and read_for == [True, False, False, False]
     help_text = " ".join(capsys.readouterr().out.split())
     assert "Passes over the whole schedule per ACT step." in help_text  # ArchConfig.outer_cycles's docstring
+    assert help_asked_of(["validate", "--config", "c.yaml", "-h"]) == "validate"
+    assert help_asked_of(["--help"]) == ""  # the top level lists the subcommands: no field docs
+    assert help_asked_of(["--print_config", "fit", "--help"]) == "*"  # unusual order: every subcommand reads them
+    assert help_asked_of(["fit", "--model.optim.lr=1e-3"]) is None and help_asked_of({"fit": {}}) is None

@@ -32,6 +32,7 @@ from loopformer.cli.checks import (
     resolve_seed,
 )
 from loopformer.cli.config_files import check_config_files, data_given, group_flags, migrate_old_settings
+from loopformer.cli.flag_scan import help_asked_of
 from loopformer.cli.list_overrides import expand_list_item_overrides
 from loopformer.cli.parse_errors import parse_error_paragraph
 from loopformer.cli.progress import LineProgress
@@ -54,11 +55,6 @@ TOOLS_EPILOG = (
     "loopformer import-checkpoint (HRM / TRM / VirtualRecursiveNetwork weights), "
     "loopformer doctor (check this machine: versions, GPUs, attention kernel, CUDA graphs)"
 )
-
-
-def shows_help(args: Any) -> bool:
-    """Whether the command line asks for the help text (``-h``/``--help`` anywhere in a list of arguments)."""
-    return isinstance(args, (list, tuple)) and any(a in ("-h", "--help") for a in args if isinstance(a, str))
 
 
 # Where runs go is decided in one place, trainer.default_root_dir (default runs/): the default logger saves there,
@@ -118,14 +114,8 @@ class LoopformerCLI(LightningCLI):
             ParameterSummary(),
             *trainer_defaults.get("callbacks", []),
         ]
-        # Config fields are documented by the docstring under each one (ArchConfig, TrainConfig, RuntimeConfig,
-        # OptimConfig, EMAConfig, EvalOptions): --help shows it. Reading those docstrings (each class's source,
-        # compiled once per subcommand) is most of the time building the parser takes (0.9 s of 1.2 s on 2 cores),
-        # so a command line that prints no help does not read them.
         command_line = kwargs.get("args")
-        jsonargparse.set_parsing_settings(
-            docstring_parse_attribute_docstrings=shows_help(sys.argv[1:] if command_line is None else command_line)
-        )
+        self._help_of = help_asked_of(sys.argv[1:] if command_line is None else command_line)
         super().__init__(LoopformerModule, PuzzleDataModule, *args, trainer_defaults=trainer_defaults, **kwargs)
 
     def _set_seed(self) -> None:
@@ -209,6 +199,11 @@ class LoopformerCLI(LightningCLI):
     before_fit = before_validate = before_test = before_predict = _check_data
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):  # noqa: ANN202
+        # Config fields are documented by the docstring under each one (ArchConfig, TrainConfig, RuntimeConfig,
+        # OptimConfig, EMAConfig, EvalOptions): --help shows it. Reading those docstrings (each class's source,
+        # compiled once per subcommand) is most of the time building the parser takes (0.9 s of 1.2 s on 2 cores),
+        # so only the subcommand whose help is printed reads them.
+        jsonargparse.set_parsing_settings(docstring_parse_attribute_docstrings=self._help_of in (subcommand, "*"))
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         if subcommand in ("validate", "test"):
             parser.set_defaults(verbose=False)  # the module prints each evaluation once; no second table

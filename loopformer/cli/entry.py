@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from loopformer.cli.flag_scan import is_plain_help
+
 TOOL_COMMANDS = ("import-checkpoint", "sweep", "data", "doctor")
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-HELP_FLAGS = ("-h", "--help")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 VERSIONED = ("lightning", "jsonargparse", "torch", "wandb")  # whose versions can change the help
 
@@ -35,13 +35,6 @@ def main(argv: Optional[list[str]] = None) -> None:
     from loopformer.cli.command import main as run
 
     run(argv)
-
-
-def is_plain_help(args: list[str]) -> bool:
-    """``--help`` or ``<fit|validate|test|predict> --help`` and nothing else (other flags can change the help)."""
-    return (len(args) == 1 and args[0] in HELP_FLAGS) or (
-        len(args) == 2 and args[0] in LIGHTNING_COMMANDS and args[1] in HELP_FLAGS
-    )
 
 
 def cache_dir() -> Path:

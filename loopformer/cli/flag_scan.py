@@ -1,10 +1,14 @@
-"""Finding ``--key value`` / ``--key=value`` flags on a command line before jsonargparse parses it."""
+"""Finding ``--key value`` / ``--key=value`` flags, and the help flags, on a command line before jsonargparse parses
+it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+HELP_FLAGS = ("-h", "--help")
 
 
 @dataclass(frozen=True)
@@ -46,3 +50,20 @@ def replace_flags(args: list[str], wanted: Callable[[str], bool], replace: Calla
         out += args[last : flag.start] + replace(flag)
         last = flag.end
     return out + args[last:]
+
+
+def is_plain_help(args: list[str]) -> bool:
+    """``--help`` or ``<fit|validate|test|predict> --help`` and nothing else (other flags can change the help)."""
+    return (len(args) == 1 and args[0] in HELP_FLAGS) or (
+        len(args) == 2 and args[0] in LIGHTNING_COMMANDS and args[1] in HELP_FLAGS
+    )
+
+
+def help_asked_of(args: Any) -> Optional[str]:
+    """Whose help text the command line asks for: a subcommand's (``fit --help``), the top level's (``--help``:
+    ""), none (None), or, where the order is unusual, possibly any subcommand's ("*")."""
+    if not isinstance(args, (list, tuple)) or not any(isinstance(a, str) and a in HELP_FLAGS for a in args):
+        return None  # a dict or Namespace of settings (as tests and embedders pass), or no help flag
+    if args[0] in LIGHTNING_COMMANDS:
+        return args[0]
+    return "" if args[0] in HELP_FLAGS else "*"
