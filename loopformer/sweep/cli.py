@@ -14,7 +14,7 @@ from typing import Optional
 
 from loopformer.argtypes import at_least
 from loopformer.runs.parent import die_with_parent
-from loopformer.sweep.spec import SweepFileError, load_sweep
+from loopformer.sweep.spec import SweepFileError, load_sweep, this_installation_first
 
 
 def run_online(path: str, count: Optional[int], project: str, entity: Optional[str]) -> int:
@@ -25,7 +25,7 @@ def run_online(path: str, count: Optional[int], project: str, entity: Optional[s
     target = "/".join(p for p in (entity, project, sweep_id) if p)
     print(f"sweep id: {sweep_id}\nrun more agents (e.g. on other machines) with:\n  wandb agent {target}")
     command = ["wandb", "agent", target] + (["--count", str(count)] if count else [])
-    return subprocess.call(command)
+    return subprocess.call(command, env=this_installation_first(dict(os.environ)))
 
 
 def run_offline(sweep_file: str, out: Path, count: int, label: str = "", overrides: Optional[list[str]] = None) -> int:

@@ -29,7 +29,7 @@ from typing import Any, Optional
 from loopformer.checkpoint import atomic
 from loopformer.runs.parent import DIE_WITH_PARENT_ENV, die_with_parent
 from loopformer.sweep.report.records import RunRecord, best_of, score
-from loopformer.sweep.spec import DEFAULT_METRIC, agent_command, load_sweep, sweeps_engine
+from loopformer.sweep.spec import DEFAULT_METRIC, agent_command, load_sweep, sweeps_engine, this_installation_first
 from loopformer.sweep.state import SweepState, TrialRecord, runner_alive, runner_claim
 
 COMPUTE_COLUMNS = ("val/steps", "val/blocks_per_puzzle", "val/flops_per_puzzle", "val/seconds_to_best")
@@ -173,7 +173,7 @@ class OfflineSweep:
         metrics_file.unlink(missing_ok=True)
         command = agent_command(self.config, trial.config) + self.overrides
         command.append(metrics_file_flag(str(metrics_file.resolve())))
-        env = {**os.environ, DIE_WITH_PARENT_ENV: "1"}
+        env = this_installation_first({**os.environ, DIE_WITH_PARENT_ENV: "1"})
         env.setdefault("WANDB_MODE", "offline")
         values = ", ".join(f"{k}={v['value']}" for k, v in trial.config.items())
         again = f" (attempt {trial.attempt})" if trial.attempt > 1 else ""
@@ -264,7 +264,7 @@ class OfflineSweep:
         if not any(Path(str(part)).name == "loopformer" or part == "loopformer.cli" for part in command):
             return None  # another program: nothing of ours to check its flags against
         command.append("--print_config")
-        env = {**os.environ, "WANDB_MODE": "disabled"}
+        env = this_installation_first({**os.environ, "WANDB_MODE": "disabled"})
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s)
         if done.returncode == 0:
             return None

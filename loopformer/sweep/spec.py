@@ -1,10 +1,12 @@
-"""Sweep files: reading and checking one (with W&B's own sweep engine, the `sweeps` package) and the command
-line `wandb agent` runs for a sampled run."""
+"""Sweep files: reading and checking one (with W&B's own sweep engine, the `sweeps` package), the command line
+`wandb agent` runs for a sampled run, and the PATH it runs with."""
 
 from __future__ import annotations
 
 import copy
+import os
 import platform
+import sysconfig
 import warnings
 from pathlib import Path
 from typing import Any
@@ -70,3 +72,17 @@ def agent_command(sweep_config: dict, run_config: dict[str, dict]) -> list[str]:
         else:
             out.append(chunk)
     return out
+
+
+def this_installation_first(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the directory of this installation's scripts (``loopformer``, ``wandb``) first on PATH: a trial's
+    ``loopformer`` (``${env} loopformer fit ...``) and the agent's ``wandb`` are those of the ``loopformer sweep``
+    that starts them, whether or not its environment is activated, never another installation's on PATH. Unchanged
+    where this interpreter has no ``loopformer`` script (run from a source tree without installing)."""
+    for scripts in (sysconfig.get_path("scripts"), sysconfig.get_path("scripts", f"{os.name}_user")):
+        if scripts and (Path(scripts) / "loopformer").is_file():
+            path = env.get("PATH", "")
+            if path.split(os.pathsep)[0] == scripts:
+                return env
+            return {**env, "PATH": os.pathsep.join([scripts, path]) if path else scripts}
+    return env

@@ -1,7 +1,8 @@
 """A stand-in for `loopformer fit` in offline-runner tests: reports `--quality * k / 10` for k = 1..`--reports` (10),
-one every `--pause` seconds (0.15)."""
+one every `--pause` seconds (0.15); with `--which=FILE`, writes there the `loopformer` its PATH finds."""
 
 import json
+import shutil
 import signal
 import sys
 import time
@@ -12,6 +13,10 @@ pause = float(next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--
 reports = int(next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--reports=")), 10))
 callback = next(a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--trainer.callbacks+="))
 path = json.loads(callback)["init_args"]["path"]
+which = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--which=")), None)
+if which:
+    with open(which, "w") as f:
+        f.write(str(shutil.which("loopformer")))
 for k in range(1, reports + 1):
     with open(path, "a") as f:
         report = {"_step": k, "val/exact_accuracy": quality * k / 10, "val/flops_per_puzzle": 1e6 * quality + k}

@@ -2,7 +2,9 @@
 
 import csv
 import json
+import os
 import sys
+import sysconfig
 from pathlib import Path
 
 import yaml
@@ -94,10 +96,13 @@ def test_online_sweep_creates_the_sweep_and_runs_the_wandb_agent(tmp_path, monke
 
     calls = []
     monkeypatch.setattr(wandb, "sweep", fake_sweep)
-    monkeypatch.setattr(sweep_module.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(sweep_module.subprocess, "call", lambda cmd, env: calls.append((cmd, env["PATH"])) or 0)
     root = Path(__file__).resolve().parents[2]
     assert main([str(root / "sweeps/stages_random.yaml"), "--count", "3", "--project", "p", "--entity", "e"]) == 0
     assert created["project"] == "p" and created["entity"] == "e"
     assert created["config"]["metric"]["name"] == "val/exact_accuracy"
-    assert calls == [["wandb", "agent", "e/p/abc123", "--count", "3"]]
+    assert [cmd for cmd, _ in calls] == [["wandb", "agent", "e/p/abc123", "--count", "3"]]
+    scripts = sysconfig.get_path("scripts")
+    if (Path(scripts) / "loopformer").is_file():  # installed: `wandb` and its trials' `loopformer` are this one's
+        assert calls[0][1].split(os.pathsep)[0] == scripts
     assert "wandb agent e/p/abc123" in capsys.readouterr().out

@@ -2,14 +2,15 @@
 parameters and the overrides checked against the CLI before the first trial, a non-zero exit when no trial
 finished, only files it wrote named, and a missing `sweeps` package in one line."""
 
-import os
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
 import yaml
 
 from loopformer.sweep.cli import main
+from loopformer.sweep.spec import this_installation_first
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -39,6 +40,28 @@ def test_overrides_reach_every_trial_and_only_written_files_are_named(tmp_path, 
     assert named and all(p.exists() for p in named)
 
 
+def test_trials_run_the_loopformer_of_this_installation_whatever_is_on_path(tmp_path, capsys, monkeypatch):
+    """A runner started as .venv/bin/loopformer, its environment not activated (or another installation's
+    `loopformer` first on PATH): its trials' `${env} loopformer` is this installation's (the online agent's `wandb`
+    too: tests/sweeps/test_offline_runner.py)."""
+    scripts = Path(sysconfig.get_path("scripts"))
+    if not (scripts / "loopformer").is_file():
+        pytest.skip("loopformer is not installed in this environment (no loopformer script)")
+    elsewhere = tmp_path / "other-env" / "bin"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "loopformer").write_text("#!/bin/sh\nexit 3\n")
+    (elsewhere / "loopformer").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{elsewhere}:/usr/bin:/bin")
+    which = tmp_path / "which.txt"
+    out = tmp_path / "out"
+    assert main([str(_fake_sweep(tmp_path)), "--offline", "--out", str(out), "--count", "1", "--quality=0.5",
+                 f"--which={which}"]) == 0  # fmt: skip
+    assert which.read_text() == str(scripts / "loopformer")
+    assert this_installation_first({"PATH": f"{elsewhere}:/bin"})["PATH"] == f"{scripts}:{elsewhere}:/bin"
+    once = this_installation_first({"PATH": "/bin"})
+    assert this_installation_first(once) == once  # already first: unchanged
+
+
 def test_a_sweep_where_no_trial_finished_exits_1(tmp_path, capsys):
     out = tmp_path / "out"
     code = main([str(_fake_sweep(tmp_path)), "--offline", "--out", str(out), "--count", "2", "--quality=oops"])
@@ -58,7 +81,7 @@ def test_a_sweep_where_no_trial_finished_exits_1(tmp_path, capsys):
 )
 def test_unknown_keys_stop_the_sweep_before_its_first_trial(tmp_path, capsys, monkeypatch, edit, override, expected):
     monkeypatch.chdir(ROOT)  # the sweep file's command names configs/ relative to the checkout
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")  # its `loopformer` script
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # the environment not activated: the runner finds its `loopformer`
     config = yaml.safe_load((ROOT / "sweeps/quickstart_stages.yaml").read_text())
     if edit:
         config["parameters"][edit] = config["parameters"].pop("model.arch.stages.2.repeat")
