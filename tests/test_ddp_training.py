@@ -69,6 +69,7 @@ def _train(data_dir, root: Path, devices: int, stop_at: int = 4, *extra: str) ->
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "is deprecated" not in proc.stderr, proc.stderr[-3000:]  # Lightning's all_gather, once per rank
     rows = list(csv.DictReader(next(root.rglob("metrics.csv")).open()))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     state = torch.load(root / "ckpt" / "final.ckpt", weights_only=True)["state_dict"]

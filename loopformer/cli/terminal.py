@@ -43,6 +43,11 @@ def quiet_third_party_noise() -> None:
         logging.getLogger(name).addFilter(_DropLightningTips())
     # Lightning's own use of a torch API that torch deprecated; nothing a user can change.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # The same for its all_gather (which the puzzle table's DDP step uses): once per rank in a DDP run.
+    warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
+    # An evaluation's metrics are computed over every rank's examples (gathered) before they are logged, the same on
+    # every rank: Lightning's advice to sync them (a line per metric in a DDP run) does not apply to them.
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('(val|test|compute)/")
     # Every run has its own directory, so a resumed run's checkpoint directory always differs from the one its
     # checkpoint was written in; Lightning's notice about it (with a site-packages path) says nothing to act on.
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")

@@ -43,6 +43,7 @@ def _validate(ckpt, data_dir, devices, tmp_path):
     ]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "sync_dist" not in proc.stderr, proc.stderr[-3000:]  # the metrics are gathered: no advice to sync them
     lines = metrics.read_text().splitlines()
     assert len(lines) == 1  # one report per evaluation, from rank 0 only
     return json.loads(lines[0])
