@@ -128,3 +128,19 @@ def test_data_show_names_the_dataset_and_split_and_draws_into_the_current_direct
     assert str(sudoku4_dir) in title and "train split: 2 of" in title
     assert data_main(["show", str(sudoku4_dir), "--count", "1", "--out", "elsewhere.png"]) == 0
     assert (tmp_path / "elsewhere.png").is_file()
+
+
+def test_a_maze_picture_says_which_colour_is_the_start_the_goal_and_the_path(figures, tmp_path):
+    from matplotlib.colors import to_hex
+
+    from loopformer.data.common import GOAL, PATH, START
+    from loopformer.data.show import save_png
+
+    grid = np.full((5, 5), 2)  # open cells
+    grid[0, 0], grid[4, 4], grid[2, 2] = START, GOAL, PATH
+    save_png([("maze", grid.ravel(), "maze", None)], tmp_path / "m.png")
+    title = figures[-1].get_suptitle()
+    image = figures[-1].axes[0].get_images()[0]
+    colour = {t: to_hex(image.cmap(image.norm(t))) for t in (START, GOAL, PATH)}
+    assert title == "green: the start, red: the goal, blue: the path"
+    assert colour == {START: "#2ecc40", GOAL: "#ff4136", PATH: "#0074d9"}  # green, red, blue

@@ -62,6 +62,7 @@ ARC_PALETTE = [
 ]
 
 
+COLOUR_KEYS = {"maze": "green: the start, red: the goal, blue: the path"}  # the maze palette below
 WRONG_CELLS = {
     "sudoku": "red: a digit that differs from the label; a red ? a blank the label fills",
     "other": "red x: a cell that differs from the label",
@@ -117,9 +118,10 @@ def save_png(
             if labels is not None:
                 ys, xs = np.nonzero(grid != labels.reshape(side, side))
                 ax.scatter(xs, ys, marker="x", color="red", s=8)
+    kinds = [kind for _, _, kind, _ in panels]
     compared = [kind for _, _, kind, labels in panels if labels is not None]
-    if compared:
-        title = "\n".join(t for t in (title, WRONG_CELLS.get(compared[0], WRONG_CELLS["other"])) if t)
+    wrong = WRONG_CELLS.get(compared[0], WRONG_CELLS["other"]) if compared else ""
+    title = "\n".join(t for t in (title, COLOUR_KEYS.get(kinds[0], "") if kinds else "", wrong) if t)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
