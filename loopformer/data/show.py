@@ -118,10 +118,10 @@ def save_png(
             if labels is not None:
                 ys, xs = np.nonzero(grid != labels.reshape(side, side))
                 ax.scatter(xs, ys, marker="x", color="red", s=8)
-    kinds = [kind for _, _, kind, _ in panels]
+    key = COLOUR_KEYS.get(panels[0][2], "") if panels else ""
     compared = [kind for _, _, kind, labels in panels if labels is not None]
     wrong = WRONG_CELLS.get(compared[0], WRONG_CELLS["other"]) if compared else ""
-    title = "\n".join(t for t in (title, COLOUR_KEYS.get(kinds[0], "") if kinds else "", wrong) if t)
+    title = "\n".join(t for t in (title, key, wrong) if t)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
