@@ -28,9 +28,10 @@ from pathlib import Path
 
 import pytest
 
+from loopformer.cli.flag_scan import LIGHTNING_COMMANDS
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 MARKER = re.compile(r"<!--\s*readme-test:(.*?)-->", re.S)
 SKIP = re.compile(r'skip\s+"([^"]+)"\s+\(([^)]+)\)')
 

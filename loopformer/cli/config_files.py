@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from loopformer.cli.flag_scan import Flag, find_flags, replace_flags
+from loopformer.cli.flag_scan import LIGHTNING_COMMANDS, Flag, find_flags, replace_flags
 from loopformer.cli.list_overrides import parse_scalar
 from loopformer.config_groups import group_settings, migrate_flags, migrate_model, notice
 from loopformer.errors import ConfigError
@@ -104,9 +104,7 @@ def _migrated_file_flags(flag: Flag) -> list[str]:
         return [f"--{key}", arch, *extra]
     if key == "model":  # a model file (configs/vrn/): arch, train, runtime, ...
         content = {"model": content}
-    sections = [content] + [
-        content[s] for s in ("fit", "validate", "test", "predict") if isinstance(content.get(s), dict)
-    ]
+    sections = [content] + [content[s] for s in LIGHTNING_COMMANDS if isinstance(content.get(s), dict)]
     found: list[str] = []
     for section in sections:
         if isinstance(section.get("model"), dict):
