@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from loopformer.cli.flag_scan import LIGHTNING_COMMANDS
 
@@ -171,15 +172,17 @@ def test_every_lightning_command_parses(capsys):
 
 
 def _workspace(tmp_path: Path) -> Path:
-    """A directory as a user's clone looks after the install: configs/ and sweeps/, and the datasets the README
-    downloads, generated small (4x4 Sudoku for the quickstart, 9x9 for the Sudoku-Extreme recipe)."""
-    from loopformer.data.generators.sudoku import build_sudoku_dataset
+    """A directory as a user's clone looks after the install: configs/ and sweeps/, the quickstart's data as its
+    config generates it (10 s; a run checks that its data is what data.generate says), and the dataset the README
+    downloads for the Sudoku-Extreme recipe, generated small (9x9 Sudoku)."""
+    from loopformer.data.generators.sudoku import SudokuGenerator, build_sudoku_dataset
 
     work = tmp_path / "clone"
     work.mkdir()
     for name in ("configs", "sweeps"):
         (work / name).symlink_to(ROOT / name)
-    build_sudoku_dataset(work / "data/sudoku4-minimal", n=4, clues=4, num_train=64, num_test=32, seed=0)
+    quickstart = yaml.safe_load((ROOT / "configs/quickstart.yaml").read_text())["data"]
+    SudokuGenerator(**quickstart["generate"]).build(work / quickstart["data_paths"])
     build_sudoku_dataset(work / "data/sudoku-extreme-1k-aug-1000", n=9, clues=30, num_train=32, num_test=16, seed=0)
     return work
 

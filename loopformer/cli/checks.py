@@ -223,9 +223,10 @@ def given(args: list[str], key: str) -> bool:
 
 
 def check_generation_was_asked(config, args: list[str]) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
-    """A config file's ``data.generate`` builds a dataset where that file points. When ``data.data_paths`` comes
-    from the command line and no ``--data.generate`` flag does, a missing dataset there is an error (a typo must
-    not silently become a new dataset)."""
+    """A config file's ``data.generate`` describes the dataset where that file points. When ``data.data_paths``
+    comes from the command line and no ``--data.generate`` flag does, it does not apply there: a missing dataset
+    is an error (a typo must not silently become a new dataset), and an existing one is used as it is (the run's
+    config records ``data.generate: null``, not settings that did not make its data)."""
     subcommand = config.get("subcommand")
     section = config[subcommand] if subcommand else config
     data = section.get("data")
@@ -239,3 +240,4 @@ def check_generation_was_asked(config, args: list[str]) -> None:  # noqa: ANN001
             f"builds one only where the config file points; to generate one at {first}, also pass a --data.generate "
             "flag (e.g. --data.generate.seed=0)."
         )
+    data.generate = None

@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Union
 
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, load_merged
 from loopformer.data.generators import Generator
+from loopformer.data.generators.record import disagreement
 from loopformer.data.sampling import SAMPLER_POSITION, EvalBatches, TrainBatches
 from loopformer.files import load_json
 
@@ -53,7 +55,8 @@ class PuzzleDataModule(L.LightningDataModule):
             prefetch: Training batches prepared ahead in a background thread when ``num_workers`` is 0 (pinned
                 on a GPU), so the step never waits for its batch; 0 prepares each batch when it is asked for.
                 The batches, their order and a resume are the same with any value.
-            generate: Build a generated dataset at the first of ``data_paths`` if it is missing.
+            generate: Build a generated dataset at the first of ``data_paths`` if it is missing; where one is
+                there, it must be what these settings generate (null: use it as it is).
         """
         super().__init__()
         self.data_paths = [Path(p) for p in ([data_paths] if isinstance(data_paths, (str, Path)) else data_paths)]
@@ -84,7 +87,10 @@ class PuzzleDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        if (self.data_path / "train" / "dataset.json").is_file() or self.generate is None:
+        if self.generate is None:
+            return
+        if (self.data_path / "train" / "dataset.json").is_file():
+            self._check_generated()
             return
         g = self.generate
         target = self.data_path.resolve()
@@ -112,6 +118,22 @@ class PuzzleDataModule(L.LightningDataModule):
                 continue  # prepare_data builds it (or says why it cannot)
             for name in ("train", "test"):
                 self._check_split(path, name)
+        if self.generate is not None and (self.data_path / "train" / "dataset.json").is_file():
+            self._check_generated()
+
+    def _check_generated(self) -> None:
+        """A dataset that data.generate did not build as it is configured now (other settings, another kind) is not
+        trained on under its name: the run's config would say it trained on other data than it did."""
+        differences = disagreement(self.generate, self.data_path)
+        if differences:
+            settings = ", ".join(f"{k}={v!r}" for k, v in asdict(self.generate).items())
+            raise DatasetError(
+                f"data.generate asks for {self.generate.kind} with {settings}, but {self.data_path.resolve()} holds "
+                f"a dataset generated otherwise ({', '.join(differences)} there): this run would use that data with "
+                "data.generate's settings in its config. Point data.data_paths at a new directory to generate the data "
+                "there, delete this one to generate it anew, or set data.generate to null (--data.generate=null) to "
+                "use it as it is."
+            )
 
     def _check_split(self, path: Path, name: str) -> None:
         if not (path / name).is_dir():

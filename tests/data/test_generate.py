@@ -1,5 +1,6 @@
 """data.generate builds a dataset only where the user can tell that is what they asked for."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,68 @@ def test_never_generates_into_a_directory_that_holds_other_files(tmp_path, capsy
     assert e.value.code == 2
     assert f"data.data_paths {occupied} exists and is not a dataset" in capsys.readouterr().err
     assert sorted(p.name for p in occupied.iterdir()) == ["notes.txt"]
+
+
+def _generate_args(data, root, *extra):
+    return ["fit", "--config", QUICKSTART, f"--data.data_paths={data}", *SMALL, *RUN, f"--trainer.default_root_dir={root}",
+            *extra]  # fmt: skip
+
+
+def test_a_dataset_generated_otherwise_is_not_trained_on_under_other_settings(tmp_path, capsys):
+    data = tmp_path / "data"
+    main(_generate_args(data, tmp_path / "first"))
+    record = json.loads((data / "generator.json").read_text())
+    assert record == {"kind": "sudoku", "settings": {"n": 4, "clues": 4, "num_train": 64, "num_test": 16, "seed": 0}}
+    main(_generate_args(data, tmp_path / "again"))  # the same settings: trained on as it is
+    capsys.readouterr()
+    for flag, there in (("--data.generate.clues=5", "clues=4"), ("--data.generate.seed=3", "seed=0")):
+        with pytest.raises(SystemExit) as e:
+            main(_generate_args(data, tmp_path / "other", flag))
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("loopformer: error: data.generate asks for sudoku with n=4, ") and err.count("\n") == 1
+        assert f"but {data} holds a dataset generated otherwise ({there} there)" in err
+        assert "--data.generate=null" in err
+    assert not (tmp_path / "other").exists()
+    # the way out it names: the data as it is, with data.generate null in the run's config
+    main(_generate_args(data, tmp_path / "as_it_is", "--data.generate.clues=5", "--data.generate=null"))
+    assert "  generate: null\n" in (tmp_path / "as_it_is/config.yaml").read_text()
+
+
+def test_a_dataset_generated_before_the_settings_were_recorded_is_checked_by_its_metadata(tmp_path, capsys):
+    from loopformer.data.generators.sudoku import build_sudoku_dataset
+
+    data = tmp_path / "old"
+    build_sudoku_dataset(data, n=4, clues=4, num_train=64, num_test=16, seed=0)  # no generator.json
+    main(_generate_args(data, tmp_path / "first"))  # what the metadata says agrees
+    capsys.readouterr()
+    for flags, there in ((["--data.generate.n=6", "--data.generate.clues=12"], "sequence length 16"),
+                         (["--data.generate.num_train=65"], "training puzzles 64")):  # fmt: skip
+        with pytest.raises(SystemExit) as e:
+            main(_generate_args(data, tmp_path / "other", *flags))
+        assert e.value.code == 2
+        assert f"holds a dataset generated otherwise ({there} there)" in capsys.readouterr().err
+
+
+def test_data_build_records_what_data_generate_would_ask_for(tmp_path, capsys):
+    data = tmp_path / "maze"
+    with pytest.raises(SystemExit) as e:
+        main(["data", "build", "maze-gen", str(data), "--side", "5", "--num-train", "8", "--num-test", "4", "--aug"])
+    assert e.value.code == 0
+    record = json.loads((data / "generator.json").read_text())
+    assert record == {"kind": "maze", "settings": {"side": 5, "num_train": 8, "num_test": 4, "aug": True, "seed": 0}}
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # the quickstart's Sudoku settings, asked for on the command line
+        main(_generate_args(data, tmp_path / "run", "--data.generate.seed=0"))
+    assert f"but {data} holds a dataset generated otherwise (kind maze there)" in capsys.readouterr().err
+
+
+def test_a_data_path_typed_without_a_generate_flag_is_used_as_it_is(tmp_path):
+    from loopformer.data.generators.maze import build_maze_dataset
+
+    mazes = tmp_path / "mazes"
+    build_maze_dataset(mazes, side=5, num_train=16, num_test=4)
+    # the quickstart config's data.generate (4x4 Sudoku) describes the config's data path, not this one
+    main(["fit", "--config", QUICKSTART, f"--data.data_paths={mazes}", "--data.global_batch_size=8", *RUN,
+          f"--trainer.default_root_dir={tmp_path / 'run'}"])  # fmt: skip
+    assert "  generate: null\n" in (tmp_path / "run/config.yaml").read_text()

@@ -9,12 +9,14 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from loopformer.argtypes import at_least
 from loopformer.data.common import GOAL, OPEN, PATH, START, WALL, check_counts, progress, write_maze_split
 from loopformer.data.format import DatasetError
+from loopformer.data.generators.record import write_record
 from loopformer.data.registry import DatasetCommand, register
 
 
@@ -125,6 +127,7 @@ class MazeGenerator:
     """``data.generate`` for mazes with a unique shortest path: written to the first of ``data_paths`` when it does
     not exist yet."""
 
+    kind: ClassVar[str] = "maze"
     side: int = 15
     """Odd grid side."""
     num_train: int = 1000
@@ -148,7 +151,18 @@ class MazeGenerator:
         return f"{self.side}x{self.side} mazes"
 
     def build(self, out_dir: str | Path) -> dict:
-        return build_maze_dataset(out_dir, self.side, self.num_train, self.num_test, self.aug, self.seed)
+        summary = build_maze_dataset(out_dir, self.side, self.num_train, self.num_test, self.aug, self.seed)
+        write_record(out_dir, self)
+        return summary
+
+    def layout(self) -> dict:
+        """What its dataset's metadata says, for a dataset generated before its settings were recorded."""
+        return {
+            "kind": self.kind,
+            "sequence length": self.side * self.side,
+            "training puzzles": self.num_train * (8 if self.aug else 1),
+            "test puzzles": self.num_test,
+        }
 
     def describe_result(self, summary: dict) -> str:
         train, test = summary["train"]["mazes"], summary["test"]["mazes"]
@@ -165,7 +179,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _build(a: argparse.Namespace) -> tuple[str, dict]:
-    return f"{a.side}x{a.side} mazes", build_maze_dataset(a.out, a.side, a.num_train, a.num_test, a.aug, a.seed)
+    generator = MazeGenerator(side=a.side, num_train=a.num_train, num_test=a.num_test, aug=a.aug, seed=a.seed)
+    return f"{a.side}x{a.side} mazes", generator.build(a.out)
 
 
 register(DatasetCommand("maze-gen", "generated mazes with a unique shortest path (offline)", _arguments, _build))

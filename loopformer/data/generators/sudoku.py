@@ -12,12 +12,14 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from loopformer.argtypes import at_least
 from loopformer.data.common import check_counts, progress
 from loopformer.data.format import DatasetError, PuzzleSet, grid_task_metadata, save_split
+from loopformer.data.generators.record import write_record
 from loopformer.data.kinds import sudoku_token_names
 from loopformer.data.registry import DatasetCommand, register
 
@@ -211,6 +213,7 @@ def build_sudoku_dataset(
 class SudokuGenerator:
     """``data.generate`` for n x n Sudoku: written to the first of ``data_paths`` when it does not exist yet."""
 
+    kind: ClassVar[str] = "sudoku"
     n: int = 4
     """Grid size (4, 6, 9, ...)."""
     clues: int = 6
@@ -235,7 +238,18 @@ class SudokuGenerator:
         return f"{self.n}x{self.n} sudoku ({self.clues} clues)"
 
     def build(self, out_dir: str | Path) -> dict:
-        return build_sudoku_dataset(out_dir, self.n, self.clues, self.num_train, self.num_test, self.seed)
+        summary = build_sudoku_dataset(out_dir, self.n, self.clues, self.num_train, self.num_test, self.seed)
+        write_record(out_dir, self)
+        return summary
+
+    def layout(self) -> dict:
+        """What its dataset's metadata says, for a dataset generated before its settings were recorded."""
+        return {
+            "kind": self.kind,
+            "sequence length": self.n * self.n,
+            "training puzzles": self.num_train,
+            "test puzzles": self.num_test,
+        }
 
     def describe_result(self, summary: dict) -> str:
         return (
@@ -254,7 +268,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _build(a: argparse.Namespace) -> tuple[str, dict]:
-    return f"{a.size}x{a.size} sudoku", build_sudoku_dataset(a.out, a.size, a.clues, a.num_train, a.num_test, a.seed)
+    generator = SudokuGenerator(n=a.size, clues=a.clues, num_train=a.num_train, num_test=a.num_test, seed=a.seed)
+    return f"{a.size}x{a.size} sudoku", generator.build(a.out)
 
 
 register(DatasetCommand("sudoku-gen", "generated n x n Sudoku with unique solutions (offline)", _arguments, _build))
