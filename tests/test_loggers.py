@@ -13,11 +13,24 @@ def no_wandb_env(monkeypatch, tmp_path):
     return tmp_path
 
 
-def test_offline_with_one_line_when_not_logged_in_and_not_in_a_sweep(no_wandb_env, caplog):
+def test_offline_with_one_line_when_not_logged_in_and_not_in_a_sweep(no_wandb_env, caplog, monkeypatch):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+
     caplog.set_level("INFO")
     logger = WandbLogger(save_dir=str(no_wandb_env))
     assert logger._offline is True
-    assert f"logs offline to {no_wandb_env}/wandb" in caplog.text
+    assert "logs offline" not in caplog.text  # not yet: a run its checks stop before it starts does not say so
+
+    def start_run(self):  # noqa: ANN001, ANN202 (what Lightning's property does, without wandb)
+        self._experiment = self._experiment or SimpleNamespace(dir=None)
+        return self._experiment
+
+    monkeypatch.setattr(LightningWandbLogger, "experiment", property(start_run))
+    for _ in range(2):
+        assert logger.experiment.dir is None  # the stand-in run
+    assert caplog.text.count(f"logs offline to {no_wandb_env}/wandb") == 1  # once, when the run starts
 
 
 def test_online_inside_a_sweep_or_with_a_key(no_wandb_env, monkeypatch):

@@ -137,7 +137,11 @@ class LoopformerCLI(LightningCLI):
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]):  # noqa: ANN202
         """Every run writes its checkpoints atomically (AtomicCheckpointIO), unless the config names its own
-        CheckpointIO."""
+        CheckpointIO. The data paths are checked first, before the Trainer prints its devices: a wrong one is one
+        line, and nothing of the run (its logger's run, its processes) starts. (Without a subcommand, as an API
+        building the objects, nothing runs, and nothing is checked.)"""
+        if self.subcommand is not None and hasattr(self.datamodule, "check_paths"):
+            self.datamodule.check_paths()
         if self._outputs_in_checkpoint_run is not None:
             callbacks = [*callbacks, self._outputs_in_checkpoint_run]
         if self.subcommand == "fit" and self.config.fit.get("ckpt_path") == "last":
@@ -190,13 +194,6 @@ class LoopformerCLI(LightningCLI):
             if logger.init_args.get("save_dir") in (None, "", "."):
                 logger.init_args.save_dir = trainer.default_root_dir or DEFAULT_ROOT_DIR
         check_runs_keep_their_checkpoints(self.subcommand, section.get("ckpt_path"), trainer)
-
-    def _check_data(self) -> None:
-        if hasattr(self.datamodule, "check_paths"):
-            self.datamodule.check_paths()
-
-    # before anything of the run starts (its W&B run, its processes): a wrong data path is one line, nothing left
-    before_fit = before_validate = before_test = before_predict = _check_data
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):  # noqa: ANN202
         # Config fields are documented by the docstring under each one (ArchConfig, TrainConfig, RuntimeConfig,

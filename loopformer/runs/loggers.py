@@ -33,15 +33,17 @@ def in_wandb_sweep() -> bool:
 
 class WandbLogger(_LightningWandbLogger):
     """Lightning's WandbLogger with ``offline=None`` meaning: online when logged in or inside a sweep,
-    otherwise offline (runs land in ./wandb, to ``wandb sync`` later) with one line saying so, never a prompt.
-    Only rank 0 creates the run, as in Lightning's logger."""
+    otherwise offline (runs land in ./wandb, to ``wandb sync`` later) with one line saying so when the run starts
+    (a run stopped by its checks before does not print it), never a prompt. Only rank 0 creates the run, as in
+    Lightning's logger."""
 
     def __init__(self, project: str = "loopformer", offline: Optional[bool] = None, **kwargs) -> None:
+        self._offline_notice = None
         if offline is None:
             offline = not (in_wandb_sweep() or wandb_credentials_found()) and os.environ.get("WANDB_MODE") != "disabled"
             if offline:
                 where = os.path.join(kwargs.get("save_dir") or ".", "wandb")
-                rank_zero_info(
+                self._offline_notice = (
                     f"W&B: no login or API key found and not in a sweep, so this run logs offline to {where} "
                     "(`wandb login` to log online, `wandb sync` to upload this run later)."
                 )
@@ -61,6 +63,8 @@ class WandbLogger(_LightningWandbLogger):
     @property
     def experiment(self):  # noqa: ANN201 (Lightning's: a wandb Run, or a dummy on ranks other than 0)
         first = self._experiment is None
+        if first and self._offline_notice:
+            rank_zero_info(self._offline_notice)
         if first and self._save_dir:
             # Made here, not earlier: a run that fails before it starts leaves no directory behind. Before wandb
             # starts: it warns "git root runs does not exist" otherwise.
