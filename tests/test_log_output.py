@@ -59,3 +59,20 @@ def test_the_progress_line_interval_is_an_option(sudoku4_dir, tmp_path, capsys):
                        "--trainer.callbacks+=loopformer.cli.progress.LineProgress", "--trainer.callbacks.every_s=0"))  # fmt: skip
     steps = re.findall(r"^step (\d)/5 \(\d+%\) \| [\d.]+ steps/s \| elapsed", capsys.readouterr().out, re.M)
     assert steps == ["1", "2", "3", "4", "5"]  # every step with every_s=0 (the default: one line per 10 s)
+
+
+def test_an_epoch_shorter_than_the_logging_interval_logs_training_without_a_warning(sudoku4_dir, tmp_path, recwarn):
+    import csv
+
+    from loopformer.cli import main
+    from tests.helpers import tiny_fit_args
+
+    # 96 training puzzles in batches of 16: 6 steps per epoch, fewer than the quickstart's log_every_n_steps (10)
+    main(tiny_fit_args(sudoku4_dir, tmp_path, "--trainer.max_steps=20", "--trainer.limit_val_batches=0",
+                       "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+                       f"--trainer.logger.save_dir={tmp_path}"))  # fmt: skip
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    with open(metrics) as f:
+        logged = [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss")]
+    assert logged == [9, 19]  # every 10 steps, across epochs
+    assert not [w for w in recwarn if "smaller than the logging interval" in str(w.message)]
