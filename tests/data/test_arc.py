@@ -311,3 +311,22 @@ def test_an_empty_prediction_is_never_a_submitted_grid():
     assert submission(ranked, puzzles) == {"task": [{"attempt_1": [[2]], "attempt_2": [[3]]}]}
     ranked, puzzles = _one_task_votes([([], 5.0)])
     assert submission(ranked, puzzles) == {"task": [{"attempt_1": [[0]], "attempt_2": [[0]]}]}
+
+
+def test_the_directory_of_the_kaggle_files_reads_as_their_prefix(tmp_path, capsys):
+    from loopformer.data.cli import main as data_main
+
+    out, _ = _tiny_arc_build(tmp_path, seed=3, num_aug=1)  # from the prefix <tmp_path>/arc-agi
+    assert data_main(["build", "arc", str(tmp_path), str(tmp_path / "from_dir"), "--subsets", "training",
+                      "evaluation", "--num-aug", "1", "--seed", "3"]) == 0  # fmt: skip
+    for split in ("train", "test"):
+        for name in ("all__inputs.npy", "all__puzzle_identifiers.npy", "dataset.json"):
+            assert (out / split / name).read_bytes() == (tmp_path / "from_dir" / split / name).read_bytes()
+    capsys.readouterr()
+    (tmp_path / "other_training_challenges.json").write_text("{}")
+    for directory, expected in (
+        (tmp_path / "from_dir", "a directory without *_training_challenges.json; give the directory of the Kaggle"),
+        (tmp_path, "holds several sets of ARC files (arc-agi_training_challenges.json, other_training_challenges"),
+    ):
+        assert data_main(["build", "arc", str(directory), str(tmp_path / "x"), "--subsets", "training"]) == 2
+        assert f"error: {directory}: {expected}" in capsys.readouterr().err

@@ -105,6 +105,27 @@ def _puzzle_hash(examples: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> st
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
+def files_prefix(path: str, subset: str) -> str:
+    """The path prefix of the Kaggle files, ``<prefix>_<subset>_challenges.json``: ``path`` itself, or for a
+    directory, the prefix of the one set of such files in it (``<dir>/arc-agi`` in the Kaggle download)."""
+    directory = Path(path)
+    if not directory.is_dir():
+        return path
+    suffix = f"_{subset}_challenges.json"
+    prefixes = sorted(str(directory / f.name[: -len(suffix)]) for f in directory.glob(f"*{suffix}"))
+    if len(prefixes) == 1:
+        return prefixes[0]
+    if not prefixes:
+        raise DatasetError(
+            f"{directory}: a directory without *{suffix}; give the directory of the Kaggle ARC-AGI files "
+            f"(arc-agi{suffix}, ...) or their path prefix (e.g. {directory / 'arc-agi'})."
+        )
+    raise DatasetError(
+        f"{directory}: holds several sets of ARC files ({', '.join(Path(p).name + suffix for p in prefixes)}); "
+        f"give the path prefix of one (e.g. {prefixes[0]})."
+    )
+
+
 def load_arc_subset(prefix: str, subset: str) -> dict:
     challenges = Path(f"{prefix}_{subset}_challenges.json")
     if not challenges.is_file():
@@ -131,6 +152,7 @@ def build_arc_dataset(
     seed: int = 42,
 ) -> dict:
     start_time = time.perf_counter()
+    prefix = files_prefix(prefix, subsets[0])
     rng = np.random.default_rng(seed)
     out_dir = Path(out_dir)
     groups: dict[str, list[list[tuple[str, list]]]] = {"train": [], "test": []}
@@ -225,7 +247,9 @@ class ARCSet:
 
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "prefix", help="path prefix of the files, e.g. data/arc-agi/arc-agi (then _<subset>_challenges.json)"
+        "prefix",
+        help="the directory of the Kaggle JSON files (arc-agi_<subset>_challenges.json, ...), or their path prefix "
+        "(e.g. data/arc-agi/arc-agi, then _<subset>_challenges.json)",
     )
     p.add_argument("out", help="dataset directory to write (train/ and test/)")
     p.add_argument("--subsets", nargs="+", default=["training", "evaluation", "concept"], help="subsets to read")
