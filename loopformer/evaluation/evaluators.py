@@ -62,9 +62,10 @@ def run_to_halt(net: LoopTransformer, batch: Batch) -> tuple[Outputs, torch.Tens
 
 
 def eval_summary(prefix: str, step: int, metrics: dict[str, torch.Tensor]) -> str:
-    """One line per evaluation for the terminal, e.g. ``val at step 3000 (1000 puzzles): exact_accuracy 0.962 | ...``."""
-    shown = ("exact_accuracy", "accuracy", "q_halt_accuracy", "steps")
-    parts = " | ".join(f"{k} {metrics[f'{prefix}/{k}'].item():.4g}" for k in shown)
+    """One line per evaluation for the terminal, e.g. ``val at step 3000 (1000 puzzles): exact_accuracy 0.962 | ...``;
+    on ARC data also the pooled pass@1 and pass@2 (the Kaggle score: two attempts), where they are logged."""
+    shown = ("exact_accuracy", "accuracy", "q_halt_accuracy", "steps", "arc/pass@1", "arc/pass@2")
+    parts = " | ".join(f"{k} {float(metrics[f'{prefix}/{k}']):.4g}" for k in shown if f"{prefix}/{k}" in metrics)
     return f"{prefix} at step {step} ({int(metrics[f'{prefix}/count'].item())} puzzles): {parts}"
 
 

@@ -144,8 +144,10 @@ def test_builder_on_the_real_files_and_perfect_predictions_score_one(tmp_path):
     assert train["all"].num_examples == summary["train"]["examples"]
 
 
-def test_validation_logs_arc_pass_at_k(tmp_path):
+def test_validation_logs_arc_pass_at_k(tmp_path, caplog):
     from loopformer.cli import LoopformerCLI
+
+    caplog.set_level("INFO")
 
     rng = np.random.default_rng(5)
     for subset in ("training", "evaluation"):
@@ -176,6 +178,9 @@ def test_validation_logs_arc_pass_at_k(tmp_path):
     metrics = cli.trainer.callback_metrics
     assert metrics["val/count"].item() == 8  # 2 test inputs x (1 + 3 augmentations)
     assert 0.0 <= metrics["val/arc/pass@1"].item() <= metrics["val/arc/pass@2"].item() <= 1.0
+    # the terminal's line ends with the Kaggle score (two attempts) beside pass@1
+    pass_1, pass_2 = (f"{metrics[f'val/arc/pass@{k}'].item():.4g}" for k in (1, 2))
+    assert f"| steps 1 | arc/pass@1 {pass_1} | arc/pass@2 {pass_2}\n" in caplog.text
 
 
 def _tiny_arc_build(root, seed, num_aug=3, prefix="arc-agi"):
