@@ -513,3 +513,23 @@ def test_the_default_logger_saves_under_default_root_dir(tmp_path):
         run=False,
     )
     assert elsewhere.trainer.logger.save_dir == str(tmp_path / "w")  # an explicit save_dir stays
+
+
+def test_a_batch_limit_of_1_is_one_batch_and_1_0_every_batch(sudoku4_dir, tmp_path, caplog):
+    """Lightning reads an int as a number of batches and a float as a fraction; the Trainer's annotation came from
+    typing's cache as Union[float, int], so "1" parsed as 1.0: every batch (Lightning-AI/pytorch-lightning#21259)."""
+    from tests.helpers import tiny_fit_args
+
+    config = tmp_path / "limits.yaml"
+    config.write_text("trainer:\n  limit_test_batches: 1\n  limit_train_batches: 1.0\n")
+    cli = LoopformerCLI(
+        args=["--config", str(config), "--trainer.limit_val_batches=1", "--trainer.limit_predict_batches=1.0"],
+        run=False,
+    )
+    limits = {k: getattr(cli.trainer, f"limit_{k}_batches") for k in ("train", "val", "test", "predict")}
+    assert limits == {"train": 1.0, "val": 1, "test": 1, "predict": 1.0}
+    assert [type(v) for v in limits.values()] == [float, int, int, float]
+    caplog.set_level("INFO")
+    validate = ["validate", *tiny_fit_args(sudoku4_dir, tmp_path)[1:]]
+    main([*validate, "--data.eval_batch_size=16", "--trainer.limit_val_batches=1"])
+    assert "val at step 0 (16 puzzles)" in caplog.text  # one batch of the 40 held-out puzzles

@@ -12,6 +12,7 @@ from typing import Any, Optional
 import jsonargparse
 import yaml
 from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
@@ -37,6 +38,7 @@ from loopformer.cli.list_overrides import expand_list_item_overrides
 from loopformer.cli.parse_errors import parse_error_paragraph
 from loopformer.cli.progress import LineProgress
 from loopformer.cli.terminal import ParameterSummary, quiet_third_party_noise
+from loopformer.cli.trainer_types import counts_before_fractions
 from loopformer.data.datamodule import PuzzleDataModule
 from loopformer.data.format import DatasetError
 from loopformer.errors import ConfigError
@@ -114,6 +116,7 @@ class LoopformerCLI(LightningCLI):
             ParameterSummary(),
             *trainer_defaults.get("callbacks", []),
         ]
+        counts_before_fractions(kwargs.get("trainer_class", Trainer))
         command_line = kwargs.get("args")
         self._help_of = help_asked_of(sys.argv[1:] if command_line is None else command_line)
         super().__init__(LoopformerModule, PuzzleDataModule, *args, trainer_defaults=trainer_defaults, **kwargs)
