@@ -41,10 +41,17 @@ def to_text(tokens: np.ndarray, kind: str, labels: Optional[np.ndarray] = None) 
     for r in range(side):
         if kind == "maze":
             row = "".join(MAZE_CHARS[t - 1] if 1 <= t <= 5 else " " for t in grid[r])
+        elif kind == "arc":  # the colours 0-9 (tokens 2-11); '+' the end-of-grid marker (token 1)
+            row = "".join(" " if t == 0 else "+" if t == 1 else _one_char(int(t) - 2) for t in grid[r])
         else:
-            row = "".join(" " if t == 0 else str(min(int(t), 9)) for t in grid[r])
+            row = "".join(" " if t == 0 else _one_char(int(t)) for t in grid[r])
         lines.append("".join("!" if w else ch for ch, w in zip(row, wrong[r], strict=True)))
     return "\n".join(lines)
+
+
+def _one_char(value: int) -> str:
+    """0-9, then A-Z, then '?': every cell one character wide."""
+    return str(value) if value < 10 else chr(ord("A") + value - 10) if value < 36 else "?"
 
 
 # ARC's ten colours (black, blue, red, green, yellow, grey, magenta, orange, sky, maroon) after pad/eos.

@@ -4,6 +4,7 @@ builders register their own `data build` commands, and a dataset from before the
 import json
 import logging
 
+import numpy as np
 import pytest
 
 from loopformer.data import registry
@@ -85,3 +86,13 @@ def test_a_config_generates_mazes_as_well_as_sudoku(tmp_path, capsys):
     meta = json.loads((tmp_path / "mazes" / "train" / "dataset.json").read_text())
     assert meta["kind"] == "maze" and meta["seq_len"] == 49
     assert cli.model.net.config.vocab_size == 6 and cli.trainer.global_step == 1
+
+
+def test_the_terminal_draws_arc_colours_as_their_digits_and_every_cell_one_character_wide():
+    from loopformer.data.show import to_text
+
+    # an ARC canvas: colours c as tokens c + 2, the end-of-grid marker 1 below and right of the grid, padding 0
+    canvas = [[2, 9, 10, 11], [3, 4, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]]
+    assert to_text(np.array(canvas).ravel(), "arc") == "0789\n12+ \n++  \n    "
+    # a grid of another kind: token ids, 10 and above as letters (they were all drawn as 9)
+    assert to_text(np.array([0, 9, 10, 35]), "grid") == " 9\nAZ"
