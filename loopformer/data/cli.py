@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from loopformer.data.common import build_then_move, holds_dataset
 from loopformer.data.format import DatasetError
 from loopformer.data.registry import dataset_commands
 
@@ -12,6 +14,25 @@ from loopformer.data.registry import dataset_commands
 def _print_summary(title: str, summary: dict) -> None:
     parts = [f"{k}: {v}" if not isinstance(v, float) else f"{k}: {v:.2f}" for k, v in summary.items()]
     print(f"{title} -> " + ", ".join(parts))
+
+
+def _build_then_move(args: argparse.Namespace) -> tuple[str, dict]:
+    """The builder writes into a new directory, moved to ``args.out`` when complete: a dataset there is replaced only
+    with --overwrite, a directory of other files never."""
+    out = Path(args.out)
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        if not holds_dataset(out):
+            raise DatasetError(f"{out} exists and is not a dataset directory; build into a new or empty directory.")
+        if not args.overwrite:
+            raise DatasetError(
+                f"{out} already holds a dataset; pass --overwrite to replace it (once the new one is built), or build "
+                "into another directory."
+            )
+
+    def build(directory: Path) -> tuple[str, dict]:
+        return args.build(argparse.Namespace(**{**vars(args), "out": str(directory)}))
+
+    return build_then_move(out, build, replace=args.overwrite)
 
 
 def main(argv: list[str]) -> int:
@@ -22,6 +43,9 @@ def main(argv: list[str]) -> int:
     for name, command in dataset_commands().items():  # each builder and generator registers its own (registry)
         parser = build.add_parser(name, help=command.help)
         command.add_arguments(parser)
+        parser.add_argument(
+            "--overwrite", action="store_true", help="replace the dataset the output directory holds (once built)"
+        )
         parser.set_defaults(build=command.build)
 
     show = sub.add_parser("show", help="print examples and write them as a PNG")
@@ -46,7 +70,7 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         if args.command == "build":
-            _print_summary(*args.build(args))
+            _print_summary(*_build_then_move(args))
         else:
             from loopformer.data.show import default_picture_name, show_dataset
 

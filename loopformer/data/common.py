@@ -4,16 +4,54 @@ CSV files, subsampling, the 8 dihedral symmetries of a square grid, and the maze
 from __future__ import annotations
 
 import csv
+import os
+import shutil
+import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import numpy as np
 
 from loopformer.data.format import DatasetError, PuzzleSet, grid_task_metadata, save_split
+
+T = TypeVar("T")
+
+
+def holds_dataset(path: Path) -> bool:
+    return any((path / split / "dataset.json").is_file() for split in ("train", "test"))
+
+
+def build_then_move(out: Path, build: Callable[[Path], T], replace: bool = False) -> T:
+    """``build(directory)`` into a new directory beside ``out``, moved to ``out`` once complete: a build that is
+    interrupted or fails leaves no half dataset at ``out`` (and, with ``replace``, the dataset that was there). An
+    existing ``out`` (empty, or a dataset to replace) keeps its directory, which may be a working directory or a
+    mount point: its entries are exchanged."""
+    out = Path(os.path.realpath(out))  # beside a symlink's target: on its filesystem
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        result = build(tmp)
+        if not out.exists():
+            os.replace(tmp, out)
+        else:
+            if any(out.iterdir()) and not (replace and holds_dataset(out)):
+                raise DatasetError(f"{out}: not empty; a dataset is built into a new or empty directory.")
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
+            try:
+                for entry in list(out.iterdir()):
+                    shutil.move(entry, old / entry.name)
+                for entry in list(tmp.iterdir()):
+                    shutil.move(entry, out / entry.name)  # a rename, or a copy where out is another filesystem
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
 
 HUB_URL = "https://huggingface.co/datasets/{repo}/resolve/main/{split}.csv"
 

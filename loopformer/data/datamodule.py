@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
+from loopformer.data.common import build_then_move
 from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, load_merged
 from loopformer.data.generators import Generator
 from loopformer.data.generators.record import disagreement
@@ -132,13 +132,7 @@ class PuzzleDataModule(L.LightningDataModule):
                 self._check_generated()
                 return
             rank_zero_info(f"Generating {g.describe()} into {target} ...")
-            # Build next to the target and rename, so an interrupted build never leaves a half dataset.
-            tmp = Path(tempfile.mkdtemp(prefix=f".{self.data_path.name}.building-", dir=self.data_path.parent))
-            try:
-                summary = g.build(tmp)
-                os.replace(tmp, self.data_path)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+            summary = build_then_move(self.data_path, g.build)
         rank_zero_info(g.describe_result(summary))
 
     def check_paths(self) -> None:

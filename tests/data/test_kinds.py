@@ -3,6 +3,7 @@ builders register their own `data build` commands, and a dataset from before the
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,7 +65,9 @@ def test_every_builder_registers_its_command_and_a_new_one_needs_no_other_file(t
     monkeypatch.setattr(registry, "_COMMANDS", dict(registry._COMMANDS))  # registered for this test only
     registry.register(registry.DatasetCommand("toy", "a toy dataset", arguments, build))
     assert data_main(["build", "toy", str(tmp_path / "toy"), "--size", "5"]) == 0
-    assert built["args"] == (str(tmp_path / "toy"), 5)
+    building, size = built["args"]  # built beside the output, moved there when complete
+    assert Path(building).parent == tmp_path and Path(building).name.startswith(".toy.building-") and size == 5
+    assert (tmp_path / "toy").is_dir() and not Path(building).exists()
     assert capsys.readouterr().out.strip() == "toy -> train: 1, test: 1"
     with pytest.raises(ValueError, match="two dataset commands are named 'toy'"):
         registry.register(registry.DatasetCommand("toy", "another", arguments, build))
@@ -72,8 +75,6 @@ def test_every_builder_registers_its_command_and_a_new_one_needs_no_other_file(t
 
 def test_a_config_generates_mazes_as_well_as_sudoku(tmp_path, capsys):
     """data.generate takes any generator's config (its fields pick the kind): here mazes, into a new directory."""
-    from pathlib import Path
-
     from loopformer.cli import LoopformerCLI
 
     root = Path(__file__).resolve().parents[2]
