@@ -1,6 +1,7 @@
 """The `loopformer` command: configs, list-item overrides as wandb writes them, errors, fast_dev_run."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,19 @@ def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
         )
     assert e.value.code == 2
     assert "nope/train: dataset split not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config", ["loop_transformer-3stage.yaml", "trm.yaml", "hrm.yaml"])
+def test_a_recipe_without_its_dataset_says_how_to_build_it_as_the_readme_does(config, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a clone without data/
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", str(ROOT / "configs" / config), "--trainer.logger=false"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    command = re.search(r"`(loopformer data build [^`]*)` builds it as the HRM/TRM recipes have it\.$", err.strip())
+    assert command, err
+    readme = " ".join((ROOT / "README.md").read_text().replace("\\\n", " ").split())
+    assert " ".join(command.group(1).split()) in readme  # the README's own command for it
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
@@ -533,3 +547,12 @@ def test_a_batch_limit_of_1_is_one_batch_and_1_0_every_batch(sudoku4_dir, tmp_pa
     validate = ["validate", *tiny_fit_args(sudoku4_dir, tmp_path)[1:]]
     main([*validate, "--data.eval_batch_size=16", "--trainer.limit_val_batches=1"])
     assert "val at step 0 (16 puzzles)" in caplog.text  # one batch of the 40 held-out puzzles
+
+
+def test_every_published_build_named_in_a_hint_is_the_readmes_command():
+    from loopformer.data.builders import PUBLISHED_BUILDS, how_to_build
+
+    readme = " ".join((ROOT / "README.md").read_text().replace("\\\n", " ").split())
+    for name in PUBLISHED_BUILDS:
+        assert how_to_build(f"data/{name}") in readme
+    assert how_to_build("data/my-own-set") == ""

@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
+from loopformer.data.builders import how_to_build
 from loopformer.data.common import build_then_move
 from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, load_merged
 from loopformer.data.generators import Generator
@@ -163,8 +164,10 @@ class PuzzleDataModule(L.LightningDataModule):
     def _check_split(self, path: Path, name: str) -> None:
         if not (path / name).is_dir():
             hint = " (or set data.generate to build a generated dataset there)" if self.generate is None else ""
+            build = how_to_build(str(path)) if not path.exists() else ""
             raise DatasetError(
                 f"{path / name}: dataset split not found; data.data_paths must hold train/ and test/{hint}."
+                + (f" `{build}` builds it as the HRM/TRM recipes have it." if build else "")
             )
 
     def _split(self, name: str):
