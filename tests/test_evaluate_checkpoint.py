@@ -73,3 +73,34 @@ def test_a_config_or_root_dir_given_is_used_instead(sudoku4_dir, tmp_path, capsy
     assert "data settings from" not in capsys.readouterr().err
     assert cli.datamodule.eval_batch_size == 20
     assert not list(run.glob("validate-*")) and (elsewhere / "config.yaml").is_file()
+
+
+def test_other_data_given_to_a_checkpoint_is_used_as_it_is_and_data_of_another_shape_is_one_line(
+    sudoku4_dir, tmp_path, capsys
+):
+    from loopformer.cli import main
+    from loopformer.data.generators.maze import build_maze_dataset
+
+    run = tmp_path / "run"
+    LoopformerCLI(args=tiny_fit_args(tmp_path / "generated", run, "--data.generate.num_train=64",
+                                     "--data.generate.num_test=16", "--trainer.max_steps=1",
+                                     "--trainer.limit_val_batches=0"))  # fmt: skip
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert read_settings(ckpt)[1]["generate"]["num_train"] == 64
+    # 4x4 Sudoku of other counts than the run's data.generate makes: evaluated as it is (that check used to run
+    # before the checkpoint's data settings came in, which brought data.generate back: "generated otherwise")
+    validate = LoopformerCLI(args=["validate", f"--ckpt_path={ckpt}", f"--data.data_paths={sudoku4_dir}", *QUIET])
+    assert validate.datamodule.generate is None and validate.datamodule.data_paths == [sudoku4_dir]
+    # data of another shape: one line before anything of the run starts (it was a ValueError's traceback)
+    mazes = tmp_path / "mazes"
+    build_maze_dataset(mazes, side=5, num_train=8, num_test=4)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["validate", f"--ckpt_path={ckpt}", f"--data.data_paths={mazes}", *QUIET])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: --ckpt_path {ckpt} was trained on data with vocabulary size 6 and sequence length 16, but "
+        "data.data_paths hold 6 and 25: a model runs on data of the shape it was trained on (its run's data, or data "
+        "built the same way).\n"
+    )
+    assert len(list(run.glob("validate-*"))) == 1  # the first evaluation's only

@@ -158,14 +158,15 @@ def refit_puzzle_tables(checkpoint: dict, shape: torch.Size) -> Optional[int]:
     return rows[0]
 
 
-def check_dataset_dims(checkpoint: dict, dims: dict[str, int]) -> None:
+def check_dataset_dims(checkpoint: dict, dims: dict[str, int], where: str = "the checkpoint") -> None:
     """The data's vocabulary and sequence length are those the checkpoint was trained on (the number of puzzle
     identifiers may differ: ``refit_puzzle_tables``)."""
     stored = checkpoint.get(EXTRA_KEY, {}).get("dataset_dims") or {}
     if any(stored.get(k) != dims[k] for k in ("vocab_size", "seq_len") if stored.get(k) is not None):
-        raise ValueError(
-            f"the checkpoint was trained on data with {stored}, but data.data_paths have {dims}: "
-            "the vocabulary and the sequence length must match."
+        raise ConfigError(
+            f"{where} was trained on data with vocabulary size {stored.get('vocab_size')} and sequence length "
+            f"{stored.get('seq_len')}, but data.data_paths hold {dims['vocab_size']} and {dims['seq_len']}: a model "
+            "runs on data of the shape it was trained on (its run's data, or data built the same way)."
         )
 
 

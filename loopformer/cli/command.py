@@ -20,7 +20,14 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from loopformer.checkpoint import atomic
-from loopformer.checkpoint.format import CheckpointDirError, read_settings, run_directory_of, store_data_settings
+from loopformer.checkpoint.format import (
+    CheckpointDirError,
+    check_dataset_dims,
+    load_checkpoint,
+    read_settings,
+    run_directory_of,
+    store_data_settings,
+)
 from loopformer.checkpoint.lightning_io import AtomicCheckpointIO
 from loopformer.cli.checks import (
     WANDB_LOGGERS,
@@ -145,6 +152,7 @@ class LoopformerCLI(LightningCLI):
         building the objects, nothing runs, and nothing is checked.)"""
         if self.subcommand is not None and hasattr(self.datamodule, "check_paths"):
             self.datamodule.check_paths()
+            self._check_checkpoint_fits_the_data()
         if self._outputs_in_checkpoint_run is not None:
             callbacks = [*callbacks, self._outputs_in_checkpoint_run]
         if self.subcommand == "fit" and self.config.fit.get("ckpt_path") == "last":
@@ -176,7 +184,6 @@ class LoopformerCLI(LightningCLI):
             self.config = parser.parse_args(args)
         except jsonargparse.ArgumentError as e:
             raise ConfigError(parse_error_paragraph(str(e), parser, args)) from None
-        check_generation_was_asked(self.config, self._cli_args)
 
     def before_instantiate_classes(self) -> None:
         """The default logger saves under trainer.default_root_dir (unless its save_dir is set to another place;
@@ -198,6 +205,16 @@ class LoopformerCLI(LightningCLI):
                 logger.init_args.save_dir = trainer.default_root_dir or DEFAULT_ROOT_DIR
         check_runs_keep_their_checkpoints(self.subcommand, section.get("ckpt_path"), trainer)
 
+    def _check_checkpoint_fits_the_data(self) -> None:
+        """A checkpoint and data of another shape: one line here, not a traceback once the run has started. (Data
+        still to be generated is checked when the checkpoint loads.)"""
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        paths = getattr(self.datamodule, "data_paths", [])
+        if not ckpt_path or not Path(ckpt_path).is_file() or not paths:
+            return
+        if all((Path(p) / "train" / "dataset.json").is_file() for p in paths):
+            check_dataset_dims(load_checkpoint(ckpt_path, mmap=True), self.datamodule.dims, f"--ckpt_path {ckpt_path}")
+
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):  # noqa: ANN202
         # Config fields are documented by the docstring under each one (ArchConfig, TrainConfig, RuntimeConfig,
         # OptimConfig, EMAConfig, EvalOptions): --help shows it. Reading those docstrings (each class's source,
@@ -218,6 +235,12 @@ class LoopformerCLI(LightningCLI):
         return parser
 
     def _parse_ckpt_path(self) -> None:
+        """The checkpoint's settings (below), then what a typed ``--data.data_paths`` means for ``data.generate``
+        (the checkpoint's included)."""
+        self._take_checkpoint_settings()
+        check_generation_was_asked(self.config, self._cli_args)
+
+    def _take_checkpoint_settings(self) -> None:
         """Checkpoint hyperparameters replace the config files' model (those of checkpoints from before the
         config groups migrated), but explicit ``--model.*`` flags still win, so ``validate --ckpt_path C
         --model.train.act.halt_max_steps=32`` evaluates with more recursion. ``validate``, ``test`` and ``predict``
