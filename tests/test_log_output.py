@@ -51,6 +51,17 @@ def test_a_run_with_a_wrong_data_path_leaves_nothing_behind(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no runs/, no W&B directory
 
 
+def test_a_dataset_that_cannot_fill_a_training_batch_stops_the_run_before_it_starts(sudoku4_dir, tmp_path):
+    done = _loopformer(["fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_paths={sudoku4_dir}"],
+                       tmp_path)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [  # found in the data module's setup before: after the W&B run had started
+        f"loopformer: error: {sudoku4_dir}: one pass over the 96 training groups (x data.epochs_per_iter=1) does not "
+        "fill one batch of data.global_batch_size=128; lower the batch size or raise data.epochs_per_iter."
+    ]
+    assert list(tmp_path.iterdir()) == []  # no runs/, no W&B directory
+
+
 def test_the_progress_line_interval_is_an_option(sudoku4_dir, tmp_path, capsys):
     from loopformer.cli import main
     from tests.helpers import tiny_fit_args

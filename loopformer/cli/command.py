@@ -147,11 +147,11 @@ class LoopformerCLI(LightningCLI):
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]):  # noqa: ANN202
         """Every run writes its checkpoints atomically (AtomicCheckpointIO), unless the config names its own
-        CheckpointIO. The data paths are checked first, before the Trainer prints its devices: a wrong one is one
-        line, and nothing of the run (its logger's run, its processes) starts. (Without a subcommand, as an API
+        CheckpointIO. The data is checked first, before the Trainer prints its devices: a wrong path or a dataset
+        that cannot serve the run is one line, and nothing of the run (its logger's run, its processes) starts. (Without a subcommand, as an API
         building the objects, nothing runs, and nothing is checked.)"""
-        if self.subcommand is not None and hasattr(self.datamodule, "check_paths"):
-            self.datamodule.check_paths()
+        if self.subcommand is not None and hasattr(self.datamodule, "check_before_start"):
+            self.datamodule.check_before_start(self.subcommand)
             self._check_checkpoint_fits_the_data()
         if self._outputs_in_checkpoint_run is not None:
             callbacks = [*callbacks, self._outputs_in_checkpoint_run]

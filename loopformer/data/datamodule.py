@@ -223,16 +223,41 @@ class PuzzleDataModule(L.LightningDataModule):
             self._arc_sets = sets
         return self._arc_sets
 
+    def check_before_start(self, stage: str) -> None:
+        """What a run would otherwise find only once it has started (its W&B run, its directory): the paths, and
+        where the data is there already (not still to generate), that its splits agree and that training fills a
+        batch."""
+        self.check_paths()
+        if all((path / "train" / "dataset.json").is_file() for path in self.data_paths):
+            self._load_test_split()
+            if stage == "fit":
+                plan = TrainBatches(
+                    self.metadata, self._train_sets, self.global_batch_size, 0, 1, self.seed, self.epochs_per_iter
+                )
+                self._check_fills_a_batch(plan)
+
+    def _load_test_split(self) -> None:
+        if hasattr(self, "_test_meta"):
+            return
+        meta = self.metadata
+        self._test_meta, self._test_sets = self._split("test")
+        for key in ("seq_len", "vocab_size", "pad_id", "ignore_label_id"):
+            a, b = getattr(meta, key), getattr(self._test_meta, key)
+            if a != b:
+                raise DatasetError(f"{self.data_path}: train and test disagree on {key} ({a} vs {b}) in dataset.json.")
+
+    def _check_fills_a_batch(self, batches: TrainBatches) -> None:
+        if not batches.has_a_full_batch():
+            groups = sum(s.group_indices.size - 1 for s in self._train_sets.values())
+            raise DatasetError(
+                f"{', '.join(map(str, self.data_paths))}: one pass over the {groups} training groups (x data.epochs_per_iter="
+                f"{self.epochs_per_iter}) does not fill one batch of data.global_batch_size={self.global_batch_size}; "
+                "lower the batch size or raise data.epochs_per_iter."
+            )
+
     def setup(self, stage: str) -> None:
         meta = self.metadata
-        if not hasattr(self, "_test_meta"):
-            self._test_meta, self._test_sets = self._split("test")
-            for key in ("seq_len", "vocab_size", "pad_id", "ignore_label_id"):
-                a, b = getattr(meta, key), getattr(self._test_meta, key)
-                if a != b:
-                    raise DatasetError(
-                        f"{self.data_path}: train and test disagree on {key} ({a} vs {b}) in dataset.json."
-                    )
+        self._load_test_split()
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         if self.train_batches is None:
             self.train_batches = TrainBatches(
@@ -242,13 +267,8 @@ class PuzzleDataModule(L.LightningDataModule):
                 self.train_batches.load_state_dict(self._sampler_state)
         self.train_batches.prefetch = self.prefetch if self.num_workers == 0 else 0
         self.train_batches.pin_memory = self._on_cuda
-        if stage == "fit" and not self.train_batches.has_a_full_batch():
-            groups = sum(s.group_indices.size - 1 for s in self._train_sets.values())
-            raise DatasetError(
-                f"{', '.join(map(str, self.data_paths))}: one pass over the {groups} training groups (x data.epochs_per_iter="
-                f"{self.epochs_per_iter}) does not fill one batch of data.global_batch_size={self.global_batch_size}; "
-                "lower the batch size or raise data.epochs_per_iter."
-            )
+        if stage == "fit":
+            self._check_fills_a_batch(self.train_batches)
         self.eval_batches = EvalBatches(self._test_meta, self._test_sets, self.eval_batch_size, rank, world)
 
     @property
