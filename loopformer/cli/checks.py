@@ -10,6 +10,7 @@ import random
 from pathlib import Path
 from typing import Any, Optional
 
+from loopformer.data.common import is_built
 from loopformer.data.format import DatasetError
 from loopformer.errors import ConfigError
 
@@ -234,7 +235,7 @@ def check_generation_was_asked(config, args: list[str]) -> None:  # noqa: ANN001
         return
     paths = data.get("data_paths")
     first = Path(paths if isinstance(paths, (str, os.PathLike)) else paths[0])
-    if not (first / "train" / "dataset.json").is_file():
+    if not is_built(first):
         raise DatasetError(
             f"--data.data_paths {first.resolve()} holds no dataset (no train/dataset.json). The config's data.generate "
             f"builds one only where the config file points; to generate one at {first}, also pass a --data.generate "

@@ -148,9 +148,9 @@ class LoopformerCLI(LightningCLI):
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]):  # noqa: ANN202
         """Every run writes its checkpoints atomically (AtomicCheckpointIO), unless the config names its own
         CheckpointIO. The data is checked first, before the Trainer prints its devices: a wrong path or a dataset
-        that cannot serve the run is one line, and nothing of the run (its logger's run, its processes) starts. (Without a subcommand, as an API
-        building the objects, nothing runs, and nothing is checked.)"""
-        if self.subcommand is not None and hasattr(self.datamodule, "check_before_start"):
+        that cannot serve the run is one line, and nothing of the run (its logger's run, its processes) starts.
+        (Without a subcommand, as an API building the objects, nothing runs, and nothing is checked.)"""
+        if self.subcommand is not None and isinstance(self.datamodule, PuzzleDataModule):
             self.datamodule.check_before_start(self.subcommand)
             self._check_checkpoint_fits_the_data()
         if self._outputs_in_checkpoint_run is not None:
@@ -209,10 +209,7 @@ class LoopformerCLI(LightningCLI):
         """A checkpoint and data of another shape: one line here, not a traceback once the run has started. (Data
         still to be generated is checked when the checkpoint loads.)"""
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
-        paths = getattr(self.datamodule, "data_paths", [])
-        if not ckpt_path or not Path(ckpt_path).is_file() or not paths:
-            return
-        if all((Path(p) / "train" / "dataset.json").is_file() for p in paths):
+        if ckpt_path and Path(ckpt_path).is_file() and self.datamodule.is_built():
             check_dataset_dims(load_checkpoint(ckpt_path, mmap=True), self.datamodule.dims, f"--ckpt_path {ckpt_path}")
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):  # noqa: ANN202

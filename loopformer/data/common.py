@@ -22,7 +22,25 @@ T = TypeVar("T")
 
 
 def holds_dataset(path: Path) -> bool:
+    """Any of a dataset's splits is there (a directory `data build --overwrite` may replace)."""
     return any((path / split / "dataset.json").is_file() for split in ("train", "test"))
+
+
+def is_built(path: Path) -> bool:
+    """A dataset is there to read (its training split's metadata, which a build writes once the split is complete)."""
+    return (path / "train" / "dataset.json").is_file()
+
+
+def _building_prefix(out: Path) -> str:
+    return f".{out.name}.building-"
+
+
+def remove_half_built(out: Path) -> None:
+    """The directories ``build_then_move`` left beside ``out`` when a build was killed (callers hold ``out``'s lock:
+    no build of theirs is under way)."""
+    out = Path(os.path.realpath(out))
+    for stale in out.parent.glob(_building_prefix(out) + "*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def build_then_move(out: Path, build: Callable[[Path], T], replace: bool = False) -> T:
@@ -32,7 +50,7 @@ def build_then_move(out: Path, build: Callable[[Path], T], replace: bool = False
     mount point: its entries are exchanged."""
     out = Path(os.path.realpath(out))  # beside a symlink's target: on its filesystem
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_building_prefix(out), dir=out.parent))
     try:
         result = build(tmp)
         if not out.exists():

@@ -1,5 +1,7 @@
 """Datasets built from published sources: Sudoku-Extreme and Maze-Hard CSV files, ARC-AGI JSON files."""
 
+from pathlib import Path
+
 # The directories the HRM/TRM recipes (and HRM's README) name, and the command that builds each as they do.
 PUBLISHED_BUILDS = {
     "sudoku-extreme-1k-aug-1000": "loopformer data build sudoku sapientinc/sudoku-extreme {path} --subsample-size 1000 "
@@ -12,7 +14,5 @@ PUBLISHED_BUILDS = {
 
 def how_to_build(path: str) -> str:
     """The command that builds a published dataset at ``path``, from its directory's name; "" for other names."""
-    from pathlib import Path
-
     command = PUBLISHED_BUILDS.get(Path(path).name)
     return command.format(path=path) if command else ""
