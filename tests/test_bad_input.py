@@ -47,6 +47,12 @@ CASES = {
     "--last_checkpoint.grace_seconds=0": "last_checkpoint.grace_seconds must be > 0, got 0.0",
     "--data.generate.num_train=-3": "data.generate: num_train must be >= 1, got -3",
     "--data.generate.clues=0": "data.generate: clues=0 must lie in [1, 16] for a 4x4 sudoku",
+    "--data.generate={sid: 9}": "data.generate expected SudokuGenerator settings (n, clues, num_train, num_test, "
+    "seed) or MazeGenerator settings (side, num_train, num_test, aug, seed) or null, got {'sid': 9}: no type has a "
+    "field 'sid' (did you mean side?)",
+    "--data.generate.sid=9": "or null, got --data.generate.sid=9: no type has a field 'sid' (did you mean side?)",
+    "--trainer.precision=abc": "trainer.precision expected one of 64, 32, 16, transformer-engine,",
+    "--trainer.logger=5": "trainer.logger expected Logger or Iterable[Logger] or true or false or null, got 5.",
     "--model.optim.lr=-1": "model.optim.lr must be >= 0, got -1.0",
     "--model.optim.puzzle_emb_lr=-1e-2": "model.optim.puzzle_emb_lr must be >= 0, got -0.01",
     "--model.optim.weight_decay=-0.1": "model.optim.weight_decay must be >= 0, got -0.1",

@@ -39,7 +39,13 @@ from loopformer.cli.checks import (
     given,
     resolve_seed,
 )
-from loopformer.cli.config_files import check_config_files, data_given, group_flags, migrate_old_settings
+from loopformer.cli.config_files import (
+    check_config_files,
+    data_given,
+    generate_kind_resets,
+    group_flags,
+    migrate_old_settings,
+)
 from loopformer.cli.flag_scan import help_asked_of
 from loopformer.cli.list_overrides import expand_list_item_overrides
 from loopformer.cli.parse_errors import parse_error_paragraph
@@ -176,7 +182,7 @@ class LoopformerCLI(LightningCLI):
             return
         args = list(sys.argv[1:] if args is None else args)
         check_config_files(args)
-        args = migrate_old_settings(args)
+        args = generate_kind_resets(migrate_old_settings(args))
         try:
             args = expand_list_item_overrides(parser, args)
             self._cli_args = list(args)

@@ -8,13 +8,14 @@ import copy
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
 from loopformer.cli.flag_scan import LIGHTNING_COMMANDS, Flag, find_flags, replace_flags
 from loopformer.cli.list_overrides import parse_scalar
 from loopformer.config_groups import group_settings, migrate_flags, migrate_model, notice
+from loopformer.data.generators import kind_of_fields
 from loopformer.errors import ConfigError
 from loopformer.files import load_yaml
 
@@ -141,6 +142,47 @@ def data_given(args: list[str], subcommand: str) -> bool:
         if isinstance(content, dict) and ("data" in content or "data" in (content.get(subcommand) or {})):
             return True
     return False
+
+
+def generate_kind_resets(args: list[str]) -> list[str]:
+    """``args`` with ``--data.generate=null`` before each source that gives ``data.generate`` as settings of another
+    kind than the sources before it: a maze config file over the quickstart's Sudoku settings, or
+    ``--data.generate='{side: 9}'``. Its fields pick the kind (as in a single file), not the earlier class: jsonargparse
+    would merge the mapping into the Sudoku settings and reject both kinds. Single fields
+    (``--data.generate.side=9``) switch the kind as they are."""
+    subcommand = next((a for a in args if a in LIGHTNING_COMMANDS), None)
+    current: Optional[str] = None
+    out: list[str] = []
+    last = 0
+    for flag in find_flags(args, lambda key: key in ("config", "data", "data.generate")):
+        given, settings = _generate_settings(flag, subcommand)
+        if not given:
+            continue
+        kind = kind_of_fields(settings) if isinstance(settings, dict) and "class_path" not in settings else None
+        if kind is not None and current is not None and kind != current:
+            out += args[last : flag.start] + ["--data.generate=null"]
+            last = flag.start
+        current = None if settings is None else kind or current
+    return out + args[last:]
+
+
+def _generate_settings(flag: Flag, subcommand: Optional[str]) -> tuple[bool, Any]:
+    """Whether a ``--config``, ``--data`` or ``--data.generate`` flag gives ``data.generate``, and the value it
+    gives (what is no YAML is left for jsonargparse to report)."""
+    if flag.value is None:
+        return False, None
+    try:
+        content = read_config_file(flag.value) if Path(flag.value).is_file() else yaml.safe_load(flag.value)
+    except (ConfigError, yaml.YAMLError, OSError):
+        return False, None
+    if flag.key == "data.generate":
+        return True, content
+    if flag.key == "config":
+        sections = [content, content.get(subcommand)] if isinstance(content, dict) else []
+        content = next((s["data"] for s in reversed(sections) if isinstance(s, dict) and "data" in s), None)
+    if isinstance(content, dict) and "generate" in content:
+        return True, content["generate"]
+    return False, None
 
 
 def group_flags(args: list[str], group: str) -> dict[str, Any]:

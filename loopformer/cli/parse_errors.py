@@ -29,11 +29,9 @@ def parse_error_paragraph(message: str, parser: Any, args: list[str]) -> str:
     outer = re.match(r'Parser key "([\w.]+)":', text)
     keyed = re.findall(r'Parser key "([\w.]+)": Expected a (.+?)\. Got value: (\S+)', text)
     bare = re.search(r"Expected a (.+?)\. Got value: (\S+)", text)
-    union = re.search(r"Union subtypes Subtypes: \[(.*?)\].*?Given value: (\S+?)\.?(?: |$)", text)
+    union = re.search(r"Union subtypes Subtypes: \[(.*?)\] Errors:.*Given value: (.+)$", text)
     if outer and union and not (keyed or bare):  # a value none of an Optional's or a Union's types takes
-        kinds = [_type_name(t.strip()) for t in union.group(1).split(",")]
-        kinds = ["null" if k == "NoneType" else k for k in kinds]
-        text = f"{outer.group(1)} expected {' or '.join(kinds)}, got {union.group(2)}"
+        text = _union_paragraph(outer.group(1), union.group(1), union.group(2), text)
     elif outer and (keyed or bare):  # a wrong type, perhaps deep inside a list or a union: say the innermost part
         key, expected, got = keyed[-1] if keyed else (outer.group(1), *bare.groups())
         where = f"{outer.group(1)}: " if key != outer.group(1) else ""
@@ -53,12 +51,64 @@ def parse_error_paragraph(message: str, parser: Any, args: list[str]) -> str:
     return f"{text.rstrip('.')}{suffix} `loopformer <command> --help` lists every option."
 
 
+def _union_paragraph(key: str, subtypes: str, given: str, text: str) -> str:
+    """A value that none of a Union's types takes (``data.generate``: Sudoku or maze settings, or null): each type
+    as a user reads it (settings with their fields), the value as given, and fields no type has, with the nearest."""
+    types = _top_level_items(subtypes)
+    choices = [c for t in types for c in _literal_choices(t)]  # several Literals (trainer.precision) read as one
+    kinds = [f"one of {', '.join(dict.fromkeys(choices))}"] if choices else []
+    kinds += ["null" if t == "<class 'NoneType'>" else _type_name(t) for t in types if not _literal_choices(t)]
+    nested = re.fullmatch(r"NestedArg\(key='([\w.]+)', val=(.*)\)", given.strip())
+    given = f"--{key}.{nested.group(1)}={nested.group(2).strip(chr(39))}" if nested else given.strip()
+    fields = {name for t in types for name in _dataclass_fields(t)}
+    unknown = [
+        name for name in dict.fromkeys(re.findall(r"Option '(\w+)' is not accepted", text)) if name not in fields
+    ]
+    notes = []
+    for name in unknown:
+        near = difflib.get_close_matches(name, sorted(fields), n=2, cutoff=0.6)
+        notes.append(f"no type has a field {name!r}" + (f" (did you mean {' or '.join(near)}?)" if near else ""))
+    return f"{key} expected {' or '.join(kinds)}, got {given}" + (f": {'; '.join(notes)}" if notes else "")
+
+
+def _top_level_items(text: str) -> list[str]:
+    """``a, B[c, d], e`` -> ``["a", "B[c, d]", "e"]``: the commas inside brackets belong to their item."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char == "[") - (char == "]")
+        if char == "," and depth == 0:
+            items.append(text[start:i].strip())
+            start = i + 1
+    return [*items, text[start:].strip()]
+
+
+def _literal_choices(expected: str) -> list[str]:
+    choices = re.fullmatch(r"(?:typing\.)?Literal\[(.*)\]", expected)
+    return [c.strip(" '\"") for c in _top_level_items(choices.group(1))] if choices else []
+
+
+def _dataclass_fields(expected: str) -> list[str]:
+    """The fields of the settings class jsonargparse names as ``<class 'a.b.Name'>``; none for other types."""
+    import dataclasses
+    import pydoc
+
+    dotted = re.fullmatch(r"<class '([\w.]+)'>", expected)
+    cls = pydoc.locate(dotted.group(1)) if dotted else None
+    return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+
+
 def _type_name(expected: str) -> str:
     """jsonargparse's type text, as a user reads it: ``<class 'int'>`` -> an integer, ``Literal['a', 'b']`` -> one
-    of a, b."""
+    of a, b, ``<class 'pkg.SudokuGenerator'>`` -> SudokuGenerator settings (n, clues, ...)."""
     choices = re.search(r"Literal\[(.*)\]", expected)
     if choices:
         return "one of " + ", ".join(c.strip(" '\"") for c in choices.group(1).split(","))
     simple = re.fullmatch(r"<class '(\w+)'>", expected)
     names = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
-    return names.get(simple.group(1), simple.group(1)) if simple else expected
+    if simple:
+        return names.get(simple.group(1), simple.group(1))
+    dotted = re.fullmatch(r"<class '[\w.]*?(\w+)'>", expected)
+    if dotted:
+        fields = _dataclass_fields(expected)
+        return f"{dotted.group(1)} settings ({', '.join(fields)})" if fields else dotted.group(1)
+    return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", expected)  # collections.abc.Iterable[pkg.Logger] -> Iterable[Logger]

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from loopformer.cli import main
 
@@ -191,3 +192,26 @@ def test_data_build_into_the_working_directory_or_through_a_link_keeps_that_dire
     assert data_main(["build", "sudoku-gen", str(link), "--num-train", "5", "--num-test", "4", "--overwrite"]) == 0
     assert link.is_symlink() and json.loads((here / "generator.json").read_text())["settings"]["num_train"] == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "link"]
+
+
+def _printed_generate(capsys, *args):
+    with pytest.raises(SystemExit) as e:
+        main(["fit", *args, "--print_config"])
+    assert e.value.code == 0, capsys.readouterr().err
+    return yaml.safe_load(capsys.readouterr().out)["data"]["generate"]
+
+
+def test_settings_of_another_kind_pick_that_kind_over_the_files_before(tmp_path, capsys):
+    """A maze config file over the quickstart's Sudoku settings (or a mapping flag) generates mazes: its fields pick
+    the kind, as in a file of its own (jsonargparse merged it into the Sudoku settings and rejected both kinds)."""
+    maze = tmp_path / "maze.yaml"
+    maze.write_text("data:\n  data_paths: data/maze9\n  generate: {side: 9, num_train: 500}\n")
+    expected = {"side": 9, "num_train": 500, "num_test": 200, "aug": False, "seed": 0}
+    assert _printed_generate(capsys, "--config", QUICKSTART, "--config", str(maze)) == expected
+    assert _printed_generate(capsys, "--config", QUICKSTART, "--data.generate={side: 9, num_train: 500}") == expected
+    assert _printed_generate(capsys, "--config", QUICKSTART, "--data={generate: {side: 9, num_train: 500}}") == expected
+    # back again, and settings of the same kind still merge into the ones before
+    sudoku = {"n": 4, "clues": 4, "num_train": 20000, "num_test": 1000, "seed": 0}
+    assert _printed_generate(capsys, "--config", str(maze), "--config", QUICKSTART) == sudoku
+    assert _printed_generate(capsys, "--config", QUICKSTART, "--data.generate={clues: 5}") == {**sudoku, "clues": 5}
+    assert _printed_generate(capsys, "--config", str(maze), "--data.generate={seed: 3}") == {**expected, "seed": 3}
