@@ -4,9 +4,10 @@ into a new subdirectory of the checkpoint's run."""
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from loopformer.checkpoint.format import EXTRA_KEY, read_settings
-from loopformer.cli import LoopformerCLI
+from loopformer.cli import LoopformerCLI, main
 from tests.helpers import tiny_fit_args
 
 QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
@@ -45,6 +46,16 @@ def test_a_checkpoint_evaluates_on_its_run_data_into_its_run_directory(sudoku4_d
     assert names == ["checkpoints", "config.yaml", outputs.name, "predictions", "run.lock",
                      next(run.glob("validate-*")).name]  # fmt: skip
     assert not (tmp_path / "runs").exists() and not (run / "predictions.npz").exists()
+
+    # --print_config prints what the command would use: the checkpoint's settings and data, the flags over them
+    with pytest.raises(SystemExit) as e:
+        main(["validate", f"--ckpt_path={ckpt}", "--model.train.act.halt_max_steps=5", "--print_config"])
+    assert e.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["arch"]["hidden_size"] == hparams["arch"]["hidden_size"] != 512  # 512: the default
+    assert printed["model"]["train"]["act"]["halt_max_steps"] == 5
+    assert printed["data"]["data_paths"] == str(sudoku4_dir) and printed["data"]["eval_batch_size"] == 16
+    assert len(list(run.glob("validate-*"))) == 1  # nothing run
 
 
 @pytest.mark.slow

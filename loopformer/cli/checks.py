@@ -223,11 +223,12 @@ def given(args: list[str], key: str) -> bool:
     return any(a == f"--{key}" or a.startswith((f"--{key}=", f"--{key}.")) for a in args)
 
 
-def check_generation_was_asked(config, args: list[str]) -> None:  # noqa: ANN001 (a jsonargparse Namespace)
+def check_generation_was_asked(config, args: list[str], require_dataset: bool = True) -> None:  # noqa: ANN001
     """A config file's ``data.generate`` describes the dataset where that file points. When ``data.data_paths``
     comes from the command line and no ``--data.generate`` flag does, it does not apply there: a missing dataset
-    is an error (a typo must not silently become a new dataset), and an existing one is used as it is (the run's
-    config records ``data.generate: null``, not settings that did not make its data)."""
+    is an error (a typo must not silently become a new dataset; unless ``require_dataset`` is false, for
+    ``--print_config``), and an existing one is used as it is (the run's config records ``data.generate: null``, not
+    settings that did not make its data). ``config`` is a jsonargparse Namespace."""
     subcommand = config.get("subcommand")
     section = config[subcommand] if subcommand else config
     data = section.get("data")
@@ -235,7 +236,7 @@ def check_generation_was_asked(config, args: list[str]) -> None:  # noqa: ANN001
         return
     paths = data.get("data_paths")
     first = Path(paths if isinstance(paths, (str, os.PathLike)) else paths[0])
-    if not is_built(first):
+    if require_dataset and not is_built(first):
         raise DatasetError(
             f"--data.data_paths {first.resolve()} holds no dataset (no train/dataset.json). The config's data.generate "
             f"builds one only where the config file points; to generate one at {first}, also pass a --data.generate "

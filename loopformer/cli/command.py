@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import jsonargparse
 import yaml
+from jsonargparse._actions import _ActionPrintConfig  # no public hook prints the config after parsing
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ProgressBar
@@ -187,7 +188,9 @@ class LoopformerCLI(LightningCLI):
             args = expand_list_item_overrides(parser, args)
             self._cli_args = list(args)
             # Parsed here: LightningCLI's own path warns whenever a list of args comes with a non-empty sys.argv.
-            self.config = parser.parse_args(args)
+            # --print_config is answered once the checkpoint's settings are in (_parse_ckpt_path), not here.
+            with _ActionPrintConfig.skip_print_config():
+                self.config = parser.parse_args(args)
         except jsonargparse.ArgumentError as e:
             raise ConfigError(parse_error_paragraph(str(e), parser, args)) from None
 
@@ -239,17 +242,21 @@ class LoopformerCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """The checkpoint's settings (below), then what a typed ``--data.data_paths`` means for ``data.generate``
-        (the checkpoint's included)."""
-        self._take_checkpoint_settings()
-        check_generation_was_asked(self.config, self._cli_args)
+        (the checkpoint's included); then ``--print_config`` prints the config with both."""
+        printing = _ActionPrintConfig.is_print_config_requested(self.parser)  # needs no checkpoint or data there
+        with _ActionPrintConfig.skip_print_config():  # _apply parses: it would print a half-applied config
+            self._take_checkpoint_settings(check_path=not printing)
+            check_generation_was_asked(self.config, self._cli_args, require_dataset=not printing)
+        _ActionPrintConfig.print_config_if_requested(self.parser, self.config)  # what the run would use, and exit
 
-    def _take_checkpoint_settings(self) -> None:
+    def _take_checkpoint_settings(self, check_path: bool = True) -> None:
         """Checkpoint hyperparameters replace the config files' model (those of checkpoints from before the
         config groups migrated), but explicit ``--model.*`` flags still win, so ``validate --ckpt_path C
         --model.train.act.halt_max_steps=32`` evaluates with more recursion. ``validate``, ``test`` and ``predict``
         also take the run's data settings from the checkpoint (or its run's config.yaml), unless a ``--config`` or
         ``--data`` gives data settings; ``--data.*`` flags still win."""
-        check_ckpt_path(self.config)
+        if check_path:
+            check_ckpt_path(self.config)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt_path or not Path(ckpt_path).is_file():
