@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -73,14 +73,32 @@ class StepCounts:
     max_steps: Optional[int]
     eval_every_steps: Optional[int]
 
-    def describe(self, budget: BudgetConfig, batch_size: int) -> str:
+    def describe(self, budget: BudgetConfig, batch_size: int, replaced: Optional[dict[str, Any]] = None) -> str:
+        """The line a run prints; ``replaced``: the trainer's settings the budget stands in for, named beside it (a
+        ``--trainer.max_steps`` given with a budget has no effect, and the line says so)."""
+        replaced = replaced or {}
         per_step = f"{self.flops_per_step:.4g} training FLOPs per step ({batch_size} examples)"
         parts = []
         if self.max_steps is not None:
-            parts.append(f"budget {budget.train_flops:.4g} FLOPs = {self.max_steps} steps")
+            parts.append(
+                f"budget {budget.train_flops:.4g} FLOPs = {self.max_steps} steps" + _instead(replaced, "max_steps")
+            )
         if self.eval_every_steps is not None:
-            parts.append(f"an evaluation every {budget.eval_every_flops:.4g} FLOPs = {self.eval_every_steps} steps")
+            parts.append(
+                f"an evaluation every {budget.eval_every_flops:.4g} FLOPs = {self.eval_every_steps} steps"
+                + _instead(replaced, "val_check_interval")
+            )
         return f"model.budget: {per_step}; " + "; ".join(parts)
+
+
+LIGHTNING_DEFAULTS = {"max_steps": -1, "val_check_interval": 1.0}  # no limit; once an epoch (a fraction)
+
+
+def _instead(replaced: dict[str, Any], key: str) -> str:
+    value, default = replaced.get(key), LIGHTNING_DEFAULTS[key]
+    if value is None or (value == default and type(value) is type(default)):
+        return ""
+    return f" (in place of trainer.{key}={value})"
 
 
 def step_counts(budget: BudgetConfig, flops_per_step: int) -> StepCounts:
@@ -115,13 +133,14 @@ class TrainingBudget(L.Callback):
             rank_zero_info("model.budget: not applied under trainer.fast_dev_run")
             return
         self.counts = step_counts(self.budget, pl_module.train_flops_per_step())
+        replaced = {"max_steps": trainer.max_steps, "val_check_interval": trainer.val_check_interval}
         if self.counts.max_steps is not None:
             trainer.fit_loop.epoch_loop.max_steps = self.counts.max_steps
             trainer.fit_loop.max_epochs = -1  # the budget alone ends training
         if self.counts.eval_every_steps is not None:
             trainer.val_check_interval = self.counts.eval_every_steps
             trainer.check_val_every_n_epoch = None  # counted in steps across epochs
-        rank_zero_info(self.counts.describe(self.budget, pl_module.global_batch_size()))
+        rank_zero_info(self.counts.describe(self.budget, pl_module.global_batch_size(), replaced))
         if self.counts.eval_every_steps is not None and self.counts.eval_every_steps < 20:
             rank_zero_warn(
                 f"model.budget.eval_every_flops is {self.counts.eval_every_steps} step(s) of this schedule: "

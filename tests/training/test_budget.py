@@ -66,7 +66,8 @@ def test_the_budget_ends_training_at_equal_compute_for_schedules_of_different_de
         assert evaluations == [every * k for k in range(1, steps[name] // every + 1)], name
         assert float(cli.trainer.callback_metrics["compute/train_flops"]) == evaluations[-1] * per_step
         assert (
-            f"model.budget: {per_step:.4g} training FLOPs per step (16 examples); budget 2.4e+09 FLOPs" in caplog.text
-        )
+            f"model.budget: {per_step:.4g} training FLOPs per step (16 examples); budget 2.4e+09 FLOPs = "
+            f"{steps[name]} steps (in place of trainer.max_steps=1000)" in caplog.text
+        )  # the limit given with the budget has no effect, and the line says so
         caplog.clear()
     assert steps["shallow"] > steps["default"] >= 4  # the deeper schedule gets fewer steps of the same budget
