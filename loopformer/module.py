@@ -38,7 +38,12 @@ from loopformer.training import training_algorithm
 from loopformer.training.budget import BudgetConfig, TrainingBudget, train_flops_per_example
 from loopformer.training.config import EMAConfig, TrainConfig, network_config
 from loopformer.training.nonfinite import NonFiniteWatch
-from loopformer.training.optimization import OptimConfig, configure_optimizers, puzzle_embedding_step
+from loopformer.training.optimization import (
+    OptimConfig,
+    configure_optimizers,
+    puzzle_embedding_step,
+    schedule_change,
+)
 from loopformer.training.scores import IntervalScores
 
 
@@ -90,6 +95,8 @@ class LoopformerModule(L.LightningModule):
         self.predictions: Optional[PredictionWriter] = None
         self._carry_restored = False
         self._checkpoint_step: Optional[int] = None  # training step of the checkpoint loaded, if any
+        self._schedule_steps: Optional[float] = None  # the steps the learning-rate schedule spans
+        self._checkpoint_schedule_steps: Optional[float] = None  # those of the checkpoint's run, where it says
         self.compute_report = ComputeReport()
         self.init_from, self.frozen_patterns = init_from, list(freeze or [])
         self._initialised_from: Optional[str] = None  # what init_from loaded, reported at the start of fit
@@ -179,6 +186,20 @@ class LoopformerModule(L.LightningModule):
             + (f"; seed {seed}" if seed is not None else "")
         )
 
+    def on_train_start(self) -> None:
+        """A run resumed with another step limit (or budget) than its checkpoint's run: the learning-rate schedule
+        spans the new one from the first resumed step (the optimizer's restored learning rate is the old schedule's),
+        and the run says so."""
+        planned, now = self._checkpoint_schedule_steps, self._schedule_steps
+        if self._checkpoint_step is None or planned is None or now is None or planned == now:
+            return
+        rank_zero_info(schedule_change(self.optim, planned, now, self._checkpoint_step))
+        scheduler = self.lr_schedulers()
+        groups = scheduler.optimizer.param_groups
+        for group, base, rule in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+            group["lr"] = base * rule(scheduler.last_epoch)
+        scheduler._last_lr = [group["lr"] for group in groups]
+
     def forward(self, carry: ACTCarry, batch: Batch):
         return self.net(carry, batch)
 
@@ -220,6 +241,7 @@ class LoopformerModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
+        self._schedule_steps = float(total)
         return configure_optimizers(self.net, self.optim, total)
 
     # -- evaluation ------------------------------------------------------------------------------------
@@ -303,9 +325,12 @@ class LoopformerModule(L.LightningModule):
         carry = self.carry.to_dict() if self.carry is not None else None
         rank_states = ckpt_format.gather_rank_states(ckpt_format.rank_training_state(carry))
         ckpt_format.write_training_state(checkpoint, self.dataset_dims, rank_states)
+        if self._schedule_steps is not None:
+            ckpt_format.extras(checkpoint)["schedule_steps"] = self._schedule_steps
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._checkpoint_step = checkpoint.get("global_step")
+        self._checkpoint_schedule_steps = checkpoint.get(ckpt_format.EXTRA_KEY, {}).get("schedule_steps")
         stored = checkpoint.get(ckpt_format.EXTRA_KEY, {}).get("dataset_dims")
         if self.net is None and stored:
             self.build(stored)

@@ -31,12 +31,12 @@ def _ema(cli):
 
 def _fit(
     data_dir, root, max_steps, batch, ckpt_path=None, stop_at=None, ema=False, workers=0, prefetch=2, optimizer="adamw",
-    model_file=None, extra=(),
+    model_file=None, extra=(), callbacks=(),
 ):  # fmt: skip
-    callbacks = []
+    callbacks = list(callbacks)
     if stop_at:
         ckpt = ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=stop_at, save_top_k=-1)
-        callbacks = [ckpt, StopAt(stop_at)]
+        callbacks += [ckpt, StopAt(stop_at)]
     args = [
         "fit",
         "--config",
@@ -132,3 +132,31 @@ def test_a_compiled_run_with_deterministic_algorithms_resumes_bitwise(sudoku4_di
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+class RecordLearningRates(L.Callback):
+    def __init__(self):
+        self.used = {}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.used[trainer.global_step] = optimizer.param_groups[0]["lr"]
+
+
+def test_a_run_resumed_with_another_step_limit_follows_the_new_schedule_and_says_so(sudoku4_dir, tmp_path, caplog):
+    """The schedule spans the new limit from the first resumed step (the optimizer's restored learning rate was the
+    old schedule's for that step), and one line says what changed; resumed with the same limit, nothing is said."""
+    from loopformer.training.optimization import warmup_cosine
+
+    caplog.set_level("INFO")
+    _fit(sudoku4_dir, tmp_path / "first", 6, 16, stop_at=3)
+    ckpt = next((tmp_path / "first" / "ckpt").glob("*.ckpt"))
+    record = RecordLearningRates()
+    resumed = _fit(sudoku4_dir, tmp_path / "longer", 10, 16, ckpt_path=ckpt, callbacks=[record])
+    lr = resumed.model.optim.lr
+    assert record.used == pytest.approx({s: lr * warmup_cosine(s + 1, 2, 10.0, 0.1) for s in range(3, 10)})
+    old, new = lr * warmup_cosine(4, 2, 6.0, 0.1), lr * warmup_cosine(4, 2, 10.0, 0.1)
+    assert (f"learning-rate schedule: over 10 steps, where the checkpoint's run planned 6 steps: from step 3 it "
+            f"follows the new one (learning rate {old:.3g} -> {new:.3g}).") in caplog.messages  # fmt: skip
+    caplog.clear()
+    _fit(sudoku4_dir, tmp_path / "same", 6, 16, ckpt_path=ckpt)
+    assert not [m for m in caplog.messages if m.startswith("learning-rate schedule")]

@@ -78,6 +78,25 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: float, min_ratio: f
     return min_ratio + (1 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def schedule_change(config: OptimConfig, planned: float, now: float, step: int) -> Optional[str]:
+    """What a resumed run whose warmup-cosine schedule spans other steps than its checkpoint's run planned (another
+    ``trainer.max_steps`` or budget) changes, as a line; None where it spans the same."""
+    if planned == now:
+        return None
+
+    def lr(total: float) -> float:
+        return config.lr * warmup_cosine(step + 1, config.lr_warmup_steps, total, config.lr_min_ratio)
+
+    def steps(total: float) -> str:
+        return f"{total:.0f} steps" if math.isfinite(total) else "no step limit"
+
+    jump = f" (learning rate {lr(planned):.3g} -> {lr(now):.3g})" if f"{lr(planned):.3g}" != f"{lr(now):.3g}" else ""
+    return (
+        f"learning-rate schedule: over {steps(now)}, where the checkpoint's run planned {steps(planned)}: from step "
+        f"{step} it follows the new one{jump}."
+    )
+
+
 def muon_parameters(net: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """(the weights Muon updates, the rest), split as VirtualRecursiveNetwork splits them: every weight of two
     dimensions or more (the blocks' matrices, a convolution's filters, DIS's step embedding) but the token and
