@@ -137,6 +137,11 @@ class LoopformerModule(L.LightningModule):
     def global_batch_size(self) -> int:
         return self.trainer.datamodule.global_batch_size
 
+    def examples_per_step(self) -> int:
+        """Examples behind one optimizer step, all processes: the global batch, times the batches Lightning
+        accumulates into one step (``trainer.accumulate_grad_batches``)."""
+        return self.global_batch_size() * max(1, int(self.trainer.accumulate_grad_batches))
+
     def train_flops_per_step(self) -> int:
         """Training FLOPs of one optimizer step, all processes (``training/budget.py``), from the config and the
         data's sizes: known before the network is built."""
@@ -146,7 +151,7 @@ class LoopformerModule(L.LightningModule):
             if self.net is not None
             else network_config(self.arch, self.train_config, self.runtime, dims)
         )
-        return train_flops_per_example(compute_cost(config), self.train_config) * self.global_batch_size()
+        return train_flops_per_example(compute_cost(config), self.train_config) * self.examples_per_step()
 
     def configure_model(self) -> None:
         if self.net is None and self._trainer is None:

@@ -137,3 +137,19 @@ def test_a_wandb_logger_without_wandb_installed_is_one_paragraph(logger, sudoku4
         "loopformer: error: trainer.logger is W&B (loopformer's default), but the wandb package is not "
     )
     assert "`--trainer.logger=false`" in err[0] and not (tmp_path / "loopformer").exists()
+
+
+@pytest.mark.parametrize(
+    "flag,message",
+    [("--trainer.accumulate_grad_batches=2", "cannot accumulate its gradients over batches. Remove it; a larger"),
+     ("--trainer.gradient_clip_val=0.5", "cannot clip its gradients. Remove it.")],
+)  # fmt: skip
+def test_trainer_settings_dis_cannot_take_are_one_line_before_the_run(flag, message, sudoku4_dir, tmp_path, capsys):
+    """DIS steps its optimizer itself: Lightning refused these in a traceback once the run had started."""
+    args = tiny_fit_args(sudoku4_dir, tmp_path, "--trainer.max_steps=1", "--model.train.algorithm=dis", flag)
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert done.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"loopformer: error: {flag[2:]}: model.train.algorithm=dis steps the optimizer itself")
+    assert message in err[0] and not (tmp_path / "loopformer").exists()

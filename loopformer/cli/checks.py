@@ -243,3 +243,22 @@ def check_generation_was_asked(config, args: list[str], require_dataset: bool = 
             "flag (e.g. --data.generate.seed=0)."
         )
     data.generate = None
+
+
+def check_trainer_fits_the_algorithm(subcommand: Optional[str], section: Any) -> None:  # noqa: ANN401 (a Namespace)
+    """DIS steps the optimizer itself, after every supervision step (``training/dis.py``): Lightning can neither
+    accumulate its gradients over batches nor clip them, and says so in a traceback once the run has started."""
+    train = (section.get("model") or {}).get("train") or {}
+    if subcommand != "fit" or train.get("algorithm") != "dis":
+        return
+    trainer = section.get("trainer") or {}
+    accumulate, clip = trainer.get("accumulate_grad_batches"), trainer.get("gradient_clip_val")
+    why = ("model.train.algorithm=dis steps the optimizer itself, after every supervision step (VirtualRecursiveNetwork's "
+           "Deep Improvement Supervision), so Lightning cannot")  # fmt: skip
+    if accumulate not in (None, 1):
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches={accumulate}: {why} accumulate its gradients over batches. Remove it; a "
+            "larger data.global_batch_size puts more examples into each step."
+        )
+    if clip not in (None, 0):
+        raise ConfigError(f"trainer.gradient_clip_val={clip}: {why} clip its gradients. Remove it.")

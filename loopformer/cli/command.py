@@ -36,6 +36,7 @@ from loopformer.cli.checks import (
     check_devices,
     check_generation_was_asked,
     check_runs_keep_their_checkpoints,
+    check_trainer_fits_the_algorithm,
     check_wandb_installed,
     given,
     resolve_seed,
@@ -207,6 +208,7 @@ class LoopformerCLI(LightningCLI):
             # the states of training's callbacks (early stopping) do not matter to an evaluation
             warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used")
         check_devices(trainer.get("accelerator"), trainer.get("devices"), trainer.get("num_nodes"))
+        check_trainer_fits_the_algorithm(self.subcommand, section)
         logger = trainer.get("logger")
         check_wandb_installed(logger)
         if getattr(logger, "class_path", None) == DEFAULT_LOGGER["class_path"]:

@@ -138,9 +138,10 @@ class TrainingBudget(L.Callback):
             trainer.fit_loop.epoch_loop.max_steps = self.counts.max_steps
             trainer.fit_loop.max_epochs = -1  # the budget alone ends training
         if self.counts.eval_every_steps is not None:
-            trainer.val_check_interval = self.counts.eval_every_steps
+            # counted in batches by Lightning: an optimizer step is accumulate_grad_batches of them
+            trainer.val_check_interval = self.counts.eval_every_steps * max(1, int(trainer.accumulate_grad_batches))
             trainer.check_val_every_n_epoch = None  # counted in steps across epochs
-        rank_zero_info(self.counts.describe(self.budget, pl_module.global_batch_size(), replaced))
+        rank_zero_info(self.counts.describe(self.budget, pl_module.examples_per_step(), replaced))
         if self.counts.eval_every_steps is not None and self.counts.eval_every_steps < 20:
             rank_zero_warn(
                 f"model.budget.eval_every_flops is {self.counts.eval_every_steps} step(s) of this schedule: "

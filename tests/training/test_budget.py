@@ -71,3 +71,24 @@ def test_the_budget_ends_training_at_equal_compute_for_schedules_of_different_de
         )  # the limit given with the budget has no effect, and the line says so
         caplog.clear()
     assert steps["shallow"] > steps["default"] >= 4  # the deeper schedule gets fewer steps of the same budget
+
+
+def test_accumulated_batches_count_in_the_compute_of_a_step_and_in_the_evaluation_cadence(
+    sudoku4_dir, tmp_path, caplog
+):
+    """With trainer.accumulate_grad_batches=2 an optimizer step takes two batches: twice the FLOPs of one, and an
+    evaluation every k steps is one every 2k batches (Lightning counts val_check_interval in batches)."""
+    from loopformer.model.compute import compute_cost
+    from loopformer.training.budget import TrainingBudget
+
+    caplog.set_level("INFO")
+    cli = _fit(sudoku4_dir, tmp_path / "acc", "--trainer.accumulate_grad_batches=2", "--model.budget.train_flops=2.4e9",
+               "--model.budget.eval_every_flops=7.4e8")  # fmt: skip
+    per_step = train_flops_per_example(compute_cost(cli.model.net.config), cli.model.train_config) * 16 * 2
+    (counts,) = [c.counts for c in cli.trainer.callbacks if isinstance(c, TrainingBudget)]
+    assert counts.flops_per_step == per_step and cli.trainer.global_step == math.ceil(2.4e9 / per_step)
+    every = max(1, round(7.4e8 / per_step))
+    evaluations = [int(line.split()[3]) for line in caplog.messages if line.startswith("val at step")]
+    assert evaluations == [every * k for k in range(1, cli.trainer.global_step // every + 1)]
+    assert float(cli.trainer.callback_metrics["compute/train_flops"]) == evaluations[-1] * per_step
+    assert "training FLOPs per step (32 examples)" in caplog.text
