@@ -51,6 +51,8 @@ CASES = {
     "seed) or MazeGenerator settings (side, num_train, num_test, aug, seed) or null, got {'sid': 9}: no type has a "
     "field 'sid' (did you mean side?)",
     "--data.generate.sid=9": "or null, got --data.generate.sid=9: no type has a field 'sid' (did you mean side?)",
+    "--trainer.strategy=fsdp": "trainer: The strategy `fsdp` requires a GPU accelerator",
+    "--trainer.accelerator=mps": "trainer: `MPSAccelerator` can not run on your system",
     "--trainer.precision=abc": "trainer.precision expected one of 64, 32, 16, transformer-engine,",
     "--trainer.logger=5": "trainer.logger expected Logger or Iterable[Logger] or true or false or null, got 5.",
     "--model.optim.lr=-1": "model.optim.lr must be >= 0, got -1.0",
@@ -71,6 +73,8 @@ CASES = {
 def test_a_bad_value_is_one_line_and_exit_2(flag, sudoku4_dir, tmp_path, capsys, monkeypatch):
     if flag.startswith("--trainer.devices=64") and (os.cpu_count() or 1) >= 64:
         pytest.skip("this machine has 64 cores")
+    if flag in ("--trainer.strategy=fsdp", "--trainer.accelerator=mps") and torch.cuda.is_available():
+        pytest.skip("the machine has a GPU")
     for name in CLUSTER_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     args = tiny_fit_args(sudoku4_dir, tmp_path, "--trainer.max_steps=1", flag)
@@ -153,3 +157,31 @@ def test_trainer_settings_dis_cannot_take_are_one_line_before_the_run(flag, mess
     assert done.value.code == 2 and len(err) == 1, err
     assert err[0].startswith(f"loopformer: error: {flag[2:]}: model.train.algorithm=dis steps the optimizer itself")
     assert message in err[0] and not (tmp_path / "loopformer").exists()
+
+
+def test_an_evaluation_interval_beyond_an_epoch_it_counts_in_is_one_line(sudoku4_dir, tmp_path, capsys):
+    """Lightning's ValueError once fit starts (a traceback), now one line saying what to change."""
+    args = tiny_fit_args(sudoku4_dir, tmp_path, "--trainer.max_steps=1", "--trainer.check_val_every_n_epoch=1")
+    with pytest.raises(SystemExit) as done:
+        main(args)  # the quickstart's val_check_interval, 500 batches: the small dataset has fewer per epoch
+    assert done.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("loopformer: error: trainer.val_check_interval=500 is more batches than an epoch has (")
+    assert "set check_val_every_n_epoch to null" in last
+
+
+def test_a_setting_lightning_refuses_once_the_run_has_started_is_one_line(sudoku4_dir, tmp_path, capsys, monkeypatch):
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from loopformer.module import LoopformerModule
+
+    def refuse(self):
+        raise MisconfigurationException("`Trainer(x=1)` is not supported\nwith this.")
+
+    monkeypatch.setattr(LoopformerModule, "on_fit_start", refuse)
+    with pytest.raises(SystemExit) as done:
+        main(tiny_fit_args(sudoku4_dir, tmp_path, "--trainer.max_steps=1"))
+    assert done.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "loopformer: error: `Trainer(x=1)` is not supported with this."
+    )

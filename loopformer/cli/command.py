@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -13,6 +14,7 @@ import jsonargparse
 import yaml
 from jsonargparse._actions import _ActionPrintConfig  # no public hook prints the config after parsing
 from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
@@ -175,7 +177,10 @@ class LoopformerCLI(LightningCLI):
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())
-        return super()._instantiate_trainer({**config, "plugins": plugins}, callbacks)
+        try:
+            return super()._instantiate_trainer({**config, "plugins": plugins}, callbacks)
+        except (MisconfigurationException, ValueError) as e:  # the Trainer checking its settings (strategy, devices)
+            raise ConfigError(f"trainer: {one_line(e)}") from None
 
     def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 (LightningCLI's signature)
         self._cli_args: list[str] = []
@@ -282,6 +287,16 @@ class LoopformerCLI(LightningCLI):
             raise ConfigError(prefix + parse_error_paragraph(str(e), self.parser, [subcommand])) from None
 
 
+# Lightning's ValueError when fit starts: an evaluation interval beyond the epoch it is counted in
+VAL_CHECK_BEYOND_EPOCH = re.compile(
+    r"`val_check_interval` \((\S+)\) must be less than or equal to the number of the training batches \((\d+)\)"
+)
+
+
+def one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
 EVALUATIONS = ("validate", "test", "predict")  # the subcommands that evaluate a checkpoint on its run's data
 
 
@@ -294,6 +309,20 @@ def main(argv: Optional[list[str]] = None) -> None:
     except (ConfigError, DatasetError, CheckpointDirError) as e:
         # Bad input is the user's to fix: one clear paragraph and a non-zero exit, no traceback.
         print(f"loopformer: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except MisconfigurationException as e:  # Lightning refusing a setting once the run has started
+        print(f"loopformer: error: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    except ValueError as e:
+        numbers = VAL_CHECK_BEYOND_EPOCH.search(one_line(e))
+        if numbers is None:
+            raise
+        print(
+            f"loopformer: error: trainer.val_check_interval={numbers[1]} is more batches than an epoch has "
+            f"({numbers[2]}), and with trainer.check_val_every_n_epoch set it counts within an epoch: set "
+            "check_val_every_n_epoch to null (as the recipes do) to count it across epochs, or give a smaller interval.",
+            file=sys.stderr,
+        )
         sys.exit(2)
     except (NonFiniteError, atomic.WriteError) as e:
         print(f"loopformer: error: {e}", file=sys.stderr)
