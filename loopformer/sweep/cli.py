@@ -47,6 +47,9 @@ def run_offline(sweep_file: str, out: Path, count: int, label: str = "", overrid
     if sweep.stop_signal is not None:
         print(f"sweep runner stopped by {signal.Signals(sweep.stop_signal).name}; results so far: {files or 'none'}")
         return 128 + sweep.stop_signal
+    if sweep.gave_up:
+        print(f"loopformer sweep: error: {sweep_file}: {sweep.gave_up}.", file=sys.stderr)
+        return 2
     if not sweep.finished_trials():
         logs = sorted(out.glob("*.log"))
         where = f"; their logs: {out}/*.log" if logs else ""

@@ -67,6 +67,8 @@ class OfflineSweep:
         self.stop_signal: Optional[int] = None
         self._proc: Optional[subprocess.Popen] = None
         self.written: list[Path] = []  # the result files the last write_results wrote
+        self.gave_up: Optional[str] = None  # why this runner stopped proposing trials (its settings fail them all)
+        self._last_bad_input: Optional[str] = None  # the error of the last trial, when it was refused its settings
 
     # -- engine views --------------------------------------------------------------------------------------------
     def _sweep_runs(self, trials: list[TrialRecord]) -> list:
@@ -100,7 +102,7 @@ class OfflineSweep:
         previous = self._install_signal_handlers()
         atexit.register(self._kill_trial)
         try:
-            while self.stop_signal is None:
+            while self.stop_signal is None and self.gave_up is None:
                 trial = self._claim_next(count)
                 if trial is None:
                     break
@@ -219,6 +221,8 @@ class OfflineSweep:
             f"best {best}",
             flush=True,
         )
+        if trial.state == "failed":
+            self._after_failure(trial, log_file)
         if trial.state == "finished" and best is None:
             print(
                 f"{self.prefix} {trial.name}: it reported no {self.metric}, so the sweep learns nothing from it: did "
@@ -226,6 +230,22 @@ class OfflineSweep:
                 f"Its log: {log_file}",
                 flush=True,
             )
+
+    def _after_failure(self, trial: TrialRecord, log_file: Path) -> None:
+        """Says why a trial failed (its error line). Two trials in a row refused their settings (exit 2, bad input,
+        before anything ran) with the same error, whatever values they drew: the settings every trial shares are
+        wrong (a GPU count this machine lacks, a missing dataset), and this runner stops instead of failing the rest
+        of the sweep one trial at a time."""
+        error = last_error_line(log_file)
+        print(f"{self.prefix} {trial.name}: {error or 'no error line'} (its log: {log_file})", flush=True)
+        bad_input = error if trial.exitcode == 2 and error else None
+        if bad_input is not None and bad_input == self._last_bad_input:
+            self.gave_up = (
+                f"two trials in a row stopped before they started, whatever values they drew, with: {bad_input.rstrip('.')}; "
+                "fix what every trial shares (the sweep file's command, the overrides) and run it again: the sweep "
+                "continues where it stopped"
+            )
+        self._last_bad_input = bad_input
 
     def _signal_trial(self, signum: int) -> float:
         if self._proc is not None:
@@ -320,3 +340,14 @@ class OfflineSweep:
         picture = self.out_dir / "parallel_coordinates.png"
         plot_parallel_coordinates(rows, axes, f"best {self.metric}", picture)
         return [self.out_dir / "results.csv", self.out_dir / "results.json", picture]
+
+
+def last_error_line(log_file: Path) -> Optional[str]:
+    """A trial's error as its log ends it (``loopformer: error: ...``, a traceback's last line), without the
+    program's prefix; None for an empty log."""
+    try:
+        lines = [line.strip() for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return None
+    error = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else None)
+    return error.removeprefix("loopformer: error: ") if error else None

@@ -1,5 +1,6 @@
 """A stand-in for `loopformer fit` in offline-runner tests: reports `--quality * k / 10` for k = 1..`--reports` (10),
-one every `--pause` seconds (0.15); with `--which=FILE`, writes there the `loopformer` its PATH finds."""
+one every `--pause` seconds (0.15); with `--which=FILE`, writes there the `loopformer` its PATH finds; with
+`--refuse=MESSAGE`, stops as loopformer stops on bad input (its error line, exit 2; `{quality}` in it replaced)."""
 
 import json
 import shutil
@@ -14,6 +15,11 @@ reports = int(next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--
 callback = next(a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--trainer.callbacks+="))
 path = json.loads(callback)["init_args"]["path"]
 which = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--which=")), None)
+refuse = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--refuse=")), None)
+if refuse:
+    print("GPU available: False", file=sys.stderr)
+    print(f"loopformer: error: {refuse.replace('{quality}', str(quality))}", file=sys.stderr)
+    sys.exit(2)
 if which:
     with open(which, "w") as f:
         f.write(str(shutil.which("loopformer")))

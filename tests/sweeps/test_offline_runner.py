@@ -76,6 +76,32 @@ def test_a_finished_trial_without_a_report_is_named_with_the_likely_reason(tmp_p
     ) in out
 
 
+def test_trials_refused_their_shared_settings_stop_the_runner_after_two(tmp_path, capsys):
+    """Two trials in a row stopped on bad input with the same error, whatever they drew: the runner stops, naming
+    it, instead of failing the rest of the sweep; an error that depends on the drawn values does not stop it."""
+    sweep_file = tmp_path / "fake.yaml"
+    config = _config()
+    del config["early_terminate"]
+    sweep_file.write_text(yaml.safe_dump(config))
+    out = tmp_path / "shared"
+    code = main([str(sweep_file), "--offline", "--count", "4", "--out", str(out), "--refuse=no GPU here."])
+    assert code == 2
+    captured = capsys.readouterr()
+    assert f"trial-000: no GPU here. (its log: {out / 'trial-000.log'})" in captured.out
+    assert captured.err.strip() == (
+        f"loopformer sweep: error: {sweep_file}: two trials in a row stopped before they started, whatever values they "
+        "drew, with: no GPU here; fix what every trial shares (the sweep file's command, the overrides) and run it "
+        "again: the sweep continues where it stopped."
+    )
+    assert [t["state"] for t in json.loads((out / "state.json").read_text())["trials"]] == ["failed", "failed"]
+
+    out = tmp_path / "per-trial"
+    code = main([str(sweep_file), "--offline", "--count", "4", "--out", str(out), "--refuse=q={quality}"])
+    assert code == 1  # every trial ran (and failed, each its own way): no trial finished
+    assert [t["state"] for t in json.loads((out / "state.json").read_text())["trials"]] == ["failed"] * 4
+    assert "trial-003: q=0.1 (its log:" in capsys.readouterr().out
+
+
 def test_sweep_command_rejects_a_bad_file(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: sideways\n")
