@@ -53,6 +53,7 @@ CASES = {
     "--data.generate.sid=9": "or null, got --data.generate.sid=9: no type has a field 'sid' (did you mean side?)",
     "--trainer.strategy=fsdp": "trainer: The strategy `fsdp` requires a GPU accelerator",
     "--trainer.accelerator=mps": "trainer: `MPSAccelerator` can not run on your system",
+    "--trainer.logger=CSVLogger": "trainer.logger: CSVLogger requires save_dir; give it (--trainer.logger.save_dir=...)",
     "--trainer.precision=abc": "trainer.precision expected one of 64, 32, 16, transformer-engine,",
     "--trainer.logger=5": "trainer.logger expected Logger or Iterable[Logger] or true or false or null, got 5.",
     "--model.optim.lr=-1": "model.optim.lr must be >= 0, got -1.0",
@@ -185,3 +186,18 @@ def test_a_setting_lightning_refuses_once_the_run_has_started_is_one_line(sudoku
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "loopformer: error: `Trainer(x=1)` is not supported with this."
     )
+
+
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")), reason="tensorboard is installed"
+)
+def test_a_logger_whose_package_is_missing_is_one_line(sudoku4_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        args = tiny_fit_args(sudoku4_dir, tmp_path, "--trainer.max_steps=1", "--trainer.logger=TensorBoardLogger")
+        main([a for a in args if a != "--trainer.logger=false"])  # the default logger's save_dir carries over
+    assert done.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "loopformer: error: lightning.pytorch.loggers.TensorBoardLogger cannot be built: Neither `tensorboard` nor "
+        "`tensorboardX` is available. Try `pip install`ing either."
+    ]
+    assert not (tmp_path / "loopformer").exists()

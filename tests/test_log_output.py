@@ -87,3 +87,21 @@ def test_an_epoch_shorter_than_the_logging_interval_logs_training_without_a_warn
         logged = [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss")]
     assert logged == [9, 19]  # every 10 steps, across epochs
     assert not [w for w in recwarn if "smaller than the logging interval" in str(w.message)]
+
+
+def test_every_logger_writes_under_the_default_root_dir_unless_told_otherwise(sudoku4_dir, tmp_path, monkeypatch):
+    """`--trainer.default_root_dir` moves every logger's files, as the README says: a CSV logger without a save_dir
+    wrote its run (checkpoints included) into the working directory."""
+    from loopformer.cli import main
+    from tests.helpers import tiny_fit_args
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    root = tmp_path / "root"
+    args = tiny_fit_args(sudoku4_dir, root, "--trainer.max_steps=1", "--trainer.limit_val_batches=0",
+                         "--trainer.logger=CSVLogger")  # fmt: skip
+    main([a for a in args if a != "--trainer.logger=false"])  # from the default logger, as a user switches it
+    assert list(cwd.iterdir()) == []
+    (hparams,) = root.rglob("hparams.yaml")  # the CSV logger's
+    assert (hparams.parent / "checkpoints" / "last.ckpt").is_file()

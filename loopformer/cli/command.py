@@ -216,10 +216,22 @@ class LoopformerCLI(LightningCLI):
         check_trainer_fits_the_algorithm(self.subcommand, section)
         logger = trainer.get("logger")
         check_wandb_installed(logger)
-        if getattr(logger, "class_path", None) == DEFAULT_LOGGER["class_path"]:
-            if logger.init_args.get("save_dir") in (None, "", "."):
-                logger.init_args.save_dir = trainer.default_root_dir or DEFAULT_ROOT_DIR
+        for each in logger if isinstance(logger, list) else [logger]:  # W&B, CSV, TensorBoard: "." is their default
+            init_args = getattr(each, "init_args", None)
+            if init_args is not None and "save_dir" in init_args and init_args.get("save_dir") in (None, "", "."):
+                init_args.save_dir = trainer.default_root_dir or DEFAULT_ROOT_DIR
         check_runs_keep_their_checkpoints(self.subcommand, section.get("ckpt_path"), trainer)
+
+    def instantiate_classes(self) -> None:
+        """A class of the config whose package is missing (``--trainer.logger=TensorBoardLogger`` without
+        tensorboard) is one line naming both, not jsonargparse's chained tracebacks."""
+        try:
+            super().instantiate_classes()
+        except ValueError as e:
+            missing = missing_package(e)
+            if missing is None:
+                raise
+            raise ConfigError(missing) from None
 
     def _check_checkpoint_fits_the_data(self) -> None:
         """A checkpoint and data of another shape: one line here, not a traceback once the run has started. (Data
@@ -291,6 +303,20 @@ class LoopformerCLI(LightningCLI):
 VAL_CHECK_BEYOND_EPOCH = re.compile(
     r"`val_check_interval` \((\S+)\) must be less than or equal to the number of the training batches \((\d+)\)"
 )
+
+
+def missing_package(error: BaseException) -> Optional[str]:
+    """``class: why`` where an ImportError among ``error``'s causes kept a configured class from being built."""
+    chain, cause = [], error
+    while cause is not None and len(chain) < 20:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    missing = next((e for e in chain if isinstance(e, ImportError)), None)
+    if missing is None:
+        return None
+    class_path = next((m[1] for e in chain if (m := re.search(r"class_path '([\w.]+)'", str(e)))), None)
+    why = str(missing).splitlines()[0].strip()
+    return f"{class_path or 'a configured class'} cannot be built: {why}"
 
 
 def one_line(error: Exception) -> str:

@@ -54,6 +54,13 @@ def parse_error_paragraph(message: str, parser: Any, args: list[str]) -> str:
 def _union_paragraph(key: str, subtypes: str, given: str, text: str) -> str:
     """A value that none of a Union's types takes (``data.generate``: Sudoku or maze settings, or null): each type
     as a user reads it (settings with their fields), the value as given, and fields no type has, with the nearest."""
+    required = re.search(
+        r"Problem with given class_path '[\w.]*?(\w+)': the following arguments are required: ([\w, ]+)", text
+    )
+    if required:  # a class with a required argument not given (CSVLogger's save_dir where no earlier value set it)
+        names = [n.strip() for n in required.group(2).split(",")]
+        flags = " ".join(f"--{key}.{n}=..." for n in names)
+        return f"{key}: {required.group(1)} requires {', '.join(names)}; give {'it' if len(names) == 1 else 'them'} ({flags})"
     types = _top_level_items(subtypes)
     choices = [c for t in types for c in _literal_choices(t)]  # several Literals (trainer.precision) read as one
     kinds = [f"one of {', '.join(dict.fromkeys(choices))}"] if choices else []
