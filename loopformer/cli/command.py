@@ -305,12 +305,26 @@ VAL_CHECK_BEYOND_EPOCH = re.compile(
 )
 
 
+def lightning_refusal(error: BaseException) -> Optional[str]:
+    """A setting Lightning refused once the run had started, as one line; None for any other error."""
+    if isinstance(error, MisconfigurationException):
+        return one_line(error)
+    numbers = VAL_CHECK_BEYOND_EPOCH.search(one_line(error)) if isinstance(error, ValueError) else None
+    if numbers is None:
+        return None
+    return (
+        f"trainer.val_check_interval={numbers[1]} is more batches than an epoch has ({numbers[2]}), and with "
+        "trainer.check_val_every_n_epoch set it counts within an epoch: set check_val_every_n_epoch to null (as the "
+        "recipes do) to count it across epochs, or give a smaller interval."
+    )
+
+
 def missing_package(error: BaseException) -> Optional[str]:
     """``class: why`` where an ImportError among ``error``'s causes kept a configured class from being built."""
     chain, cause = [], error
     while cause is not None and len(chain) < 20:
         chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
+        cause = cause.__cause__  # raised from it: not an error handled on the way (__context__)
     missing = next((e for e in chain if isinstance(e, ImportError)), None)
     if missing is None:
         return None
@@ -336,20 +350,6 @@ def main(argv: Optional[list[str]] = None) -> None:
         # Bad input is the user's to fix: one clear paragraph and a non-zero exit, no traceback.
         print(f"loopformer: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except MisconfigurationException as e:  # Lightning refusing a setting once the run has started
-        print(f"loopformer: error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
-    except ValueError as e:
-        numbers = VAL_CHECK_BEYOND_EPOCH.search(one_line(e))
-        if numbers is None:
-            raise
-        print(
-            f"loopformer: error: trainer.val_check_interval={numbers[1]} is more batches than an epoch has "
-            f"({numbers[2]}), and with trainer.check_val_every_n_epoch set it counts within an epoch: set "
-            "check_val_every_n_epoch to null (as the recipes do) to count it across epochs, or give a smaller interval.",
-            file=sys.stderr,
-        )
-        sys.exit(2)
     except (NonFiniteError, atomic.WriteError) as e:
         print(f"loopformer: error: {e}", file=sys.stderr)
         sys.exit(1)
@@ -357,7 +357,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         # Stopped by SIGTERM or SIGINT (a sweep agent, a scheduler, Ctrl+C): not a finished run.
         finish_stopped_run()
         sys.exit(stopped_exit_code())
-    except Exception:
+    except Exception as e:
+        refused = lightning_refusal(e)
+        if refused is not None:  # a setting Lightning refuses once the run has started: bad input, not a crash
+            print(f"loopformer: error: {refused}", file=sys.stderr)
+            sys.exit(2)
         if lost_rank():  # a collective failed because a peer died: say which, not the collective's traceback
             print(lost_rank(), file=sys.stderr)
             sys.exit(1)
