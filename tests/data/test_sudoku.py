@@ -44,3 +44,19 @@ def test_dataset_split_has_no_overlap_and_hrm_tokens(tmp_path):
     assert not ({r.tobytes() for r in np.asarray(tr.inputs)} & {r.tobytes() for r in np.asarray(te.inputs)})
     assert set(np.unique(tr.inputs)) <= {1, 2, 3, 4, 5} and set(np.unique(tr.labels)) == {2, 3, 4, 5}
     assert np.array_equal(tr.puzzle_indices, np.arange(201)) and np.array_equal(tr.group_indices, np.arange(201))
+
+
+def test_puzzles_that_keep_more_clues_than_asked_are_said_to(tmp_path, capsys):
+    """Removal stops where the solution would stop being unique: 9x9 puzzles keep more than 17 clues, and the build
+    says why its mean is above what was asked (the help says it too)."""
+    from loopformer.data.cli import main as data_main
+
+    args = ["--size", "9", "--num-train", "3", "--num-test", "1"]
+    assert data_main(["build", "sudoku-gen", str(tmp_path / "hard"), "--clues", "17", *args]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    mean = float(line.split("mean_clues: ")[1].split(",")[0])
+    assert mean >= 17.5 and line.endswith(
+        ", note: 17 asked: a clue stays where removing it would leave more than one solution"
+    )
+    assert data_main(["build", "sudoku-gen", str(tmp_path / "easy"), "--clues", "60", *args]) == 0
+    assert "note" not in capsys.readouterr().out  # 60 clues are reached exactly

@@ -217,7 +217,8 @@ class SudokuGenerator:
     n: int = 4
     """Grid size (4, 6, 9, ...)."""
     clues: int = 6
-    """Givens per puzzle: the difficulty knob (fewer is harder)."""
+    """Givens asked per puzzle, the difficulty knob (fewer is harder): clues are removed down to this many while the
+    solution stays unique, so a puzzle may keep more."""
     num_train: int = 10000
     """Training puzzles."""
     num_test: int = 1000
@@ -254,14 +255,27 @@ class SudokuGenerator:
     def describe_result(self, summary: dict) -> str:
         return (
             f"Generated {summary['train']} train / {summary['test']} test puzzles "
-            f"(mean clues {summary['mean_clues']:.1f}) in {summary['seconds']:.1f}s."
+            f"(mean clues {summary['mean_clues']:.1f}{more_clues_note(self.clues, summary)}) in {summary['seconds']:.1f}s."
         )
+
+
+def more_clues_note(asked: int, summary: dict) -> str:
+    """Why puzzles kept more clues than asked, where they did (by half a clue or more on average)."""
+    if summary["mean_clues"] < asked + 0.5:
+        return ""
+    return f"; {asked} asked: a clue stays where removing it would leave more than one solution"
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", help="dataset directory to write (train/ and test/)")
     p.add_argument("--size", type=int, default=4, help="grid size n of the n x n Sudoku (4, 6, 8, 9, ...)")
-    p.add_argument("--clues", type=int, default=6, help="givens per puzzle (the difficulty knob)")
+    p.add_argument(
+        "--clues",
+        type=int,
+        default=6,
+        help="givens asked per puzzle, the difficulty knob: clues are removed down to this many while the solution "
+        "stays unique, so a puzzle may keep more",
+    )
     p.add_argument("--num-train", type=at_least(1), default=10000, help="training puzzles")
     p.add_argument("--num-test", type=at_least(1), default=1000, help="held-out test puzzles, none of them in training")
     p.add_argument("--seed", type=int, default=0, help="generator seed")
@@ -269,7 +283,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 def _build(a: argparse.Namespace) -> tuple[str, dict]:
     generator = SudokuGenerator(n=a.size, clues=a.clues, num_train=a.num_train, num_test=a.num_test, seed=a.seed)
-    return f"{a.size}x{a.size} sudoku", generator.build(a.out)
+    summary = generator.build(a.out)
+    note = more_clues_note(a.clues, summary)
+    return f"{a.size}x{a.size} sudoku", {**summary, **({"note": note.removeprefix("; ")} if note else {})}
 
 
 register(DatasetCommand("sudoku-gen", "generated n x n Sudoku with unique solutions (offline)", _arguments, _build))
