@@ -342,3 +342,14 @@ def test_report_of_a_real_offline_quickstart_sweep(sudoku4_dir, tmp_path):
     steps = {r["params"]["model.arch.stages.0.repeat"]: r["steps"] for r in report["ranked"]}
     assert flops[1] / steps[1] < flops[2] / steps[2] < flops[3] / steps[3]  # more repeats, more work per ACT step
     assert report["pareto_front"] and (out / "pareto.png").exists() and (out / "report.md").exists()
+
+
+def test_importance_with_too_few_runs_says_why_in_one_sentence():
+    from loopformer.sweep.report.analysis import parameter_importance
+
+    _, note = parameter_importance([], ["model.arch.stages.0.repeat"])
+    assert note == (
+        "for the metric, 0 runs with a value and 0 parameters that vary (it needs at least 4 runs and one varying "
+        "parameter); for the metric per GFLOP, 0 runs with a value and 0 parameters that vary (it needs at least 4 "
+        "runs and one varying parameter)"
+    )

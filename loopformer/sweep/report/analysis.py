@@ -98,8 +98,8 @@ def parameter_importance(runs: list[ScoredRun], parameters: list[str]) -> tuple[
         varying = [p for p in parameters if len({_hashable(row.get(p)) for row in rows}) > 1]
         if len(pairs) < MIN_RUNS_FOR_IMPORTANCE or not varying:
             notes.append(
-                f"{target}: not computed ({len(pairs)} runs with a value, {len(varying)} parameters that vary; "
-                f"needs at least {MIN_RUNS_FOR_IMPORTANCE} runs and one varying parameter)"
+                f"for the {target}, {len(pairs)} runs with a value and {len(varying)} parameters that vary (it needs "
+                f"at least {MIN_RUNS_FOR_IMPORTANCE} runs and one varying parameter)"
             )
             continue
         y = np.array([v for _, v in pairs], dtype=np.float64)

@@ -106,7 +106,7 @@ def write_markdown(analysis: Analysis, path: Path) -> None:
                   "(sums to 1); correlation: Pearson's r with the target (blank for categorical parameters). "
                   f"`{metric} per GFLOP` is the best `{metric}` divided by GFLOPs per puzzle."]  # fmt: skip
     if analysis.importance_note:
-        lines += ["", f"Not computed: {analysis.importance_note}."]
+        lines += [""] * bool(analysis.importance) + [f"Not computed {analysis.importance_note}."]
     lines += ["", "## Parallel coordinates", "", "![Parallel coordinates](parallel_coordinates.png)", ""]
     atomic.write_text(path, "\n".join(lines))
 
