@@ -556,3 +556,10 @@ def test_every_published_build_named_in_a_hint_is_the_readmes_command():
     for name in PUBLISHED_BUILDS:
         assert how_to_build(f"data/{name}") in readme
     assert how_to_build("data/my-own-set") == ""
+
+
+def test_python_dash_m_loopformer_is_the_command():
+    """Where the `loopformer` script is not on PATH (a cluster's module system, a bare venv)."""
+    done = subprocess.run([sys.executable, "-m", "loopformer", "data", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: loopformer data")
