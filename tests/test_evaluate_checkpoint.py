@@ -115,3 +115,22 @@ def test_other_data_given_to_a_checkpoint_is_used_as_it_is_and_data_of_another_s
         "built the same way).\n"
     )
     assert len(list(run.glob("validate-*"))) == 1  # the first evaluation's only
+
+
+def test_a_checkpoint_evaluated_from_another_directory_finds_its_run_data(tmp_path, monkeypatch, capsys):
+    """A run's relative data path is read from the directory the run started in: validate from elsewhere generated
+    the quickstart's dataset anew there (or would evaluate another dataset at that relative path)."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(work)
+    args = tiny_fit_args("data/s4", work / "run", "--trainer.max_steps=2", "--trainer.limit_val_batches=0",
+                         "--data.generate={num_train: 96, num_test: 40}")  # fmt: skip
+    LoopformerCLI(args=args)
+    ckpt = work / "run" / "checkpoints" / "last.ckpt"
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    validate = LoopformerCLI(args=["validate", f"--ckpt_path={ckpt}", *QUIET])
+    assert validate.datamodule.data_paths == [work / "data/s4"]
+    assert f"(its relative data paths read from {work}, as its run did)" in capsys.readouterr().err
+    assert not (elsewhere / "data").exists()

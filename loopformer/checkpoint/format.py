@@ -16,6 +16,9 @@ raw_state_dict    with EMA: the raw weights (``state_dict`` then holds the avera
 imported_from     ``"<source>:<file>"`` for a checkpoint written by ``loopformer import-checkpoint``
 data              the run's ``data`` settings as the command line resolved them (``data_paths``, batch sizes,
                   ``generate``): ``validate``/``test``/``predict`` with ``--ckpt_path`` alone evaluate on them
+data_paths_from   the working directory the run read its relative ``data_paths`` from (evaluated from another
+                  directory, a checkpoint still finds its run's data there)
+schedule_steps    the steps the run's learning-rate schedule spans (a resume with another limit says so)
 ================  ==========================================================================================
 
 ``hyper_parameters`` holds the module's arguments as plain dicts: ``{arch, train, runtime, optim, ema, eval, budget}``.
@@ -233,15 +236,34 @@ RUN_CONFIG = "config.yaml"  # beside checkpoints/ in a run directory (cli.comman
 
 
 def store_data_settings(checkpoint: dict, data: Optional[dict[str, Any]]) -> None:
-    extras(checkpoint)["data"] = data
+    """The run's data settings, and the directory its relative data paths were read from (the working directory):
+    a checkpoint evaluated from another directory still finds its run's data."""
+    extras(checkpoint).update(data=data, data_paths_from=os.getcwd())
+
+
+def _anchored_data_paths(data: dict[str, Any], base: Optional[str]) -> tuple[dict[str, Any], bool]:
+    """``data`` with each relative data path that names a directory under ``base`` made absolute there (the data the
+    run trained on); others as they were. Also whether any changed."""
+    paths = data.get("data_paths")
+    if base is None or paths is None:
+        return data, False
+    listed = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    anchored = [str(Path(base, p)) if not Path(p).is_absolute() and Path(base, p).is_dir() else p for p in listed]
+    if anchored == listed:
+        return data, False
+    return {**data, "data_paths": anchored[0] if isinstance(paths, (str, os.PathLike)) else anchored}, True
 
 
 def read_settings(path: str | Path) -> tuple[dict[str, Any], Optional[dict[str, Any]], str]:
     """``(model hyperparameters, data settings, where the data settings came from)``. The data settings are the
-    checkpoint's own, or, for a checkpoint written before it carried them, the ``data`` of the ``config.yaml`` of
+    checkpoint's own (relative data paths read from the directory its run read them from, where they are there), or, for a checkpoint written before it carried them, the ``data`` of the ``config.yaml`` of
     the run directory it sits in (``<run>/checkpoints/x.ckpt``); None when neither has them (an import)."""
     checkpoint = load_checkpoint(path, mmap=True)
     data, source = checkpoint.get(EXTRA_KEY, {}).get("data"), str(path)
+    if isinstance(data, dict):
+        data, anchored = _anchored_data_paths(data, checkpoint[EXTRA_KEY].get("data_paths_from"))
+        if anchored:
+            source += f" (its relative data paths read from {checkpoint[EXTRA_KEY]['data_paths_from']}, as its run did)"
     run = run_directory_of(path)
     if data is None and run is not None and (run / RUN_CONFIG).is_file():
         source = str(run / RUN_CONFIG)
