@@ -280,6 +280,16 @@ def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir,
     assert cli.trainer.callback_metrics["val/steps"].item() == 5
     assert cli.trainer.callback_metrics["val/count"].item() == 40
 
+    # fit cannot resume from weights alone: one line naming --model.init_from (it was Lightning's KeyError)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["fit", f"--data.data_paths={sudoku4_dir}", f"--ckpt_path={tmp_path / 'out.ckpt'}",
+              "--trainer.accelerator=cpu", "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path / 'fit'}"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1, err
+    assert "holds weights only (an imported checkpoint, or one saved with save_weights_only)" in err[0]
+    assert f"pass --model.init_from {tmp_path / 'out.ckpt'} instead" in err[0]
+
 
 def test_predict_returns_every_test_example_once(sudoku4_dir, tmp_path, caplog):
     caplog.set_level("INFO")

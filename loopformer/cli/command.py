@@ -280,6 +280,13 @@ class LoopformerCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
+        if subcommand == "fit" and "optimizer_states" not in load_checkpoint(ckpt_path, mmap=True):
+            raise ConfigError(
+                f"--ckpt_path {ckpt_path} holds weights only (an imported checkpoint, or one saved with "
+                "save_weights_only), so fit cannot resume from it: to train from its weights with a fresh optimizer, "
+                f"schedule and step, pass --model.init_from {ckpt_path} instead, with an architecture its weights fit "
+                f"(`loopformer validate --ckpt_path {ckpt_path} --print_config` prints the checkpoint's)."
+            )
         hparams, data, source = read_settings(ckpt_path)
         if hparams:
             self._apply(subcommand, "model", hparams, f"--ckpt_path {ckpt_path}: its hyperparameters")
