@@ -284,7 +284,8 @@ def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir,
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         main(["fit", f"--data.data_paths={sudoku4_dir}", f"--ckpt_path={tmp_path / 'out.ckpt'}",
-              "--trainer.accelerator=cpu", "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path / 'fit'}"])  # fmt: skip
+              "--trainer.accelerator=cpu", "--trainer.logger=false",
+              f"--trainer.default_root_dir={tmp_path / 'fit'}"])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1, err
     assert "holds weights only (an imported checkpoint, or one saved with save_weights_only)" in err[0]

@@ -256,8 +256,9 @@ def _anchored_data_paths(data: dict[str, Any], base: Optional[str]) -> tuple[dic
 
 def read_settings(path: str | Path) -> tuple[dict[str, Any], Optional[dict[str, Any]], str]:
     """``(model hyperparameters, data settings, where the data settings came from)``. The data settings are the
-    checkpoint's own (relative data paths read from the directory its run read them from, where they are there), or, for a checkpoint written before it carried them, the ``data`` of the ``config.yaml`` of
-    the run directory it sits in (``<run>/checkpoints/x.ckpt``); None when neither has them (an import)."""
+    checkpoint's own (its relative data paths read from the directory its run read them from, where they are there),
+    or, for a checkpoint written before it carried them, the ``data`` of the ``config.yaml`` of the run directory it
+    sits in (``<run>/checkpoints/x.ckpt``); None when neither has them (an import)."""
     checkpoint = load_checkpoint(path, mmap=True)
     data, source = checkpoint.get(EXTRA_KEY, {}).get("data"), str(path)
     if isinstance(data, dict):

@@ -253,8 +253,10 @@ def check_trainer_fits_the_algorithm(subcommand: Optional[str], section: Any) ->
         return
     trainer = section.get("trainer") or {}
     accumulate, clip = trainer.get("accumulate_grad_batches"), trainer.get("gradient_clip_val")
-    why = ("model.train.algorithm=dis steps the optimizer itself, after every supervision step (VirtualRecursiveNetwork's "
-           "Deep Improvement Supervision), so Lightning cannot")  # fmt: skip
+    why = (
+        "model.train.algorithm=dis steps the optimizer itself, after every supervision step (VirtualRecursiveNetwork's"
+        " Deep Improvement Supervision), so Lightning cannot"
+    )
     if accumulate not in (None, 1):
         raise ConfigError(
             f"trainer.accumulate_grad_batches={accumulate}: {why} accumulate its gradients over batches. Remove it; a "

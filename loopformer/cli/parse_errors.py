@@ -60,7 +60,8 @@ def _union_paragraph(key: str, subtypes: str, given: str, text: str) -> str:
     if required:  # a class with a required argument not given (CSVLogger's save_dir where no earlier value set it)
         names = [n.strip() for n in required.group(2).split(",")]
         flags = " ".join(f"--{key}.{n}=..." for n in names)
-        return f"{key}: {required.group(1)} requires {', '.join(names)}; give {'it' if len(names) == 1 else 'them'} ({flags})"
+        them = "it" if len(names) == 1 else "them"
+        return f"{key}: {required.group(1)} requires {', '.join(names)}; give {them} ({flags})"
     types = _top_level_items(subtypes)
     choices = [c for t in types for c in _literal_choices(t)]  # several Literals (trainer.precision) read as one
     kinds = [f"one of {', '.join(dict.fromkeys(choices))}"] if choices else []
@@ -90,7 +91,8 @@ def _top_level_items(text: str) -> list[str]:
 
 
 def _literal_choices(expected: str) -> list[str]:
-    choices = re.fullmatch(r"(?:typing\.)?Literal\[(.*)\]", expected)
+    """``Literal['a', 'b']`` (or ``typing.Literal[...]``) -> ``["a", "b"]``; other types -> ``[]``."""
+    choices = re.search(r"Literal\[(.*)\]", expected)
     return [c.strip(" '\"") for c in _top_level_items(choices.group(1))] if choices else []
 
 
@@ -107,9 +109,9 @@ def _dataclass_fields(expected: str) -> list[str]:
 def _type_name(expected: str) -> str:
     """jsonargparse's type text, as a user reads it: ``<class 'int'>`` -> an integer, ``Literal['a', 'b']`` -> one
     of a, b, ``<class 'pkg.SudokuGenerator'>`` -> SudokuGenerator settings (n, clues, ...)."""
-    choices = re.search(r"Literal\[(.*)\]", expected)
+    choices = _literal_choices(expected)
     if choices:
-        return "one of " + ", ".join(c.strip(" '\"") for c in choices.group(1).split(","))
+        return "one of " + ", ".join(choices)
     simple = re.fullmatch(r"<class '(\w+)'>", expected)
     names = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
     if simple:

@@ -241,9 +241,9 @@ class OfflineSweep:
         bad_input = error if trial.exitcode == 2 and error else None
         if bad_input is not None and bad_input == self._last_bad_input:
             self.gave_up = (
-                f"two trials in a row stopped before they started, whatever values they drew, with: {bad_input.rstrip('.')}; "
-                "fix what every trial shares (the sweep file's command, the overrides) and run it again: the sweep "
-                "continues where it stopped"
+                "two trials in a row stopped before they started, whatever values they drew, with: "
+                f"{bad_input.rstrip('.')}; fix what every trial shares (the sweep file's command, the overrides) and "
+                "run it again: the sweep continues where it stopped"
             )
         self._last_bad_input = bad_input
 

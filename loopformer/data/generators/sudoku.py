@@ -255,7 +255,8 @@ class SudokuGenerator:
     def describe_result(self, summary: dict) -> str:
         return (
             f"Generated {summary['train']} train / {summary['test']} test puzzles "
-            f"(mean clues {summary['mean_clues']:.1f}{more_clues_note(self.clues, summary)}) in {summary['seconds']:.1f}s."
+            f"(mean clues {summary['mean_clues']:.1f}{more_clues_note(self.clues, summary)}) "
+            f"in {summary['seconds']:.1f}s."
         )
 
 
