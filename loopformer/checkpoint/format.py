@@ -254,12 +254,15 @@ def _anchored_data_paths(data: dict[str, Any], base: Optional[str]) -> tuple[dic
     return {**data, "data_paths": anchored[0] if isinstance(paths, (str, os.PathLike)) else anchored}, True
 
 
-def read_settings(path: str | Path) -> tuple[dict[str, Any], Optional[dict[str, Any]], str]:
+def read_settings(
+    path: str | Path, checkpoint: Optional[dict[str, Any]] = None
+) -> tuple[dict[str, Any], Optional[dict[str, Any]], str]:
     """``(model hyperparameters, data settings, where the data settings came from)``. The data settings are the
     checkpoint's own (its relative data paths read from the directory its run read them from, where they are there),
     or, for a checkpoint written before it carried them, the ``data`` of the ``config.yaml`` of the run directory it
-    sits in (``<run>/checkpoints/x.ckpt``); None when neither has them (an import)."""
-    checkpoint = load_checkpoint(path, mmap=True)
+    sits in (``<run>/checkpoints/x.ckpt``); None when neither has them (an import). ``checkpoint``: the file at
+    ``path`` already loaded, if the caller has it."""
+    checkpoint = load_checkpoint(path, mmap=True) if checkpoint is None else checkpoint
     data, source = checkpoint.get(EXTRA_KEY, {}).get("data"), str(path)
     if isinstance(data, dict):
         data, anchored = _anchored_data_paths(data, checkpoint[EXTRA_KEY].get("data_paths_from"))

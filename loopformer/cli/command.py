@@ -121,6 +121,7 @@ class SaveConfigToRun(SaveConfigCallback):
 class LoopformerCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._outputs_in_checkpoint_run: Optional[OutputsInCheckpointRun] = None
+        self._mapped_checkpoint: Optional[tuple[str, dict[str, Any]]] = None  # (--ckpt_path, its content)
         kwargs.setdefault("save_config_callback", SaveConfigToRun)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 0)
@@ -238,7 +239,15 @@ class LoopformerCLI(LightningCLI):
         still to be generated is checked when the checkpoint loads.)"""
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if ckpt_path and Path(ckpt_path).is_file() and self.datamodule.is_built():
-            check_dataset_dims(load_checkpoint(ckpt_path, mmap=True), self.datamodule.dims, f"--ckpt_path {ckpt_path}")
+            check_dataset_dims(self._checkpoint(ckpt_path), self.datamodule.dims, f"--ckpt_path {ckpt_path}")
+        self._mapped_checkpoint = None  # its last reader at start-up; Lightning loads it for the run itself
+
+    def _checkpoint(self, path: str) -> dict[str, Any]:
+        """The ``--ckpt_path`` checkpoint, memory-mapped once for the start-up checks that read it (its settings,
+        whether fit can resume from it, its data's shape), not once per check."""
+        if self._mapped_checkpoint is None or self._mapped_checkpoint[0] != path:
+            self._mapped_checkpoint = (path, load_checkpoint(path, mmap=True))
+        return self._mapped_checkpoint[1]
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):  # noqa: ANN202
         # Config fields are documented by the docstring under each one (ArchConfig, TrainConfig, RuntimeConfig,
@@ -280,14 +289,14 @@ class LoopformerCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
-        if subcommand == "fit" and "optimizer_states" not in load_checkpoint(ckpt_path, mmap=True):
+        if subcommand == "fit" and "optimizer_states" not in self._checkpoint(ckpt_path):
             raise ConfigError(
                 f"--ckpt_path {ckpt_path} holds weights only (an imported checkpoint, or one saved with "
                 "save_weights_only), so fit cannot resume from it: to train from its weights with a fresh optimizer, "
                 f"schedule and step, pass --model.init_from {ckpt_path} instead, with an architecture its weights fit "
                 f"(`loopformer validate --ckpt_path {ckpt_path} --print_config` prints the checkpoint's)."
             )
-        hparams, data, source = read_settings(ckpt_path)
+        hparams, data, source = read_settings(ckpt_path, self._checkpoint(ckpt_path))
         if hparams:
             self._apply(subcommand, "model", hparams, f"--ckpt_path {ckpt_path}: its hyperparameters")
             self._apply(subcommand, "model", group_flags(self._cli_args, "model"))
