@@ -234,9 +234,10 @@ def test_with_a_progress_bar_each_evaluation_line_is_written_through_it(sudoku4_
     assert "val at step 2 (40 puzzles): exact_accuracy " in lines[0]
 
 
-def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir, tmp_path, capsys):
+def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir, tmp_path, capsys, caplog):
     """`import-checkpoint` output is accepted by `loopformer validate --ckpt_path`, and an explicit
     --model flag (test-time recursion) wins over the checkpoint's hyperparameters."""
+    caplog.set_level("INFO")
     from tests.model.test_reference_equivalence import HEADS, _random_weights
 
     C = 64
@@ -260,6 +261,18 @@ def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir,
         main(command + ["--seq-len", "16"])
     assert e.value.code == 0 and (tmp_path / "out.ckpt").is_file()
     out = capsys.readouterr().out
+    # an existing DEST is replaced only with --overwrite (it was written over without a word)
+    written = (tmp_path / "out.ckpt").read_bytes()
+    with pytest.raises(SystemExit) as e:
+        main(command + ["--seq-len", "32"])
+    assert e.value.code == 2 and capsys.readouterr().err == (
+        f"loopformer import-checkpoint: error: {tmp_path / 'out.ckpt'} exists; expected the path of a checkpoint "
+        "file to write (pass --overwrite to replace it).\n"
+    )
+    assert (tmp_path / "out.ckpt").read_bytes() == written
+    with pytest.raises(SystemExit) as e:
+        main(command + ["--seq-len", "16", "--overwrite"])
+    assert e.value.code == 0 and capsys.readouterr().out == out
     assert f"wrote {tmp_path / 'out.ckpt'}: TRM weights, schedule z_L<-[z_H,x]x2  z_H<-[z_L]x1, 2 cycles" in out
     assert "note:" not in out  # the DIS note is for VRN's DIS models only
     cli = LoopformerCLI(
@@ -279,6 +292,7 @@ def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir,
     assert cli.model.train_config.act.halt_max_steps == 5  # the explicit flag wins
     assert cli.trainer.callback_metrics["val/steps"].item() == 5
     assert cli.trainer.callback_metrics["val/count"].item() == 40
+    assert f"validate: outputs in {tmp_path}" in caplog.messages  # no run of its own to name them
 
     # fit cannot resume from weights alone: one line naming --model.init_from (it was Lightning's KeyError)
     capsys.readouterr()

@@ -338,6 +338,12 @@ def variant_for(source: str, arch: dict[str, Any]) -> Variant:
                 f"architecture name {name!r} is VRN's copy of a TRM/HRM model, not its looper: import it with --from "
                 "trm (--from vrn imports VRN's looper, looper@LoopTransformer)."
             )
+        if name and module != "looper":
+            raise CheckpointImportError(
+                f"architecture name {name!r} is not a model loopformer imports with --from vrn; it imports VRN's "
+                "looper (looper@LoopTransformer), and with --from trm VRN's copies of TRM's and HRM's models "
+                "(transformers_baseline and other models have no loop to map)."
+            )
         return VARIANTS["vrn"]
     if not name:  # an architecture file without a name: the source's main model
         return VARIANTS[source]

@@ -61,7 +61,13 @@ from loopformer.data.format import DatasetError
 from loopformer.errors import ConfigError
 from loopformer.files import is_a_terminal
 from loopformer.module import LoopformerModule
-from loopformer.runs.directory import ClaimRunDirectory, FirstStartNotice, OutputsInCheckpointRun, run_directory
+from loopformer.runs.directory import (
+    ClaimRunDirectory,
+    FirstStartNotice,
+    OutputsInCheckpointRun,
+    OutputsNotice,
+    run_directory,
+)
 from loopformer.runs.parent import die_with_parent_if_asked
 from loopformer.runs.ranks import RankWatch, lost_rank
 from loopformer.runs.stopping import LastCheckpoint, finish_stopped_run, stop_requested, stopped_exit_code
@@ -166,6 +172,8 @@ class LoopformerCLI(LightningCLI):
             self._check_checkpoint_fits_the_data()
         if self._outputs_in_checkpoint_run is not None:
             callbacks = [*callbacks, self._outputs_in_checkpoint_run]
+        elif self.subcommand in EVALUATIONS:
+            callbacks = [*callbacks, OutputsNotice(self.subcommand)]
         if self.subcommand == "fit" and self.config.fit.get("ckpt_path") == "last":
             warnings.filterwarnings("ignore", message=FirstStartNotice.LIGHTNING_WARNING)
             callbacks = [*callbacks, FirstStartNotice()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from loopformer.argtypes import at_least
@@ -28,7 +29,17 @@ def _import_checkpoint(argv: list[str]) -> int:
     p.add_argument(
         "--seq-len", type=at_least(1), default=None, help="token sequence length (needed for RoPE checkpoints)"
     )
+    p.add_argument("--overwrite", action="store_true", help="replace the file DEST names (once the new one is written)")
     args = p.parse_args(argv)
+    if os.path.lexists(args.dest) and (os.path.isdir(args.dest) or not args.overwrite):
+        what = "is a directory" if os.path.isdir(args.dest) else "exists"
+        print(
+            f"loopformer import-checkpoint: error: {args.dest} {what}; expected the path of a checkpoint file to write"
+            + ("" if os.path.isdir(args.dest) else " (pass --overwrite to replace it)")
+            + ".",
+            file=sys.stderr,
+        )
+        return 2
     from loopformer.checkpoint.importer import CheckpointImportError, import_checkpoint  # after --help: it loads torch
 
     try:

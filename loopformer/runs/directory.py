@@ -63,6 +63,17 @@ class OutputsInCheckpointRun(L.Callback):
         rank_zero_info(f"{self.command} of a checkpoint of run {self.run}: outputs in {self.directory(trainer)}")
 
 
+class OutputsNotice(L.Callback):
+    """``validate``/``test``/``predict`` writing into a run directory of their own (a checkpoint outside a run, an
+    imported one, or ``--trainer.default_root_dir`` given): one line naming it, as a fit's start-up summary does."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        rank_zero_info(f"{self.command}: outputs in {run_directory(trainer)}")
+
+
 class FirstStartNotice(L.Callback):
     """``fit --ckpt_path last`` whose run directory has no last checkpoint yet (the first start of a run with a fixed
     id): one line saying that it starts at step 0, in place of Lightning's warning and its hint to set

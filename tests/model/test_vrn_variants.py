@@ -149,6 +149,18 @@ def test_vrns_trm_dis_is_refused_never_imported_as_plain_trm(source, over, messa
         assert variant_for("trm", plain).arch(plain)["stages"][0]["repeat"] == 2
 
 
+def test_a_vrn_model_without_a_loop_is_refused_by_its_name():
+    """VRN's config/arch/transformers_baseline.yaml: it was "VRN architecture is missing 'states'"."""
+    from loopformer.checkpoint.upstream import variant_for
+
+    arch = {"name": "recursive_reasoning.transformers_baseline@Model_ACTV2", "H_layers": 8, "hidden_size": C}
+    for source in ("vrn", "trm"):
+        with pytest.raises(CheckpointImportError, match=r"'recursive_reasoning.transformers_baseline@Model_ACTV2' is "
+                           f"not a model loopformer imports with --from {source}.*no loop to map"):  # fmt: skip
+            variant_for(source, arch)
+    assert variant_for("vrn", {"name": "looper@LoopTransformer"}).label == "VRN"
+
+
 VRN_ARCH_FILES = {
     # configs/vrn/<name>.yaml -> the fields of VRN's config/arch/<name>.yaml that differ from the 3-stage looper
     "loop_transformer": dict(
