@@ -94,6 +94,27 @@ def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
     assert "nope/train: dataset split not found" in capsys.readouterr().err
 
 
+def test_a_split_given_as_the_dataset_names_the_dataset(sudoku4_dir, tmp_path, capsys):
+    split = Path(sudoku4_dir) / "train"
+    hint = f" {split} is the train split of the dataset {sudoku4_dir}: give that directory.\n"
+    with pytest.raises(SystemExit) as e:
+        main(["fit", f"--data.data_paths={split}", "--trainer.accelerator=cpu", "--trainer.fast_dev_run=true"])
+    assert e.value.code == 2 and capsys.readouterr().err.endswith("data.data_paths must hold train/ and test/ (or set "
+                                                                  "data.generate to build a generated dataset there)."
+                                                                  + hint)  # fmt: skip
+    with pytest.raises(SystemExit) as e:  # a config file's data.generate does not apply to a typed path
+        main(
+            [
+                "fit",
+                "--config",
+                str(ROOT / "configs/quickstart.yaml"),
+                f"--data.data_paths={split}",
+                "--trainer.fast_dev_run=true",
+            ]
+        )
+    assert e.value.code == 2 and capsys.readouterr().err.endswith(hint)
+
+
 @pytest.mark.parametrize("config", ["loop_transformer-3stage.yaml", "trm.yaml", "hrm.yaml"])
 def test_a_recipe_without_its_dataset_says_how_to_build_it_as_the_readme_does(config, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a clone without data/

@@ -128,6 +128,32 @@ def test_data_show_names_the_dataset_and_split_and_draws_into_the_current_direct
     assert str(sudoku4_dir) in title and "train split: 2 of" in title
     assert data_main(["show", str(sudoku4_dir), "--count", "1", "--out", "elsewhere.png"]) == 0
     assert (tmp_path / "elsewhere.png").is_file()
+    capsys.readouterr()
+    # --out: a directory gets the default name inside it, a new directory is made, a name without suffix is a .png
+    # (it wrote "dir.png" beside a directory, and said "picture: dir"; a missing directory was a traceback)
+    (tmp_path / "pics").mkdir()
+    for out, written in [("pics", f"pics/{picture.name}"), ("new/a.png", "new/a.png"), ("new/b", "new/b.png")]:
+        assert data_main(["show", str(sudoku4_dir), "--count", "1", "--split", "train", "--out", out]) == 0
+        assert (tmp_path / written).is_file() and f"picture: {written}\n" in capsys.readouterr().out
+    assert not (tmp_path / "pics.png").exists()
+    assert data_main(["show", str(sudoku4_dir), "--out", "a.jpg"]) == 2
+    assert capsys.readouterr().err == (
+        "loopformer data: error: --out a.jpg: expected a .png file name or a directory (the picture is a PNG).\n"
+    )
+
+
+def test_data_show_given_a_split_or_a_missing_directory_says_what_it_expects(sudoku4_dir, tmp_path, capsys):
+    from loopformer.data.cli import main as data_main
+
+    expected = "expected a dataset directory holding train/ and test/ (as `loopformer data build` writes it)."
+    assert data_main(["show", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err == f"loopformer data: error: {tmp_path / 'nope'}: no such directory; {expected}\n"
+    split = Path(sudoku4_dir) / "test"
+    assert data_main(["show", str(split)]) == 2  # it read <split>/test/dataset.json: "missing"
+    assert capsys.readouterr().err == (
+        f"loopformer data: error: {split}: no test/ there; {expected} {split} is the test split of the dataset "
+        f"{sudoku4_dir}: give that directory.\n"
+    )
 
 
 def test_a_maze_picture_says_which_colour_is_the_start_the_goal_and_the_path(figures, tmp_path):

@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 from typing import Any, Optional
 
-from loopformer.data.common import is_built
+from loopformer.data.common import is_built, split_hint
 from loopformer.data.format import DatasetError
 from loopformer.errors import ConfigError
 
@@ -240,7 +240,7 @@ def check_generation_was_asked(config, args: list[str], require_dataset: bool = 
         raise DatasetError(
             f"--data.data_paths {first.resolve()} holds no dataset (no train/dataset.json). The config's data.generate "
             f"builds one only where the config file points; to generate one at {first}, also pass a --data.generate "
-            "flag (e.g. --data.generate.seed=0)."
+            "flag (e.g. --data.generate.seed=0)." + split_hint(first)
         )
     data.generate = None
 

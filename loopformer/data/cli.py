@@ -57,7 +57,8 @@ def main(argv: list[str]) -> int:
         "--png",
         dest="out",
         default=None,
-        help="picture to write (default: ./<dataset>_<split>_examples.png, in the current directory)",
+        help="picture to write, a .png file or a directory (default: ./<dataset>_<split>_examples.png, in the current "
+        "directory)",
     )
     show.add_argument("--seed", type=int, default=0, help="seed of the draw")
 
@@ -72,9 +73,9 @@ def main(argv: list[str]) -> int:
         if args.command == "build":
             _print_summary(*_build_then_move(args))
         else:
-            from loopformer.data.show import default_picture_name, show_dataset
+            from loopformer.data.show import picture_path, show_dataset
 
-            png = args.out or default_picture_name(args.path, args.split)
+            png = picture_path(args.out, args.path, args.split)
             print(show_dataset(args.path, args.count, args.split, png, args.seed))
             print(f"picture: {png}")
     except DatasetError as e:

@@ -31,6 +31,15 @@ def is_built(path: Path) -> bool:
     return (path / "train" / "dataset.json").is_file()
 
 
+def split_hint(path: Path) -> str:
+    """Where ``path`` is one split of a dataset (it holds a ``dataset.json``) rather than the dataset: a sentence
+    naming the dataset directory to give instead; otherwise ""."""
+    path = Path(path)
+    if not (path / "dataset.json").is_file():
+        return ""
+    return f" {path} is the {path.name} split of the dataset {path.parent}: give that directory."
+
+
 def _building_prefix(out: Path) -> str:
     return f".{out.name}.building-"
 

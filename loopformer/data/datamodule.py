@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from loopformer.data.builders import how_to_build
-from loopformer.data.common import build_then_move, is_built, remove_half_built
+from loopformer.data.common import build_then_move, is_built, remove_half_built, split_hint
 from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, load_merged
 from loopformer.data.generators import Generator
 from loopformer.data.generators.record import disagreement
@@ -166,6 +166,7 @@ class PuzzleDataModule(L.LightningDataModule):
             raise DatasetError(
                 f"{path / name}: dataset split not found; data.data_paths must hold train/ and test/{hint}."
                 + (f" `{build}` builds it as the HRM/TRM recipes have it." if build else "")
+                + split_hint(path)
             )
 
     def _split(self, name: str):

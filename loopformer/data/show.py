@@ -142,13 +142,42 @@ def default_picture_name(path: str | Path, split: str) -> str:
     return f"{Path(path).resolve().name}_{split}_examples.png"
 
 
+def picture_path(out: Optional[str], path: str | Path, split: str) -> Path:
+    """Where ``data show --out OUT`` draws: OUT itself for a .png name (its directory made), the default name inside
+    OUT for a directory, OUT.png for a name without a suffix; the default name in the current directory without
+    OUT."""
+    from loopformer.data.format import DatasetError
+
+    if out is None:
+        return Path(default_picture_name(path, split))
+    picture = Path(out)
+    if picture.is_dir():
+        return picture / default_picture_name(path, split)
+    if picture.suffix == "":
+        picture = picture.with_name(picture.name + ".png")
+    elif picture.suffix.lower() != ".png":
+        raise DatasetError(f"--out {out}: expected a .png file name or a directory (the picture is a PNG).")
+    try:
+        picture.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DatasetError(f"--out {out}: cannot make its directory {picture.parent} ({e.strerror}).") from None
+    return picture
+
+
 def show_dataset(
     path: str | Path, n: int = 4, split: str = "test", png: Optional[str | Path] = None, seed: int = 0
 ) -> str:
     """Text of ``n`` random examples (input and label); also a PNG when ``png`` is given, titled with the dataset and
     the split."""
-    from loopformer.data.format import load_split
+    from loopformer.data.common import split_hint
+    from loopformer.data.format import DatasetError, load_split
 
+    if not (Path(path) / split).is_dir():
+        what = "no such directory" if not Path(path).exists() else f"no {split}/ there"
+        raise DatasetError(
+            f"{path}: {what}; expected a dataset directory holding train/ and test/ (as `loopformer data build` "
+            "writes it)." + split_hint(Path(path))
+        )
     meta, sets = load_split(Path(path) / split)
     kind = dataset_kind(meta, Path(path))
     s = next(iter(sets.values()))

@@ -162,6 +162,8 @@ def test_a_repo_id_is_downloaded_and_an_unreachable_hub_is_a_clear_error(tmp_pat
     "args,message",
     [
         (["sudoku-gen", "--size", "5", "--clues", "3"], "sudoku size n=5 has no box shape"),
+        (["sudoku-gen", "--size", "0"], "sudoku size n=0: expected n >= 4 with a box shape (not prime)"),  # traceback
+        (["sudoku-gen", "--size", "1", "--clues", "1"], "sudoku size n=1: expected n >= 4"),  # a 1x1 "sudoku"
         (["sudoku-gen", "--size", "4", "--clues", "30"], "clues=30 must lie in [1, 16]"),
         (["maze-gen", "--side", "4"], "maze side must be odd and >= 5, got 4"),
     ],

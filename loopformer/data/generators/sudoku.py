@@ -26,8 +26,10 @@ from loopformer.data.registry import DatasetCommand, register
 
 def box_shape(n: int) -> tuple[int, int]:
     """The most square ``rows x cols`` box with ``rows * cols = n`` (rows <= cols)."""
+    if n < 4:
+        raise DatasetError(f"sudoku size n={n}: expected n >= 4 with a box shape (not prime): 4, 6, 8, 9, ...")
     rows = max(r for r in range(1, int(math.isqrt(n)) + 1) if n % r == 0)
-    if rows == 1 and n > 1:
+    if rows == 1:
         raise DatasetError(f"sudoku size n={n} has no box shape (n must not be prime); use 4, 6, 8, 9, ...")
     return rows, n // rows
 
@@ -275,7 +277,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=6,
         help="givens asked per puzzle, the difficulty knob: clues are removed down to this many while the solution "
-        "stays unique, so a puzzle may keep more",
+        "stays unique, so a puzzle may keep more (each removal is a search for a second solution: from 12x12 up, "
+        "few clues take minutes a puzzle or more)",
     )
     p.add_argument("--num-train", type=at_least(1), default=10000, help="training puzzles")
     p.add_argument("--num-test", type=at_least(1), default=1000, help="held-out test puzzles, none of them in training")
