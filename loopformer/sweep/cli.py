@@ -18,10 +18,36 @@ from loopformer.sweep.spec import SweepFileError, load_sweep, this_installation_
 
 
 def run_online(path: str, count: Optional[int], project: str, entity: Optional[str]) -> int:
-    import wandb
+    """Creates the sweep on the W&B server and runs one agent here; without a server to reach (no login, WANDB_MODE
+    offline or disabled, no network) one line says so and how to run it offline instead."""
+    from loopformer.files import first_line
+    from loopformer.runs.loggers import wandb_credentials_found
 
     config = load_sweep(path)
-    sweep_id = wandb.sweep(config, project=project, entity=entity)
+    offline_instead = f"or run it without a server: loopformer sweep {path} --offline"
+    mode = os.environ.get("WANDB_MODE", "")
+    if mode in ("offline", "disabled", "dryrun"):
+        print(
+            f"loopformer sweep: error: WANDB_MODE={mode} is set, and a W&B sweep needs the W&B server to propose its "
+            f"runs: unset it, {offline_instead}.",
+            file=sys.stderr,
+        )
+        return 2
+    if not wandb_credentials_found():
+        print(
+            "loopformer sweep: error: no W&B login or API key found, and a W&B sweep needs the W&B server: run "
+            f"`wandb login` or set WANDB_API_KEY, {offline_instead}.",
+            file=sys.stderr,
+        )
+        return 2
+    import wandb
+
+    try:
+        sweep_id = wandb.sweep(config, project=project, entity=entity)
+    except wandb.errors.Error as e:
+        print(f"loopformer sweep: error: W&B could not create the sweep ({first_line(e)}): check the login and the network, {offline_instead}.",
+              file=sys.stderr)  # fmt: skip
+        return 2
     target = "/".join(p for p in (entity, project, sweep_id) if p)
     print(f"sweep id: {sweep_id}\nrun more agents (e.g. on other machines) with:\n  wandb agent {target}")
     command = ["wandb", "agent", target] + (["--count", str(count)] if count else [])
@@ -50,6 +76,13 @@ def run_offline(sweep_file: str, out: Path, count: int, label: str = "", overrid
     if sweep.gave_up:
         print(f"loopformer sweep: error: {sweep_file}: {sweep.gave_up}.", file=sys.stderr)
         return 2
+    running = [t for t in sweep.trials if t.state == "running"]
+    if not sweep.ran and running and not sweep.finished_trials():
+        print(
+            f"{sweep.prefix} nothing left to run: the sweep holds its {len(sweep.trials)} of --count {count} trials, "
+            f"{len(running)} of them running in other runners"
+        )
+        return 0
     if not sweep.finished_trials():
         logs = sorted(out.glob("*.log"))
         where = f"; their logs: {out}/*.log" if logs else ""
@@ -144,8 +177,11 @@ def main(argv: list[str], wandb_api=None) -> int:  # noqa: ANN001 (a wandb.Api f
         out = Path(args.out or Path("runs/sweeps") / Path(args.sweep_file).stem)
         if args.gpus:
             gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
-            if not gpus:
-                p.error(f"--gpus {args.gpus!r}: expected a comma-separated list of device numbers, e.g. 0,1,2,3")
+            if not gpus or not all(g.isdigit() or g.startswith(("GPU-", "MIG-")) for g in gpus):
+                p.error(
+                    f"--gpus {args.gpus!r}: expected a comma-separated list of device numbers, e.g. 0,1,2,3 (or the "
+                    "GPU-/MIG- UUIDs CUDA_VISIBLE_DEVICES takes)"
+                )
             return run_offline_per_gpu(args.sweep_file, out, args.count or 10, gpus, overrides)
         return run_offline(args.sweep_file, out, args.count or 10, args.label, overrides)
     except SweepFileError as e:

@@ -67,6 +67,7 @@ class OfflineSweep:
         self.stop_signal: Optional[int] = None
         self._proc: Optional[subprocess.Popen] = None
         self.written: list[Path] = []  # the result files the last write_results wrote
+        self.ran: list[str] = []  # the trials this runner ran (others may be run by other runners on the sweep)
         self.gave_up: Optional[str] = None  # why this runner stopped proposing trials (its settings fail them all)
         self._last_bad_input: Optional[str] = None  # the error of the last trial, when it was refused its settings
 
@@ -106,6 +107,7 @@ class OfflineSweep:
                 trial = self._claim_next(count)
                 if trial is None:
                     break
+                self.ran.append(trial.name)
                 self._run_trial(trial)
         finally:
             self._kill_trial()

@@ -121,6 +121,8 @@ def test_online_sweep_creates_the_sweep_and_runs_the_wandb_agent(tmp_path, monke
         return "abc123"
 
     calls = []
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # the tests' "disabled" would refuse an online sweep
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)  # a login, as an online sweep needs
     monkeypatch.setattr(wandb, "sweep", fake_sweep)
     monkeypatch.setattr(sweep_module.subprocess, "call", lambda cmd, env: calls.append((cmd, env["PATH"])) or 0)
     root = Path(__file__).resolve().parents[2]

@@ -59,6 +59,28 @@ def test_two_runners_on_one_sweep_run_every_trial_exactly_once(tmp_path):
     assert len(rows) == 6 and all(r["state"] == "finished" for r in rows)
 
 
+def test_a_runner_with_nothing_left_to_run_says_so_and_exits_0(tmp_path, capsys):
+    """`--gpus 0,1 --count 1`: the second runner found the one trial taken, and said "error: no trial finished"
+    with exit 1 while the other ran it."""
+    from loopformer.sweep.cli import main
+
+    sweep_file = _sweep_file(tmp_path, [0.5], pause=0.3)
+    out = tmp_path / "out"
+    with open(tmp_path / "first.log", "w") as log:
+        runner = _runner(sweep_file, out, 1, log)
+        deadline = time.time() + 60
+        while not (out / "trial-000.metrics.jsonl").exists():
+            assert runner.poll() is None and time.time() < deadline, (tmp_path / "first.log").read_text()
+            time.sleep(0.1)
+        assert main([str(sweep_file), "--offline", "--out", str(out), "--count", "1"]) == 0
+        assert runner.wait(timeout=120) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == (
+        "[sweep] nothing left to run: the sweep holds its 1 of --count 1 trials, 1 of them running in other runners\n"
+    )
+    assert [t["state"] for t in _state(out)] == ["finished"]
+
+
 @pytest.mark.slow  # run by .ci/run; the default suite stays under 15 minutes
 def test_a_runner_killed_with_sigkill_leaves_no_trial_behind_and_its_trial_runs_again(tmp_path):
     sweep_file = _sweep_file(tmp_path, [0.5], pause=1.0)

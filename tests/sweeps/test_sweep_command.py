@@ -108,3 +108,44 @@ def test_stray_arguments_and_online_overrides_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         main([str(_fake_sweep(tmp_path)), "--trainer.max_steps=5"])
     assert done.value.code == 2 and "trial overrides are for --offline sweeps" in capsys.readouterr().err
+
+
+def test_gpus_that_are_no_device_list_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:  # "abc" was run as a GPU: its trials got CUDA_VISIBLE_DEVICES=abc
+        main([str(_fake_sweep(tmp_path)), "--offline", "--gpus", "0,abc"])
+    assert done.value.code == 2
+    assert "--gpus '0,abc': expected a comma-separated list of device numbers" in capsys.readouterr().err
+
+
+def test_an_online_sweep_without_a_server_to_reach_is_one_line_naming_offline(tmp_path, capsys, monkeypatch):
+    """Each was a wandb traceback (UsageError: No API key configured; AuthenticationError)."""
+    import wandb
+
+    sweep = str(_fake_sweep(tmp_path))
+    offline = f"or run it without a server: loopformer sweep {sweep} --offline.\n"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert main([sweep]) == 2
+    assert capsys.readouterr().err == (
+        "loopformer sweep: error: WANDB_MODE=offline is set, and a W&B sweep needs the W&B server to propose its runs: "
+        f"unset it, {offline}"
+    )
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    assert main([sweep]) == 2
+    assert capsys.readouterr().err == (
+        "loopformer sweep: error: no W&B login or API key found, and a W&B sweep needs the W&B server: run `wandb "
+        f"login` or set WANDB_API_KEY, {offline}"
+    )
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+
+    def unreachable(*args, **kwargs):
+        raise wandb.errors.CommError("Failed to verify credentials: no network")
+
+    monkeypatch.setattr(wandb, "sweep", unreachable)
+    assert main([sweep]) == 2
+    assert capsys.readouterr().err == (
+        "loopformer sweep: error: W&B could not create the sweep (CommError: Failed to verify credentials: no network):"
+        f" check the login and the network, {offline}"
+    )
