@@ -206,6 +206,7 @@ def check_runs_keep_their_checkpoints(subcommand: str, ckpt_path: Any, trainer: 
         and ckpt_path is None
         and reused is not None
         and trainer.get("enable_checkpointing") is not False
+        and not trainer.get("fast_dev_run")  # it writes no checkpoint
     ):
         checkpoints = reused / "checkpoints"
         found = sorted(p.name for p in checkpoints.glob("*.ckpt")) if checkpoints.is_dir() else []

@@ -91,6 +91,9 @@ class LastCheckpoint(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_save = time.monotonic()
         self._signal = None
+        if trainer.fast_dev_run:  # no checkpoint, as Lightning says; its save_last at the end of training would
+            for callback in trainer.checkpoint_callbacks:  # write one all the same (Lightning 2.6)
+                callback._last_checkpoint_saved = True
         if not self.on_signal or threading.current_thread() is not threading.main_thread():
             return  # Lightning's own SIGTERM handling stays
         for signum in STOP_SIGNALS:
@@ -167,9 +170,10 @@ class LastCheckpoint(L.Callback):
 
 
 def last_checkpoint_path(trainer: L.Trainer) -> Optional[str]:
-    """``last.ckpt`` in the first ModelCheckpoint's directory, or None when checkpointing is off."""
+    """``last.ckpt`` in the first ModelCheckpoint's directory, or None when checkpointing is off (fast_dev_run
+    included: Lightning writes no checkpoint in it)."""
     callback = trainer.checkpoint_callback
-    if not isinstance(callback, ModelCheckpoint) or not callback.dirpath:
+    if not isinstance(callback, ModelCheckpoint) or not callback.dirpath or trainer.fast_dev_run:
         return None
     return os.path.join(callback.dirpath, callback.CHECKPOINT_NAME_LAST + callback.FILE_EXTENSION)
 

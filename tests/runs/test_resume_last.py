@@ -83,6 +83,23 @@ def test_a_fresh_fit_where_a_run_left_checkpoints_stops_before_overwriting_them(
     assert ckpts == {name: t for name, t in before.items() if name.endswith(".ckpt")}
 
 
+def test_fast_dev_run_writes_no_checkpoint_and_can_run_again(sudoku4_dir, tmp_path):
+    """Lightning's fast_dev_run writes no checkpoint; loopformer's last.ckpt at the end (and with a recipe's
+    ModelCheckpoint(save_last), Lightning's own too: last-v1.ckpt beside it) were written all the same, and the same
+    smoke test on the same directory was then refused as a run that would overwrite an earlier run's checkpoints."""
+    recipe_checkpoint = [
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.monitor=val/exact_accuracy", "--trainer.callbacks.mode=max",
+        "--trainer.callbacks.save_last=true",
+    ]  # fmt: skip
+    for extra in ([], recipe_checkpoint):
+        root = tmp_path / f"with{len(extra)}"
+        args = tiny_fit_args(sudoku4_dir, root, "--trainer.fast_dev_run=true", *extra)
+        for _ in range(2):
+            main(args)
+            assert not list(root.rglob("*.ckpt"))
+
+
 def _trainer(logger, root="R"):
     from jsonargparse import Namespace
 
