@@ -11,7 +11,7 @@ import torch
 from loopformer.cli import main
 from loopformer.cli.checks import CLUSTER_VARIABLES
 from loopformer.data.cli import main as data_main
-from tests.helpers import tiny_fit_args
+from tests.helpers import ROOT, tiny_fit_args
 
 CASES = {
     # flag(s): a phrase the one line must hold
@@ -86,6 +86,20 @@ def test_a_bad_value_is_one_line_and_exit_2(flag, sudoku4_dir, tmp_path, capsys,
     assert len(err) == 1 and err[0].startswith("loopformer: error: "), err
     assert CASES[flag] in err[0], err[0]
     assert not (tmp_path / "loopformer").exists()  # nothing was started
+
+
+def test_a_model_file_given_with_config_names_the_flag_that_takes_it(sudoku4_dir, tmp_path, capsys):
+    """configs/vrn/*.yaml hold a model's settings (arch:, train:, runtime:): given with --config, the error named the
+    key alone ("does not accept option 'train.dis.mask_penalty_weight'")."""
+    model_file = ROOT / "configs/vrn/loop_transformer_dis.yaml"
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(model_file), f"--data.data_paths={sudoku4_dir}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert done.value.code == 2 and len(err) == 1, err
+    assert (
+        f"{model_file} holds a model's settings (its train: is model.train): give it with --model {model_file}, "
+        "after the recipe's --config."
+    ) in err[0]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU")

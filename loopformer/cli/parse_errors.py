@@ -46,9 +46,34 @@ def parse_error_paragraph(message: str, parser: Any, args: list[str]) -> str:
         near = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
         if near:
             hints.append(f"{key}: did you mean {' or '.join(near)}?")
+    model_keys = [key for key in dict.fromkeys(unknown) if f"model.{key}" in keys]
+    if model_keys:
+        hints.append(_model_file_hint(model_keys[0], args))
     end = "" if text.endswith("?") else "."
     suffix = (". " + " ".join(hints)) if hints else end
     return f"{text.rstrip('.')}{suffix} `loopformer <command> --help` lists every option."
+
+
+def _model_file_hint(key: str, args: list[str]) -> str:
+    """A model's settings (``configs/vrn/*.yaml``: top-level ``arch:``, ``train:``, ...) given with --config: which
+    file, and the flag that takes it."""
+    import yaml
+
+    group = key.split(".", 1)[0]
+    given = [b for a, b in zip(args, args[1:], strict=False) if a == "--config"]
+    files = given + [a.removeprefix("--config=") for a in args if a.startswith("--config=")]
+    for path in files:
+        try:
+            with open(path) as f:
+                content = yaml.safe_load(f)
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(content, dict) and group in content:
+            return (
+                f"{path} holds a model's settings (its {group}: is model.{group}): give it with --model {path}, "
+                "after the recipe's --config."
+            )
+    return f"{key} is a model setting: model.{key} in a config file or on the command line, or --model FILE."
 
 
 def _union_paragraph(key: str, subtypes: str, given: str, text: str) -> str:
