@@ -113,6 +113,15 @@ def test_offline_report_ranks_finds_the_front_and_writes_every_file(offline_dir,
     assert "Pareto front (3 runs, cheapest first)" in printed and f"report: {offline_dir / 'report.md'}" in printed
 
 
+def test_a_sweep_of_one_run_is_counted_in_the_singular(offline_dir, capsys):
+    state = json.loads((offline_dir / "state.json").read_text())
+    state["trials"] = state["trials"][:1]
+    (offline_dir / "state.json").write_text(json.dumps(state))
+    assert report_main([str(offline_dir)]) == 0
+    printed = capsys.readouterr().out  # it said "1 runs: 1 finished" and "Pareto front (1 runs, ..."
+    assert "1 run: 1 finished, 0 stopped early, 0 crashed." in printed and "Pareto front (1 run, cheapest" in printed
+
+
 def test_report_goes_where_out_says_and_reads_state_files_without_a_recorded_metric(offline_dir, tmp_path):
     state = json.loads((offline_dir / "state.json").read_text())
     sweep_file = tmp_path / "s.yaml"

@@ -113,3 +113,8 @@ def nested_get(config: dict, dotted: str) -> Any:
         else:
             return None
     return node
+
+
+def count_runs(count: int) -> str:
+    """The count with its noun: 1 run, 3 runs."""
+    return f"{count} run" if count == 1 else f"{count} runs"
