@@ -255,7 +255,7 @@ def test_with_a_progress_bar_each_evaluation_line_is_written_through_it(sudoku4_
     assert "val at step 2 (40 puzzles): exact_accuracy " in lines[0]
 
 
-def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir, tmp_path, capsys, caplog):
+def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir, tmp_path, capsys, caplog, monkeypatch):
     """`import-checkpoint` output is accepted by `loopformer validate --ckpt_path`, and an explicit
     --model flag (test-time recursion) wins over the checkpoint's hyperparameters."""
     caplog.set_level("INFO")
@@ -314,6 +314,16 @@ def test_imported_checkpoint_validates_with_a_larger_halt_max_steps(sudoku4_dir,
     assert cli.trainer.callback_metrics["val/steps"].item() == 5
     assert cli.trainer.callback_metrics["val/count"].item() == 40
     assert f"validate: outputs in {tmp_path}" in caplog.messages  # no run of its own to name them
+    # without --data.data_paths it reads the default data, and says so (it was the missing-split error alone)
+    monkeypatch.chdir(tmp_path)  # where the default data is not
+    with pytest.raises(SystemExit) as e:
+        main(["validate", f"--ckpt_path={tmp_path / 'out.ckpt'}", "--trainer.logger=false"])
+    assert e.value.code == 2 and capsys.readouterr().err.startswith(
+        f"loopformer: --ckpt_path {tmp_path / 'out.ckpt'} carries no data settings (an imported checkpoint, or an "
+        "older one away from its run): validate reads data.data_paths data/sudoku-extreme-1k-aug-1000, the default; "
+        "--data.data_paths DIR gives its data\nloopformer: error: data/sudoku-extreme-1k-aug-1000/train: dataset "
+        "split not found;"
+    )
 
     # fit cannot resume from weights alone: one line naming --model.init_from (it was Lightning's KeyError)
     capsys.readouterr()

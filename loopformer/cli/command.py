@@ -308,6 +308,15 @@ class LoopformerCLI(LightningCLI):
         if hparams:
             self._apply(subcommand, "model", hparams, f"--ckpt_path {ckpt_path}: its hyperparameters")
             self._apply(subcommand, "model", group_flags(self._cli_args, "model"))
+        if subcommand in EVALUATIONS and data is None and not data_given(self._cli_args, subcommand):
+            if not given(self._cli_args, "data.data_paths"):
+                paths = self.config[subcommand].data.data_paths
+                shown = paths if isinstance(paths, (str, os.PathLike)) else " ".join(map(str, paths))
+                print(
+                    f"loopformer: --ckpt_path {ckpt_path} carries no data settings (an imported checkpoint, or an older one away from its run): "
+                    f"{subcommand} reads data.data_paths {shown}, the default; --data.data_paths DIR gives its data",
+                    file=sys.stderr,
+                )
         if data is not None and subcommand in EVALUATIONS and not data_given(self._cli_args, subcommand):
             print(f"loopformer: data settings from {source}", file=sys.stderr)
             self._apply(subcommand, "data", data, f"{source}: its data settings")
