@@ -174,15 +174,26 @@ def test_trainer_settings_dis_cannot_take_are_one_line_before_the_run(flag, mess
     assert message in err[0] and not (tmp_path / "loopformer").exists()
 
 
-def test_an_evaluation_interval_beyond_an_epoch_it_counts_in_is_one_line(sudoku4_dir, tmp_path, capsys):
-    """Lightning's ValueError once fit starts (a traceback), now one line saying what to change."""
+@pytest.mark.parametrize("limit", [None, "--trainer.limit_train_batches=2", "--trainer.limit_train_batches=0.5"])
+def test_an_evaluation_interval_beyond_an_epoch_it_counts_in_is_one_line_before_the_run(
+    limit, sudoku4_dir, tmp_path, capsys
+):
+    """Lightning's ValueError once fit starts (a traceback; then one line, after the run directory was made), now
+    one line before anything starts."""
     args = tiny_fit_args(sudoku4_dir, tmp_path, "--trainer.max_steps=1", "--trainer.check_val_every_n_epoch=1")
     with pytest.raises(SystemExit) as done:
-        main(args)  # the quickstart's val_check_interval, 500 batches: the small dataset has fewer per epoch
+        main(args + ([limit] if limit else []))  # the quickstart's interval, 500 batches: the data has 6
     assert done.value.code == 2
-    last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("loopformer: error: trainer.val_check_interval=500 is more batches than an epoch has (")
-    assert "set check_val_every_n_epoch to null" in last
+    err = capsys.readouterr().err.strip().splitlines()
+    batches = {None: 6, "--trainer.limit_train_batches=2": 2, "--trainer.limit_train_batches=0.5": 3}[limit]
+    assert err == [
+        f"loopformer: error: trainer.val_check_interval=500 is more batches than an epoch has ({batches}), and with "
+        "trainer.check_val_every_n_epoch set it counts within an epoch: set check_val_every_n_epoch to null (as the "
+        "recipes do) to count it across epochs, or give a smaller interval."
+    ]
+    assert not (tmp_path / "loopformer").exists() and not list(tmp_path.iterdir())  # nothing of the run made
+    main(args + ["--trainer.val_check_interval=2", "--trainer.limit_val_batches=1"])  # an interval that fits runs
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_a_setting_lightning_refuses_once_the_run_has_started_is_one_line(sudoku4_dir, tmp_path, capsys, monkeypatch):

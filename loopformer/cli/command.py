@@ -170,6 +170,7 @@ class LoopformerCLI(LightningCLI):
         if self.subcommand is not None and isinstance(self.datamodule, PuzzleDataModule):
             self.datamodule.check_before_start(self.subcommand)
             self._check_checkpoint_fits_the_data()
+            check_val_interval_fits_the_epoch(config, self.datamodule.batches_per_epoch)
         if self._outputs_in_checkpoint_run is not None:
             callbacks = [*callbacks, self._outputs_in_checkpoint_run]
         elif self.subcommand in EVALUATIONS:
@@ -345,11 +346,32 @@ def lightning_refusal(error: BaseException) -> Optional[str]:
     numbers = VAL_CHECK_BEYOND_EPOCH.search(one_line(error)) if isinstance(error, ValueError) else None
     if numbers is None:
         return None
+    return val_interval_beyond_the_epoch(numbers[1], numbers[2])
+
+
+def val_interval_beyond_the_epoch(interval: Any, batches: Any) -> str:  # noqa: ANN401 (numbers, or their text)
     return (
-        f"trainer.val_check_interval={numbers[1]} is more batches than an epoch has ({numbers[2]}), and with "
+        f"trainer.val_check_interval={interval} is more batches than an epoch has ({batches}), and with "
         "trainer.check_val_every_n_epoch set it counts within an epoch: set check_val_every_n_epoch to null (as the "
         "recipes do) to count it across epochs, or give a smaller interval."
     )
+
+
+def check_val_interval_fits_the_epoch(trainer: dict[str, Any], batches_per_epoch: Optional[int]) -> None:
+    """Lightning's check that an evaluation interval counted within an epoch fits in it, made before the run starts
+    (Lightning makes it once the run directory and its W&B run exist). Where the batches of an epoch are known: a
+    fit on data that is there, with a fixed count."""
+    interval, limit = trainer.get("val_check_interval"), trainer.get("limit_train_batches")
+    if batches_per_epoch is None or trainer.get("check_val_every_n_epoch") is None or trainer.get("fast_dev_run"):
+        return
+    if not isinstance(interval, int) or isinstance(interval, bool):
+        return
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        batches_per_epoch = min(batches_per_epoch, limit)
+    elif isinstance(limit, float):
+        batches_per_epoch = int(batches_per_epoch * limit)
+    if 0 < batches_per_epoch < interval:
+        raise ConfigError(val_interval_beyond_the_epoch(interval, batches_per_epoch))
 
 
 def missing_package(error: BaseException) -> Optional[str]:

@@ -225,7 +225,8 @@ class PuzzleDataModule(L.LightningDataModule):
     def check_before_start(self, stage: str) -> None:
         """What a run would otherwise find only once it has started (its W&B run, its directory): the paths, and
         where the data is there already (not still to generate), that its splits agree and that training fills a
-        batch."""
+        batch. Sets ``batches_per_epoch`` where that is known before the run (fit, data there, a fixed count)."""
+        self.batches_per_epoch: Optional[int] = None
         self.check_paths()
         if self.is_built():
             self._load_test_split()
@@ -234,6 +235,10 @@ class PuzzleDataModule(L.LightningDataModule):
                     self.metadata, self._train_sets, self.global_batch_size, 0, 1, self.seed, self.epochs_per_iter
                 )
                 self._check_fills_a_batch(plan)
+                try:
+                    self.batches_per_epoch = len(plan)
+                except TypeError:  # it varies with the puzzles drawn
+                    pass
 
     def is_built(self) -> bool:
         """Every data path holds its dataset (none is still to generate)."""
