@@ -40,7 +40,9 @@ from loopformer.training.config import EMAConfig, TrainConfig, network_config
 from loopformer.training.nonfinite import NonFiniteWatch
 from loopformer.training.optimization import (
     OptimConfig,
+    apply_optim_settings,
     configure_optimizers,
+    optim_changes,
     puzzle_embedding_step,
     schedule_change,
 )
@@ -97,6 +99,7 @@ class LoopformerModule(L.LightningModule):
         self._checkpoint_step: Optional[int] = None  # training step of the checkpoint loaded, if any
         self._schedule_steps: Optional[float] = None  # the steps the learning-rate schedule spans
         self._checkpoint_schedule_steps: Optional[float] = None  # those of the checkpoint's run, where it says
+        self._checkpoint_optim: Optional[dict[str, Any]] = None  # the optimizer settings of the checkpoint's run
         self.compute_report = ComputeReport()
         self.init_from, self.frozen_patterns = init_from, list(freeze or [])
         self._initialised_from: Optional[str] = None  # what init_from loaded, reported at the start of fit
@@ -133,6 +136,13 @@ class LoopformerModule(L.LightningModule):
         if self.runtime.compile:
             self.net.compile_step(self.runtime.compile_mode)
             self.act_training_step.compile(self.runtime.compile_mode)
+
+    def network_shapes(self, dims: dict[str, int]) -> dict[str, torch.Tensor]:
+        """The state dict of the network these settings build for data of ``dims``, on the meta device: the weights'
+        names and shapes, no memory."""
+        with torch.device("meta"):
+            net = LoopTransformer(network_config(self.arch, self.train_config, self.runtime, dims))
+        return net.state_dict()
 
     def global_batch_size(self) -> int:
         return self.trainer.datamodule.global_batch_size
@@ -192,14 +202,25 @@ class LoopformerModule(L.LightningModule):
         )
 
     def on_train_start(self) -> None:
-        """A run resumed with another step limit (or budget) than its checkpoint's run: the learning-rate schedule
-        spans the new one from the first resumed step (the optimizer's restored learning rate is the old schedule's),
-        and the run says so."""
+        """A run resumed with another step limit (or budget), or other ``model.optim`` settings, than its
+        checkpoint's run: from the first resumed step the learning-rate schedule spans the new length and the
+        optimizer takes the new settings (the restored optimizer holds the old ones), and the run says so."""
         planned, now = self._checkpoint_schedule_steps, self._schedule_steps
-        if self._checkpoint_step is None or planned is None or now is None or planned == now:
+        if self._checkpoint_step is None:
             return
-        rank_zero_info(schedule_change(self.optim, planned, now, self._checkpoint_step))
+        respanned = planned is not None and now is not None and planned != now
+        changes = optim_changes(self._checkpoint_optim, self.optim)
+        if not (respanned or changes):
+            return
         scheduler = self.lr_schedulers()
+        if respanned:
+            rank_zero_info(schedule_change(self.optim, planned, now, self._checkpoint_step))
+        if changes:
+            apply_optim_settings(scheduler.optimizer, scheduler, self.net, self.optim)
+            rank_zero_info(
+                f"model.optim: {', '.join(changes)} (the checkpoint's run had the first): from step "
+                f"{self._checkpoint_step} the optimizer follows them, its moment estimates carried over."
+            )
         groups = scheduler.optimizer.param_groups
         for group, base, rule in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
             group["lr"] = base * rule(scheduler.last_epoch)
@@ -336,6 +357,7 @@ class LoopformerModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._checkpoint_step = checkpoint.get("global_step")
         self._checkpoint_schedule_steps = checkpoint.get(ckpt_format.EXTRA_KEY, {}).get("schedule_steps")
+        self._checkpoint_optim = (checkpoint.get("hyper_parameters") or {}).get("optim")
         stored = checkpoint.get(ckpt_format.EXTRA_KEY, {}).get("dataset_dims")
         if self.net is None and stored:
             self.build(stored)

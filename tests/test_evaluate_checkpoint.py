@@ -134,3 +134,27 @@ def test_a_checkpoint_evaluated_from_another_directory_finds_its_run_data(tmp_pa
     assert validate.datamodule.data_paths == [work / "data/s4"]
     assert f"(its relative data paths read from {work}, as its run did)" in capsys.readouterr().err
     assert not (elsewhere / "data").exists()
+
+
+def test_flags_that_change_the_shapes_of_the_checkpoints_weights_are_one_line_before_the_run(
+    sudoku4_dir, tmp_path, capsys
+):
+    """`--model.arch.hidden_size=64` over a 32-wide checkpoint was torch's "size mismatch" traceback once the run
+    had started; flags that leave the shapes alone (more recursion, an unchanged value) still apply."""
+    run = tmp_path / "run"
+    ckpt = _fit(sudoku4_dir, run)
+    expected = (
+        f"loopformer: error: --ckpt_path {ckpt}: its weights do not fit the network these settings build "
+        "(inner.init_z_H is (32,), here (64,), inner.init_z_M is (32,), here (64,)); its architecture is the "
+        "checkpoint's but for --model.arch.hidden_size=64: leave out what changes the shapes of its weights.\n"
+    )
+    validate = ["validate", f"--ckpt_path={ckpt}", "--model.arch.hidden_size=64", *QUIET]
+    fit = tiny_fit_args(sudoku4_dir, tmp_path / "again", f"--ckpt_path={ckpt}", "--model.arch.hidden_size=64")
+    for command in (validate, fit):  # fit's flags give hidden_size 32 before 64: only the change is named
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            main(command)
+        assert e.value.code == 2 and capsys.readouterr().err.endswith(expected)
+    assert not list(run.glob("validate-*")) and not (tmp_path / "again").exists()
+    validate = LoopformerCLI(args=["validate", f"--ckpt_path={ckpt}", "--model.arch.stages.0.repeat=4", *QUIET])
+    assert validate.model.arch.stages[0].repeat == 4 and validate.trainer.callback_metrics["val/count"].item() == 40

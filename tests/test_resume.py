@@ -140,6 +140,7 @@ class RecordLearningRates(L.Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         self.used[trainer.global_step] = optimizer.param_groups[0]["lr"]
+        self.weight_decay = optimizer.param_groups[0]["weight_decay"]
 
 
 def test_a_run_resumed_with_another_step_limit_follows_the_new_schedule_and_says_so(sudoku4_dir, tmp_path, caplog):
@@ -160,3 +161,36 @@ def test_a_run_resumed_with_another_step_limit_follows_the_new_schedule_and_says
     caplog.clear()
     _fit(sudoku4_dir, tmp_path / "same", 6, 16, ckpt_path=ckpt)
     assert not [m for m in caplog.messages if m.startswith("learning-rate schedule")]
+
+
+def test_a_run_resumed_with_other_optimizer_settings_takes_them_and_says_so(sudoku4_dir, tmp_path, caplog, capsys):
+    """The restored optimizer kept the checkpoint's learning rate and weight decay without a word (the run's config
+    said the new ones); another optimizer is one line before the run."""
+    from loopformer.cli import main
+    from loopformer.training.optimization import warmup_cosine
+
+    caplog.set_level("INFO")
+    _fit(sudoku4_dir, tmp_path / "first", 6, 16, stop_at=3)
+    ckpt = next((tmp_path / "first" / "ckpt").glob("*.ckpt"))
+    record = RecordLearningRates()
+    changed = ["--model.optim.lr=1e-4", "--model.optim.weight_decay=0.5"]
+    _fit(sudoku4_dir, tmp_path / "lower", 6, 16, ckpt_path=ckpt, callbacks=[record], extra=changed)
+    assert record.used == pytest.approx({s: 1e-4 * warmup_cosine(s + 1, 2, 6.0, 0.1) for s in range(3, 6)})
+    assert record.weight_decay == 0.5
+    assert ("model.optim: lr 0.003 -> 0.0001, weight_decay 0.1 -> 0.5 (the checkpoint's run had the first): from step 3 "
+            "the optimizer follows them, its moment estimates carried over.") in caplog.messages  # fmt: skip
+    caplog.clear()
+    _fit(sudoku4_dir, tmp_path / "same", 6, 16, ckpt_path=ckpt, extra=["--model.optim.lr=3e-3"])  # the same value
+    assert not [m for m in caplog.messages if m.startswith(("model.optim", "learning-rate schedule"))]
+    args = ["fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_paths={sudoku4_dir}",
+            "--model.arch.hidden_size=32", "--model.arch.puzzle_emb_ndim=32", "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path / 'muon'}", f"--ckpt_path={ckpt}", "--model.optim.optimizer=muon"]  # fmt: skip
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2 and capsys.readouterr().err == (
+        f"loopformer: error: --ckpt_path {ckpt} was trained with model.optim.optimizer=adamw, and its state (moment "
+        f"estimates) cannot continue as muon: resume with adamw, or start from its weights with --model.init_from "
+        f"{ckpt} and a fresh optimizer.\n"
+    )
+    assert not (tmp_path / "muon").exists()

@@ -173,6 +173,26 @@ def check_dataset_dims(checkpoint: dict, dims: dict[str, int], where: str = "the
         )
 
 
+def check_weights_fit(checkpoint: dict, expected: dict[str, torch.Tensor], where: str, changed: list[str]) -> None:
+    """The checkpoint's network weights load into a network whose state dict is ``expected`` (the puzzle table's
+    row count aside: ``refit_puzzle_tables``); ``changed`` names the flags that changed the checkpoint's
+    architecture, for the message."""
+    from loopformer.checkpoint.fitting import misfit
+
+    weights = {k[len(NET_PREFIX) :]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith(NET_PREFIX)}
+    weights.pop(PUZZLE_TABLE_KEY, None)
+    details = misfit(weights, {k: v for k, v in expected.items() if k != PUZZLE_TABLE_KEY}, limit=2)
+    if not details:
+        return
+    cause = (
+        f"; its architecture is the checkpoint's but for {' '.join(changed)}: leave out what changes the shapes of "
+        "its weights"
+        if changed
+        else ""
+    )
+    raise ConfigError(f"{where}: its weights do not fit the network these settings build ({details}){cause}.")
+
+
 def imported_checkpoint(
     state_dict: dict[str, torch.Tensor], hyper_parameters: dict[str, Any], dataset_dims: dict, imported_from: str
 ) -> dict[str, Any]:

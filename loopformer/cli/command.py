@@ -24,8 +24,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from loopformer.checkpoint import atomic
 from loopformer.checkpoint.format import (
+    EXTRA_KEY,
     CheckpointDirError,
     check_dataset_dims,
+    check_weights_fit,
     load_checkpoint,
     read_settings,
     run_directory_of,
@@ -247,8 +249,15 @@ class LoopformerCLI(LightningCLI):
         """A checkpoint and data of another shape: one line here, not a traceback once the run has started. (Data
         still to be generated is checked when the checkpoint loads.)"""
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
-        if ckpt_path and Path(ckpt_path).is_file() and self.datamodule.is_built():
-            check_dataset_dims(self._checkpoint(ckpt_path), self.datamodule.dims, f"--ckpt_path {ckpt_path}")
+        if ckpt_path and Path(ckpt_path).is_file():
+            checkpoint = self._checkpoint(ckpt_path)
+            if self.datamodule.is_built():
+                check_dataset_dims(checkpoint, self.datamodule.dims, f"--ckpt_path {ckpt_path}")
+            dims = checkpoint.get(EXTRA_KEY, {}).get("dataset_dims")
+            if dims and isinstance(self.model, LoopformerModule):
+                arch = (read_settings(ckpt_path, checkpoint)[0] or {}).get("arch") or {}
+                changed = arch_changes(self._cli_args, arch)
+                check_weights_fit(checkpoint, self.model.network_shapes(dims), f"--ckpt_path {ckpt_path}", changed)
         self._mapped_checkpoint = None  # its last reader at start-up; Lightning loads it for the run itself
 
     def _checkpoint(self, path: str) -> dict[str, Any]:
@@ -309,6 +318,14 @@ class LoopformerCLI(LightningCLI):
         if hparams:
             self._apply(subcommand, "model", hparams, f"--ckpt_path {ckpt_path}: its hyperparameters")
             self._apply(subcommand, "model", group_flags(self._cli_args, "model"))
+            stored = (hparams.get("optim") or {}).get("optimizer")
+            optimizer = self.config[subcommand].model.optim.optimizer
+            if subcommand == "fit" and stored is not None and stored != optimizer:
+                raise ConfigError(
+                    f"--ckpt_path {ckpt_path} was trained with model.optim.optimizer={stored}, and its state (moment "
+                    f"estimates) cannot continue as {optimizer}: resume with {stored}, or start from its weights with "
+                    f"--model.init_from {ckpt_path} and a fresh optimizer."
+                )
         if subcommand in EVALUATIONS and data is None and not data_given(self._cli_args, subcommand):
             if not given(self._cli_args, "data.data_paths"):
                 paths = self.config[subcommand].data.data_paths
@@ -337,6 +354,33 @@ class LoopformerCLI(LightningCLI):
 VAL_CHECK_BEYOND_EPOCH = re.compile(
     r"`val_check_interval` \((\S+)\) must be less than or equal to the number of the training batches \((\d+)\)"
 )
+
+
+def arch_changes(args: list[str], arch: dict[str, Any]) -> list[str]:
+    """The ``--model.arch.*`` flags among ``args`` (the last of each key) whose value is not the checkpoint's
+    (``arch``, its architecture settings)."""
+    last = {}
+    for flag in args:
+        if flag.startswith("--model.arch.") and "=" in flag:
+            last[flag.split("=", 1)[0]] = flag
+    changed = []
+    for key, flag in last.items():
+        stored: Any = arch
+        for part in key.removeprefix("--model.arch.").split("."):
+            if isinstance(stored, dict) and part in stored:
+                stored = stored[part]
+            elif isinstance(stored, list) and part.isdigit() and int(part) < len(stored):
+                stored = stored[int(part)]
+            else:
+                stored = None
+                break
+        try:
+            same = stored is not None and yaml.safe_load(flag.split("=", 1)[1]) == stored
+        except yaml.YAMLError:
+            same = False
+        if not same:
+            changed.append(flag)
+    return changed
 
 
 def lightning_refusal(error: BaseException) -> Optional[str]:

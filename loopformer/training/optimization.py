@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal, Optional, get_args
 
 import torch
@@ -95,6 +95,39 @@ def schedule_change(config: OptimConfig, planned: float, now: float, step: int) 
         f"learning-rate schedule: over {steps(now)}, where the checkpoint's run planned {steps(planned)}: from step "
         f"{step} it follows the new one{jump}."
     )
+
+
+def optim_changes(stored: Optional[dict[str, Any]], config: OptimConfig) -> list[str]:
+    """The settings of ``config`` that differ from ``stored`` (a checkpoint's ``optim`` hyperparameters), as
+    ``name old -> new``; fields a checkpoint does not record are left out."""
+    if not stored:
+        return []
+    changes = []
+    for field in fields(OptimConfig):
+        old, new = stored.get(field.name), getattr(config, field.name)
+        if old is not None and old != new:
+            changes.append(
+                f"{field.name} {old:g} -> {new:g}" if isinstance(new, float) else f"{field.name} {old} -> {new}"
+            )
+    return changes
+
+
+def apply_optim_settings(optimizer: torch.optim.Optimizer, scheduler: Any, net: nn.Module, config: OptimConfig) -> None:  # noqa: ANN401
+    """A restored optimizer takes ``config``'s hyperparameters (peak learning rates, weight decays, betas,
+    momentum), its state (moment estimates, momentum buffers) kept: those of an optimizer built from ``config``,
+    group by group, the peak learning rates as the schedule's base."""
+    reference = build_optimizer(net, config)  # for its groups' settings only
+    if len(reference.param_groups) != len(optimizer.param_groups):
+        raise ConfigError("the optimizer's parameter groups differ from the checkpoint's; start from its weights "
+                          "with --model.init_from instead")  # fmt: skip
+    for i, (group, settings) in enumerate(zip(optimizer.param_groups, reference.param_groups, strict=True)):
+        for key, value in settings.items():
+            if key == "params":
+                continue
+            if key == "lr":
+                group["initial_lr"] = scheduler.base_lrs[i] = value
+            elif key != "initial_lr":
+                group[key] = value
 
 
 def muon_parameters(net: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
