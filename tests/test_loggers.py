@@ -121,3 +121,31 @@ def test_the_line_saying_where_the_run_is_names_what_happens_to_it(no_wandb_env,
         where = f"{no_wandb_env}/runs/wandb/offline-run-"
         assert len(lines) == 1 and lines[0].startswith(f"W&B: offline run {run.id} in {where}"), lines
     assert "None" not in lines[0]
+
+
+def test_an_online_run_wandb_cannot_start_is_one_line_naming_offline(no_wandb_env, sudoku4_dir, monkeypatch, capsys):
+    """Logged in on a machine without network (a compute node): wandb waited 90 s, then its CommError traceback."""
+    import wandb
+
+    from loopformer.cli import main
+    from tests.helpers import tiny_fit_args
+
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+
+    def unreachable(*args, **kwargs):
+        raise wandb.errors.CommError(
+            'Timed out while retrying: Post "https://api.wandb.ai/graphql": dial tcp: lookup api.wandb.ai: no such '
+            "host\nConsider increasing the init_timeout setting:\n  wandb.init(settings=wandb.Settings(init_timeout=...))"
+        )
+
+    monkeypatch.setattr(wandb, "init", unreachable)
+    args = [a for a in tiny_fit_args(sudoku4_dir, no_wandb_env / "runs", "--trainer.max_steps=1") if "logger" not in a]
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "loopformer: error: W&B could not start this run online (CommError: Timed out while retrying: Post "
+        '"https://api.wandb.ai/graphql": dial tcp: lookup api.wandb.ai: no such host). Where this machine cannot reach '
+        "W&B, log offline and upload later: WANDB_MODE=offline (then `wandb sync <run dir>`), or "
+        "--trainer.logger.init_args.offline=true."
+    )

@@ -432,6 +432,20 @@ def missing_package(error: BaseException) -> Optional[str]:
     return f"{class_path or 'a configured class'} cannot be built: {why}"
 
 
+def wandb_unreachable(error: BaseException) -> Optional[str]:
+    """A W&B run that could not start online (no network on a compute node, W&B refusing the login), as one line
+    with the ways on; None for any other error. (wandb waits its init_timeout, 90 s, first.)"""
+    errors = sys.modules.get("wandb.errors")
+    if errors is None or not isinstance(error, errors.Error):
+        return None
+    what = " ".join(one_line(error).split(" Consider increasing the init_timeout")[:1])
+    return (
+        f"W&B could not start this run online ({type(error).__name__}: {what}). Where this machine cannot reach W&B, "
+        "log offline and upload later: WANDB_MODE=offline (then `wandb sync <run dir>`), or "
+        "--trainer.logger.init_args.offline=true."
+    )
+
+
 def one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
@@ -461,6 +475,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         if refused is not None:  # a setting Lightning refuses once the run has started: bad input, not a crash
             print(f"loopformer: error: {refused}", file=sys.stderr)
             sys.exit(2)
+        unreachable = wandb_unreachable(e)
+        if unreachable is not None:
+            print(f"loopformer: error: {unreachable}", file=sys.stderr)
+            sys.exit(1)
         if lost_rank():  # a collective failed because a peer died: say which, not the collective's traceback
             print(lost_rank(), file=sys.stderr)
             sys.exit(1)
