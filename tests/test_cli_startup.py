@@ -38,6 +38,21 @@ def test_the_tools_answer_help_without_lightning_or_torch(args, tmp_path):
     assert status == "EXIT 0 False False" and "usage: loopformer" in text
 
 
+def test_version_a_missing_command_and_a_misspelt_one_answer_without_lightning(tmp_path):
+    """`loopformer --version` was "unrecognized arguments"; a bare `loopformer` and `loopformer swep` listed only the
+    Lightning commands (after importing Lightning)."""
+    from importlib.metadata import version
+
+    text, status = _probe(["--version"], tmp_path)
+    assert status == "EXIT 0 False False" and text.startswith(f"loopformer {version('loopformer')} (python 3.")
+    for args, start in [([], "expected a command: fit, "), (["swep", "x.yaml"], "'swep' is not a command (did you "
+                                                                                "mean sweep?); expected fit, ")]:  # fmt: skip
+        env = {**os.environ, "LOOPFORMER_CACHE_DIR": str(tmp_path)}
+        done = subprocess.run([sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True, timeout=60)
+        assert done.stdout.strip() == "EXIT 2 False False"
+        assert done.stderr.startswith(f"loopformer: error: {start}") and "import-checkpoint or doctor" in done.stderr
+
+
 @pytest.mark.slow
 def test_the_lightning_commands_help_is_cached_and_identical(tmp_path):
     built, status = _probe(["fit", "--help"], tmp_path)

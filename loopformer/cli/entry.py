@@ -21,8 +21,18 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 VERSIONED = ("lightning", "jsonargparse", "torch", "wandb")  # whose versions can change the help
 
 
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["--version"]:
+        print(versions())
+        sys.exit(0)
+    problem = command_problem(given)
+    if problem:
+        print(f"loopformer: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     if given and given[0] in TOOL_COMMANDS:
         from loopformer.cli.tools import run_tool
         from loopformer.runs.parent import die_with_parent_if_asked
@@ -35,6 +45,39 @@ def main(argv: Optional[list[str]] = None) -> None:
     from loopformer.cli.command import main as run
 
     run(argv)
+
+
+def versions() -> str:
+    """``loopformer 0.1.0 (python 3.11.9, torch 2.13.0, lightning 2.6.6)``, read without importing them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"loopformer {of('loopformer')} (python {python}, torch {of('torch')}, lightning {of('lightning')})"
+
+
+def command_problem(args: list[str]) -> str:
+    """What is wrong with the command word: none given, or one that is no command (with the nearest); "" when it is
+    a command, or when the arguments start with an option (LightningCLI reads those)."""
+    commands = (*LIGHTNING_COMMANDS, *TOOL_COMMANDS)
+    every = (
+        "fit, validate, test or predict (training and evaluation: `loopformer fit --help`), or data, sweep, "
+        "import-checkpoint or doctor (each with its own --help)"
+    )
+    if not args:
+        return f"expected a command: {every}."
+    if args[0].startswith("-") or args[0] in commands:
+        return ""
+    import difflib
+
+    near = difflib.get_close_matches(args[0], commands, n=1, cutoff=0.6)
+    guess = f" (did you mean {near[0]}?)" if near else ""
+    return f"{args[0]!r} is not a command{guess}; expected {every}."
 
 
 def cache_dir() -> Path:
