@@ -335,3 +335,18 @@ def test_the_directory_of_the_kaggle_files_reads_as_their_prefix(tmp_path, capsy
     ):
         assert data_main(["build", "arc", str(directory), str(tmp_path / "x"), "--subsets", "training"]) == 2
         assert f"error: {directory}: {expected}" in capsys.readouterr().err
+
+
+def test_a_test_set_outside_the_subsets_read_is_one_line(tmp_path, capsys):
+    """The test split was empty: numpy's "need at least one array to stack" traceback."""
+    from loopformer.data.cli import main as data_main
+
+    _tiny_arc_build(tmp_path, seed=3, num_aug=1)  # writes the Kaggle files under <tmp_path>/arc-agi
+    capsys.readouterr()
+    args = ["build", "arc", str(tmp_path), str(tmp_path / "x"), "--subsets", "training", "--test-set", "evaluation"]
+    assert data_main(args) == 2
+    assert capsys.readouterr().err == (
+        "loopformer data: error: --test-set evaluation is not among --subsets (training): the test split is the test "
+        "inputs of a subset the build reads; add evaluation to --subsets, or name one of them.\n"
+    )
+    assert not (tmp_path / "x").exists()

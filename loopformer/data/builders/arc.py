@@ -153,6 +153,11 @@ def build_arc_dataset(
 ) -> dict:
     start_time = time.perf_counter()
     prefix = files_prefix(prefix, subsets[0])
+    if test_set not in subsets:
+        raise DatasetError(
+            f"--test-set {test_set} is not among --subsets ({' '.join(subsets)}): the test split is the test inputs of "
+            f"a subset the build reads; add {test_set} to --subsets, or name one of them."
+        )
     rng = np.random.default_rng(seed)
     out_dir = Path(out_dir)
     groups: dict[str, list[list[tuple[str, list]]]] = {"train": [], "test": []}
