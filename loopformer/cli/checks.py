@@ -1,6 +1,7 @@
 """Checks of a parsed command line that stop a run in one line before anything of it starts: devices and nodes the
 machine lacks, a checkpoint path that is no file, a W&B logger without wandb, a dataset to generate that nobody
-asked for."""
+asked for, an optimizer a checkpoint's state cannot continue as, an evaluation interval beyond the epoch it is
+counted in; and which ``--model.arch`` flags change a checkpoint's architecture."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import os
 import random
 from pathlib import Path
 from typing import Any, Optional
+
+import yaml
 
 from loopformer.data.common import is_built, split_hint
 from loopformer.data.format import DatasetError
@@ -219,6 +222,17 @@ def check_runs_keep_their_checkpoints(subcommand: str, ckpt_path: Any, trainer: 
             )
 
 
+def check_optimizer_continues(ckpt_path: str, stored: Optional[str], optimizer: str) -> None:
+    """A fit resumes the checkpoint's optimizer state: only with the optimizer that wrote it (``stored``, where the
+    checkpoint records it)."""
+    if stored is not None and stored != optimizer:
+        raise ConfigError(
+            f"--ckpt_path {ckpt_path} was trained with model.optim.optimizer={stored}, and its state (moment "
+            f"estimates) cannot continue as {optimizer}: resume with {stored}, or start from its weights with "
+            f"--model.init_from {ckpt_path} and a fresh optimizer."
+        )
+
+
 def given(args: list[str], key: str) -> bool:
     """Whether the command line sets ``key``, or a key under it."""
     return any(a == f"--{key}" or a.startswith((f"--{key}=", f"--{key}.")) for a in args)
@@ -265,3 +279,55 @@ def check_trainer_fits_the_algorithm(subcommand: Optional[str], section: Any) ->
         )
     if clip not in (None, 0):
         raise ConfigError(f"trainer.gradient_clip_val={clip}: {why} clip its gradients. Remove it.")
+
+
+def arch_changes(args: list[str], arch: dict[str, Any]) -> list[str]:
+    """The ``--model.arch.*`` flags among ``args`` (the last of each key) whose value is not the checkpoint's
+    (``arch``, its architecture settings)."""
+    last = {}
+    for flag in args:
+        if flag.startswith("--model.arch.") and "=" in flag:
+            last[flag.split("=", 1)[0]] = flag
+    changed = []
+    for key, flag in last.items():
+        stored: Any = arch
+        for part in key.removeprefix("--model.arch.").split("."):
+            if isinstance(stored, dict) and part in stored:
+                stored = stored[part]
+            elif isinstance(stored, list) and part.isdigit() and int(part) < len(stored):
+                stored = stored[int(part)]
+            else:
+                stored = None
+                break
+        try:
+            same = stored is not None and yaml.safe_load(flag.split("=", 1)[1]) == stored
+        except yaml.YAMLError:
+            same = False
+        if not same:
+            changed.append(flag)
+    return changed
+
+
+def val_interval_beyond_the_epoch(interval: Any, batches: Any) -> str:  # noqa: ANN401 (numbers, or their text)
+    return (
+        f"trainer.val_check_interval={interval} is more batches than an epoch has ({batches}), and with "
+        "trainer.check_val_every_n_epoch set it counts within an epoch: set check_val_every_n_epoch to null (as the "
+        "recipes do) to count it across epochs, or give a smaller interval."
+    )
+
+
+def check_val_interval_fits_the_epoch(trainer: dict[str, Any], batches_per_epoch: Optional[int]) -> None:
+    """Lightning's check that an evaluation interval counted within an epoch fits in it, made before the run starts
+    (Lightning makes it once the run directory and its W&B run exist). Where the batches of an epoch are known: a
+    fit on data that is there, with a fixed count."""
+    interval, limit = trainer.get("val_check_interval"), trainer.get("limit_train_batches")
+    if batches_per_epoch is None or trainer.get("check_val_every_n_epoch") is None or trainer.get("fast_dev_run"):
+        return
+    if not isinstance(interval, int) or isinstance(interval, bool):
+        return
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        batches_per_epoch = min(batches_per_epoch, limit)
+    elif isinstance(limit, float):
+        batches_per_epoch = int(batches_per_epoch * limit)
+    if 0 < batches_per_epoch < interval:
+        raise ConfigError(val_interval_beyond_the_epoch(interval, batches_per_epoch))

@@ -36,14 +36,18 @@ from loopformer.checkpoint.format import (
 from loopformer.checkpoint.lightning_io import AtomicCheckpointIO
 from loopformer.cli.checks import (
     WANDB_LOGGERS,
+    arch_changes,
     check_ckpt_path,
     check_devices,
     check_generation_was_asked,
+    check_optimizer_continues,
     check_runs_keep_their_checkpoints,
     check_trainer_fits_the_algorithm,
+    check_val_interval_fits_the_epoch,
     check_wandb_installed,
     given,
     resolve_seed,
+    val_interval_beyond_the_epoch,
 )
 from loopformer.cli.config_files import (
     check_config_files,
@@ -318,21 +322,17 @@ class LoopformerCLI(LightningCLI):
         if hparams:
             self._apply(subcommand, "model", hparams, f"--ckpt_path {ckpt_path}: its hyperparameters")
             self._apply(subcommand, "model", group_flags(self._cli_args, "model"))
-            stored = (hparams.get("optim") or {}).get("optimizer")
-            optimizer = self.config[subcommand].model.optim.optimizer
-            if subcommand == "fit" and stored is not None and stored != optimizer:
-                raise ConfigError(
-                    f"--ckpt_path {ckpt_path} was trained with model.optim.optimizer={stored}, and its state (moment "
-                    f"estimates) cannot continue as {optimizer}: resume with {stored}, or start from its weights with "
-                    f"--model.init_from {ckpt_path} and a fresh optimizer."
-                )
+            if subcommand == "fit":
+                stored = (hparams.get("optim") or {}).get("optimizer")
+                check_optimizer_continues(ckpt_path, stored, self.config.fit.model.optim.optimizer)
         if subcommand in EVALUATIONS and data is None and not data_given(self._cli_args, subcommand):
             if not given(self._cli_args, "data.data_paths"):
                 paths = self.config[subcommand].data.data_paths
                 shown = paths if isinstance(paths, (str, os.PathLike)) else " ".join(map(str, paths))
                 print(
-                    f"loopformer: --ckpt_path {ckpt_path} carries no data settings (an imported checkpoint, or an older one away from its run): "
-                    f"{subcommand} reads data.data_paths {shown}, the default; --data.data_paths DIR gives its data",
+                    f"loopformer: --ckpt_path {ckpt_path} carries no data settings (an imported checkpoint, or an "
+                    f"older one away from its run): {subcommand} reads data.data_paths {shown}, the default; "
+                    "--data.data_paths DIR gives its data",
                     file=sys.stderr,
                 )
         if data is not None and subcommand in EVALUATIONS and not data_given(self._cli_args, subcommand):
@@ -356,33 +356,6 @@ VAL_CHECK_BEYOND_EPOCH = re.compile(
 )
 
 
-def arch_changes(args: list[str], arch: dict[str, Any]) -> list[str]:
-    """The ``--model.arch.*`` flags among ``args`` (the last of each key) whose value is not the checkpoint's
-    (``arch``, its architecture settings)."""
-    last = {}
-    for flag in args:
-        if flag.startswith("--model.arch.") and "=" in flag:
-            last[flag.split("=", 1)[0]] = flag
-    changed = []
-    for key, flag in last.items():
-        stored: Any = arch
-        for part in key.removeprefix("--model.arch.").split("."):
-            if isinstance(stored, dict) and part in stored:
-                stored = stored[part]
-            elif isinstance(stored, list) and part.isdigit() and int(part) < len(stored):
-                stored = stored[int(part)]
-            else:
-                stored = None
-                break
-        try:
-            same = stored is not None and yaml.safe_load(flag.split("=", 1)[1]) == stored
-        except yaml.YAMLError:
-            same = False
-        if not same:
-            changed.append(flag)
-    return changed
-
-
 def lightning_refusal(error: BaseException) -> Optional[str]:
     """A setting Lightning refused once the run had started, as one line; None for any other error."""
     if isinstance(error, MisconfigurationException):
@@ -391,31 +364,6 @@ def lightning_refusal(error: BaseException) -> Optional[str]:
     if numbers is None:
         return None
     return val_interval_beyond_the_epoch(numbers[1], numbers[2])
-
-
-def val_interval_beyond_the_epoch(interval: Any, batches: Any) -> str:  # noqa: ANN401 (numbers, or their text)
-    return (
-        f"trainer.val_check_interval={interval} is more batches than an epoch has ({batches}), and with "
-        "trainer.check_val_every_n_epoch set it counts within an epoch: set check_val_every_n_epoch to null (as the "
-        "recipes do) to count it across epochs, or give a smaller interval."
-    )
-
-
-def check_val_interval_fits_the_epoch(trainer: dict[str, Any], batches_per_epoch: Optional[int]) -> None:
-    """Lightning's check that an evaluation interval counted within an epoch fits in it, made before the run starts
-    (Lightning makes it once the run directory and its W&B run exist). Where the batches of an epoch are known: a
-    fit on data that is there, with a fixed count."""
-    interval, limit = trainer.get("val_check_interval"), trainer.get("limit_train_batches")
-    if batches_per_epoch is None or trainer.get("check_val_every_n_epoch") is None or trainer.get("fast_dev_run"):
-        return
-    if not isinstance(interval, int) or isinstance(interval, bool):
-        return
-    if isinstance(limit, int) and not isinstance(limit, bool):
-        batches_per_epoch = min(batches_per_epoch, limit)
-    elif isinstance(limit, float):
-        batches_per_epoch = int(batches_per_epoch * limit)
-    if 0 < batches_per_epoch < interval:
-        raise ConfigError(val_interval_beyond_the_epoch(interval, batches_per_epoch))
 
 
 def missing_package(error: BaseException) -> Optional[str]:
@@ -438,7 +386,7 @@ def wandb_unreachable(error: BaseException) -> Optional[str]:
     errors = sys.modules.get("wandb.errors")
     if errors is None or not isinstance(error, errors.Error):
         return None
-    what = " ".join(one_line(error).split(" Consider increasing the init_timeout")[:1])
+    what = one_line(error).split(" Consider increasing the init_timeout")[0]  # wandb's advice, not ours
     return (
         f"W&B could not start this run online ({type(error).__name__}: {what}). Where this machine cannot reach W&B, "
         "log offline and upload later: WANDB_MODE=offline (then `wandb sync <run dir>`), or "
