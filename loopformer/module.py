@@ -230,7 +230,16 @@ class LoopformerModule(L.LightningModule):
         return self.net(carry, batch)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Optional[torch.Tensor]:
+        self._log_learning_rate()
         return self.algorithm.training_step(self, batch)
+
+    def _log_learning_rate(self) -> None:
+        """``train/lr``: ``model.optim.lr`` on the schedule at this step (the batch's first with DIS), as TRM logs
+        it; with muon, the AdamW part's (the Muon part follows the same multiplier)."""
+        optimizer = self.optimizers(use_pl_optimizer=False)
+        group = optimizer.param_groups[0]
+        multiplier = group["lr"] / group["initial_lr"] if group.get("initial_lr") else 1.0
+        self.log("train/lr", self.optim.lr * multiplier, on_step=True, on_epoch=False, batch_size=1)
 
     def log_scores(self, sums: dict[str, torch.Tensor], batch_size: int) -> None:
         """Scores over the rows that halted since the last logging interval (``training.scores``)."""

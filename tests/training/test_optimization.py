@@ -17,3 +17,27 @@ def test_warmup_then_cosine_to_min_ratio():
 def test_constant_after_warmup_when_total_is_unknown_or_ratio_is_one():
     assert warmup_cosine(50, 10, math.inf, 0.1) == 1.0
     assert warmup_cosine(50, 10, 100, 1.0) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("algorithm", ["act", "dis"])
+def test_the_learning_rate_is_logged_as_train_lr_on_its_schedule(algorithm, sudoku4_dir, tmp_path):
+    """TRM logs `train/lr`; loopformer logged no learning rate at all."""
+    import csv
+
+    from loopformer.cli import LoopformerCLI
+    from tests.helpers import tiny_fit_args
+
+    args = tiny_fit_args(sudoku4_dir, tmp_path, "--trainer.max_steps=12", "--trainer.log_every_n_steps=4",
+                         "--trainer.limit_val_batches=0", "--model.optim.lr_warmup_steps=6",
+                         f"--model.train.algorithm={algorithm}", "--model.train.dis.max_steps=2",
+                         f"--model.arch.no_grad_cycles={2 if algorithm == 'act' else 0}")  # fmt: skip
+    args = [a for a in args if a != "--trainer.logger=false"]
+    LoopformerCLI(args=[*args, "--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={tmp_path}"])
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    logged = {int(r["step"]): float(r["train/lr"]) for r in csv.DictReader(open(metrics)) if r.get("train/lr")}
+    # that of the batch's (first) optimizer step; DIS steps twice a batch, and logs its steps in batches (manual
+    # optimization in Lightning)
+    per_batch = 2 if algorithm == "dis" else 1
+    assert logged and all(
+        v == pytest.approx(3e-3 * warmup_cosine(per_batch * s + 1, 6, 12.0, 0.1), rel=1e-6) for s, v in logged.items()
+    ), logged
