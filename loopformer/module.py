@@ -144,6 +144,20 @@ class LoopformerModule(L.LightningModule):
             net = LoopTransformer(network_config(self.arch, self.train_config, self.runtime, dims))
         return net.state_dict()
 
+    def check_warm_start(self, dims: dict[str, int]) -> None:
+        """``model.init_from`` and ``model.freeze`` against the network these settings build for data of ``dims``
+        (on the meta device), before the run starts; ``build`` applies them."""
+        if not (self.init_from or self.frozen_patterns):
+            return
+        with torch.device("meta"):
+            net = LoopTransformer(network_config(self.arch, self.train_config, self.runtime, dims))
+        if self.init_from:
+            warm_start.check_initial_weights(
+                warm_start.network_weights(self.init_from), net.state_dict(), self.init_from
+            )
+        if self.frozen_patterns:
+            warm_start.freeze(net, self.frozen_patterns)
+
     def global_batch_size(self) -> int:
         return self.trainer.datamodule.global_batch_size
 

@@ -27,8 +27,8 @@ from loopformer.model import PUZZLE_TABLE_KEY
 
 
 def network_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The network's weights in a loopformer checkpoint (keys relative to the ``LoopTransformer``)."""
-    checkpoint = ckpt_format.load_checkpoint(path)
+    """The network's weights in a loopformer checkpoint (keys relative to the ``LoopTransformer``), memory-mapped."""
+    checkpoint = ckpt_format.load_checkpoint(path, mmap=True)
     state = checkpoint.get("state_dict")
     weights = (
         {k[len(ckpt_format.NET_PREFIX) :]: v for k, v in state.items() if k.startswith(ckpt_format.NET_PREFIX)}
@@ -43,20 +43,30 @@ def network_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return weights
 
 
-def load_initial_weights(net: nn.Module, path: str | Path) -> str:
-    """Copy the checkpoint's weights into ``net``; returns a one-line account."""
-    weights = network_weights(path)
-    expected = net.state_dict()
-    rows = None
-    if PUZZLE_TABLE_KEY in expected:
-        rows = refit_puzzle_table(weights, PUZZLE_TABLE_KEY, expected[PUZZLE_TABLE_KEY].shape)
-    note = f"; its {rows}-row puzzle-embedding table restarts every row from its mean row" if rows else ""
+def check_initial_weights(
+    weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: str | Path
+) -> None:
+    """``weights`` fit a network whose state dict is ``expected``, but for the puzzle table's row count."""
+    stored, wanted = weights.get(PUZZLE_TABLE_KEY), expected.get(PUZZLE_TABLE_KEY)
+    if stored is not None and wanted is not None and stored.shape[1:] == wanted.shape[1:]:  # rows may differ
+        weights = {**weights, PUZZLE_TABLE_KEY: wanted}  # (refit_puzzle_table)
     details = misfit(weights, expected)
     if details:
         raise ConfigError(
             f"model.init_from {path}: its weights do not fit this model.arch ({details}); the states' modules, "
             "widths and vocabulary must match (the schedule may differ)."
         )
+
+
+def load_initial_weights(net: nn.Module, path: str | Path) -> str:
+    """Copy the checkpoint's weights into ``net``; returns a one-line account."""
+    weights = network_weights(path)
+    expected = net.state_dict()
+    check_initial_weights(weights, expected, path)
+    rows = None
+    if PUZZLE_TABLE_KEY in expected:
+        rows = refit_puzzle_table(weights, PUZZLE_TABLE_KEY, expected[PUZZLE_TABLE_KEY].shape)
+    note = f"; its {rows}-row puzzle-embedding table restarts every row from its mean row" if rows else ""
     net.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
     return f"weights from {path} (optimizer, schedule and step start fresh){note}"
 

@@ -176,6 +176,8 @@ class LoopformerCLI(LightningCLI):
         if self.subcommand is not None and isinstance(self.datamodule, PuzzleDataModule):
             self.datamodule.check_before_start(self.subcommand)
             self._check_checkpoint_fits_the_data()
+            if self.subcommand == "fit" and isinstance(self.model, LoopformerModule) and self.datamodule.is_built():
+                self.model.check_warm_start(self.datamodule.dims)
             check_val_interval_fits_the_epoch(config, self.datamodule.batches_per_epoch)
         if self._outputs_in_checkpoint_run is not None:
             callbacks = [*callbacks, self._outputs_in_checkpoint_run]

@@ -21,3 +21,18 @@ def test_misfit_names_missing_foreign_and_misshaped_weights():
     assert misfit({"a": torch.ones(2), "b": torch.ones(3), "c": torch.ones(4)}, expected) == ""
     found = misfit({"a": torch.ones(2), "b": torch.ones(5), "z": torch.ones(1)}, expected)
     assert found == "missing ['c']; not in this model ['z']; b is (5,), here (3,)"
+
+
+def test_initial_weights_fit_but_for_the_puzzle_tables_rows():
+    import pytest
+
+    from loopformer.checkpoint.warm_start import check_initial_weights
+    from loopformer.errors import ConfigError
+    from loopformer.model import PUZZLE_TABLE_KEY
+
+    expected = {"w": torch.zeros(2, 3), PUZZLE_TABLE_KEY: torch.zeros(7, 4, device="meta")}
+    check_initial_weights({"w": torch.ones(2, 3), PUZZLE_TABLE_KEY: torch.ones(3, 4)}, expected, "c.ckpt")  # rows
+    with pytest.raises(ConfigError, match=rf"c.ckpt: .*{PUZZLE_TABLE_KEY} is \(3, 8\), here \(7, 4\)"):
+        check_initial_weights({"w": torch.ones(2, 3), PUZZLE_TABLE_KEY: torch.ones(3, 8)}, expected, "c.ckpt")
+    with pytest.raises(ConfigError, match=r"missing \['w'\]"):
+        check_initial_weights({PUZZLE_TABLE_KEY: torch.ones(3, 4)}, expected, "c.ckpt")
