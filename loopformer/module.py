@@ -137,20 +137,18 @@ class LoopformerModule(L.LightningModule):
             self.net.compile_step(self.runtime.compile_mode)
             self.act_training_step.compile(self.runtime.compile_mode)
 
-    def network_shapes(self, dims: dict[str, int]) -> dict[str, torch.Tensor]:
-        """The state dict of the network these settings build for data of ``dims``, on the meta device: the weights'
-        names and shapes, no memory."""
+    def meta_network(self, dims: dict[str, int]) -> LoopTransformer:
+        """The network these settings build for data of ``dims``, on the meta device: its weights' names and shapes
+        for the checks before a run, no memory."""
         with torch.device("meta"):
-            net = LoopTransformer(network_config(self.arch, self.train_config, self.runtime, dims))
-        return net.state_dict()
+            return LoopTransformer(network_config(self.arch, self.train_config, self.runtime, dims))
 
     def check_warm_start(self, dims: dict[str, int]) -> None:
-        """``model.init_from`` and ``model.freeze`` against the network these settings build for data of ``dims``
-        (on the meta device), before the run starts; ``build`` applies them."""
+        """``model.init_from`` and ``model.freeze`` against the network these settings build for data of ``dims``,
+        before the run starts; ``build`` applies them."""
         if not (self.init_from or self.frozen_patterns):
             return
-        with torch.device("meta"):
-            net = LoopTransformer(network_config(self.arch, self.train_config, self.runtime, dims))
+        net = self.meta_network(dims)
         if self.init_from:
             warm_start.check_initial_weights(
                 warm_start.network_weights(self.init_from), net.state_dict(), self.init_from

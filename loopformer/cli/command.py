@@ -263,7 +263,8 @@ class LoopformerCLI(LightningCLI):
             if dims and isinstance(self.model, LoopformerModule):
                 arch = (read_settings(ckpt_path, checkpoint)[0] or {}).get("arch") or {}
                 changed = arch_changes(self._cli_args, arch)
-                check_weights_fit(checkpoint, self.model.network_shapes(dims), f"--ckpt_path {ckpt_path}", changed)
+                expected = self.model.meta_network(dims).state_dict()
+                check_weights_fit(checkpoint, expected, f"--ckpt_path {ckpt_path}", changed)
         self._mapped_checkpoint = None  # its last reader at start-up; Lightning loads it for the run itself
 
     def _checkpoint(self, path: str) -> dict[str, Any]:
