@@ -50,7 +50,10 @@ def test_version_a_missing_command_and_a_misspelt_one_answer_without_lightning(t
         env = {**os.environ, "LOOPFORMER_CACHE_DIR": str(tmp_path)}
         done = subprocess.run([sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True, timeout=60)
         assert done.stdout.strip() == "EXIT 2 False False"
-        assert done.stderr.startswith(f"loopformer: error: {start}") and "import-checkpoint or doctor" in done.stderr
+        assert (
+            done.stderr.startswith(f"loopformer: error: {start}")
+            and "data, doctor, import-checkpoint or sweep (each" in done.stderr
+        )
 
 
 @pytest.mark.slow

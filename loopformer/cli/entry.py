@@ -65,9 +65,10 @@ def command_problem(args: list[str]) -> str:
     """What is wrong with the command word: none given, or one that is no command (with the nearest); "" when it is
     a command, or when the arguments start with an option (LightningCLI reads those)."""
     commands = (*LIGHTNING_COMMANDS, *TOOL_COMMANDS)
+    tools = sorted(TOOL_COMMANDS)
     every = (
-        "fit, validate, test or predict (training and evaluation: `loopformer fit --help`), or data, sweep, "
-        "import-checkpoint or doctor (each with its own --help)"
+        "fit, validate, test or predict (training and evaluation: `loopformer fit --help`), or "
+        f"{', '.join(tools[:-1])} or {tools[-1]} (each with its own --help)"
     )
     if not args:
         return f"expected a command: {every}."
