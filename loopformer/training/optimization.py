@@ -105,14 +105,23 @@ def optim_changes(stored: Optional[dict[str, Any]], config: OptimConfig) -> list
     changes = []
     for field in fields(OptimConfig):
         old, new = stored.get(field.name), getattr(config, field.name)
+        if isinstance(new, (int, float)) and isinstance(old, str):
+            try:
+                old = type(new)(old)  # "3e-3", as YAML 1.1 reads it
+            except ValueError:
+                pass
         if old is not None and old != new:
-            changes.append(
-                f"{field.name} {old:g} -> {new:g}" if isinstance(new, float) else f"{field.name} {old} -> {new}"
-            )
+            number = isinstance(new, float) and isinstance(old, (int, float))
+            changes.append(f"{field.name} {old:g} -> {new:g}" if number else f"{field.name} {old} -> {new}")
     return changes
 
 
-def apply_optim_settings(optimizer: torch.optim.Optimizer, scheduler: Any, net: nn.Module, config: OptimConfig) -> None:  # noqa: ANN401
+def apply_optim_settings(
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    net: nn.Module,
+    config: OptimConfig,
+) -> None:
     """A restored optimizer takes ``config``'s hyperparameters (peak learning rates, weight decays, betas,
     momentum), its state (moment estimates, momentum buffers) kept: those of an optimizer built from ``config``,
     group by group, the peak learning rates as the schedule's base."""

@@ -41,3 +41,14 @@ def test_the_learning_rate_is_logged_as_train_lr_on_its_schedule(algorithm, sudo
     assert logged and all(
         v == pytest.approx(3e-3 * warmup_cosine(per_batch * s + 1, 6, 12.0, 0.1), rel=1e-6) for s, v in logged.items()
     ), logged
+
+
+def test_optimizer_setting_changes_are_read_from_what_a_checkpoint_recorded():
+    from loopformer.training.optimization import OptimConfig, optim_changes
+
+    now = OptimConfig(lr=3e-3, lr_warmup_steps=50)
+    assert optim_changes(None, now) == [] and optim_changes({}, now) == []
+    assert optim_changes({"lr": "3e-3", "lr_warmup_steps": 50, "optimizer": "adamw"}, now) == []  # YAML 1.1's string
+    assert optim_changes({"lr": 1e-4, "lr_warmup_steps": 10, "beta2": "x"}, now) == [
+        "lr 0.0001 -> 0.003", "lr_warmup_steps 10 -> 50", "beta2 x -> 0.95"
+    ]  # fmt: skip
