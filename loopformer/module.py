@@ -15,6 +15,7 @@ from loopformer.checkpoint import format as ckpt_format
 from loopformer.checkpoint import warm_start
 from loopformer.config_groups import to_plain, typed
 from loopformer.ema import EMA
+from loopformer.evaluation.cadence import no_evaluation_note
 from loopformer.evaluation.compute_report import ComputeReport
 from loopformer.evaluation.depth_curve import DepthCurve
 from loopformer.evaluation.evaluators import (
@@ -217,6 +218,9 @@ class LoopformerModule(L.LightningModule):
         """A run resumed with another step limit (or budget), or other ``model.optim`` settings, than its
         checkpoint's run: from the first resumed step the learning-rate schedule spans the new length and the
         optimizer takes the new settings (the restored optimizer holds the old ones), and the run says so."""
+        note = no_evaluation_note(self.trainer)
+        if note:
+            rank_zero_info(note)
         planned, now = self._checkpoint_schedule_steps, self._schedule_steps
         if self._checkpoint_step is None:
             return
