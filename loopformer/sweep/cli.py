@@ -45,8 +45,11 @@ def run_online(path: str, count: Optional[int], project: str, entity: Optional[s
     try:
         sweep_id = wandb.sweep(config, project=project, entity=entity)
     except wandb.errors.Error as e:
-        print(f"loopformer sweep: error: W&B could not create the sweep ({first_line(e)}): check the login and the network, {offline_instead}.",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"loopformer sweep: error: W&B could not create the sweep ({first_line(e)}): check the login and the "
+            f"network, {offline_instead}.",
+            file=sys.stderr,
+        )
         return 2
     target = "/".join(p for p in (entity, project, sweep_id) if p)
     print(f"sweep id: {sweep_id}\nrun more agents (e.g. on other machines) with:\n  wandb agent {target}")
