@@ -99,9 +99,8 @@ def test_a_split_given_as_the_dataset_names_the_dataset(sudoku4_dir, tmp_path, c
     hint = f" {split} is the train split of the dataset {sudoku4_dir}: give that directory.\n"
     with pytest.raises(SystemExit) as e:
         main(["fit", f"--data.data_paths={split}", "--trainer.accelerator=cpu", "--trainer.fast_dev_run=true"])
-    assert e.value.code == 2 and capsys.readouterr().err.endswith("data.data_paths must hold train/ and test/ (or set "
-                                                                  "data.generate to build a generated dataset there)."
-                                                                  + hint)  # fmt: skip
+    ending = "data.data_paths must hold train/ and test/ (or set data.generate to build a generated dataset there)."
+    assert e.value.code == 2 and capsys.readouterr().err.endswith(ending + hint)
     with pytest.raises(SystemExit) as e:  # a config file's data.generate does not apply to a typed path
         main(
             [

@@ -45,8 +45,8 @@ def test_version_a_missing_command_and_a_misspelt_one_answer_without_lightning(t
 
     text, status = _probe(["--version"], tmp_path)
     assert status == "EXIT 0 False False" and text.startswith(f"loopformer {version('loopformer')} (python 3.")
-    for args, start in [([], "expected a command: fit, "), (["swep", "x.yaml"], "'swep' is not a command (did you "
-                                                                                "mean sweep?); expected fit, ")]:  # fmt: skip
+    misspelt = "'swep' is not a command (did you mean sweep?); expected fit, "
+    for args, start in [([], "expected a command: fit, "), (["swep", "x.yaml"], misspelt)]:
         env = {**os.environ, "LOOPFORMER_CACHE_DIR": str(tmp_path)}
         done = subprocess.run([sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True, timeout=60)
         assert done.stdout.strip() == "EXIT 2 False False"

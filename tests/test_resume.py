@@ -184,7 +184,8 @@ def test_a_run_resumed_with_other_optimizer_settings_takes_them_and_says_so(sudo
     assert not [m for m in caplog.messages if m.startswith(("model.optim", "learning-rate schedule"))]
     args = ["fit", "--config", str(ROOT / "configs/quickstart.yaml"), f"--data.data_paths={sudoku4_dir}",
             "--model.arch.hidden_size=32", "--model.arch.puzzle_emb_ndim=32", "--trainer.logger=false",
-            f"--trainer.default_root_dir={tmp_path / 'muon'}", f"--ckpt_path={ckpt}", "--model.optim.optimizer=muon"]  # fmt: skip
+            f"--trainer.default_root_dir={tmp_path / 'muon'}", f"--ckpt_path={ckpt}",
+            "--model.optim.optimizer=muon"]  # fmt: skip
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         main(args)
