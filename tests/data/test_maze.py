@@ -58,7 +58,19 @@ def test_maze_csv_with_unknown_characters_is_a_clear_error(tmp_path, capsys):
     (src / "train.csv").write_text("source,question,answer,rating\ns,#####X###,#########,0\n")
     (src / "test.csv").write_text("source,question,answer,rating\n")
     assert data_main(["build", "maze", str(src), str(tmp_path / "o")]) == 2
-    assert "train.csv:2: expected two 3x3 grids" in capsys.readouterr().err
+    expected = "expected a question and an answer that are n x n grids (the same n in every row) over the characters"
+    assert f"train.csv:2: {expected} '# SGo'; found characters ['X'].\n" in capsys.readouterr().err
+    # each thing wrong is named (a 3-character row was "expected two 2x2 grids")
+    (src / "train.csv").write_text("source,question,answer,rating\ns,#########,#########,0\ns,# S,#,0\n"
+                                   "s,################,################,0\n")  # fmt: skip
+    assert data_main(["build", "maze", str(src), str(tmp_path / "o")]) == 2
+    assert "train.csv:3: " in (err := capsys.readouterr().err) and err.endswith(
+        "found the question's 3 characters are no square grid, the answer has 1 characters, the question 3.\n"
+    )
+    (src / "train.csv").write_text("source,question,answer,rating\ns,#########,#########,0\n"
+                                   "s,################,################,0\n")  # fmt: skip
+    assert data_main(["build", "maze", str(src), str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.endswith("found a 4x4 maze where the file's first is 3x3.\n")
 
 
 def test_maze_generator_command_and_show(tmp_path, capsys):

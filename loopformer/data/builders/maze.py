@@ -48,11 +48,16 @@ def read_maze_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
             n = int(round(len(q) ** 0.5))
             side = side or n
             bad = set(q + a) - set(CHARSET)
-            if n * n != len(q) or len(a) != len(q) or n != side or bad:
+            found = [
+                f"the question's {len(q)} characters are no square grid" if n * n != len(q) else "",
+                f"the answer has {len(a)} characters, the question {len(q)}" if len(a) != len(q) else "",
+                f"a {n}x{n} maze where the file's first is {side}x{side}" if n * n == len(q) and n != side else "",
+                f"characters {sorted(bad)}" if bad else "",
+            ]
+            if any(found):
                 raise DatasetError(
-                    f"{path}:{line_no}: expected two {side}x{side} grids over the characters {CHARSET!r}"
-                    + (f" (found {sorted(bad)})" if bad else "")
-                    + "."
+                    f"{path}:{line_no}: expected a question and an answer that are n x n grids (the same n in every "
+                    f"row) over the characters {CHARSET!r}; found {', '.join(f for f in found if f)}."
                 )
             inputs.append(encode(q, n))
             labels.append(encode(a, n))
