@@ -251,7 +251,10 @@ class LoopformerModule(L.LightningModule):
 
     def _log_learning_rate(self) -> None:
         """``train/lr``: ``model.optim.lr`` on the schedule at this step (the batch's first with DIS), as TRM logs
-        it; with muon, the AdamW part's (the Muon part follows the same multiplier)."""
+        it; with muon, the AdamW part's (the Muon part follows the same multiplier). Only at the steps whose logs
+        Lightning writes (its own LearningRateMonitor asks the same): a host number becomes a device tensor."""
+        if not getattr(self.trainer._logger_connector, "should_update_logs", True):
+            return
         optimizer = self.optimizers(use_pl_optimizer=False)
         group = optimizer.param_groups[0]
         multiplier = group["lr"] / group["initial_lr"] if group.get("initial_lr") else 1.0

@@ -20,12 +20,20 @@ def test_constant_after_warmup_when_total_is_unknown_or_ratio_is_one():
 
 
 @pytest.mark.parametrize("algorithm", ["act", "dis"])
-def test_the_learning_rate_is_logged_as_train_lr_on_its_schedule(algorithm, sudoku4_dir, tmp_path):
-    """TRM logs `train/lr`; loopformer logged no learning rate at all."""
+def test_the_learning_rate_is_logged_as_train_lr_on_its_schedule(algorithm, sudoku4_dir, tmp_path, monkeypatch):
+    """TRM logs `train/lr`; loopformer logged no learning rate at all. It is handed to Lightning only at the steps
+    whose logs are written (a host number is copied to the device each time)."""
     import csv
 
     from loopformer.cli import LoopformerCLI
+    from loopformer.module import LoopformerModule
     from tests.helpers import tiny_fit_args
+
+    handed = []
+    log = LoopformerModule.log
+    monkeypatch.setattr(
+        LoopformerModule, "log", lambda self, name, *a, **k: (handed.append(name), log(self, name, *a, **k))
+    )
 
     args = tiny_fit_args(sudoku4_dir, tmp_path, "--trainer.max_steps=12", "--trainer.log_every_n_steps=4",
                          "--trainer.limit_val_batches=0", "--model.optim.lr_warmup_steps=6",
@@ -41,6 +49,7 @@ def test_the_learning_rate_is_logged_as_train_lr_on_its_schedule(algorithm, sudo
     assert logged and all(
         v == pytest.approx(3e-3 * warmup_cosine(per_batch * s + 1, 6, 12.0, 0.1), rel=1e-6) for s, v in logged.items()
     ), logged
+    assert handed.count("train/lr") == len(logged)  # not once a step
 
 
 def test_optimizer_setting_changes_are_read_from_what_a_checkpoint_recorded():
