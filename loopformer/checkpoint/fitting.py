@@ -30,3 +30,14 @@ def misfit(weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], 
         ", ".join(f"{k} is {tuple(weights[k].shape)}, here {tuple(expected[k].shape)}" for k in shapes[:limit]),
     ]
     return "; ".join(part for part in parts if part)
+
+
+def rows_aside(
+    weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], key: str
+) -> dict[str, torch.Tensor]:
+    """``weights`` with the table at ``key`` taken as ``expected``'s where only its row count differs (a table of
+    another number of rows is refitted, ``refit_puzzle_table``), for ``misfit`` to judge the rest."""
+    stored, wanted = weights.get(key), expected.get(key)
+    if stored is not None and wanted is not None and stored.shape[1:] == wanted.shape[1:]:
+        return {**weights, key: wanted}
+    return weights

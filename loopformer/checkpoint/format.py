@@ -177,11 +177,10 @@ def check_weights_fit(checkpoint: dict, expected: dict[str, torch.Tensor], where
     """The checkpoint's network weights load into a network whose state dict is ``expected`` (the puzzle table's
     row count aside: ``refit_puzzle_tables``); ``changed`` names the flags that changed the checkpoint's
     architecture, for the message."""
-    from loopformer.checkpoint.fitting import misfit
+    from loopformer.checkpoint.fitting import misfit, rows_aside
 
     weights = {k[len(NET_PREFIX) :]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith(NET_PREFIX)}
-    weights.pop(PUZZLE_TABLE_KEY, None)
-    details = misfit(weights, {k: v for k, v in expected.items() if k != PUZZLE_TABLE_KEY}, limit=2)
+    details = misfit(rows_aside(weights, expected, PUZZLE_TABLE_KEY), expected, limit=2)
     if not details:
         return
     cause = (

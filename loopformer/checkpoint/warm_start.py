@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from loopformer.checkpoint import format as ckpt_format
-from loopformer.checkpoint.fitting import misfit, refit_puzzle_table
+from loopformer.checkpoint.fitting import misfit, refit_puzzle_table, rows_aside
 from loopformer.errors import ConfigError
 from loopformer.model import PUZZLE_TABLE_KEY
 
@@ -47,10 +47,7 @@ def check_initial_weights(
     weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: str | Path
 ) -> None:
     """``weights`` fit a network whose state dict is ``expected``, but for the puzzle table's row count."""
-    stored, wanted = weights.get(PUZZLE_TABLE_KEY), expected.get(PUZZLE_TABLE_KEY)
-    if stored is not None and wanted is not None and stored.shape[1:] == wanted.shape[1:]:  # rows may differ
-        weights = {**weights, PUZZLE_TABLE_KEY: wanted}  # (refit_puzzle_table)
-    details = misfit(weights, expected)
+    details = misfit(rows_aside(weights, expected, PUZZLE_TABLE_KEY), expected)
     if details:
         raise ConfigError(
             f"model.init_from {path}: its weights do not fit this model.arch ({details}); the states' modules, "

@@ -36,3 +36,22 @@ def test_initial_weights_fit_but_for_the_puzzle_tables_rows():
         check_initial_weights({"w": torch.ones(2, 3), PUZZLE_TABLE_KEY: torch.ones(3, 8)}, expected, "c.ckpt")
     with pytest.raises(ConfigError, match=r"missing \['w'\]"):
         check_initial_weights({PUZZLE_TABLE_KEY: torch.ones(3, 4)}, expected, "c.ckpt")
+
+
+def test_a_checkpoints_puzzle_table_may_differ_in_rows_only():
+    """check_weights_fit set the table aside whole: another width (model.arch.puzzle_emb_ndim) passed the check, and
+    the load failed with torch's size mismatch."""
+    import pytest
+
+    from loopformer.checkpoint.format import NET_PREFIX, check_weights_fit
+    from loopformer.errors import ConfigError
+    from loopformer.model import PUZZLE_TABLE_KEY
+
+    expected = {"w": torch.zeros(2), PUZZLE_TABLE_KEY: torch.zeros(7, 4)}
+    checkpoint = {"state_dict": {NET_PREFIX + "w": torch.ones(2), NET_PREFIX + PUZZLE_TABLE_KEY: torch.ones(3, 4)}}
+    check_weights_fit(checkpoint, expected, "C", [])  # other rows: refitted when it loads
+    checkpoint["state_dict"][NET_PREFIX + PUZZLE_TABLE_KEY] = torch.ones(3, 8)
+    with pytest.raises(
+        ConfigError, match=rf"C: .*\({PUZZLE_TABLE_KEY} is \(3, 8\), here \(7, 4\)\); its .* but for --x=8"
+    ):
+        check_weights_fit(checkpoint, expected, "C", ["--x=8"])
