@@ -46,6 +46,7 @@ from loopformer.training.optimization import (
     optim_changes,
     puzzle_embedding_step,
     schedule_change,
+    schedule_multiplier,
 )
 from loopformer.training.scores import IntervalScores
 
@@ -255,9 +256,7 @@ class LoopformerModule(L.LightningModule):
         Lightning writes (its own LearningRateMonitor asks the same): a host number becomes a device tensor."""
         if not getattr(self.trainer._logger_connector, "should_update_logs", True):
             return
-        optimizer = self.optimizers(use_pl_optimizer=False)
-        group = optimizer.param_groups[0]
-        multiplier = group["lr"] / group["initial_lr"] if group.get("initial_lr") else 1.0
+        multiplier = schedule_multiplier(self.optimizers(use_pl_optimizer=False))
         self.log("train/lr", self.optim.lr * multiplier, on_step=True, on_epoch=False, batch_size=1)
 
     def log_scores(self, sums: dict[str, torch.Tensor], batch_size: int) -> None:

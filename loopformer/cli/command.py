@@ -134,6 +134,7 @@ class LoopformerCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._outputs_in_checkpoint_run: Optional[OutputsInCheckpointRun] = None
         self._mapped_checkpoint: Optional[tuple[str, dict[str, Any]]] = None  # (--ckpt_path, its content)
+        self._checkpoint_arch: dict[str, Any] = {}  # its architecture settings, read with its other settings
         kwargs.setdefault("save_config_callback", SaveConfigToRun)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 0)
@@ -261,8 +262,7 @@ class LoopformerCLI(LightningCLI):
                 check_dataset_dims(checkpoint, self.datamodule.dims, f"--ckpt_path {ckpt_path}")
             dims = checkpoint.get(EXTRA_KEY, {}).get("dataset_dims")
             if dims and isinstance(self.model, LoopformerModule):
-                arch = (read_settings(ckpt_path, checkpoint)[0] or {}).get("arch") or {}
-                changed = arch_changes(self._cli_args, arch)
+                changed = arch_changes(self._cli_args, self._checkpoint_arch)
                 expected = self.model.meta_network(dims).state_dict()
                 check_weights_fit(checkpoint, expected, f"--ckpt_path {ckpt_path}", changed)
         self._mapped_checkpoint = None  # its last reader at start-up; Lightning loads it for the run itself
@@ -322,6 +322,7 @@ class LoopformerCLI(LightningCLI):
                 f"(`loopformer validate --ckpt_path {ckpt_path} --print_config` prints the checkpoint's)."
             )
         hparams, data, source = read_settings(ckpt_path, self._checkpoint(ckpt_path))
+        self._checkpoint_arch = (hparams or {}).get("arch") or {}
         if hparams:
             self._apply(subcommand, "model", hparams, f"--ckpt_path {ckpt_path}: its hyperparameters")
             self._apply(subcommand, "model", group_flags(self._cli_args, "model"))

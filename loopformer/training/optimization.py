@@ -183,6 +183,12 @@ def configure_optimizers(net: nn.Module, config: OptimConfig, total_steps: float
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+def schedule_multiplier(optimizer: torch.optim.Optimizer) -> float:
+    """The factor the learning-rate schedule applies at this step: every param group's peak is scaled by it."""
+    group = optimizer.param_groups[0]
+    return group["lr"] / group["initial_lr"] if group.get("initial_lr") else 1.0
+
+
 def puzzle_embedding_step(
     net: nn.Module, optimizer: torch.optim.Optimizer, config: OptimConfig, all_gather: Optional[Callable]
 ) -> None:
@@ -191,6 +197,6 @@ def puzzle_embedding_step(
     table = net.puzzle_table
     if table is None:
         return
-    group = optimizer.param_groups[0]
-    multiplier = group["lr"] / group["initial_lr"] if group.get("initial_lr") else 1.0
-    table.sign_sgd_step(config.puzzle_emb_lr * multiplier, config.puzzle_emb_weight_decay, all_gather)
+    table.sign_sgd_step(
+        config.puzzle_emb_lr * schedule_multiplier(optimizer), config.puzzle_emb_weight_decay, all_gather
+    )
