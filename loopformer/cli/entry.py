@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Optional
 
 from loopformer.cli.flag_scan import is_plain_help
+from loopformer.cli.tools import TOOLS, run_tool  # argparse only: tools import their modules when run
 
-TOOL_COMMANDS = ("import-checkpoint", "sweep", "data", "doctor")
+TOOL_COMMANDS = tuple(TOOLS)
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 VERSIONED = ("lightning", "jsonargparse", "torch", "wandb")  # whose versions can change the help
 
@@ -34,7 +35,6 @@ def main(argv: Optional[list[str]] = None) -> None:
         print(f"loopformer: error: {problem}", file=sys.stderr)
         sys.exit(2)
     if given and given[0] in TOOL_COMMANDS:
-        from loopformer.cli.tools import run_tool
         from loopformer.runs.parent import die_with_parent_if_asked
 
         die_with_parent_if_asked()

@@ -64,6 +64,7 @@ KNOWN_SPILLS = {(86, "float32", 128, "dkdv"): 16} | (
 )
 
 
+@pytest.mark.slow  # about 70 s on 2 cores (every kernel through ptxas for three GPUs); .ci/run names it
 def test_every_kernel_fits_a100_sm86_and_h100(tmp_path):
     report = tmp_path / "report.json"
     env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
