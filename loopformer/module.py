@@ -399,6 +399,11 @@ class LoopformerModule(L.LightningModule):
             )
         if self._trainer is not None and self.trainer.state.fn == "fit":
             ckpt_format.use_raw_weights(checkpoint)  # resuming training: from the raw weights, not their average
+        elif not self.ema_config.enabled and ckpt_format.has_raw_weights(checkpoint):
+            rank_zero_info(
+                "model.ema.enabled=false: evaluating the checkpoint's raw weights, not their moving average."
+            )
+            ckpt_format.use_raw_weights(checkpoint)
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer is not None else (0, 1)
         state = ckpt_format.read_rank_state(checkpoint, rank, world)
         carry = state.get("act_carry")

@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from loopformer.cli import LoopformerCLI
 from loopformer.ema import EMA, WeightEMA
+from tests.helpers import tiny_fit_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,3 +77,31 @@ def test_validation_and_checkpoints_use_the_average(sudoku4_dir, tmp_path):
     assert torch.equal(state["state_dict"]["net.inner.lm_head.weight"], ema.shadow["inner.lm_head.weight"])
     assert torch.equal(raw["net.inner.lm_head.weight"], cli.model.net.inner.lm_head.weight)
     assert torch.equal(state["state_dict"]["net.inner.puzzle_emb.weights"], raw["net.inner.puzzle_emb.weights"])
+
+
+def _validate(checkpoint, tmp_path, spy, *flags):
+    LoopformerCLI(
+        args=["validate", f"--ckpt_path={checkpoint}", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
+              f"--trainer.default_root_dir={tmp_path}", *flags],
+        trainer_defaults={"callbacks": [spy]},
+    )  # fmt: skip
+
+
+def test_validating_a_checkpoint_without_ema_reads_its_raw_weights(sudoku4_dir, tmp_path, caplog):
+    caplog.set_level("INFO")
+    fit = tiny_fit_args(sudoku4_dir, tmp_path / "fit", "--model.train.act.halt_max_steps=2", "--model.ema.enabled=true",
+                        "--model.ema.rate=0.9", "--trainer.max_steps=3", "--trainer.limit_val_batches=0")  # fmt: skip
+    LoopformerCLI(args=fit)
+    checkpoint = tmp_path / "fit" / "checkpoints" / "last.ckpt"
+    state = torch.load(checkpoint, weights_only=True)
+    averaged = state["state_dict"]["net.inner.lm_head.weight"]
+    raw = state["loopformer"]["raw_state_dict"]["net.inner.lm_head.weight"]
+    assert not torch.equal(averaged, raw)
+
+    with_ema, without_ema = WeightSpy(), WeightSpy()
+    _validate(checkpoint, tmp_path / "ema", with_ema)  # the checkpoint's own setting: the average
+    assert "raw weights" not in caplog.text
+    _validate(checkpoint, tmp_path / "raw", without_ema, "--model.ema.enabled=false")
+    assert torch.equal(with_ema.in_validation[0], averaged)
+    assert torch.equal(without_ema.in_validation[0], raw)
+    assert "model.ema.enabled=false: evaluating the checkpoint's raw weights, not their moving average." in caplog.text

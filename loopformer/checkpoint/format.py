@@ -125,9 +125,14 @@ def store_averaged_weights(checkpoint: dict, raw: dict, averaged: dict) -> None:
     checkpoint["state_dict"] = {**raw, **averaged}
 
 
+def has_raw_weights(checkpoint: dict) -> bool:
+    """The checkpoint was written with EMA: its ``state_dict`` holds the average, the raw weights are beside it."""
+    return checkpoint.get(EXTRA_KEY, {}).get(RAW_KEY) is not None
+
+
 def use_raw_weights(checkpoint: dict) -> None:
-    """Resuming training from an EMA checkpoint: the raw weights go into the network, the average is set aside
-    for the EMA callback (``averaged_weights``)."""
+    """Resuming training from an EMA checkpoint (or evaluating it without EMA): the raw weights go into the network,
+    the average is set aside for the EMA callback (``averaged_weights``)."""
     extra = checkpoint.get(EXTRA_KEY, {})
     raw = extra.get(RAW_KEY)
     if raw is not None:

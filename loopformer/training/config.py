@@ -129,7 +129,8 @@ class EMAConfig:
     are written (``ema.EMA``); resuming continues from the raw weights."""
 
     enabled: bool = False
-    """Keep the average; validate and checkpoint with it."""
+    """Keep the average; validate and checkpoint with it (false when evaluating such a checkpoint: its raw
+    weights)."""
     rate: float = 0.999
     """Decay per optimizer step."""
 
