@@ -210,8 +210,14 @@ class LoopformerModule(L.LightningModule):
             resumed = self._checkpoint_step is not None
             rank_zero_info(f"model.init_from: {'ignored, resuming instead' if resumed else self._initialised_from}")
         seed = os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything (none with seed_everything: false)
+        # Lightning's fast_dev_run writes no checkpoint, config or log; only the pictures of its evaluation
+        contents = (
+            "fast_dev_run: predictions/ only"
+            if self.trainer.fast_dev_run
+            else "checkpoints/, predictions/, config.yaml"
+        )
         rank_zero_info(
-            f"run directory: {run_directory(self.trainer)} (checkpoints/, predictions/, config.yaml)"
+            f"run directory: {run_directory(self.trainer)} ({contents})"
             + (f"; seed {seed}" if seed is not None else "")
         )
 

@@ -349,7 +349,7 @@ class CheckpointDirCheck(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         problem = ""
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and not trainer.fast_dev_run:  # fast_dev_run writes no checkpoint
             # weights + 2 AdamW moments + EMA + the raw copy kept beside the EMA, in float32
             needed = 5 * 4 * sum(p.numel() for p in pl_module.parameters()) + (1 << 20)
             for cb in trainer.checkpoint_callbacks:

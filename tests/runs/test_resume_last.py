@@ -83,7 +83,7 @@ def test_a_fresh_fit_where_a_run_left_checkpoints_stops_before_overwriting_them(
     assert ckpts == {name: t for name, t in before.items() if name.endswith(".ckpt")}
 
 
-def test_fast_dev_run_writes_no_checkpoint_and_can_run_again(sudoku4_dir, tmp_path):
+def test_fast_dev_run_writes_no_checkpoint_and_can_run_again(sudoku4_dir, tmp_path, caplog):
     """Lightning's fast_dev_run writes no checkpoint; loopformer's last.ckpt at the end (and with a recipe's
     ModelCheckpoint(save_last), Lightning's own too: last-v1.ckpt beside it) were written all the same, and the same
     smoke test on the same directory was then refused as a run that would overwrite an earlier run's checkpoints."""
@@ -93,9 +93,12 @@ def test_fast_dev_run_writes_no_checkpoint_and_can_run_again(sudoku4_dir, tmp_pa
         "--trainer.callbacks.save_last=true",
     ]  # fmt: skip
     args = tiny_fit_args(sudoku4_dir, tmp_path, "--trainer.fast_dev_run=true", *recipe_checkpoint)
+    caplog.set_level("INFO")
     for _ in range(2):  # loopformer's last.ckpt and the recipe's save_last in one run, and the same run again
         main(args)
         assert not list(tmp_path.rglob("*.ckpt"))
+    assert not (tmp_path / "checkpoints").exists()  # nor the directory, made by the check that it can be written
+    assert f"run directory: {tmp_path} (fast_dev_run: predictions/ only)" in caplog.text
 
 
 def _trainer(logger, root="R"):
