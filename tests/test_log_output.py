@@ -104,4 +104,5 @@ def test_every_logger_writes_under_the_default_root_dir_unless_told_otherwise(su
     main([a for a in args if a != "--trainer.logger=false"])  # from the default logger, as a user switches it
     assert list(cwd.iterdir()) == []
     (hparams,) = root.rglob("hparams.yaml")  # the CSV logger's
+    assert hparams.parent == root / "loopformer" / "version_0"  # as W&B's runs: W&B's name, null, is not inherited
     assert (hparams.parent / "checkpoints" / "last.ckpt").is_file()

@@ -239,6 +239,11 @@ class LoopformerCLI(LightningCLI):
             init_args = getattr(each, "init_args", None)
             if init_args is not None and "save_dir" in init_args and init_args.get("save_dir") in (None, "", "."):
                 init_args.save_dir = trainer.default_root_dir or DEFAULT_ROOT_DIR
+            # A logger switched to from W&B (--trainer.logger=CSVLogger) inherits W&B's name, null, which puts its runs
+            # straight into save_dir (<root>/version_N); they go where W&B's go, <root>/loopformer/<version>.
+            if init_args is not None and "name" in init_args and init_args.get("name") is None:
+                if getattr(each, "class_path", None) not in WANDB_LOGGERS:
+                    init_args.name = DEFAULT_LOGGER["init_args"]["project"]
         check_runs_keep_their_checkpoints(self.subcommand, section.get("ckpt_path"), trainer)
 
     def instantiate_classes(self) -> None:
