@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,9 +90,11 @@ def test_an_epoch_shorter_than_the_logging_interval_logs_training_without_a_warn
     assert not [w for w in recwarn if "smaller than the logging interval" in str(w.message)]
 
 
-def test_every_logger_writes_under_the_default_root_dir_unless_told_otherwise(sudoku4_dir, tmp_path, monkeypatch):
+def test_every_logger_writes_under_the_default_root_dir_unless_told_otherwise(
+    sudoku4_dir, tmp_path, monkeypatch, capsys
+):
     """`--trainer.default_root_dir` moves every logger's files, as the README says: a CSV logger without a save_dir
-    wrote its run (checkpoints included) into the working directory."""
+    wrote its run (checkpoints included) into the working directory. `--print_config` shows where."""
     from loopformer.cli import main
     from tests.helpers import tiny_fit_args
 
@@ -101,7 +104,12 @@ def test_every_logger_writes_under_the_default_root_dir_unless_told_otherwise(su
     root = tmp_path / "root"
     args = tiny_fit_args(sudoku4_dir, root, "--trainer.max_steps=1", "--trainer.limit_val_batches=0",
                          "--trainer.logger=CSVLogger")  # fmt: skip
-    main([a for a in args if a != "--trainer.logger=false"])  # from the default logger, as a user switches it
+    args = [a for a in args if a != "--trainer.logger=false"]  # from the default logger, as a user switches it
+    with pytest.raises(SystemExit):
+        main([*args, "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)["trainer"]["logger"]["init_args"]
+    assert (printed["save_dir"], printed["name"]) == (str(root), "loopformer")
+    main(args)
     assert list(cwd.iterdir()) == []
     (hparams,) = root.rglob("hparams.yaml")  # the CSV logger's
     assert hparams.parent == root / "loopformer" / "version_0"  # as W&B's runs: W&B's name, null, is not inherited

@@ -95,6 +95,22 @@ DEFAULT_ROOT_DIR = "runs"
 DEFAULT_LOGGER = {"class_path": WANDB_LOGGERS[0], "init_args": {"project": "loopformer"}}
 
 
+def place_loggers(trainer: Any) -> None:  # noqa: ANN401 (a jsonargparse Namespace)
+    """Every logger saves under trainer.default_root_dir unless its save_dir names another place ("." is the
+    default of W&B's, CSV's and TensorBoard's). A logger switched to from W&B (``--trainer.logger=CSVLogger``)
+    inherits W&B's name, null, which would put its runs straight into save_dir (``<root>/version_N``): they go where
+    W&B's go, ``<root>/loopformer/<version>``."""
+    logger = trainer.get("logger")
+    for each in logger if isinstance(logger, list) else [logger]:
+        init_args = getattr(each, "init_args", None)
+        if init_args is None:
+            continue
+        if "save_dir" in init_args and init_args.get("save_dir") in (None, "", "."):
+            init_args.save_dir = trainer.default_root_dir or DEFAULT_ROOT_DIR
+        if "name" in init_args and init_args.get("name") is None and each.get("class_path") not in WANDB_LOGGERS:
+            init_args.name = DEFAULT_LOGGER["init_args"]["project"]
+
+
 class SaveConfigToRun(SaveConfigCallback):
     """Writes config.yaml to the run directory (beside checkpoints/), and the fully resolved config into the
     W&B run's config. Lightning would write it to the logger's save_dir, shared by every run of a sweep."""
@@ -220,8 +236,7 @@ class LoopformerCLI(LightningCLI):
             raise ConfigError(parse_error_paragraph(str(e), parser, args)) from None
 
     def before_instantiate_classes(self) -> None:
-        """The default logger saves under trainer.default_root_dir (unless its save_dir is set to another place;
-        "." is Lightning's default for it)."""
+        """Checks of the parsed config before any class is built (the loggers were placed by _parse_ckpt_path)."""
         section = self.config[self.subcommand] if self.subcommand else self.config
         trainer = section.trainer
         self._outputs_in_checkpoint_run = None
@@ -235,15 +250,6 @@ class LoopformerCLI(LightningCLI):
         check_trainer_fits_the_algorithm(self.subcommand, section)
         logger = trainer.get("logger")
         check_wandb_installed(logger)
-        for each in logger if isinstance(logger, list) else [logger]:  # W&B, CSV, TensorBoard: "." is their default
-            init_args = getattr(each, "init_args", None)
-            if init_args is not None and "save_dir" in init_args and init_args.get("save_dir") in (None, "", "."):
-                init_args.save_dir = trainer.default_root_dir or DEFAULT_ROOT_DIR
-            # A logger switched to from W&B (--trainer.logger=CSVLogger) inherits W&B's name, null, which puts its runs
-            # straight into save_dir (<root>/version_N); they go where W&B's go, <root>/loopformer/<version>.
-            if init_args is not None and "name" in init_args and init_args.get("name") is None:
-                if getattr(each, "class_path", None) not in WANDB_LOGGERS:
-                    init_args.name = DEFAULT_LOGGER["init_args"]["project"]
         check_runs_keep_their_checkpoints(self.subcommand, section.get("ckpt_path"), trainer)
 
     def instantiate_classes(self) -> None:
@@ -300,11 +306,13 @@ class LoopformerCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """The checkpoint's settings (below), then what a typed ``--data.data_paths`` means for ``data.generate``
-        (the checkpoint's included); then ``--print_config`` prints the config with both."""
+        (the checkpoint's included) and where the loggers save; then ``--print_config`` prints the config with them."""
         printing = _ActionPrintConfig.is_print_config_requested(self.parser)  # needs no checkpoint or data there
         with _ActionPrintConfig.skip_print_config():  # _apply parses: it would print a half-applied config
             self._take_checkpoint_settings(check_path=not printing)
             check_generation_was_asked(self.config, self._cli_args, require_dataset=not printing)
+        subcommand = self.config.get("subcommand")
+        place_loggers((self.config[subcommand] if subcommand else self.config).trainer)
         _ActionPrintConfig.print_config_if_requested(self.parser, self.config)  # what the run would use, and exit
 
     def _take_checkpoint_settings(self, check_path: bool = True) -> None:
