@@ -59,8 +59,11 @@ class OfflineSweep:
             "sweep": str(self.sweep_path),
             "metric": self.config.get("metric", {}),
             "parameters": sorted(self.config.get("parameters", {})),
+            "config": self.config,
+            "overrides": self.overrides,
         }
         self.state = SweepState(self.out_dir, header)
+        self.state.check_same_sweep()
         self.runner_id = f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
         self.prefix = f"[sweep{' ' + label if label else ''}]"
         self.trials: list[TrialRecord] = self.state.read()

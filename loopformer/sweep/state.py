@@ -1,7 +1,8 @@
 """An offline sweep's shared state: ``state.json`` in the sweep directory, read-modify-written under a lock by every
 runner on the sweep, as a W&B server keeps one sweep for several agents.
 
-``state.json`` holds the sweep file's metric and parameters and one record per trial. A trial is claimed by one
+``state.json`` holds the sweep file's configuration (its metric and parameters also apart), the trial overrides the
+sweep was started with, and one record per trial. A trial is claimed by one
 runner (``runner``: its id), and only that runner writes the trial's history. Each runner holds a claim on
 ``runners/<id>.lock`` for its lifetime: a trial still marked running whose runner no longer holds its claim was
 left by a runner that died; the next runner marks that attempt ``crashed``, keeps it in ``attempts`` and runs the
@@ -85,7 +86,7 @@ class SweepState:
         self.out_dir = out_dir
         self.path = out_dir / "state.json"
         self.lock_path = out_dir / ".state.lock"
-        self.header = header  # sweep file, metric, parameters: written at the top of state.json
+        self.header = header  # sweep file, metric, parameters, configuration, overrides: at the top of state.json
 
     @contextmanager
     def locked(self) -> Iterator[list[TrialRecord]]:
@@ -98,6 +99,37 @@ class SweepState:
             atomic.write_text(self.path, json.dumps({**self.header, "trials": [asdict(t) for t in trials]}, indent=1))
         finally:
             os.close(fd)  # releases the lock
+
+    def check_same_sweep(self) -> None:
+        """A sweep directory holds one sweep, as a W&B sweep has one configuration: a runner started on it with
+        another sweep file configuration or other trial overrides than its trials ran with would add trials not
+        comparable with them (and hand the engine a history it did not propose), so it stops in one line. Until a
+        trial has run (every one so far refused its settings before it started) the settings may change: they are
+        what is being fixed. A state.json from before the state kept them is not checked."""
+        if not self.path.exists():
+            return
+        saved = load_json(self.path, SweepFileError, STATE_EXPECTED)
+        if not isinstance(saved, dict) or "config" not in saved:
+            return
+        ran = [t for t in parse_trials(saved, self.path) if t.history or t.state in ("running", "finished", "stopped")]
+        if not ran:
+            return
+        differences = []
+        now = json.loads(json.dumps(self.header["config"]))
+        changed = [k for k in sorted(set(saved["config"]) | set(now), key=str) if saved["config"].get(k) != now.get(k)]
+        if changed:
+            differences.append(f"the sweep file's {', '.join(changed)} differ from those they ran with")
+        before, after = saved.get("overrides") or [], self.header["overrides"]
+        if before != after:
+            differences.append(
+                f"they ran with the overrides {' '.join(before) or '(none)'}, not {' '.join(after) or '(none)'}"
+            )
+        if differences:
+            raise SweepFileError(
+                f"{self.out_dir} holds {len(ran)} trial{'' if len(ran) == 1 else 's'} of a sweep started with other "
+                f"settings: {'; '.join(differences)}. New trials would not be comparable with them: give the settings "
+                "it was started with to continue it, or another --out for a new sweep."
+            )
 
     def read(self) -> list[TrialRecord]:
         """The trials as last written (no lock needed: state.json is only ever replaced whole)."""

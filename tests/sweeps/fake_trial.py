@@ -1,8 +1,9 @@
 """A stand-in for `loopformer fit` in offline-runner tests: reports `--quality * k / 10` for k = 1..`--reports` (10),
-one every `--pause` seconds (0.15); with `--which=FILE`, writes there the `loopformer` its PATH finds; with
-`--refuse=MESSAGE`, stops as loopformer stops on bad input (its error line, exit 2; `{quality}` in it replaced)."""
+one every `--pause` seconds (0.15; FAKE_TRIAL_PAUSE in the environment wins); with `--which=FILE`, writes there the
+`loopformer` its PATH finds; with `--refuse=MESSAGE`, stops as loopformer stops on bad input (its error line, exit 2; `{quality}` in it replaced)."""
 
 import json
+import os
 import shutil
 import signal
 import sys
@@ -11,6 +12,7 @@ import time
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 quality = float(next(a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--quality=")))
 pause = float(next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--pause=")), 0.15))
+pause = float(os.environ.get("FAKE_TRIAL_PAUSE", pause))  # a test's later runner, its sweep settings unchanged
 reports = int(next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--reports=")), 10))
 callback = next(a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--trainer.callbacks+="))
 path = json.loads(callback)["init_args"]["path"]

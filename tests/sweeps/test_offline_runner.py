@@ -94,12 +94,45 @@ def test_trials_refused_their_shared_settings_stop_the_runner_after_two(tmp_path
         "again: the sweep continues where it stopped."
     )
     assert [t["state"] for t in json.loads((out / "state.json").read_text())["trials"]] == ["failed", "failed"]
+    # fixed: the sweep continues with the new overrides (no trial ran with the old ones)
+    assert main([str(sweep_file), "--offline", "--count", "3", "--out", str(out), "--pause=0.01"]) == 0
+    assert [t["state"] for t in json.loads((out / "state.json").read_text())["trials"]] == [
+        "failed",
+        "failed",
+        "finished",
+    ]
 
     out = tmp_path / "per-trial"
     code = main([str(sweep_file), "--offline", "--count", "4", "--out", str(out), "--refuse=q={quality}"])
     assert code == 1  # every trial ran (and failed, each its own way): no trial finished
     assert [t["state"] for t in json.loads((out / "state.json").read_text())["trials"]] == ["failed"] * 4
     assert "trial-003: q=0.1 (its log:" in capsys.readouterr().out
+
+
+def test_a_sweep_continues_only_with_the_settings_its_trials_ran_with(tmp_path, capsys):
+    """Another sweep file configuration or other trial overrides on a sweep directory would add trials that are not
+    comparable with its others: one line, exit 2, nothing run."""
+    sweep_file = tmp_path / "fake.yaml"
+    config = _config(parameters={"quality": {"values": [0.5, 0.6, 0.7]}})
+    sweep_file.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    assert main([str(sweep_file), "--offline", "--count", "1", "--out", str(out), "--pause=0.01"]) == 0
+    capsys.readouterr()
+
+    assert main([str(sweep_file), "--offline", "--count", "2", "--out", str(out), "--pause=0.02"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"loopformer sweep: error: {out} holds 1 trial of a sweep started with other settings: they ran with the "
+        "overrides --pause=0.01, not --pause=0.02. New trials would not be comparable with them: give the settings "
+        "it was started with to continue it, or another --out for a new sweep."
+    )
+    sweep_file.write_text(yaml.safe_dump({**config, "parameters": {"quality": {"values": [0.1, 0.2]}}}))
+    assert main([str(sweep_file), "--offline", "--count", "2", "--out", str(out), "--pause=0.01"]) == 2
+    assert "the sweep file's parameters differ from those they ran with." in capsys.readouterr().err
+    assert len(json.loads((out / "state.json").read_text())["trials"]) == 1  # nothing was run
+
+    sweep_file.write_text(yaml.safe_dump(config))
+    assert main([str(sweep_file), "--offline", "--count", "2", "--out", str(out), "--pause=0.01"]) == 0
+    assert len(json.loads((out / "state.json").read_text())["trials"]) == 2
 
 
 def test_sweep_command_rejects_a_bad_file(tmp_path, capsys):

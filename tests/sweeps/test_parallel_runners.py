@@ -4,6 +4,7 @@ trial and writes the results."""
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -32,9 +33,10 @@ def _sweep_file(tmp_path, qualities, pause=0.15, goal="maximize"):
     return path
 
 
-def _runner(sweep_file, out, count, log):
+def _runner(sweep_file, out, count, log, env=None):
     command = [sys.executable, "-m", "loopformer.cli", "sweep", str(sweep_file), "--offline", "--out", str(out)]
-    return subprocess.Popen([*command, "--count", str(count)], stdout=log, stderr=subprocess.STDOUT)
+    env = {**os.environ, **(env or {})}
+    return subprocess.Popen([*command, "--count", str(count)], stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def _state(out):
@@ -103,7 +105,8 @@ def test_a_runner_killed_with_sigkill_leaves_no_trial_behind_and_its_trial_runs_
     assert _state(out)[0]["state"] == "running"  # as the dead runner left it
 
     with open(tmp_path / "second.log", "w") as log:
-        assert _runner(_sweep_file(tmp_path, [0.5], pause=0.05), out, 1, log).wait(timeout=120) == 0
+        second = _runner(sweep_file, out, 1, log, env={"FAKE_TRIAL_PAUSE": "0.05"})  # the same sweep, sooner done
+        assert second.wait(timeout=120) == 0, (tmp_path / "second.log").read_text()
     second_log = (tmp_path / "second.log").read_text()
     assert "trial-000: its runner" in second_log and "attempt 1 is recorded as crashed" in second_log
     (trial,) = _state(out)
