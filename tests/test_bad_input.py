@@ -88,6 +88,28 @@ def test_a_bad_value_is_one_line_and_exit_2(flag, sudoku4_dir, tmp_path, capsys,
     assert not (tmp_path / "loopformer").exists()  # nothing was started
 
 
+@pytest.mark.parametrize(
+    "flag,message",
+    [("--data.global_batch_size=15", "data.global_batch_size=15 is not divisible by the 2 processes"),
+     ("--data.eval_batch_size=7", "data.eval_batch_size=7 is not divisible by the 2 processes")],
+)  # fmt: skip
+def test_a_batch_the_processes_cannot_share_evenly_is_one_line_before_they_start(
+    flag, message, sudoku4_dir, tmp_path, capsys
+):
+    """It was a traceback in every rank once DDP had started them."""
+    args = tiny_fit_args(sudoku4_dir, tmp_path, "--trainer.max_steps=1", "--trainer.accelerator=cpu",
+                         "--trainer.devices=2", "--trainer.strategy=ddp", flag)  # fmt: skip
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    err = capsys.readouterr().err.strip().splitlines()  # the Trainer's lines on its devices come first
+    assert done.value.code == 2
+    assert err[-1] == (
+        f"loopformer: error: {message} (trainer.devices x trainer.num_nodes): each takes an equal share of every "
+        "batch; give a multiple of 2."
+    )
+    assert not (tmp_path / "checkpoints").exists()  # nothing was started
+
+
 def test_a_model_file_given_with_config_names_the_flag_that_takes_it(sudoku4_dir, tmp_path, capsys):
     """configs/vrn/*.yaml hold a model's settings (arch:, train:, runtime:): given with --config, the error named the
     key alone ("does not accept option 'train.dis.mask_penalty_weight'")."""

@@ -213,9 +213,12 @@ class LoopformerCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())
         try:
-            return super()._instantiate_trainer({**config, "plugins": plugins}, callbacks)
+            trainer = super()._instantiate_trainer({**config, "plugins": plugins}, callbacks)
         except (MisconfigurationException, ValueError) as e:  # the Trainer checking its settings (strategy, devices)
             raise ConfigError(f"trainer: {one_line(e)}") from None
+        if self.subcommand is not None and isinstance(self.datamodule, PuzzleDataModule):
+            self.datamodule.check_batches_split(self.subcommand, trainer.world_size)
+        return trainer
 
     def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 (LightningCLI's signature)
         self._cli_args: list[str] = []

@@ -21,7 +21,7 @@ from loopformer.data.common import build_then_move, is_built, remove_half_built,
 from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, load_merged
 from loopformer.data.generators import Generator
 from loopformer.data.generators.record import disagreement
-from loopformer.data.sampling import SAMPLER_POSITION, EvalBatches, TrainBatches
+from loopformer.data.sampling import SAMPLER_POSITION, EvalBatches, TrainBatches, batch_split_problem
 from loopformer.files import load_json
 
 # Lightning warns that an IterableDataset with __len__ may repeat batches across loader workers; ours deal the
@@ -70,8 +70,10 @@ class PuzzleDataModule(L.LightningDataModule):
         Args:
             data_paths: Dataset directory in the HRM/TRM layout (``train/`` and ``test/``), or a list of them,
                 merged as HRM/TRM merge them (puzzle identifiers offset per path).
-            global_batch_size: Training examples per optimizer step, summed over all processes.
-            eval_batch_size: Evaluation examples per step over all processes (default: global_batch_size).
+            global_batch_size: Training examples per optimizer step, summed over all processes (a multiple of
+                their number: each takes an equal share).
+            eval_batch_size: Evaluation examples per step over all processes, a multiple of their number
+                (default: global_batch_size).
             seed: Seed of the training order.
             epochs_per_iter: Passes over the training groups per Lightning epoch (HRM/TRM's eval_interval
                 when evaluating every epoch; one pass of a small set is often less than one global batch).
@@ -98,6 +100,7 @@ class PuzzleDataModule(L.LightningDataModule):
                 raise DatasetError(f"data.{key}={value!r}: expected {must}.")
         self.global_batch_size = global_batch_size
         self.eval_batch_size = eval_batch_size or global_batch_size
+        self._eval_batch_size_given = eval_batch_size is not None
         self.seed = seed
         self.epochs_per_iter = epochs_per_iter
         self.num_workers = num_workers
@@ -239,6 +242,17 @@ class PuzzleDataModule(L.LightningDataModule):
                     self.batches_per_epoch = len(plan)
                 except TypeError:  # it varies with the puzzles drawn
                     pass
+
+    def check_batches_split(self, stage: str, world_size: int) -> None:
+        """Every batch is shared evenly by the run's processes: checked once the Trainer knows how many, before they
+        start (in them it would be a traceback per rank)."""
+        sizes = [("data.global_batch_size", self.global_batch_size)] if stage == "fit" else []
+        eval_setting = "data.eval_batch_size" if self._eval_batch_size_given else "data.eval_batch_size (its default)"
+        sizes.append((eval_setting, self.eval_batch_size))
+        for setting, size in sizes:
+            problem = batch_split_problem(setting, size, world_size)
+            if problem:
+                raise DatasetError(problem)
 
     def is_built(self) -> bool:
         """Every data path holds its dataset (none is still to generate)."""

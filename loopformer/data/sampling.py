@@ -24,7 +24,7 @@ import torch
 
 from loopformer.batch import IGNORE_LABEL_ID
 from loopformer.data.epoch_plan import SetEpoch
-from loopformer.data.format import PuzzleDatasetMetadata, PuzzleSet
+from loopformer.data.format import DatasetError, PuzzleDatasetMetadata, PuzzleSet
 from loopformer.data.prefetch import Prefetcher
 
 # A training batch carries its (epoch, index) under this key from the loader (possibly a worker process) to the
@@ -60,6 +60,16 @@ def collate(
     }
 
 
+def batch_split_problem(setting: str, batch_size: int, world_size: int) -> str:
+    """Why a batch of ``batch_size`` examples cannot be shared evenly by ``world_size`` processes, or ""."""
+    if batch_size % world_size == 0:
+        return ""
+    return (
+        f"{setting}={batch_size} is not divisible by the {world_size} processes (trainer.devices x trainer.num_nodes): "
+        f"each takes an equal share of every batch; give a multiple of {world_size}."
+    )
+
+
 class _RankBatches(torch.utils.data.IterableDataset):
     """Batches of ``global_batch_size`` examples over all ranks, of which this rank makes its share."""
 
@@ -67,8 +77,9 @@ class _RankBatches(torch.utils.data.IterableDataset):
         self, meta: PuzzleDatasetMetadata, sets: dict[str, PuzzleSet], global_batch_size: int, rank: int,
         world_size: int, setting: str,
     ) -> None:  # fmt: skip
-        if global_batch_size % world_size:
-            raise ValueError(f"{setting}={global_batch_size} is not divisible by the {world_size} processes.")
+        problem = batch_split_problem(setting, global_batch_size, world_size)
+        if problem:
+            raise DatasetError(problem)
         self.meta, self.sets = meta, sets
         self.global_batch_size = global_batch_size
         self.local_batch_size = global_batch_size // world_size
