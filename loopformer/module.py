@@ -225,7 +225,7 @@ class LoopformerModule(L.LightningModule):
         """A run resumed with another step limit (or budget), or other ``model.optim`` settings, than its
         checkpoint's run: from the first resumed step the learning-rate schedule spans the new length and the
         optimizer takes the new settings (the restored optimizer holds the old ones), and the run says so."""
-        note = no_evaluation_note(self.trainer)
+        note = no_evaluation_note(self.trainer, self.train_config.optimizer_steps_per_batch)
         if note:
             rank_zero_info(note)
         planned, now = self._checkpoint_schedule_steps, self._schedule_steps

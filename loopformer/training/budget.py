@@ -101,21 +101,24 @@ def _instead(replaced: dict[str, Any], key: str) -> str:
     return f" (in place of trainer.{key}={value})"
 
 
-def step_counts(budget: BudgetConfig, flops_per_step: int) -> StepCounts:
-    """Steps between evaluations: the nearest whole number, at least 1, so the k-th evaluation comes after k x
-    ``eval_every_flops`` within k half steps (a relative error of at most 1 / (2 x steps per evaluation)). Steps for
-    the budget: when it is a whole number of evaluation intervals (a sweep's 10 reports), that many intervals, so
-    that every run reports the same number of times and its last report ends training; otherwise the steps that
-    spend it (the last one may pass it by less than a step)."""
-    every = max(1, round(budget.eval_every_flops / flops_per_step)) if budget.eval_every_flops is not None else None
-    steps = None
+def step_counts(budget: BudgetConfig, flops_per_step: int, steps_per_batch: int = 1) -> StepCounts:
+    """Steps between evaluations: the nearest whole number of batches, at least 1, so the k-th evaluation comes after
+    k x ``eval_every_flops`` within k half batches (a relative error of at most 1 / (2 x batches per evaluation)).
+    Steps for the budget: when it is a whole number of evaluation intervals (a sweep's 10 reports), that many
+    intervals, so that every run reports the same number of times and its last report ends training; otherwise the
+    batches that spend it (the last one may pass it by less than a batch). ``steps_per_batch``: the optimizer steps
+    one batch makes (DIS's ``mask`` method: one per supervision step): Lightning evaluates between batches."""
+    per_batch = flops_per_step * steps_per_batch
+    every = max(1, round(budget.eval_every_flops / per_batch)) if budget.eval_every_flops is not None else None
+    batches = None
     if budget.train_flops is not None:
-        steps = math.ceil(budget.train_flops / flops_per_step)
+        batches = math.ceil(budget.train_flops / per_batch)
         if every is not None:
             reports = budget.train_flops / budget.eval_every_flops
             if reports >= 1 and abs(reports - round(reports)) <= 1e-6 * reports:
-                steps = round(reports) * every
-    return StepCounts(flops_per_step, steps, every)
+                batches = round(reports) * every
+    in_steps = lambda n: None if n is None else n * steps_per_batch  # noqa: E731
+    return StepCounts(flops_per_step, in_steps(batches), in_steps(every))
 
 
 class TrainingBudget(L.Callback):
@@ -132,19 +135,25 @@ class TrainingBudget(L.Callback):
         if trainer.fast_dev_run:  # a smoke test of a batch or a few: its own limits stand
             rank_zero_info("model.budget: not applied under trainer.fast_dev_run")
             return
-        self.counts = step_counts(self.budget, pl_module.train_flops_per_step())
+        steps_per_batch = pl_module.train_config.optimizer_steps_per_batch
+        self.counts = step_counts(self.budget, pl_module.train_flops_per_step(), steps_per_batch)
         replaced = {"max_steps": trainer.max_steps, "val_check_interval": trainer.val_check_interval}
         if self.counts.max_steps is not None:
             trainer.fit_loop.epoch_loop.max_steps = self.counts.max_steps
             trainer.fit_loop.max_epochs = -1  # the budget alone ends training
         if self.counts.eval_every_steps is not None:
-            # counted in batches by Lightning: an optimizer step is accumulate_grad_batches of them
-            trainer.val_check_interval = self.counts.eval_every_steps * max(1, int(trainer.accumulate_grad_batches))
+            # counted in batches by Lightning: an optimizer step is accumulate_grad_batches of them, or a DIS batch
+            # makes steps_per_batch steps
+            batches = self.counts.eval_every_steps // steps_per_batch * max(1, int(trainer.accumulate_grad_batches))
+            trainer.val_check_interval = batches
             trainer.check_val_every_n_epoch = None  # counted in steps across epochs
         rank_zero_info(self.counts.describe(self.budget, pl_module.examples_per_step(), replaced))
-        if self.counts.eval_every_steps is not None and self.counts.eval_every_steps < 20:
+        units = None if self.counts.eval_every_steps is None else self.counts.eval_every_steps // steps_per_batch
+        if units is not None and units < 20:
+            unit, plural = ("step", "steps") if steps_per_batch == 1 else ("batch", "batches")
+            of = "" if steps_per_batch == 1 else f" of {steps_per_batch} steps"
             rank_zero_warn(
-                f"model.budget.eval_every_flops is {self.counts.eval_every_steps} step(s) of this schedule: "
-                f"evaluations come at equal compute only within {50 / self.counts.eval_every_steps:.0f}% (a step "
-                "is the unit); give each evaluation at least 20 steps for comparisons within 2.5%."
+                f"model.budget.eval_every_flops is {units} {unit if units == 1 else plural}{of} of this schedule: "
+                f"evaluations come at equal compute only within {50 / units:.0f}% (a {unit}{of} is the unit); give "
+                f"each evaluation at least 20 {plural} for comparisons within 2.5%."
             )

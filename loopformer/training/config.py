@@ -109,6 +109,12 @@ class TrainConfig:
         """DIS's supervision steps (the network's step embeddings), 0 without DIS."""
         return self.dis.max_steps if self.algorithm == "dis" else 0
 
+    @property
+    def optimizer_steps_per_batch(self) -> int:
+        """Optimizer steps (``trainer.global_step``) a training batch makes: DIS's ``mask`` method steps after every
+        supervision step; 1 otherwise. Lightning counts ``val_check_interval`` in batches, ``max_steps`` in these."""
+        return self.dis.max_steps if self.algorithm == "dis" and self.dis.loss_method == "mask" else 1
+
     def halting(self) -> Halting:
         """How the network halts: ACT's settings, or with DIS exactly one ACT step per supervision step."""
         if self.algorithm == "dis":

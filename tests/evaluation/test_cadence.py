@@ -29,6 +29,7 @@ def _trainer(**over):
     ],
 )
 def test_a_fit_ending_before_its_first_evaluation_is_named(over, says):
+    """(DIS batches, which make several optimizer steps each, are below.)"""
     note = no_evaluation_note(_trainer(**over))
     if says:
         steps = over.get("max_steps", 20)
@@ -48,3 +49,11 @@ def test_the_run_says_it_at_its_start(sudoku4_dir, tmp_path, caplog):
     caplog.set_level("INFO")
     LoopformerCLI(args=tiny_fit_args(sudoku4_dir, tmp_path, "--trainer.max_steps=2"))  # the quickstart's 500
     assert [m for m in caplog.messages if m.startswith("no evaluation: this run ends at step 2, before")]
+
+
+@pytest.mark.parametrize("max_steps, says", [(12, True), (36, False), (31, False)])  # 31: the 6th batch reaches 36
+def test_batches_of_several_optimizer_steps_count_as_batches(max_steps, says):
+    note = no_evaluation_note(_trainer(val_check_interval=6, max_steps=max_steps), steps_per_batch=6)
+    assert (note is not None) == says
+    if says:
+        assert f"ends at step {max_steps}, before its first evaluation (every 6 batches of 6 steps: " in note

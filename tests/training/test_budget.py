@@ -10,7 +10,7 @@ from loopformer.errors import ConfigError
 from loopformer.model.compute import ComputeCost
 from loopformer.training.budget import BudgetConfig, step_counts, train_flops_per_example
 from loopformer.training.config import TrainConfig
-from tests.helpers import tiny_fit_args
+from tests.helpers import ROOT, tiny_fit_args
 
 COST = ComputeCost(block_flops=100, blocks_per_act_step=18, grad_blocks_per_act_step=6, head_flops=10,
                    flops_per_act_step=18 * 100 + 10)  # fmt: skip
@@ -34,6 +34,8 @@ def test_step_counts_and_bad_budgets():
     assert (counts.max_steps, counts.eval_every_steps) == (330, 33)  # 10 reports exactly, the last one ends it
     assert step_counts(BudgetConfig(eval_every_flops=1000), 300).eval_every_steps == 3
     assert step_counts(BudgetConfig(train_flops=1000), 300).max_steps == 4
+    counts = step_counts(BudgetConfig(train_flops=3600, eval_every_flops=1100), 100, steps_per_batch=6)
+    assert (counts.max_steps, counts.eval_every_steps) == (36, 12)  # whole batches of 6 steps: 2 per evaluation
     for bad in (0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="model.budget.train_flops="):
             BudgetConfig(train_flops=bad)
@@ -92,3 +94,27 @@ def test_accumulated_batches_count_in_the_compute_of_a_step_and_in_the_evaluatio
     assert evaluations == [every * k for k in range(1, cli.trainer.global_step // every + 1)]
     assert float(cli.trainer.callback_metrics["compute/train_flops"]) == evaluations[-1] * per_step
     assert "training FLOPs per step (32 examples)" in caplog.text
+
+
+def test_dis_batches_of_several_optimizer_steps_evaluate_at_the_budgeted_steps(sudoku4_dir, tmp_path, caplog):
+    """DIS's mask method takes an optimizer step per supervision step, several per batch, and Lightning evaluates
+    between batches: the budget's interval in steps was used as a count of batches, so a DIS run evaluated max_steps
+    times less often than budgeted (a short run not at all)."""
+    from loopformer.training.budget import TrainingBudget
+
+    def fit(root, *flags):
+        args = tiny_fit_args(sudoku4_dir, root, "--model.arch.puzzle_emb_len=1", "--model.arch.num_heads=2",
+                             "--model.train.dis.max_steps=3", "--data.eval_batch_size=40", *flags)  # fmt: skip
+        args[3:3] = ["--model", str(ROOT / "configs/vrn/loop_transformer_dis.yaml")]
+        return LoopformerCLI(args=args)
+
+    probe = fit(tmp_path / "probe", "--model.budget.train_flops=1", "--trainer.limit_val_batches=0")
+    (counts,) = [c.counts for c in probe.trainer.callbacks if isinstance(c, TrainingBudget)]
+    assert probe.trainer.global_step == 3  # one batch: three supervision steps, an optimizer step each
+    per_batch = 3 * counts.flops_per_step
+    caplog.set_level("INFO")
+    cli = fit(tmp_path / "run", f"--model.budget.train_flops={6 * per_batch}",
+              f"--model.budget.eval_every_flops={2 * per_batch}")  # fmt: skip
+    evaluations = [int(line.split()[3]) for line in caplog.messages if line.startswith("val at step")]
+    assert evaluations == [6, 12, 18] and cli.trainer.global_step == 18  # every 2 batches, 3 reports
+    assert "an evaluation every" in caplog.text and "= 6 steps" in caplog.text
