@@ -48,7 +48,7 @@ from loopformer.training.optimization import (
     schedule_change,
     schedule_multiplier,
 )
-from loopformer.training.scores import IntervalScores
+from loopformer.training.scores import IntervalScores, logs_written_this_batch
 
 
 class LoopformerModule(L.LightningModule):
@@ -260,7 +260,7 @@ class LoopformerModule(L.LightningModule):
         """``train/lr``: ``model.optim.lr`` on the schedule at this step (the batch's first with DIS), as TRM logs
         it; with muon, the AdamW part's (the Muon part follows the same multiplier). Only at the steps whose logs
         Lightning writes (its own LearningRateMonitor asks the same): a host number becomes a device tensor."""
-        if not getattr(self.trainer._logger_connector, "should_update_logs", True):
+        if not logs_written_this_batch(self.trainer):
             return
         multiplier = schedule_multiplier(self.optimizers(use_pl_optimizer=False))
         self.log("train/lr", self.optim.lr * multiplier, on_step=True, on_epoch=False, batch_size=1)
@@ -272,7 +272,7 @@ class LoopformerModule(L.LightningModule):
         self.log("train/exact", log["train/exact_accuracy"], prog_bar=True, logger=False)
 
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
-        if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+        if logs_written_this_batch(self.trainer) or not self.trainer.log_every_n_steps:  # 0: no logs, check each
             self.train_scores.reset()
             self.nonfinite.check(self.trainer.strategy, self.trainer.world_size)  # where logging syncs anyway
 

@@ -23,6 +23,7 @@ import lightning as L
 import torch
 
 from loopformer.model.compute import ComputeCost, compute_cost
+from loopformer.training.scores import logs_written_this_batch
 
 TRAIN_FLOPS = "compute/train_flops"  # logged with every evaluation of fit: training FLOPs spent so far
 TRAIN_FLOPS_PER_STEP = "compute/train_flops_per_step"  # a run config field (training/budget.py counts it)
@@ -63,7 +64,7 @@ class ComputeReport(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         self._samples += batch["inputs"].shape[0] * trainer.world_size
-        if trainer.global_step % max(1, trainer.log_every_n_steps) or self._interval_start is None:
+        if not logs_written_this_batch(trainer) or self._interval_start is None:
             return
         now = time.perf_counter()
         seconds = self._interval_training + (now - self._interval_start)

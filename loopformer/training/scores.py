@@ -3,6 +3,8 @@ waits to learn whether any row halted."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 SCORE_KEYS = ("count", "exact_accuracy", "accuracy", "q_halt_accuracy", "steps")
@@ -22,3 +24,10 @@ class IntervalScores:
 
     def reset(self) -> None:
         self.sums = {}
+
+
+def logs_written_this_batch(trainer: Any) -> bool:  # noqa: ANN401 (a Lightning Trainer)
+    """Lightning writes this training batch's logs (every ``log_every_n_steps`` batches that step the optimizer, as
+    its LearningRateMonitor asks): the end of a logging interval. ``global_step % log_every_n_steps`` is not it
+    where a batch makes several optimizer steps (DIS's ``mask`` method)."""
+    return getattr(trainer._logger_connector, "should_update_logs", True)

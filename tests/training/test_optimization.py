@@ -22,18 +22,21 @@ def test_constant_after_warmup_when_total_is_unknown_or_ratio_is_one():
 @pytest.mark.parametrize("algorithm", ["act", "dis"])
 def test_the_learning_rate_is_logged_as_train_lr_on_its_schedule(algorithm, sudoku4_dir, tmp_path, monkeypatch):
     """TRM logs `train/lr`; loopformer logged no learning rate at all. It is handed to Lightning only at the steps
-    whose logs are written (a host number is copied to the device each time)."""
+    whose logs are written (a host number is copied to the device each time). The training scores' logging interval
+    ends at those steps too."""
     import csv
 
     from loopformer.cli import LoopformerCLI
     from loopformer.module import LoopformerModule
+    from loopformer.training.scores import IntervalScores
     from tests.helpers import tiny_fit_args
 
-    handed = []
-    log = LoopformerModule.log
+    handed, intervals_ended = [], []
+    log, reset = LoopformerModule.log, IntervalScores.reset
     monkeypatch.setattr(
         LoopformerModule, "log", lambda self, name, *a, **k: (handed.append(name), log(self, name, *a, **k))
     )
+    monkeypatch.setattr(IntervalScores, "reset", lambda self: (intervals_ended.append(1), reset(self)))
 
     args = tiny_fit_args(sudoku4_dir, tmp_path, "--trainer.max_steps=12", "--trainer.log_every_n_steps=4",
                          "--trainer.limit_val_batches=0", "--model.optim.lr_warmup_steps=6",
@@ -50,6 +53,9 @@ def test_the_learning_rate_is_logged_as_train_lr_on_its_schedule(algorithm, sudo
         v == pytest.approx(3e-3 * warmup_cosine(per_batch * s + 1, 6, 12.0, 0.1), rel=1e-6) for s, v in logged.items()
     ), logged
     assert handed.count("train/lr") == len(logged)  # not once a step
+    # the training scores' interval ends where Lightning writes the logs: with DIS it ended every 4 optimizer
+    # steps, 3 times in 6 batches, of which Lightning wrote one, so its train/ scores covered 2 batches, not 4
+    assert len(intervals_ended) == len(logged)
 
 
 def test_optimizer_setting_changes_are_read_from_what_a_checkpoint_recorded():
