@@ -95,7 +95,8 @@ class EMA(L.Callback):
         self._last_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
-        # Once per optimizer step (not per accumulated batch), before a checkpoint callback saves this step.
+        # Once per optimizer step (not per accumulated batch; once per DIS batch of several steps, as VRN), before a
+        # checkpoint callback saves this step.
         if self.average is not None and trainer.global_step != self._last_step:
             self.average.update()
             self._last_step = trainer.global_step

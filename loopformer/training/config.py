@@ -138,7 +138,8 @@ class EMAConfig:
     """Keep the average; validate and checkpoint with it (false when evaluating such a checkpoint: its raw
     weights)."""
     rate: float = 0.999
-    """Decay per optimizer step."""
+    """Decay per optimizer step (per batch with DIS, whose batches make several, as VirtualRecursiveNetwork
+    updates its average)."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.rate < 1.0:
