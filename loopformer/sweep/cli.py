@@ -91,6 +91,14 @@ def run_offline(sweep_file: str, out: Path, count: int, label: str = "", overrid
         where = f"; their logs: {out}/*.log" if logs else ""
         print(f"loopformer sweep: error: no trial finished ({len(sweep.trials)} run){where}.", file=sys.stderr)
         return 1
+    if not sweep.ran:
+        held = f"{len(sweep.trials)} trial{'' if len(sweep.trials) == 1 else 's'}"
+        why = (
+            f"the sweep already holds {held} (--count {count}; a larger --count runs more)"
+            if len(sweep.trials) >= count
+            else f"the sweep file proposes no more trials than the {held} it holds (a grid run through)"
+        )
+        print(f"{sweep.prefix} nothing new ran: {why}")
     print(f"results: {files}")
     print(f"compare the schedules at equal compute: loopformer sweep report {out}")
     return 0

@@ -133,6 +133,17 @@ def test_a_sweep_continues_only_with_the_settings_its_trials_ran_with(tmp_path, 
     sweep_file.write_text(yaml.safe_dump(config))
     assert main([str(sweep_file), "--offline", "--count", "2", "--out", str(out), "--pause=0.01"]) == 0
     assert len(json.loads((out / "state.json").read_text())["trials"]) == 2
+    capsys.readouterr()
+    assert main([str(sweep_file), "--offline", "--count", "2", "--out", str(out), "--pause=0.01"]) == 0
+    assert "nothing new ran: the sweep already holds 2 trials (--count 2; a larger --count runs more)" in (
+        capsys.readouterr().out
+    )
+    assert main([str(sweep_file), "--offline", "--count", "5", "--out", str(out), "--pause=0.01"]) == 0  # the grid
+    assert main([str(sweep_file), "--offline", "--count", "5", "--out", str(out), "--pause=0.01"]) == 0
+    assert (
+        "nothing new ran: the sweep file proposes no more trials than the 3 trials it holds (a grid run through)"
+        in (capsys.readouterr().out)
+    )
 
 
 def test_sweep_command_rejects_a_bad_file(tmp_path, capsys):
