@@ -94,7 +94,9 @@ class SweepState:
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            trials = load_state(self.path) if self.path.exists() else []
+            saved = load_json(self.path, SweepFileError, STATE_EXPECTED) if self.path.exists() else None
+            self._check_same_sweep(saved)  # again under the lock: a runner with other settings may have started
+            trials = parse_trials(saved, self.path) if saved is not None else []
             yield trials
             atomic.write_text(self.path, json.dumps({**self.header, "trials": [asdict(t) for t in trials]}, indent=1))
         finally:
@@ -106,9 +108,9 @@ class SweepState:
         comparable with them (and hand the engine a history it did not propose), so it stops in one line. Until a
         trial has run (every one so far refused its settings before it started) the settings may change: they are
         what is being fixed. A state.json from before the state kept them is not checked."""
-        if not self.path.exists():
-            return
-        saved = load_json(self.path, SweepFileError, STATE_EXPECTED)
+        self._check_same_sweep(load_json(self.path, SweepFileError, STATE_EXPECTED) if self.path.exists() else None)
+
+    def _check_same_sweep(self, saved: Any) -> None:  # noqa: ANN401 (state.json as read)
         if not isinstance(saved, dict) or "config" not in saved:
             return
         ran = [t for t in parse_trials(saved, self.path) if t.history or t.state in ("running", "finished", "stopped")]

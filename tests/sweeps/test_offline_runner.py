@@ -7,6 +7,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import pytest
 import yaml
 
 import sweeps
@@ -144,6 +145,20 @@ def test_a_sweep_continues_only_with_the_settings_its_trials_ran_with(tmp_path, 
         "nothing new ran: the sweep file proposes no more trials than the 3 trials it holds (a grid run through)"
         in (capsys.readouterr().out)
     )
+
+
+def test_runners_started_together_with_other_settings_do_not_mix_their_trials(tmp_path):
+    """Both find the directory empty at their start; the one that claims a trial second stops, under the lock."""
+    from loopformer.sweep.spec import SweepFileError
+
+    sweep_file = tmp_path / "fake.yaml"
+    sweep_file.write_text(yaml.safe_dump(_config(parameters={"quality": {"values": [0.5, 0.6]}})))
+    out = tmp_path / "out"
+    second = OfflineSweep(sweep_file, out, poll_seconds=0.05, overrides=["--pause=0.02"])
+    OfflineSweep(sweep_file, out, poll_seconds=0.05, overrides=["--pause=0.01"]).run(count=1)
+    with pytest.raises(SweepFileError, match=r"holds 1 trial of a sweep started with other settings: they ran with"):
+        second.run(count=2)
+    assert len(json.loads((out / "state.json").read_text())["trials"]) == 1
 
 
 def test_sweep_command_rejects_a_bad_file(tmp_path, capsys):
