@@ -117,8 +117,11 @@ def step_counts(budget: BudgetConfig, flops_per_step: int, steps_per_batch: int 
             reports = budget.train_flops / budget.eval_every_flops
             if reports >= 1 and abs(reports - round(reports)) <= 1e-6 * reports:
                 batches = round(reports) * every
-    in_steps = lambda n: None if n is None else n * steps_per_batch  # noqa: E731
-    return StepCounts(flops_per_step, in_steps(batches), in_steps(every))
+    return StepCounts(
+        flops_per_step,
+        None if batches is None else batches * steps_per_batch,
+        None if every is None else every * steps_per_batch,
+    )
 
 
 class TrainingBudget(L.Callback):
