@@ -1,6 +1,7 @@
 """A stand-in for `loopformer fit` in offline-runner tests: reports `--quality * k / 10` for k = 1..`--reports` (10),
 one every `--pause` seconds (0.15; FAKE_TRIAL_PAUSE in the environment wins); with `--which=FILE`, writes there the
-`loopformer` its PATH finds; with `--refuse=MESSAGE`, stops as loopformer stops on bad input (its error line, exit 2; `{quality}` in it replaced)."""
+`loopformer` its PATH finds; with `--refuse=MESSAGE`, stops as loopformer stops on bad input (its error line, exit
+2; `{quality}` in it replaced)."""
 
 import json
 import os

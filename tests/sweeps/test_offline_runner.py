@@ -97,11 +97,8 @@ def test_trials_refused_their_shared_settings_stop_the_runner_after_two(tmp_path
     assert [t["state"] for t in json.loads((out / "state.json").read_text())["trials"]] == ["failed", "failed"]
     # fixed: the sweep continues with the new overrides (no trial ran with the old ones)
     assert main([str(sweep_file), "--offline", "--count", "3", "--out", str(out), "--pause=0.01"]) == 0
-    assert [t["state"] for t in json.loads((out / "state.json").read_text())["trials"]] == [
-        "failed",
-        "failed",
-        "finished",
-    ]
+    states = [t["state"] for t in json.loads((out / "state.json").read_text())["trials"]]
+    assert states == ["failed", "failed", "finished"]
 
     out = tmp_path / "per-trial"
     code = main([str(sweep_file), "--offline", "--count", "4", "--out", str(out), "--refuse=q={quality}"])
@@ -136,15 +133,12 @@ def test_a_sweep_continues_only_with_the_settings_its_trials_ran_with(tmp_path, 
     assert len(json.loads((out / "state.json").read_text())["trials"]) == 2
     capsys.readouterr()
     assert main([str(sweep_file), "--offline", "--count", "2", "--out", str(out), "--pause=0.01"]) == 0
-    assert "nothing new ran: the sweep already holds 2 trials (--count 2; a larger --count runs more)" in (
-        capsys.readouterr().out
-    )
+    said = capsys.readouterr().out
+    assert "nothing new ran: the sweep already holds 2 trials (--count 2; a larger --count runs more)" in said
     assert main([str(sweep_file), "--offline", "--count", "5", "--out", str(out), "--pause=0.01"]) == 0  # the grid
     assert main([str(sweep_file), "--offline", "--count", "5", "--out", str(out), "--pause=0.01"]) == 0
-    assert (
-        "nothing new ran: the sweep file proposes no more trials than the 3 trials it holds (a grid run through)"
-        in (capsys.readouterr().out)
-    )
+    said = capsys.readouterr().out
+    assert "nothing new ran: the sweep file proposes no more trials than the 3 trials it holds (a grid run" in said
 
 
 def test_runners_started_together_with_other_settings_do_not_mix_their_trials(tmp_path):
