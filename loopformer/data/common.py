@@ -4,9 +4,11 @@ CSV files, subsampling, the 8 dihedral symmetries of a square grid, and the maze
 from __future__ import annotations
 
 import csv
+import fcntl
 import os
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -44,12 +46,44 @@ def _building_prefix(out: Path) -> str:
     return f".{out.name}.building-"
 
 
-def remove_half_built(out: Path) -> None:
-    """The directories ``build_then_move`` left beside ``out`` when a build was killed (callers hold ``out``'s lock:
-    no build of theirs is under way)."""
+@contextmanager
+def _building(directory: Path) -> Iterator[None]:
+    """Held by the build writing into ``directory`` for its lifetime (``flock`` on the directory, released by the
+    kernel however the process ends), so that a directory no build holds is known to be left by one that was killed."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _held_by_a_build(directory: Path) -> bool:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def remove_half_built(out: Path, min_age_s: float = 5.0) -> None:
+    """The directories ``build_then_move`` left beside ``out`` when a build was killed; those of builds under way
+    (another ``data build`` of the same output) are left to them, as are those made in the last ``min_age_s``
+    seconds (a build takes its directory's lock just after making it)."""
     out = Path(os.path.realpath(out))
     for stale in out.parent.glob(_building_prefix(out) + "*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        try:
+            recent = stale.stat().st_mtime > time.time() - min_age_s
+        except OSError:
+            continue
+        if not recent and not _held_by_a_build(stale):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def build_then_move(out: Path, build: Callable[[Path], T], replace: bool = False) -> T:
@@ -59,22 +93,24 @@ def build_then_move(out: Path, build: Callable[[Path], T], replace: bool = False
     mount point: its entries are exchanged."""
     out = Path(os.path.realpath(out))  # beside a symlink's target: on its filesystem
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_half_built(out)
     tmp = Path(tempfile.mkdtemp(prefix=_building_prefix(out), dir=out.parent))
     try:
-        result = build(tmp)
-        if not out.exists():
-            os.replace(tmp, out)
-        else:
-            if any(out.iterdir()) and not (replace and holds_dataset(out)):
-                raise DatasetError(f"{out}: not empty; a dataset is built into a new or empty directory.")
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
-            try:
-                for entry in list(out.iterdir()):
-                    shutil.move(entry, old / entry.name)
-                for entry in list(tmp.iterdir()):
-                    shutil.move(entry, out / entry.name)  # a rename, or a copy where out is another filesystem
-            finally:
-                shutil.rmtree(old, ignore_errors=True)
+        with _building(tmp):  # until it is moved: a complete build is not taken for a killed one either
+            result = build(tmp)
+            if not out.exists():
+                os.replace(tmp, out)
+            else:
+                if any(out.iterdir()) and not (replace and holds_dataset(out)):
+                    raise DatasetError(f"{out}: not empty; a dataset is built into a new or empty directory.")
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
+                try:
+                    for entry in list(out.iterdir()):
+                        shutil.move(entry, old / entry.name)
+                    for entry in list(tmp.iterdir()):
+                        shutil.move(entry, out / entry.name)  # a rename, or a copy where out is another filesystem
+                finally:
+                    shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return result
