@@ -195,3 +195,18 @@ def test_a_run_resumed_with_other_optimizer_settings_takes_them_and_says_so(sudo
         f"{ckpt} and a fresh optimizer.\n"
     )
     assert not (tmp_path / "muon").exists()
+
+
+def test_a_run_resumed_with_another_batch_size_says_it_is_no_exact_continuation(sudoku4_dir, tmp_path, capsys):
+    _fit(sudoku4_dir, tmp_path / "first", 6, 16, stop_at=3)
+    ckpt = next((tmp_path / "first" / "ckpt").glob("*.ckpt"))
+    capsys.readouterr()
+    resumed = _fit(sudoku4_dir, tmp_path / "larger", 6, 32, ckpt_path=ckpt)
+    assert resumed.trainer.global_step == 6
+    assert (
+        "loopformer: data.global_batch_size 16 -> 32: the resumed run cannot be the exact continuation of the "
+        "checkpoint's (the ACT carry restarts; the epoch goes on at the same batch index, counted in batches of the "
+        "new size)\n"
+    ) in capsys.readouterr().err
+    _fit(sudoku4_dir, tmp_path / "same", 6, 16, ckpt_path=ckpt)
+    assert "data.global_batch_size" not in capsys.readouterr().err

@@ -345,6 +345,15 @@ class LoopformerCLI(LightningCLI):
             if subcommand == "fit":
                 stored = (hparams.get("optim") or {}).get("optimizer")
                 check_optimizer_continues(ckpt_path, stored, self.config.fit.model.optim.optimizer)
+        if subcommand == "fit" and check_path:
+            before, now = (data or {}).get("global_batch_size"), self.config.fit.data.global_batch_size
+            if before is not None and before != now:
+                print(
+                    f"loopformer: data.global_batch_size {before} -> {now}: the resumed run cannot be the exact "
+                    "continuation of the checkpoint's (the ACT carry restarts; the epoch goes on at the same batch "
+                    "index, counted in batches of the new size)",
+                    file=sys.stderr,
+                )
         if subcommand in EVALUATIONS and data is None and not data_given(self._cli_args, subcommand):
             if not given(self._cli_args, "data.data_paths"):
                 paths = self.config[subcommand].data.data_paths
