@@ -25,6 +25,7 @@ from loopformer.files import load_json
 from loopformer.runs.claim import Claim, is_held
 from loopformer.sweep.spec import SweepFileError
 
+LABELS = {"name", "description", "project", "entity"}  # sweep file keys that change no trial
 STATE_EXPECTED = "the state of an offline sweep (state.json, written by `loopformer sweep --offline`)"
 TRIAL_STATES = ("pending", "running", "finished", "stopped", "failed", "crashed")
 """pending (to run, or to run again); running; finished (exit 0); stopped (by early termination, or the runner was
@@ -118,7 +119,8 @@ class SweepState:
             return
         differences = []
         now = json.loads(json.dumps(self.header["config"]))
-        changed = [k for k in sorted(set(saved["config"]) | set(now), key=str) if saved["config"].get(k) != now.get(k)]
+        keys = sorted((set(saved["config"]) | set(now)) - LABELS, key=str)
+        changed = [k for k in keys if saved["config"].get(k) != now.get(k)]
         if changed:
             differences.append(f"the sweep file's {', '.join(changed)} differ from those they ran with")
         before, after = saved.get("overrides") or [], self.header["overrides"]

@@ -128,7 +128,7 @@ def test_a_sweep_continues_only_with_the_settings_its_trials_ran_with(tmp_path, 
     assert "the sweep file's parameters differ from those they ran with." in capsys.readouterr().err
     assert len(json.loads((out / "state.json").read_text())["trials"]) == 1  # nothing was run
 
-    sweep_file.write_text(yaml.safe_dump(config))
+    sweep_file.write_text(yaml.safe_dump({**config, "description": "a label, which changes no trial"}))
     assert main([str(sweep_file), "--offline", "--count", "2", "--out", str(out), "--pause=0.01"]) == 0
     assert len(json.loads((out / "state.json").read_text())["trials"]) == 2
     capsys.readouterr()
