@@ -59,6 +59,7 @@ def _building(directory: Path) -> Iterator[None]:
 
 
 def _held_by_a_build(directory: Path) -> bool:
+    # runs.claim.is_held asks the same of a claim file; the data layer imports nothing of runs (tests/test_imports.py)
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
