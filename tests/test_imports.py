@@ -13,8 +13,9 @@ ALLOWED_BELOW = {
     "batch": set(),
     "kernels": {"errors"},
     "model": {"kernels", "batch", "errors"},
-    "data": {"batch", "errors", "files", "argtypes", "checkpoint.atomic"},
+    "data": {"batch", "errors", "files", "argtypes", "checkpoint.atomic", "locks"},
     "checkpoint.atomic": set(),
+    "locks": set(),
 }
 THIRD_PARTY_BANNED = {"model": {"lightning", "pytorch_lightning"}, "kernels": {"lightning", "pytorch_lightning"}}
 

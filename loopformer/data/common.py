@@ -19,6 +19,7 @@ from typing import Any, Optional, TypeVar
 import numpy as np
 
 from loopformer.data.format import DatasetError, PuzzleSet, grid_task_metadata, save_split
+from loopformer.locks import is_held
 
 T = TypeVar("T")
 
@@ -58,21 +59,6 @@ def _building(directory: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _held_by_a_build(directory: Path) -> bool:
-    # runs.claim.is_held asks the same of a claim file; the data layer imports nothing of runs (tests/test_imports.py)
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 def remove_half_built(out: Path, min_age_s: float = 5.0) -> None:
     """The directories ``build_then_move`` left beside ``out`` when a build was killed; those of builds under way
     (another ``data build`` of the same output) are left to them, as are those made in the last ``min_age_s``
@@ -80,10 +66,10 @@ def remove_half_built(out: Path, min_age_s: float = 5.0) -> None:
     out = Path(os.path.realpath(out))
     for stale in out.parent.glob(_building_prefix(out) + "*"):
         try:
-            recent = stale.stat().st_mtime > time.time() - min_age_s
+            left = stale.stat().st_mtime <= time.time() - min_age_s and not is_held(stale)  # no build under way
         except OSError:
             continue
-        if not recent and not _held_by_a_build(stale):
+        if left:
             shutil.rmtree(stale, ignore_errors=True)
 
 

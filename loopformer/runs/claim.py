@@ -95,20 +95,3 @@ def read_holder(path: str | Path) -> Optional[Holder]:
         return Holder(int(fields["pid"]), str(fields["host"]), float(fields["started"])) if fields else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def is_held(path: str | Path) -> bool:
-    """Whether a live process holds the claim at ``path`` (this process's own claims count as held)."""
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)

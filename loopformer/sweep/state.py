@@ -22,7 +22,8 @@ from typing import Any, Optional
 
 from loopformer.checkpoint import atomic
 from loopformer.files import load_json
-from loopformer.runs.claim import Claim, is_held
+from loopformer.locks import is_held
+from loopformer.runs.claim import Claim
 from loopformer.sweep.spec import SweepFileError
 
 LABELS = {"name", "description", "project", "entity"}  # sweep file keys that change no trial

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from loopformer.runs.claim import Claim, ClaimedError, is_held, read_holder
+from loopformer.locks import is_held
+from loopformer.runs.claim import Claim, ClaimedError, read_holder
 
 ROOT = Path(__file__).resolve().parents[2]
 
