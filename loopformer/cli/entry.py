@@ -49,13 +49,10 @@ def main(argv: Optional[list[str]] = None) -> None:
 
 def versions() -> str:
     """``loopformer 0.1.0 (python 3.11.9, torch 2.13.0, lightning 2.6.6)``, read without importing them."""
-    from importlib.metadata import PackageNotFoundError, version
+    from loopformer.cli.doctor import installed_version
 
     def of(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
+        return installed_version(name) or "not installed"
 
     python = ".".join(map(str, sys.version_info[:3]))
     return f"loopformer {of('loopformer')} (python {python}, torch {of('torch')}, lightning {of('lightning')})"
@@ -97,14 +94,10 @@ def source_fingerprint(package_dir: Path = PACKAGE_DIR) -> str:
 
 
 def help_key(args: list[str]) -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from loopformer.cli.doctor import installed_version
 
     parts = [" ".join(args), str(shutil.get_terminal_size().columns), sys.version, source_fingerprint()]
-    for name in VERSIONED:
-        try:
-            parts.append(f"{name}={version(name)}")
-        except PackageNotFoundError:
-            parts.append(f"{name}=none")
+    parts += [f"{name}={installed_version(name) or 'none'}" for name in VERSIONED]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
