@@ -62,10 +62,9 @@ def command_problem(args: list[str]) -> str:
     """What is wrong with the command word: none given, or one that is no command (with the nearest); "" when it is
     a command, or when the arguments start with an option (LightningCLI reads those)."""
     commands = (*LIGHTNING_COMMANDS, *TOOL_COMMANDS)
-    tools = sorted(TOOL_COMMANDS)
     every = (
-        "fit, validate, test or predict (training and evaluation: `loopformer fit --help`), or "
-        f"{', '.join(tools[:-1])} or {tools[-1]} (each with its own --help)"
+        f"{_either(LIGHTNING_COMMANDS)} (training and evaluation: `loopformer fit --help`), or "
+        f"{_either(sorted(TOOL_COMMANDS))} (each with its own --help)"
     )
     if not args:
         return f"expected a command: {every}."
@@ -76,6 +75,10 @@ def command_problem(args: list[str]) -> str:
     near = difflib.get_close_matches(args[0], commands, n=1, cutoff=0.6)
     guess = f" (did you mean {near[0]}?)" if near else ""
     return f"{args[0]!r} is not a command{guess}; expected {every}."
+
+
+def _either(words: tuple[str, ...] | list[str]) -> str:
+    return f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 def cache_dir() -> Path:
