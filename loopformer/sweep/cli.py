@@ -58,6 +58,7 @@ def run_online(path: str, count: Optional[int], project: str, entity: Optional[s
 
 
 def run_offline(sweep_file: str, out: Path, count: int, label: str = "", overrides: Optional[list[str]] = None) -> int:
+    from loopformer.sweep.report.records import counted
     from loopformer.sweep.runner import OfflineSweep
 
     sweep = OfflineSweep(sweep_file, out, label=label, overrides=overrides)
@@ -92,7 +93,7 @@ def run_offline(sweep_file: str, out: Path, count: int, label: str = "", overrid
         print(f"loopformer sweep: error: no trial finished ({len(sweep.trials)} run){where}.", file=sys.stderr)
         return 1
     if not sweep.ran:
-        held = f"{len(sweep.trials)} trial{'' if len(sweep.trials) == 1 else 's'}"
+        held = counted(len(sweep.trials), "trial")
         why = (
             f"the sweep already holds {held} (--count {count}; a larger --count runs more)"
             if len(sweep.trials) >= count

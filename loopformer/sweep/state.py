@@ -24,6 +24,7 @@ from loopformer.checkpoint import atomic
 from loopformer.files import load_json
 from loopformer.locks import is_held
 from loopformer.runs.claim import Claim
+from loopformer.sweep.report.records import counted
 from loopformer.sweep.spec import SweepFileError
 
 LABELS = {"name", "description", "project", "entity"}  # sweep file keys that change no trial
@@ -131,7 +132,7 @@ class SweepState:
             )
         if differences:
             raise SweepFileError(
-                f"{self.out_dir} holds {len(ran)} trial{'' if len(ran) == 1 else 's'} of a sweep started with other "
+                f"{self.out_dir} holds {counted(len(ran), 'trial')} of a sweep started with other "
                 f"settings: {'; '.join(differences)}. New trials would not be comparable with them: give the settings "
                 "it was started with to continue it, or another --out for a new sweep."
             )

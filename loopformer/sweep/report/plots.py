@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from loopformer.checkpoint import atomic
-from loopformer.sweep.report.records import count_runs
+from loopformer.sweep.report.records import counted
 
 STATE_MARKERS = {"finished": ("o", "finished"), "stopped": ("v", "stopped early"), "crashed": ("x", "crashed")}
 
@@ -48,7 +48,7 @@ def plot_pareto(
     ax.set_xscale("log")
     if costed:
         _sensible_limits(ax, [x(r) for r in costed], [r.best for r in costed])
-    title = f"{metric} against {x_label[1]} ({count_runs(len(costed))} with a FLOPs count)"
+    title = f"{metric} against {x_label[1]} ({counted(len(costed), 'run')} with a FLOPs count)"
     _log_axis_with_grid(ax, x_label[0], f"best {metric}", title, 8)
     _save(plt, fig, path)
 
@@ -167,7 +167,7 @@ def plot_parallel_coordinates(lines: list[dict], axes: list[str], metric: str, p
         ax.text(j, -0.08, bottom, ha="center", fontsize=8)
     ax.set_yticks([])
     ax.set_ylim(-0.12, 1.1)
-    ax.set_title(f"{count_runs(len(scored))}, colour = {metric} (dashed: stopped early or crashed)")
+    ax.set_title(f"{counted(len(scored), 'run')}, colour = {metric} (dashed: stopped early or crashed)")
     fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(m_lo, m_hi)), ax=ax, label=metric)
     _save(plt, fig, path)
 
@@ -190,6 +190,6 @@ def plot_learning_curves(curves: dict[str, list[tuple[float, float]]], states: d
     ax.set_xscale("log")
     if drawn:
         _sensible_limits(ax, [p[0] for c in drawn.values() for p in c], [p[1] for c in drawn.values() for p in c])
-    title = f"{metric} against training compute ({count_runs(len(drawn))}; dashed: stopped early or crashed)"
+    title = f"{metric} against training compute ({counted(len(drawn), 'run')}; dashed: stopped early or crashed)"
     _log_axis_with_grid(ax, "training FLOPs (forward + backward, all processes)", metric, title, 7)
     _save(plt, fig, path)

@@ -115,6 +115,6 @@ def nested_get(config: dict, dotted: str) -> Any:
     return node
 
 
-def count_runs(count: int) -> str:
+def counted(count: int, noun: str) -> str:
     """The count with its noun: 1 run, 3 runs."""
-    return f"{count} run" if count == 1 else f"{count} runs"
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

@@ -26,7 +26,7 @@ from loopformer.sweep.report.plots import (
     short_name,
     target_title,
 )
-from loopformer.sweep.report.records import ReportError, ScoredRun, count_runs
+from loopformer.sweep.report.records import ReportError, ScoredRun, counted
 from loopformer.sweep.report.sources import open_source
 
 COMPUTE_AXIS = "log10 FLOPs/puzzle"
@@ -115,7 +115,7 @@ def _census(analysis: Analysis) -> str:
     scored = analysis.ranked + analysis.unscored
     counts = {s: sum(r.state == s for r in scored) for s in ("finished", "stopped", "crashed")}
     text = (
-        f"Metric `{analysis.sweep.metric}` ({analysis.sweep.goal}). {count_runs(len(scored) + len(analysis.running))}: "
+        f"Metric `{analysis.sweep.metric}` ({analysis.sweep.goal}). {counted(len(scored) + len(analysis.running), 'run')}: "
         f"{counts['finished']} finished, {counts['stopped']} stopped early, {counts['crashed']} crashed"
     )
     if analysis.running:
@@ -123,7 +123,7 @@ def _census(analysis: Analysis) -> str:
     text += "."
     if analysis.unscored:
         n = len(analysis.unscored)
-        text += f" {n} {'run' if n == 1 else 'runs'} never reported the metric (listed unranked)."
+        text += f" {counted(n, 'run')} never reported the metric (listed unranked)."
     if analysis.duplicates:
         text += f" {analysis.duplicates} duplicate record(s) of a run dropped."
     return text
@@ -234,7 +234,7 @@ def summary(analysis: Analysis, out: Path) -> str:
             f"best: {best.name} {metric}={_number(best.best)} at {_gflops(best)} GFLOPs/puzzle: {best.schedule}"
         )
     if analysis.front:
-        lines.append(f"Pareto front ({count_runs(len(analysis.front))}, cheapest first):")
+        lines.append(f"Pareto front ({counted(len(analysis.front), 'run')}, cheapest first):")
         lines += [
             f"  {_gflops(r):>9} GFLOPs/puzzle  {metric}={_number(r.best)}  {r.name}: {r.schedule}"
             for r in analysis.front
